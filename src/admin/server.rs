@@ -1,0 +1,239 @@
+//! The admin socket server: binds the Unix socket, reads bounded request lines, dispatches
+//! them to the [`Switch`], writes one reply line each.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::protocol::{MAX_REQUEST_BYTES, Reply, Request};
+use crate::metrics::Metrics;
+use crate::switch::Switch;
+
+/// Why the admin socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("admin socket {0}: a flipdns server is already answering on it")]
+    InUse(PathBuf),
+    #[error("admin socket {0}: exists and is not a socket; refusing to remove it")]
+    NotASocket(PathBuf),
+    #[error("admin socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// The bound admin socket; the file is removed when this is dropped.
+pub struct AdminSocket {
+    pub listener: UnixListener,
+    path: PathBuf,
+}
+
+impl AdminSocket {
+    /// Binds `path` with file mode `mode`. A leftover socket file is removed only after a
+    /// connect shows that no server answers on it. The socket is bound under a temporary
+    /// name, given its mode, then renamed into place, so it is never reachable with looser
+    /// permissions.
+    pub fn bind(path: &Path, mode: u32) -> Result<AdminSocket, BindError> {
+        let io_err = |source| BindError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(BindError::NotASocket(path.to_path_buf()));
+            }
+            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(BindError::InUse(path.to_path_buf())),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!("removing stale admin socket {}", path.display());
+                    std::fs::remove_file(path).map_err(io_err)?;
+                }
+                Err(e) => return Err(io_err(e)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = PathBuf::from(temporary);
+        let _ = std::fs::remove_file(&temporary);
+        let listener = UnixListener::bind(&temporary).map_err(io_err)?;
+        let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
+            .and_then(|_| std::fs::rename(&temporary, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(io_err(e));
+        }
+        Ok(AdminSocket {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AdminSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Bounds of the admin socket.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminLimits {
+    pub clients: usize,
+    pub request_timeout: Duration,
+}
+
+/// Serves admin clients until `shutdown`, then waits for requests in progress.
+pub async fn serve(
+    socket: &AdminSocket,
+    switch: Arc<Switch>,
+    metrics: Arc<Metrics>,
+    limits: AdminLimits,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.clients));
+    let tracker = TaskTracker::new();
+    loop {
+        let mut stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = socket.listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("admin socket: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.admin_refused.fetch_add(1, Relaxed);
+            tracker.spawn(async move {
+                let line = reply_line(&Reply::<()>::Error(format!(
+                    "too many admin clients (limit {}); try again",
+                    limits.clients
+                )));
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes()))
+                        .await;
+            });
+            continue;
+        };
+        let switch = switch.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            client(stream, &switch, limits.request_timeout, &shutdown).await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// One client connection: request lines in, reply lines out, until EOF, an error or shutdown.
+async fn client(
+    stream: UnixStream,
+    switch: &Switch,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            read = tokio::time::timeout(timeout, read_line(&mut reader, &mut line)) => read,
+        };
+        let reply = match read {
+            Ok(Ok(Line::Complete)) => dispatch(switch, &line).await,
+            Ok(Ok(Line::Eof)) | Ok(Err(_)) => return,
+            Ok(Ok(Line::TooLong)) => {
+                let line = reply_line(&Reply::<()>::Error(format!(
+                    "request longer than {MAX_REQUEST_BYTES} bytes; closing"
+                )));
+                let _ = write.write_all(line.as_bytes()).await;
+                return;
+            }
+            Err(_) => {
+                let line = reply_line(&Reply::<()>::Error(format!(
+                    "request not completed within {} s; closing",
+                    timeout.as_secs_f32()
+                )));
+                let _ = write.write_all(line.as_bytes()).await;
+                return;
+            }
+        };
+        if write.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+enum Line {
+    Complete,
+    Eof,
+    TooLong,
+}
+
+/// Reads one newline-terminated line into `line`, never buffering more than the cap.
+async fn read_line<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+) -> io::Result<Line> {
+    let mut limited = reader.take(MAX_REQUEST_BYTES as u64);
+    let n = limited.read_until(b'\n', line).await?;
+    if line.last() == Some(&b'\n') {
+        Ok(Line::Complete)
+    } else if n == 0 {
+        Ok(Line::Eof)
+    } else if line.len() >= MAX_REQUEST_BYTES {
+        Ok(Line::TooLong)
+    } else {
+        Ok(Line::Eof) // the client closed mid-line: nothing to answer
+    }
+}
+
+/// Runs one request; every outcome, good or bad, is one reply line.
+async fn dispatch(switch: &Switch, line: &[u8]) -> String {
+    let request: Request = match serde_json::from_slice(line) {
+        Ok(request) => request,
+        Err(e) => return reply_line(&Reply::<()>::Error(format!("bad request: {e}"))),
+    };
+    match request {
+        Request::Status { service } => match switch.status(service.as_deref()).await {
+            Ok(status) => reply_line(&Reply::Ok(status)),
+            Err(e) => reply_line(&Reply::<()>::Error(e.to_string())),
+        },
+        Request::Flip {
+            service,
+            to,
+            now: _,
+        } => match switch.flip(&service, to).await {
+            Ok(flipped) => reply_line(&Reply::Ok(flipped)),
+            Err(e) => reply_line(&Reply::<()>::Error(e.to_string())),
+        },
+    }
+}
+
+fn reply_line<T: Serialize>(reply: &Reply<T>) -> String {
+    let mut line = serde_json::to_string(reply).expect("replies serialize");
+    line.push('\n');
+    line
+}

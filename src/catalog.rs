@@ -1,0 +1,202 @@
+//! What the server answers for: the config with its zone files read and cross-checked.
+//!
+//! A catalog is complete and consistent or it is not built: zone files load, no static name
+//! collides with a service's names, and no zone hides names of another. It holds no live
+//! state (colors, serials); [`crate::records`] combines the two into a snapshot.
+
+use hickory_proto::rr::Name;
+
+use crate::config::{Config, ServiceConfig};
+use crate::problem::{Problem, Problems};
+use crate::zone::Zone;
+
+/// A validated config and its zones, in config order.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub config: Config,
+    /// `zones[i]` is the content of `config.zones[i]`.
+    pub zones: Vec<Zone>,
+}
+
+/// The names a service answers: the service name and one per color.
+pub fn service_names(service: &ServiceConfig) -> [Name; 3] {
+    let fqdn = service.fqdn();
+    let color = |c: &str| {
+        fqdn.prepend_label(c)
+            .expect("a service name is short enough for its color names")
+    };
+    [color("blue"), color("green"), fqdn.clone()].map(|n| n.to_lowercase())
+}
+
+impl Catalog {
+    /// Reads every zone file of `config` and cross-checks names; all problems at once.
+    pub fn load(config: Config) -> Result<Catalog, Problems> {
+        let mut problems = Vec::new();
+        let mut zones = Vec::new();
+        for zone in &config.zones {
+            match Zone::load(&zone.origin, &zone.file) {
+                Ok(z) => zones.push(z),
+                Err(p) => problems.extend(p.0),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        Catalog::check(&config, &zones, &mut problems);
+        if problems.is_empty() {
+            Ok(Catalog { config, zones })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    fn check(config: &Config, zones: &[Zone], problems: &mut Vec<Problem>) {
+        // A record of one zone that lies inside a deeper configured zone would never be served.
+        for zone in zones {
+            for other in zones
+                .iter()
+                .filter(|o| o.origin != zone.origin && zone.origin.zone_of(&o.origin))
+            {
+                for record in zone
+                    .records
+                    .iter()
+                    .filter(|r| other.origin.zone_of(&r.name))
+                {
+                    problems.push(Problem::at(&zone.file, record.line, format!(
+                        "{} lies inside the zone {} (served from {}), so this record would never be served",
+                        record.name, other.origin, other.file.display()
+                    )));
+                }
+            }
+        }
+        // Each service owns its three names and everything below them.
+        for (i, service) in config.services.iter().enumerate() {
+            let zone = zones
+                .iter()
+                .find(|z| z.origin == service.zone)
+                .expect("service zones are validated");
+            let fqdn = service.fqdn();
+            for other in &config.services[..i] {
+                let theirs = other.fqdn();
+                if fqdn.zone_of(&theirs) || theirs.zone_of(&fqdn) {
+                    problems.push(Problem::at(&config.path, service.line, format!(
+                        "service `{}` ({fqdn}) overlaps service `{}` ({theirs}, line {}): each service owns its name and the names below it",
+                        service.name, other.name, other.line
+                    )));
+                }
+            }
+            for record in zone.records.iter().filter(|r| fqdn.zone_of(&r.name)) {
+                problems.push(Problem::at(&zone.file, record.line, format!(
+                    "{} collides with service `{}` ({}:{}), which answers {fqdn} and the names below it; remove the record or rename the service",
+                    record.name, service.name, config.path.display(), service.line
+                )));
+            }
+            for other in zones.iter().filter(|z| fqdn.zone_of(&z.origin)) {
+                problems.push(Problem::at(
+                    &config.path,
+                    service.line,
+                    format!(
+                        "service `{}` answers {fqdn}, but the zone {} is configured at or below it",
+                        service.name, other.origin
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Index of the zone a service lives in.
+    pub fn zone_index(&self, service: &ServiceConfig) -> usize {
+        self.zones
+            .iter()
+            .position(|z| z.origin == service.zone)
+            .expect("service zones are validated")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    const ZONE: &str = "$TTL 3600\n@ IN SOA ns1 hostmaster 1 7200 900 1209600 60\n  IN NS ns1\nns1 IN A 192.0.2.53\n";
+    const CONFIG: &str = r#"
+[server]
+listen = ["127.0.0.1:0"]
+admin_socket = "s"
+state_file = "state.json"
+[[zone]]
+origin = "svc.example.com."
+file = "svc.zone"
+[[service]]
+name = "app"
+blue = ["192.0.2.10"]
+green = ["192.0.2.20"]
+live = "blue"
+ttl = 60
+cutover_ttl = 5
+settle = "1m"
+"#;
+
+    fn load(zone: &str, config: &str) -> Result<Catalog, Problems> {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "svc.zone", zone);
+        write(dir.path(), "f.toml", config);
+        Catalog::load(Config::load(&dir.path().join("f.toml"))?)
+    }
+
+    #[test]
+    fn loads_a_consistent_catalog() {
+        let catalog = load(ZONE, CONFIG).unwrap();
+        assert_eq!(catalog.zones.len(), 1);
+        let names: Vec<String> = service_names(&catalog.config.services[0])
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "blue.app.svc.example.com.",
+                "green.app.svc.example.com.",
+                "app.svc.example.com."
+            ]
+        );
+    }
+
+    #[test]
+    fn a_static_name_colliding_with_a_service_is_reported_at_the_record() {
+        let err = load(&format!("{ZONE}green.app IN TXT \"x\"\n"), CONFIG).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("svc.zone:5: green.app.svc.example.com. collides with service `app`"),
+            "{text}"
+        );
+        assert!(text.contains("f.toml:9)"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_zone_file_names_the_file() {
+        let err = load(ZONE, &CONFIG.replace("svc.zone", "missing.zone")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("missing.zone: cannot read zone file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn services_cannot_shadow_each_other() {
+        let config = format!(
+            "{CONFIG}\n[[service]]\nname = \"blue.app\"\nblue = [\"192.0.2.1\"]\ngreen = [\"192.0.2.2\"]\nlive = \"blue\"\nttl = 60\ncutover_ttl = 5\nsettle = \"1m\"\n"
+        );
+        let err = load(ZONE, &config).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("service `blue.app` (blue.app.svc.example.com.) overlaps service `app`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The request handler: bytes in, bytes out, one snapshot load per query.
+//!
+//! [`Handler::handle`] is the whole query path after the socket: parse the request, load the
+//! snapshot once, find the answer, write the response into a caller-owned buffer, count it.
+//! It allocates nothing, takes no lock and logs nothing, so any transport (tokio sockets
+//! today, batched system calls tomorrow, a fuzzer) can drive it.
+
+pub mod request;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::records::{Lookup, Records, Rendered};
+use request::{Edns, OPCODE_QUERY, Parsed, Request};
+
+/// Largest UDP payload we send, whatever the requester offers: the 2020 DNS flag day value,
+/// which avoids IP fragmentation on practically every path.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Largest UDP payload without EDNS (RFC 1035 section 4.2.1).
+const CLASSIC_UDP_PAYLOAD: u16 = 512;
+/// Largest DNS message over TCP: the two-byte length prefix (RFC 1035 section 4.2.2).
+pub const MAX_TCP_MESSAGE: usize = 65535;
+
+pub const RCODE_NOERROR: u8 = 0;
+pub const RCODE_FORMERR: u8 = 1;
+pub const RCODE_NXDOMAIN: u8 = 3;
+pub const RCODE_REFUSED: u8 = 5;
+/// Extended RCODE 16 (RFC 6891 section 9): the high bits travel in the OPT record.
+pub const RCODE_BADVERS: u16 = 16;
+
+const CLASS_IN: u16 = 1;
+const TYPE_OPT: u16 = 41;
+const TYPE_IXFR: u16 = 251;
+const TYPE_AXFR: u16 = 252;
+
+/// How a request arrived; decides the response size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp = 0,
+    Tcp = 1,
+}
+
+/// Answers requests from the current snapshot.
+pub struct Handler {
+    records: Arc<Records>,
+    metrics: Arc<Metrics>,
+}
+
+impl Handler {
+    pub fn new(records: Arc<Records>, metrics: Arc<Metrics>) -> Handler {
+        Handler { records, metrics }
+    }
+
+    /// Writes the response to `packet` into `out` (cleared first) and returns `true`, or
+    /// returns `false` when the packet gets no reply at all.
+    pub fn handle(
+        &self,
+        packet: &[u8],
+        _client: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
+        match request::parse(packet) {
+            Parsed::Dropped(reason) => {
+                self.metrics.dropped(reason);
+                false
+            }
+            Parsed::Error {
+                id,
+                opcode,
+                rd,
+                rcode,
+                question,
+            } => {
+                let flags = Flags {
+                    opcode,
+                    rd,
+                    cd: false,
+                    aa: false,
+                };
+                write_header(out, id, flags, rcode, [question.is_some() as u16, 0, 0, 0]);
+                out.extend_from_slice(question.unwrap_or_default());
+                self.metrics.answered(transport, rcode.into());
+                true
+            }
+            Parsed::Request(request) => {
+                let rcode = self.answer(&request, transport, out);
+                self.metrics.answered(transport, rcode);
+                true
+            }
+        }
+    }
+
+    /// Answers a well-formed request; returns the (extended) RCODE sent.
+    fn answer(&self, request: &Request<'_>, transport: Transport, out: &mut Vec<u8>) -> u16 {
+        let limit = match (transport, request.edns) {
+            (Transport::Tcp, _) => MAX_TCP_MESSAGE,
+            (Transport::Udp, Some(edns)) => edns.udp_size.min(MAX_UDP_PAYLOAD) as usize,
+            (Transport::Udp, None) => CLASSIC_UDP_PAYLOAD as usize,
+        };
+        let reply = Reply {
+            request,
+            limit,
+            out,
+        };
+        if request.edns.is_some_and(|e| e.version != 0) {
+            // RFC 6891 section 6.1.3: BADVERS, with an OPT of the version we do speak.
+            return reply.bare(RCODE_BADVERS, false);
+        }
+        // NOTIFY and UPDATE are not accepted from anyone: nothing changes flipdns but its
+        // admin socket. Zone transfers would publish the service list, other classes are not
+        // ours, and OPT is not a question type (RFC 6891 section 6.1.1).
+        if request.opcode != OPCODE_QUERY
+            || request.qclass != CLASS_IN
+            || matches!(request.qtype, TYPE_AXFR | TYPE_IXFR)
+        {
+            return reply.bare(RCODE_REFUSED.into(), false);
+        }
+        if request.qtype == TYPE_OPT {
+            return reply.bare(RCODE_FORMERR.into(), false);
+        }
+        let mut name = [0u8; 255];
+        let qname = request.qname();
+        let name = &mut name[..qname.len()];
+        for (lower, byte) in name.iter_mut().zip(qname) {
+            *lower = byte.to_ascii_lowercase(); // length octets are < 64, below 'A'
+        }
+        let snapshot = self.records.load();
+        match snapshot.lookup(name) {
+            Lookup::Node(node) => {
+                let rendered = node.answer(request.qtype);
+                if let Some(hit) = rendered.hit {
+                    snapshot.services[hit.service as usize]
+                        .counters
+                        .answered(hit.color);
+                }
+                reply.rendered(rendered)
+            }
+            Lookup::NxDomain(zone) => {
+                let reply = reply.start(RCODE_NXDOMAIN.into(), true, [1, 0, 1, 0]);
+                zone.write_negative_soa(qname.len(), reply.out);
+                reply.finish(RCODE_NXDOMAIN.into())
+            }
+            Lookup::NotOurs => reply.bare(RCODE_REFUSED.into(), false),
+        }
+    }
+}
+
+/// Header bits a response sets or copies.
+#[derive(Clone, Copy)]
+struct Flags {
+    opcode: u8,
+    rd: bool,
+    cd: bool,
+    aa: bool,
+}
+
+fn write_header(out: &mut Vec<u8>, id: u16, flags: Flags, rcode: u8, counts: [u16; 4]) {
+    let mut bits = 0x8000 | (u16::from(flags.opcode) << 11) | u16::from(rcode & 0xF);
+    if flags.aa {
+        bits |= 0x0400;
+    }
+    if flags.rd {
+        bits |= 0x0100;
+    }
+    if flags.cd {
+        bits |= 0x0010;
+    }
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&bits.to_be_bytes());
+    for count in counts {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+}
+
+/// The response to one request being written.
+struct Reply<'r, 'q> {
+    request: &'r Request<'q>,
+    limit: usize,
+    out: &'r mut Vec<u8>,
+}
+
+/// Size of our OPT record: root owner, type, class, TTL, empty data.
+const OPT_LEN: usize = 11;
+
+impl<'r> Reply<'r, '_> {
+    /// Bytes of header, question and OPT: what every response carries.
+    fn head_len(&self) -> usize {
+        let opt = if self.request.edns.is_some() {
+            OPT_LEN
+        } else {
+            0
+        };
+        request::HEADER_LEN + self.request.question.len() + opt
+    }
+
+    /// Writes header and question; `counts` are answer, authority, additional (without OPT).
+    fn start(self, rcode: u16, aa: bool, counts: [u16; 4]) -> Started<'r> {
+        self.start_flags(rcode, aa, false, counts)
+    }
+
+    fn start_flags(self, rcode: u16, aa: bool, tc: bool, counts: [u16; 4]) -> Started<'r> {
+        let request = self.request;
+        let edns = request.edns;
+        let flags = Flags {
+            opcode: request.opcode,
+            rd: request.rd,
+            cd: request.cd,
+            aa,
+        };
+        let [qd, an, ns, ar] = counts;
+        write_header(
+            self.out,
+            request.id,
+            flags,
+            rcode as u8,
+            [qd, an, ns, ar + edns.is_some() as u16],
+        );
+        if tc {
+            self.out[2] |= 0x02;
+        }
+        self.out.extend_from_slice(request.question);
+        Started {
+            out: self.out,
+            edns,
+        }
+    }
+
+    /// Header, question and OPT only.
+    fn bare(self, rcode: u16, aa: bool) -> u16 {
+        self.start(rcode, aa, [1, 0, 0, 0]).finish(rcode)
+    }
+
+    /// A pre-rendered answer, trimmed to fit: first the additional section goes (no TC,
+    /// RFC 2181 section 9), then everything (TC set, the client retries over TCP).
+    fn rendered(self, rendered: &Rendered) -> u16 {
+        let rcode = rendered.rcode.into();
+        let head = self.head_len();
+        let [an, ns, ar] = rendered.counts;
+        if head + rendered.records.len() <= self.limit {
+            let started = self.start(rcode, true, [1, an, ns, ar]);
+            started.out.extend_from_slice(&rendered.records);
+            started.finish(rcode)
+        } else if head + rendered.additional_at <= self.limit {
+            let started = self.start(rcode, true, [1, an, ns, 0]);
+            started
+                .out
+                .extend_from_slice(&rendered.records[..rendered.additional_at]);
+            started.finish(rcode)
+        } else {
+            self.start_flags(rcode, true, true, [1, 0, 0, 0])
+                .finish(rcode)
+        }
+    }
+}
+
+/// A response with header and question written, waiting for its records and OPT.
+struct Started<'r> {
+    out: &'r mut Vec<u8>,
+    edns: Option<Edns>,
+}
+
+impl Started<'_> {
+    /// Appends our OPT when the request had one: version 0, our payload size, DO copied,
+    /// the high bits of an extended RCODE; no options echoed (RFC 6891 section 6.1.2).
+    fn finish(self, rcode: u16) -> u16 {
+        if let Some(edns) = self.edns {
+            self.out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
+            self.out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+            let do_bit = if edns.dnssec_ok { 0x80 } else { 0 };
+            self.out
+                .extend_from_slice(&[(rcode >> 4) as u8, 0, do_bit, 0, 0, 0]);
+        }
+        rcode
+    }
+}

@@ -1,0 +1,44 @@
+//! flipdns: an authoritative DNS server that is the traffic switch for blue-green releases.
+//!
+//! Each service has a blue and a green address set. The server answers the service's name
+//! with the live color from a record set that is swapped atomically, so no answer ever mixes
+//! colors; an admin Unix socket flips the color, and every flip is on disk before it is
+//! acknowledged.
+//!
+//! # Layout
+//!
+//! ```text
+//! config.rs     the TOML model and its validation, every problem with file:line
+//! zone.rs       zone files -> static records (pure)
+//! catalog.rs    config + zone files, cross-checked: what the server answers for
+//! records/      the immutable snapshot a query is answered from, pre-rendered to wire
+//!               format, and the ArcSwap that holds it
+//! dns/          the request handler: bytes in, bytes out, one snapshot load per query
+//! server/       sockets, tasks, shutdown; no DNS semantics
+//! switch.rs     the change path: serialize, persist, publish, reply
+//! state.rs      the durable, versioned state file
+//! admin/        the admin protocol, socket server and `flipdns ctl` client
+//! metrics.rs    counters and the Prometheus endpoint
+//! color.rs      Color; problem.rs: located problems in operator files
+//! ```
+//!
+//! # Data flows
+//!
+//! 1. **Query**: socket (`server::udp`, `server::tcp`) -> [`dns::Handler`] -> snapshot
+//!    lookup ([`records::Snapshot`]) -> response bytes; counters are relaxed atomics.
+//! 2. **Change**: admin socket ([`admin::server`]) -> [`switch::Switch`] -> new state ->
+//!    state file ([`state::StateFile::save`]) -> new snapshot -> swap -> reply.
+//! 3. **Report**: snapshot and counters -> `status` on the admin socket, `/metrics`.
+
+pub mod admin;
+pub mod catalog;
+pub mod color;
+pub mod config;
+pub mod dns;
+pub mod metrics;
+pub mod problem;
+pub mod records;
+pub mod server;
+pub mod state;
+pub mod switch;
+pub mod zone;

@@ -1,0 +1,199 @@
+//! The `flipdns` command: arguments, logging, exit codes; the work is in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use flipdns::admin::client::{Client, format_flipped, format_status};
+use flipdns::admin::protocol::{Flipped, Request, Status};
+use flipdns::catalog::Catalog;
+use flipdns::color::Color;
+use flipdns::config::{Config, DEFAULT_CONFIG};
+use tokio_util::sync::CancellationToken;
+
+/// Authoritative DNS server that flips services between blue and green.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server in the foreground until SIGTERM or Ctrl-C.
+    Serve {
+        /// Config file; relative paths inside it are relative to its directory.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate the config and its zone files; print every problem with file and line.
+    Check {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Talk to a running server through its admin socket.
+    Ctl {
+        /// Admin socket path [default: admin_socket of --config].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Config whose admin_socket to use when --socket is not given.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Show every service: live color, TTL, generation, addresses; and zone serials.
+    Status {
+        /// Only this service.
+        service: Option<String>,
+        /// Print the server's JSON reply instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a color live for a service.
+    Flip {
+        /// Service name, as in the config.
+        service: String,
+        /// The color to make live.
+        #[arg(long, value_parser = parse_color)]
+        to: Color,
+        /// Flip at once (every flip is immediate in this version).
+        #[arg(long)]
+        now: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_color(s: &str) -> Result<Color, String> {
+    s.parse()
+        .map_err(|e: flipdns::color::UnknownColor| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check { config } => check(&config),
+        Command::Ctl {
+            socket,
+            config,
+            command,
+        } => ctl(socket, &config, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("flipdns: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: &Path) -> Result<Catalog, String> {
+    Config::load(config)
+        .and_then(Catalog::load)
+        .map_err(|problems| format!("invalid configuration:\n{problems}"))
+}
+
+fn serve(config: &Path) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLIPDNS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let catalog = load(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        flipdns::server::run(catalog, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+fn check(config: &Path) -> Result<(), String> {
+    let catalog = load(config)?;
+    let services = catalog.config.services.len();
+    let zones = catalog.zones.len();
+    println!(
+        "{}: ok ({zones} zone(s), {services} service(s))",
+        config.display()
+    );
+    Ok(())
+}
+
+fn ctl(socket: Option<PathBuf>, config: &Path, command: CtlCommand) -> Result<(), String> {
+    let socket = match socket {
+        Some(socket) => socket,
+        None => Config::load(config)
+            .map(|c| c.server.admin_socket)
+            .map_err(|p| {
+                format!(
+                    "no --socket given and cannot read {}: {p}",
+                    config.display()
+                )
+            })?,
+    };
+    let mut client = Client::connect(&socket).map_err(|e| e.to_string())?;
+    match command {
+        CtlCommand::Status { service, json } => {
+            let status: Status = client
+                .call(&Request::Status { service })
+                .map_err(|e| e.to_string())?;
+            print(json, &status, format_status);
+        }
+        CtlCommand::Flip {
+            service,
+            to,
+            now,
+            json,
+        } => {
+            let flipped: Flipped = client
+                .call(&Request::Flip { service, to, now })
+                .map_err(|e| e.to_string())?;
+            print(json, &flipped, format_flipped);
+        }
+    }
+    Ok(())
+}
+
+fn print<T: serde::Serialize>(json: bool, value: &T, human: fn(&T) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("replies serialize")
+        );
+    } else {
+        print!("{}", human(value));
+    }
+}

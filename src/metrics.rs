@@ -1,0 +1,333 @@
+//! Counters, and the Prometheus endpoint that exports them.
+//!
+//! The query path only bumps relaxed atomics; everything else (labels, text, the current
+//! snapshot's gauges) is assembled when Prometheus scrapes `/metrics`, by a
+//! `prometheus-client` collector. The endpoint is a deliberately small HTTP/1.0 responder
+//! with its own bounds, so it needs no HTTP stack.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::color::Color;
+use crate::dns::Transport;
+use crate::dns::request::Dropped;
+use crate::records::Records;
+
+/// Concurrent scrapes served; more are closed at once.
+pub const METRICS_MAX_CLIENTS: usize = 8;
+/// Largest HTTP request head read from a scraper.
+pub const METRICS_MAX_REQUEST: usize = 8192;
+/// Time a scraper has to send its request and read the reply.
+pub const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// RCODEs counted separately; anything else is counted as OTHER.
+const RCODES: [(u16, &str); 8] = [
+    (0, "NOERROR"),
+    (1, "FORMERR"),
+    (2, "SERVFAIL"),
+    (3, "NXDOMAIN"),
+    (4, "NOTIMP"),
+    (5, "REFUSED"),
+    (16, "BADVERS"),
+    (u16::MAX, "OTHER"),
+];
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Responses sent, by transport and RCODE (index into `RCODES`).
+    queries: [[AtomicU64; RCODES.len()]; 2],
+    /// Packets not answered: too short, or responses.
+    dropped: [AtomicU64; 2],
+    /// Open DNS-over-TCP connections.
+    pub tcp_open: AtomicU64,
+    /// TCP connections closed at once because `tcp_connections` were open.
+    pub tcp_refused: AtomicU64,
+    /// TCP connections closed for idling or stalling past their timeouts.
+    pub tcp_timeouts: AtomicU64,
+    /// Admin clients turned away because `admin_clients` were connected.
+    pub admin_refused: AtomicU64,
+}
+
+impl Metrics {
+    pub fn answered(&self, transport: Transport, rcode: u16) {
+        let index = RCODES
+            .iter()
+            .position(|&(r, _)| r == rcode)
+            .unwrap_or(RCODES.len() - 1);
+        self.queries[transport as usize][index].fetch_add(1, Relaxed);
+    }
+
+    pub fn dropped(&self, reason: Dropped) {
+        self.dropped[reason as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Per-service counters, shared by every snapshot so that flips do not reset them.
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    /// Answers given, by color.
+    answers: [AtomicU64; 2],
+    /// Flips done.
+    pub flips: AtomicU64,
+}
+
+impl ServiceCounters {
+    pub fn answered(&self, color: Color) {
+        self.answers[color.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn answers(&self, color: Color) -> u64 {
+        self.answers[color.index()].load(Relaxed)
+    }
+}
+
+/// Renders all metrics at scrape time.
+#[derive(Debug)]
+struct Exporter {
+    metrics: Arc<Metrics>,
+    records: Arc<Records>,
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+fn family<'l, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels<'l>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut samples = samples.into_iter().peekable();
+    let Some((_, first)) = samples.peek() else {
+        return Ok(());
+    };
+    let mut metric = encoder.encode_descriptor(name, help, None, first.metric_type())?;
+    for (labels, value) in samples {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(value: u64) -> ConstCounter<u64> {
+    ConstCounter::new(value)
+}
+
+fn gauge(value: i64) -> ConstGauge<i64> {
+    ConstGauge::new(value)
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = &self.metrics;
+        let snapshot = self.records.load_full();
+        let transports = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
+        family(
+            &mut e,
+            "flipdns_queries",
+            "DNS responses sent, by transport and RCODE.",
+            transports.iter().flat_map(|&(t, proto)| {
+                RCODES.iter().enumerate().map(move |(i, &(_, rcode))| {
+                    (
+                        vec![("protocol", proto), ("rcode", rcode)],
+                        counter(m.queries[t as usize][i].load(Relaxed)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "flipdns_dropped",
+            "Packets not answered: shorter than a DNS header, or responses (QR set).",
+            [
+                (
+                    vec![("reason", "short")],
+                    counter(m.dropped[Dropped::Short as usize].load(Relaxed)),
+                ),
+                (
+                    vec![("reason", "response")],
+                    counter(m.dropped[Dropped::Response as usize].load(Relaxed)),
+                ),
+            ],
+        )?;
+        family(
+            &mut e,
+            "flipdns_answers",
+            "Answers from a service's names, by service and color.",
+            snapshot.services.iter().flat_map(|s| {
+                Color::ALL.map(|c| {
+                    (
+                        vec![("service", s.name.as_str()), ("color", c.as_str())],
+                        counter(s.counters.answers(c)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "flipdns_flips",
+            "Flips done, by service.",
+            snapshot.services.iter().map(|s| {
+                (
+                    vec![("service", s.name.as_str())],
+                    counter(s.counters.flips.load(Relaxed)),
+                )
+            }),
+        )?;
+        family(
+            &mut e,
+            "flipdns_live",
+            "1 for the live color of each service, 0 for the other.",
+            snapshot.services.iter().flat_map(|s| {
+                Color::ALL.map(|c| {
+                    (
+                        vec![("service", s.name.as_str()), ("color", c.as_str())],
+                        gauge((s.live == c) as i64),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "flipdns_service_ttl_seconds",
+            "TTL the service's answers carry now.",
+            snapshot
+                .services
+                .iter()
+                .map(|s| (vec![("service", s.name.as_str())], gauge(s.ttl.into()))),
+        )?;
+        let origins: Vec<String> = snapshot
+            .zones
+            .iter()
+            .map(|z| z.origin.to_string())
+            .collect();
+        family(
+            &mut e,
+            "flipdns_zone_serial",
+            "SOA serial served, by zone.",
+            snapshot
+                .zones
+                .iter()
+                .zip(&origins)
+                .map(|(z, o)| (vec![("zone", o.as_str())], gauge(z.serial.into()))),
+        )?;
+        family(
+            &mut e,
+            "flipdns_snapshot_generation",
+            "Generation of the record set being served; increases with every change.",
+            [(vec![], gauge(snapshot.generation as i64))],
+        )?;
+        family(
+            &mut e,
+            "flipdns_tcp_connections",
+            "Open DNS-over-TCP connections.",
+            [(vec![], gauge(m.tcp_open.load(Relaxed) as i64))],
+        )?;
+        family(
+            &mut e,
+            "flipdns_tcp_refused",
+            "TCP connections closed at once because the connection limit was reached.",
+            [(vec![], counter(m.tcp_refused.load(Relaxed)))],
+        )?;
+        family(
+            &mut e,
+            "flipdns_tcp_timeouts",
+            "TCP connections closed for idling or stalling.",
+            [(vec![], counter(m.tcp_timeouts.load(Relaxed)))],
+        )?;
+        family(
+            &mut e,
+            "flipdns_admin_refused",
+            "Admin clients turned away at the client limit.",
+            [(vec![], counter(m.admin_refused.load(Relaxed)))],
+        )?;
+        family(
+            &mut e,
+            "flipdns_build_info",
+            "Build information.",
+            [(vec![("version", env!("CARGO_PKG_VERSION"))], gauge(1))],
+        )?;
+        Ok(())
+    }
+}
+
+/// The text Prometheus gets from `/metrics`.
+pub fn render(metrics: &Arc<Metrics>, records: &Arc<Records>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exporter {
+        metrics: metrics.clone(),
+        records: records.clone(),
+    }));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// Serves `/metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    records: Arc<Records>,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(METRICS_MAX_CLIENTS));
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("metrics endpoint: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (metrics, records) = (metrics.clone(), records.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(METRICS_TIMEOUT, scrape(stream, &metrics, &records)).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn scrape(
+    mut stream: TcpStream,
+    metrics: &Arc<Metrics>,
+    records: &Arc<Records>,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > METRICS_MAX_REQUEST {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+        let body = render(metrics, records);
+        format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.0 404 Not Found\r\nContent-Length: 23\r\nConnection: close\r\n\r\nonly /metrics is here.\n".to_string()
+    };
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,225 @@
+//! The immutable snapshot a query is answered from, and the `ArcSwap` that holds it.
+//!
+//! A [`Snapshot`] holds every answer the server can give, already in wire format: for each
+//! name and query type the answer, authority and additional records after the question,
+//! with names compressed against the question. Answering is a hash lookup and a copy. A
+//! change (a flip, a TTL change) builds a whole new snapshot and swaps it in with one atomic
+//! store, so a query sees either the old record set or the new one, never a mix.
+//!
+//! This module knows DNS data, not sockets or requests: [`crate::dns`] parses requests and
+//! writes responses around what it finds here.
+
+mod build;
+mod render;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use hickory_proto::rr::Name;
+
+pub use build::{Serving, ServingService};
+
+use crate::color::Color;
+use crate::metrics::ServiceCounters;
+
+/// Holds the current snapshot. Readers never block; a publish is one atomic pointer swap.
+pub struct Records {
+    current: ArcSwap<Snapshot>,
+}
+
+impl Records {
+    pub fn new(snapshot: Snapshot) -> Records {
+        Records {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The snapshot to answer one query from. Load once per query: two loads could straddle
+    /// a flip.
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The snapshot, held as long as the caller likes (reports, status).
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Makes `snapshot` the one every query received from now on is answered from.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Records(generation {})", self.load().generation)
+    }
+}
+
+/// Every answer of every configured zone and service at one moment.
+pub struct Snapshot {
+    /// Increases with every published snapshot.
+    pub generation: u64,
+    /// Lowercase wire-format name -> index into `nodes`.
+    names: HashMap<Box<[u8]>, u32, NameHash>,
+    nodes: Vec<Node>,
+    /// Lowercase wire-format zone apex -> index into `zones`.
+    apexes: HashMap<Box<[u8]>, u16, NameHash>,
+    pub zones: Vec<ZoneView>,
+    pub services: Vec<ServiceView>,
+}
+
+/// What a zone contributes at query time besides its nodes.
+pub struct ZoneView {
+    pub origin: Name,
+    pub serial: u32,
+    /// Wire length of the origin: locates the apex inside any question name of the zone.
+    apex_len: usize,
+    /// The SOA record after its owner name (type, class, TTL, length, data), with the
+    /// negative-caching TTL of RFC 2308, for NXDOMAIN answers at names not known in advance.
+    negative_soa: Box<[u8]>,
+}
+
+/// One service as this snapshot serves it.
+pub struct ServiceView {
+    pub name: String,
+    pub fqdn: Name,
+    pub live: Color,
+    pub generation: u64,
+    /// The TTL answers carry in this snapshot.
+    pub ttl: u32,
+    /// Counters shared by every snapshot of the service, so a flip does not reset them.
+    pub counters: Arc<ServiceCounters>,
+}
+
+/// The answers at one name.
+pub struct Node {
+    /// By query type; few per node, so a scan beats a map.
+    answers: Box<[(u16, Rendered)]>,
+    /// For every other query type: NODATA, or the CNAME chain from this name.
+    otherwise: Rendered,
+}
+
+impl Node {
+    pub fn answer(&self, qtype: u16) -> &Rendered {
+        self.answers
+            .iter()
+            .find(|(t, _)| *t == qtype)
+            .map_or(&self.otherwise, |(_, r)| r)
+    }
+}
+
+/// The sections after the question of one response, ready to copy.
+pub struct Rendered {
+    pub rcode: u8,
+    /// Answer, authority and additional records, names compressed against a question that
+    /// starts at offset 12 and has this node's name.
+    pub records: Box<[u8]>,
+    /// Record counts of the answer, authority and additional sections.
+    pub counts: [u16; 3],
+    /// Where the additional section starts in `records`: it may be dropped to fit a small
+    /// UDP payload without setting TC (RFC 2181 section 9).
+    pub additional_at: usize,
+    /// Set when the answer comes from a service, for counters and the answer ledger.
+    pub hit: Option<Hit>,
+}
+
+/// A service answer: which service, which color, through which name, with which TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// Index into [`Snapshot::services`].
+    pub service: u16,
+    pub color: Color,
+    pub name: NameKind,
+    pub ttl: u32,
+}
+
+/// Through which of its names a service was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// `SERVICE.ZONE` (or a static CNAME leading to it): follows the live color.
+    Service,
+    /// `blue.SERVICE.ZONE` or `green.SERVICE.ZONE`: always that color.
+    Color,
+}
+
+/// Where a question name falls.
+pub enum Lookup<'a> {
+    /// The name exists (possibly as an empty non-terminal).
+    Node(&'a Node),
+    /// The name is inside the zone with this index but does not exist.
+    NxDomain(&'a ZoneView),
+    /// The name is in none of our zones.
+    NotOurs,
+}
+
+impl Snapshot {
+    /// Finds `name`, given in lowercase wire format.
+    pub fn lookup(&self, name: &[u8]) -> Lookup<'_> {
+        if let Some(&node) = self.names.get(name) {
+            return Lookup::Node(&self.nodes[node as usize]);
+        }
+        // Walk the suffixes from the longest: the first apex found is the closest enclosing zone.
+        let mut at = 0;
+        while at < name.len() && name[at] != 0 {
+            at += 1 + name[at] as usize;
+            if let Some(&zone) = name.get(at..).and_then(|suffix| self.apexes.get(suffix)) {
+                return Lookup::NxDomain(&self.zones[zone as usize]);
+            }
+        }
+        Lookup::NotOurs
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceView> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+impl ZoneView {
+    /// Writes the SOA for a negative answer to a question name of `qname_len` wire bytes:
+    /// the owner is a pointer to where the apex sits inside the question name.
+    pub fn write_negative_soa(&self, qname_len: usize, out: &mut Vec<u8>) {
+        let apex_at = 12 + qname_len - self.apex_len;
+        out.extend_from_slice(&(0xC000 | apex_at as u16).to_be_bytes());
+        out.extend_from_slice(&self.negative_soa);
+    }
+}
+
+/// FxHash over name bytes. A fast non-cryptographic hash is safe here: the tables hold only
+/// our own names, which a peer cannot add to; a query can only probe them.
+#[derive(Default)]
+pub struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ byte as u64).wrapping_mul(K);
+        }
+    }
+}
+
+type NameHash = BuildHasherDefault<NameHasher>;
+
+/// Lowercase wire format of `name` (labels with length bytes, ending in the root label).
+pub fn wire(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out
+}

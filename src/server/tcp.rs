@@ -1,0 +1,134 @@
+//! DNS over TCP (RFC 7766): bounded connections, idle and per-message timeouts, pipelining.
+//!
+//! Each connection reads length-prefixed messages and answers them in order. Replies are
+//! buffered and flushed when no further query is already waiting, so pipelined queries get
+//! their replies in one write; the buffer is bounded, and a write that cannot finish within
+//! the message timeout (a client that does not read) drops the connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dns::{Handler, MAX_TCP_MESSAGE, Transport};
+use crate::metrics::Metrics;
+
+/// Replies buffered per connection before a write is forced.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// The TCP bounds from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    pub connections: usize,
+    pub idle_timeout: Duration,
+    pub message_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown`; connections run on `tracker` so shutdown can wait
+/// for the queries in flight.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    metrics: Arc<Metrics>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(limits.connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("tcp accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.tcp_refused.fetch_add(1, Relaxed);
+            drop(stream); // closed at once: the client tries another server or retries later
+            continue;
+        };
+        let (handler, metrics, shutdown) = (handler.clone(), metrics.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            metrics.tcp_open.fetch_add(1, Relaxed);
+            if let Err(Closed::Timeout) =
+                connection(stream, peer, &handler, limits, &shutdown).await
+            {
+                metrics.tcp_timeouts.fetch_add(1, Relaxed);
+            }
+            metrics.tcp_open.fetch_sub(1, Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+enum Closed {
+    Timeout,
+    Io,
+}
+
+impl From<io::Error> for Closed {
+    fn from(_: io::Error) -> Closed {
+        Closed::Io
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: &Handler,
+    limits: TcpLimits,
+    shutdown: &CancellationToken,
+) -> Result<(), Closed> {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, write);
+    let mut message = vec![0u8; MAX_TCP_MESSAGE];
+    let mut response = Vec::with_capacity(MAX_TCP_MESSAGE);
+    loop {
+        if reader.buffer().is_empty() {
+            timeout(limits.message_timeout, writer.flush())
+                .await
+                .map_err(|_| Closed::Timeout)??;
+        }
+        // Between messages: idle timeout, and the place where shutdown closes the connection.
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            first = timeout(limits.idle_timeout, reader.fill_buf()) => first,
+        };
+        if first.map_err(|_| Closed::Timeout)??.is_empty() {
+            return Ok(()); // the client closed
+        }
+        let read = async {
+            let len = reader.read_u16().await? as usize;
+            reader.read_exact(&mut message[..len]).await?;
+            Ok::<usize, io::Error>(len)
+        };
+        let len = timeout(limits.message_timeout, read)
+            .await
+            .map_err(|_| Closed::Timeout)??;
+        if handler.handle(&message[..len], peer, Transport::Tcp, &mut response) {
+            let write = async {
+                writer.write_u16(response.len() as u16).await?;
+                writer.write_all(&response).await
+            };
+            timeout(limits.message_timeout, write)
+                .await
+                .map_err(|_| Closed::Timeout)??;
+        }
+    }
+}
