@@ -1,0 +1,206 @@
+//! The admin socket: bad requests get an error reply and change nothing; bounds hold.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::{BLUE_V4, Server, Setup};
+
+/// Sends raw bytes on a fresh connection and returns the reply line.
+fn raw(server: &Server, bytes: &[u8]) -> String {
+    let mut stream = UnixStream::connect(server.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line
+}
+
+fn assert_unchanged(server: &Server) {
+    assert_eq!(
+        server.dig(&["app.svc.example.com", "A"]).data("A"),
+        BLUE_V4,
+        "color unchanged, DNS answering"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&server.ctl_ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["services"][0]["generation"], 0);
+    assert_eq!(status["zones"][0]["serial"], 2026112601);
+}
+
+#[test]
+fn bad_requests_get_an_error_and_change_nothing() {
+    let server = Server::start();
+    let cases: [(&[u8], &str); 6] = [
+        (b"this is not json\n", "bad request"),
+        (b"{\"cmd\": \"explode\"}\n", "unknown variant `explode`"),
+        (
+            b"{\"cmd\": \"flip\", \"service\": \"nope\", \"to\": \"green\"}\n",
+            "unknown service \\\"nope\\\"",
+        ),
+        (
+            b"{\"cmd\": \"flip\", \"service\": \"app\", \"to\": \"purple\"}\n",
+            "unknown variant `purple`",
+        ),
+        (
+            b"{\"cmd\": \"flip\", \"service\": \"app\"}\n",
+            "missing field `to`",
+        ),
+        (
+            b"{\"cmd\": \"flip\", \"service\": \"app\", \"to\": \"green\", \"force\": 1}\n",
+            "unknown field `force`",
+        ),
+    ];
+    for (request, expected) in cases {
+        let reply = raw(&server, request);
+        assert!(reply.starts_with("{\"error\":"), "{reply}");
+        assert!(
+            reply.contains(expected),
+            "{reply} should contain {expected}"
+        );
+    }
+    let line = vec![b'x'; 20_000];
+    let reply = raw(&server, &line);
+    assert!(reply.contains("request longer than 16384 bytes"), "{reply}");
+    assert_unchanged(&server);
+
+    // ctl reports the server's reason on one line and exits non-zero.
+    let out = server.ctl(&["flip", "nope", "--to", "green"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "flipdns: unknown service \"nope\" (configured: app)\n"
+    );
+    let out = server.ctl(&["flip", "app", "--to", "purple"]);
+    assert!(!out.status.success());
+    assert_unchanged(&server);
+}
+
+#[test]
+fn one_connection_carries_many_requests() {
+    let server = Server::start();
+    let stream = UnixStream::connect(server.socket()).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    for to in ["green", "blue", "green"] {
+        writeln!(
+            writer,
+            "{{\"cmd\":\"flip\",\"service\":\"app\",\"to\":\"{to}\"}}"
+        )
+        .unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.contains(&format!("\"to\":\"{to}\"")), "{line}");
+    }
+    assert_eq!(
+        server.dig(&["app.svc.example.com", "A"]).data("A"),
+        ["198.51.100.10"]
+    );
+}
+
+#[test]
+fn a_stalled_request_times_out_and_the_server_keeps_serving() {
+    let setup = Setup {
+        extra: "[limits]\nadmin_request_timeout = \"300ms\"\n".into(),
+        ..Setup::default()
+    };
+    let server = Server::start_with(&setup);
+    let started = Instant::now();
+    let reply = raw(&server, b"{\"cmd\": \"fli");
+    assert!(
+        reply.contains("request not completed within 0.3 s"),
+        "{reply}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_unchanged(&server);
+}
+
+#[test]
+fn clients_beyond_the_limit_are_turned_away() {
+    let setup = Setup {
+        extra: "[limits]\nadmin_clients = 2\n".into(),
+        ..Setup::default()
+    };
+    let server = Server::start_with(&setup);
+    let held: Vec<UnixStream> = (0..2)
+        .map(|_| UnixStream::connect(server.socket()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = UnixStream::connect(server.socket()).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = String::new();
+    third.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.contains("too many admin clients (limit 2)"),
+        "{reply}"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_unchanged(&server);
+}
+
+#[test]
+fn the_socket_is_private_and_not_shared() {
+    let server = Server::start();
+    let mode = std::fs::metadata(server.socket())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // A second server with another state file but the same socket must not steal it.
+    let config = std::fs::read_to_string(server.config())
+        .unwrap()
+        .replace("run/state.json", "other/state.json");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flipdns.toml"),
+        config.replace("run/flipdns.sock", &server.socket().display().to_string()),
+    )
+    .unwrap();
+    std::fs::copy(
+        server.dir.path().join("svc.zone"),
+        dir.path().join("svc.zone"),
+    )
+    .unwrap();
+    let Err((_, log)) = Server::try_start_in(dir) else {
+        panic!("a second server took a live socket")
+    };
+    assert!(
+        log.contains("a flipdns server is already answering on it"),
+        "{log}"
+    );
+    assert_unchanged(&server);
+}
+
+#[test]
+fn status_reports_every_service_and_zone() {
+    let server = Server::start();
+    let table = server.ctl_ok(&["status"]);
+    assert!(table.starts_with("SERVICE  LIVE      TTL  GENERATION  ADDRESSES\napp      blue      300           0  192.0.2.10 192.0.2.11 2001:db8::10\n"), "{table}");
+    assert!(
+        table.contains("zone svc.example.com. serial 2026112601"),
+        "{table}"
+    );
+    server.dig(&["app.svc.example.com", "A"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&server.ctl_ok(&["status", "app", "--json"])).unwrap();
+    let app = &json["services"][0];
+    assert_eq!(app["fqdn"], "app.svc.example.com.");
+    assert_eq!(app["live"], "blue");
+    assert_eq!(app["ttl"], 300);
+    assert_eq!(app["answers"]["blue"], 1);
+    assert_eq!(
+        app["green"],
+        serde_json::json!(["198.51.100.10", "2001:db8::20"])
+    );
+    let out = server.ctl(&["status", "nope"]);
+    assert!(!out.status.success());
+}

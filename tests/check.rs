@@ -1,0 +1,140 @@
+//! `flipdns check`: every problem with its file and line, and a non-zero exit.
+
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, Setup};
+
+fn check(setup: &Setup, tweak: impl FnOnce(&std::path::Path)) -> (bool, String, String) {
+    let dir = setup.write();
+    tweak(dir.path());
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("flipdns.toml"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text, dir.path().display().to_string())
+}
+
+#[test]
+fn a_good_config_passes() {
+    let (ok, text, dir) = check(&Setup::default(), |_| {});
+    assert!(ok, "{text}");
+    assert_eq!(
+        text,
+        format!("{dir}/flipdns.toml: ok (1 zone(s), 1 service(s))\n")
+    );
+}
+
+#[test]
+fn the_shipped_example_passes() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "zones/flipdns.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_addresses_are_all_reported_with_lines() {
+    let setup = Setup {
+        server: "listn = [\"127.0.0.1:53\"]".into(),
+        services: common::SERVICES.replace("\"198.51.100.10\"", "\"198.51.100.999\""),
+        ..Setup::default()
+    };
+    let (ok, text, dir) = check(&setup, |_| {});
+    assert!(!ok);
+    let file = format!("{dir}/flipdns.toml");
+    assert!(
+        text.contains(&format!("{file}:5: unknown key `listn` in [server]")),
+        "{text}"
+    );
+    let green_line = setup
+        .config()
+        .lines()
+        .position(|l| l.starts_with("green"))
+        .unwrap()
+        + 1;
+    assert!(
+        text.contains(&format!(
+            "{file}:{green_line}: bad address \"198.51.100.999\" in `green`"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_zone_file_is_named() {
+    let (ok, text, dir) = check(&Setup::default(), |dir| {
+        std::fs::remove_file(dir.join("svc.zone")).unwrap()
+    });
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "{dir}/svc.zone: cannot read zone file: No such file or directory"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_name_collision_names_both_places() {
+    let setup = Setup {
+        zone: format!("{}app IN A 192.0.2.77\n", common::ZONE),
+        ..Setup::default()
+    };
+    let (ok, text, dir) = check(&setup, |_| {});
+    assert!(!ok);
+    let service_line = setup
+        .config()
+        .lines()
+        .position(|l| l == "[[service]]")
+        .unwrap()
+        + 1;
+    assert!(text.contains(&format!("{dir}/svc.zone:9: app.svc.example.com. collides with service `app` ({dir}/flipdns.toml:{service_line})")), "{text}");
+}
+
+#[test]
+fn a_bad_zone_line_is_named() {
+    let setup = Setup {
+        zone: common::ZONE.replace("ns1     IN A    192.0.2.53", "ns1     IN A    192.0.2"),
+        ..Setup::default()
+    };
+    let (ok, text, dir) = check(&setup, |_| {});
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("{dir}/svc.zone:5: bad A record")),
+        "{text}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_before_binding_anything() {
+    let setup = Setup {
+        server: "metrics_listen = \"nowhere\"".into(),
+        ..Setup::default()
+    };
+    let dir = setup.write();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("flipdns.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("bad metrics_listen \"nowhere\""), "{text}");
+    assert!(
+        !dir.path().join("run").exists(),
+        "nothing created before validation passed"
+    );
+}

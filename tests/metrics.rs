@@ -1,0 +1,55 @@
+//! The Prometheus endpoint.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Server, Setup};
+
+fn scrape(server: &Server, path: &str) -> String {
+    let log = server.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|r| r.split("/metrics").next())
+        .expect("metrics address in the log");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn metrics_follow_queries_and_flips() {
+    let server = Server::start_with(&Setup {
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
+        ..Setup::default()
+    });
+    server.dig(&["app.svc.example.com", "A"]);
+    server.dig(&["+tcp", "nothing.svc.example.com", "A"]);
+    server.ctl_ok(&["flip", "app", "--to", "green"]);
+    server.dig(&["app.svc.example.com", "A"]);
+    let text = scrape(&server, "/metrics");
+    assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
+    for line in [
+        "flipdns_queries_total{protocol=\"udp\",rcode=\"NOERROR\"} 2",
+        "flipdns_queries_total{protocol=\"tcp\",rcode=\"NXDOMAIN\"} 1",
+        "flipdns_answers_total{service=\"app\",color=\"blue\"} 1",
+        "flipdns_answers_total{service=\"app\",color=\"green\"} 1",
+        "flipdns_flips_total{service=\"app\"} 1",
+        "flipdns_live{service=\"app\",color=\"blue\"} 0",
+        "flipdns_live{service=\"app\",color=\"green\"} 1",
+        "flipdns_zone_serial{zone=\"svc.example.com.\"} 2026112602",
+        "flipdns_snapshot_generation 2",
+        "flipdns_build_info{version=\"",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(scrape(&server, "/other").starts_with("HTTP/1.0 404"));
+}
