@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::records::{Lookup, Records, Rendered};
-use request::{Edns, OPCODE_QUERY, Parsed, Request};
+use request::{Edns, Parsed, Request};
 
 /// Largest UDP payload we send, whatever the requester offers: the 2020 DNS flag day value,
 /// which avoids IP fragmentation on practically every path.
@@ -22,15 +22,19 @@ const CLASSIC_UDP_PAYLOAD: u16 = 512;
 /// Largest DNS message over TCP: the two-byte length prefix (RFC 1035 section 4.2.2).
 pub const MAX_TCP_MESSAGE: usize = 65535;
 
-pub const RCODE_NOERROR: u8 = 0;
+pub const OPCODE_QUERY: u8 = 0;
+pub const OPCODE_NOTIFY: u8 = 4;
+pub const OPCODE_UPDATE: u8 = 5;
+
 pub const RCODE_FORMERR: u8 = 1;
 pub const RCODE_NXDOMAIN: u8 = 3;
+pub const RCODE_NOTIMP: u8 = 4;
 pub const RCODE_REFUSED: u8 = 5;
 /// Extended RCODE 16 (RFC 6891 section 9): the high bits travel in the OPT record.
 pub const RCODE_BADVERS: u16 = 16;
 
 const CLASS_IN: u16 = 1;
-const TYPE_OPT: u16 = 41;
+pub const TYPE_OPT: u16 = 41;
 const TYPE_IXFR: u16 = 251;
 const TYPE_AXFR: u16 = 252;
 

@@ -6,19 +6,13 @@
 //! get NOTIMP. The question name must be uncompressed: in the first question a pointer could
 //! only point back into the header.
 
+use super::{OPCODE_NOTIFY, OPCODE_QUERY, OPCODE_UPDATE, RCODE_FORMERR, RCODE_NOTIMP, TYPE_OPT};
+
 /// DNS header length.
 pub const HEADER_LEN: usize = 12;
 /// RFC 1035 section 3.1: a name is at most 255 octets in wire format.
 const MAX_NAME_LEN: usize = 255;
 
-pub const OPCODE_QUERY: u8 = 0;
-pub const OPCODE_NOTIFY: u8 = 4;
-pub const OPCODE_UPDATE: u8 = 5;
-
-pub const RCODE_FORMERR: u8 = 1;
-pub const RCODE_NOTIMP: u8 = 4;
-
-const TYPE_OPT: u16 = 41;
 /// EDNS Client Subnet, RFC 7871.
 const OPTION_CLIENT_SUBNET: u16 = 8;
 
