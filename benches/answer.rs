@@ -13,7 +13,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use flipdns::catalog::Catalog;
 use flipdns::config::Config;
 use flipdns::dns::{Handler, Transport};
-use flipdns::metrics::Metrics;
+use flipdns::metrics::{Metrics, ServiceStats};
+use flipdns::state::Phase;
 use flipdns::records::{Records, Serving, ServingService, Snapshot};
 use flipdns::zone::Zone;
 
@@ -40,7 +41,9 @@ pub fn handler() -> Handler {
                 live: s.live,
                 generation: 0,
                 ttl: s.ttl,
-                counters: Arc::default(),
+                long: true,
+                phase: Phase::Steady,
+                stats: Arc::new(ServiceStats::new(0)),
             })
             .collect(),
     };

@@ -99,8 +99,30 @@ pub struct ServiceConfig {
     pub ttl: u32,
     pub cutover_ttl: u32,
     pub settle: Duration,
+    /// A flip within this long of the previous one is refused unless forced (anti-flap).
+    pub min_flip_interval: Duration,
+    pub health: Option<HealthConfig>,
     /// Line of the `[[service]]` table.
     pub line: usize,
+}
+
+/// `[service.health]`: how to tell whether an address of a color can take traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub kind: HealthKind,
+    pub port: u16,
+    /// Time allowed for one check of one address.
+    pub timeout: Duration,
+    /// Time between background checks of both colors.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// `GET path` over HTTP/1.1; any 2xx status is healthy.
+    Http { path: String },
+    /// A TCP connection that opens is healthy.
+    Tcp,
 }
 
 impl ServiceConfig {
@@ -145,7 +167,7 @@ impl Config {
             Problems(vec![at(offset, e.message().trim().to_string())])
         })?;
         let mut problems = Vec::new();
-        unknown_keys(document.get_ref(), &mut |offset, message| {
+        unknown_keys(document.get_ref(), "", &TOP, &mut |offset, message| {
             problems.push(at(offset, message))
         });
         let raw: RawConfig = match toml::from_str(text) {
@@ -253,71 +275,90 @@ struct RawService {
     ttl: Option<Spanned<i64>>,
     cutover_ttl: Option<Spanned<i64>>,
     settle: Option<Spanned<String>>,
+    min_flip_interval: Option<Spanned<String>>,
+    health: Option<Spanned<RawHealth>>,
 }
 
-/// The keys each table accepts; anything else is reported as unknown.
-const TOP_KEYS: &[&str] = &["server", "limits", "zone", "service"];
-const SERVER_KEYS: &[&str] = &[
-    "listen",
-    "admin_socket",
-    "admin_socket_mode",
-    "state_file",
-    "metrics_listen",
-];
-const LIMITS_KEYS: &[&str] = &[
-    "tcp_connections",
-    "tcp_idle_timeout",
-    "tcp_message_timeout",
-    "admin_clients",
-    "admin_request_timeout",
-];
-const ZONE_KEYS: &[&str] = &["origin", "file"];
-const SERVICE_KEYS: &[&str] = &[
-    "name",
-    "zone",
-    "blue",
-    "green",
-    "live",
-    "ttl",
-    "cutover_ttl",
-    "settle",
-];
-
-/// Reports every key the schema does not know, with the offset of the key.
-fn unknown_keys(top: &toml::de::DeTable<'_>, report: &mut dyn FnMut(usize, String)) {
-    check_keys(top, "", TOP_KEYS, report);
-    for (key, value) in top.iter() {
-        let known = match key.get_ref().as_ref() {
-            "server" => SERVER_KEYS,
-            "limits" => LIMITS_KEYS,
-            "zone" => ZONE_KEYS,
-            "service" => SERVICE_KEYS,
-            _ => continue,
-        };
-        let table = key.get_ref().as_ref();
-        match value.get_ref() {
-            toml::de::DeValue::Table(t) => check_keys(t, table, known, report),
-            toml::de::DeValue::Array(items) => {
-                for item in items.iter() {
-                    if let toml::de::DeValue::Table(t) = item.get_ref() {
-                        check_keys(t, table, known, report);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+#[derive(Deserialize)]
+struct RawHealth {
+    kind: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    path: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
 }
 
-fn check_keys(
+/// The keys a table accepts, and which of them are tables (or arrays of tables) themselves;
+/// anything else is reported as unknown.
+struct Schema {
+    keys: &'static [&'static str],
+    tables: &'static [(&'static str, &'static Schema)],
+}
+
+const TOP: Schema = Schema {
+    keys: &["server", "limits", "zone", "service"],
+    tables: &[
+        ("server", &SERVER),
+        ("limits", &LIMITS),
+        ("zone", &ZONE),
+        ("service", &SERVICE),
+    ],
+};
+const SERVER: Schema = Schema {
+    keys: &[
+        "listen",
+        "admin_socket",
+        "admin_socket_mode",
+        "state_file",
+        "metrics_listen",
+    ],
+    tables: &[],
+};
+const LIMITS: Schema = Schema {
+    keys: &[
+        "tcp_connections",
+        "tcp_idle_timeout",
+        "tcp_message_timeout",
+        "admin_clients",
+        "admin_request_timeout",
+    ],
+    tables: &[],
+};
+const ZONE: Schema = Schema {
+    keys: &["origin", "file"],
+    tables: &[],
+};
+const SERVICE: Schema = Schema {
+    keys: &[
+        "name",
+        "zone",
+        "blue",
+        "green",
+        "live",
+        "ttl",
+        "cutover_ttl",
+        "settle",
+        "min_flip_interval",
+        "health",
+    ],
+    tables: &[("health", &HEALTH)],
+};
+const HEALTH: Schema = Schema {
+    keys: &["kind", "port", "path", "timeout", "interval"],
+    tables: &[],
+};
+
+/// Reports every key `schema` does not know, with the offset of the key, in `table` and the
+/// tables below it. `name` is the dotted path of `table`, empty at the top.
+fn unknown_keys(
     table: &toml::de::DeTable<'_>,
     name: &str,
-    known: &[&str],
+    schema: &Schema,
     report: &mut dyn FnMut(usize, String),
 ) {
-    for key in table.keys() {
+    for (key, value) in table.iter() {
         let key_name = key.get_ref().as_ref();
-        if !known.contains(&key_name) {
+        if !schema.keys.contains(&key_name) {
             let place = if name.is_empty() {
                 "at the top level".to_string()
             } else {
@@ -327,9 +368,29 @@ fn check_keys(
                 key.span().start,
                 format!(
                     "unknown key `{key_name}` {place}; expected one of: {}",
-                    known.join(", ")
+                    schema.keys.join(", ")
                 ),
             );
+            continue;
+        }
+        let Some((_, inner)) = schema.tables.iter().find(|(t, _)| *t == key_name) else {
+            continue;
+        };
+        let path = if name.is_empty() {
+            key_name.to_string()
+        } else {
+            format!("{name}.{key_name}")
+        };
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => unknown_keys(t, &path, inner, report),
+            toml::de::DeValue::Array(items) => {
+                for item in items.iter() {
+                    if let toml::de::DeValue::Table(t) = item.get_ref() {
+                        unknown_keys(t, &path, inner, report);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -650,13 +711,15 @@ impl Checker<'_> {
         });
         let settle = self
             .required(raw.settle, at, "settle", "[service]")
-            .and_then(|s| match parse_duration(s.get_ref()) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.problem(s.span().start, format!("settle: {e}"));
-                    None
-                }
-            });
+            .and_then(|s| self.duration(s, "settle", Duration::ZERO));
+        let min_flip_interval = match raw.min_flip_interval {
+            Some(d) => self.duration(d, "min_flip_interval", Duration::ZERO),
+            None => Some(Duration::ZERO),
+        };
+        let health = match raw.health {
+            Some(h) => self.health(h).map(Some),
+            None => Some(None),
+        };
         Some(ServiceConfig {
             name: name?,
             zone: zone?,
@@ -666,7 +729,88 @@ impl Checker<'_> {
             ttl: ttl?,
             cutover_ttl: cutover_ttl?,
             settle: settle?,
+            min_flip_interval: min_flip_interval?,
+            health: health?,
             line,
+        })
+    }
+
+    /// A duration value of at least `min`.
+    fn duration(&mut self, value: Spanned<String>, key: &str, min: Duration) -> Option<Duration> {
+        match parse_duration(value.get_ref()) {
+            Ok(d) if d >= min => Some(d),
+            Ok(_) => {
+                self.problem(
+                    value.span().start,
+                    format!("{key} must be at least {min:?}"),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(value.span().start, format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn health(&mut self, raw: Spanned<RawHealth>) -> Option<HealthConfig> {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        let table = "[service.health]";
+        let port = self.required(raw.port, at, "port", table).and_then(|p| {
+            match u16::try_from(*p.get_ref()) {
+                Ok(port) if port > 0 => Some(port),
+                _ => {
+                    self.problem(p.span().start, "health port must be between 1 and 65535");
+                    None
+                }
+            }
+        });
+        let kind = match raw.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            Some("http") | None => {
+                let path = raw
+                    .path
+                    .map_or_else(|| "/".to_string(), Spanned::into_inner);
+                if !path.starts_with('/')
+                    || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    self.problem(
+                        at,
+                        format!("health path {path:?} must start with / and hold no spaces"),
+                    );
+                    None
+                } else {
+                    Some(HealthKind::Http { path })
+                }
+            }
+            Some("tcp") => {
+                if let Some(p) = &raw.path {
+                    self.problem(p.span().start, "`path` is for kind = \"http\" only");
+                }
+                Some(HealthKind::Tcp)
+            }
+            Some(other) => {
+                let offset = raw.kind.as_ref().map_or(at, |k| k.span().start);
+                self.problem(
+                    offset,
+                    format!("unknown health kind {other:?}: expected \"http\" or \"tcp\""),
+                );
+                None
+            }
+        };
+        let timeout = match raw.timeout {
+            Some(t) => self.duration(t, "health timeout", Duration::from_millis(10)),
+            None => Some(Duration::from_secs(2)),
+        };
+        let interval = match raw.interval {
+            Some(i) => self.duration(i, "health interval", Duration::from_millis(100)),
+            None => Some(Duration::from_secs(5)),
+        };
+        Some(HealthConfig {
+            kind: kind?,
+            port: port?,
+            timeout: timeout?,
+            interval: interval?,
         })
     }
 

@@ -16,6 +16,10 @@
 //! dns/          the request handler: bytes in, bytes out, one snapshot load per query
 //! server/       sockets, tasks, shutdown; no DNS semantics
 //! switch.rs     the change path: serialize, persist, publish, reply
+//! cutover/      the per-service TTL/flip state machine and the task that runs it
+//! health.rs     health checks of a color's addresses (the flip gate, background checks)
+//! status.rs     the status report
+//! clock.rs      wall-clock milliseconds; the coarse clock for the query path
 //! state.rs      the durable, versioned state file
 //! admin/        the admin protocol, socket server and `flipdns ctl` client
 //! metrics.rs    counters and the Prometheus endpoint
@@ -26,19 +30,24 @@
 //!
 //! 1. **Query**: socket (`server::udp`, `server::tcp`) -> [`dns::Handler`] -> snapshot
 //!    lookup ([`records::Snapshot`]) -> response bytes; counters are relaxed atomics.
-//! 2. **Change**: admin socket ([`admin::server`]) -> [`switch::Switch`] -> new state ->
-//!    state file ([`state::StateFile::save`]) -> new snapshot -> swap -> reply.
+//! 2. **Change**: admin socket ([`admin::server`]) -> [`cutover::Cutovers`] (one task per
+//!    service: commands, deadlines, health gate) -> [`switch::Switch`] -> new state -> state
+//!    file ([`state::StateFile::save`]) -> new snapshot -> swap -> reply.
 //! 3. **Report**: snapshot and counters -> `status` on the admin socket, `/metrics`.
 
 pub mod admin;
 pub mod catalog;
+pub mod clock;
 pub mod color;
 pub mod config;
+pub mod cutover;
 pub mod dns;
+pub mod health;
 pub mod metrics;
 pub mod problem;
 pub mod records;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod switch;
 pub mod zone;

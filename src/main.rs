@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flipdns::admin::client::{Client, format_flipped, format_status};
-use flipdns::admin::protocol::{Flipped, Request, Status};
+use flipdns::admin::client::{Client, ProgressView, format_cutover, format_status};
+use flipdns::admin::protocol::{Cutover, Request, Status};
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
 use flipdns::config::{Config, DEFAULT_CONFIG};
@@ -47,24 +47,55 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CtlCommand {
-    /// Show every service: live color, TTL, generation, addresses; and zone serials.
+    /// Show services: live color, phase, TTL, deadlines, generation, serial, health.
     Status {
         /// Only this service.
         service: Option<String>,
-        /// Print the server's JSON reply instead of a table.
+        /// Print the server's JSON reply.
         #[arg(long)]
         json: bool,
     },
-    /// Make a color live for a service.
+    /// Lower the TTL to cutover_ttl now and print when caches will have drained.
+    Prepare {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a color live: lower the TTL, wait for the drain, check health, flip, settle.
+    ///
+    /// The wait happens in the server: Ctrl-C or --no-wait detaches without cancelling it.
     Flip {
         /// Service name, as in the config.
         service: String,
         /// The color to make live.
         #[arg(long, value_parser = parse_color)]
         to: Color,
-        /// Flip at once (every flip is immediate in this version).
+        /// Flip at once instead of waiting for the drain (still settles afterwards).
         #[arg(long)]
         now: bool,
+        /// Skip the health gate and min_flip_interval.
+        #[arg(long)]
+        force: bool,
+        /// Return once the flip is scheduled instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the final reply as JSON (progress still goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flip back to the other color: at once while settling, otherwise the whole sequence.
+    Rollback {
+        service: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abandon a pending cutover, or end a settle early: back to the normal TTL.
+    Cancel {
+        service: String,
         #[arg(long)]
         json: bool,
     },
@@ -165,25 +196,63 @@ fn ctl(socket: Option<PathBuf>, config: &Path, command: CtlCommand) -> Result<()
             })?,
     };
     let mut client = Client::connect(&socket).map_err(|e| e.to_string())?;
-    match command {
+    let (request, json) = match command {
         CtlCommand::Status { service, json } => {
             let status: Status = client
                 .call(&Request::Status { service })
                 .map_err(|e| e.to_string())?;
             print(json, &status, format_status);
+            return Ok(());
         }
+        CtlCommand::Prepare { service, json } => (Request::Prepare { service }, json),
         CtlCommand::Flip {
             service,
             to,
             now,
+            force,
+            no_wait,
             json,
-        } => {
-            let flipped: Flipped = client
-                .call(&Request::Flip { service, to, now })
-                .map_err(|e| e.to_string())?;
-            print(json, &flipped, format_flipped);
-        }
+        } => (
+            Request::Flip {
+                service,
+                to,
+                now,
+                force,
+                wait: !no_wait,
+            },
+            json,
+        ),
+        CtlCommand::Rollback {
+            service,
+            force,
+            no_wait,
+            json,
+        } => (
+            Request::Rollback {
+                service,
+                force,
+                wait: !no_wait,
+            },
+            json,
+        ),
+        CtlCommand::Cancel { service, json } => (Request::Cancel { service }, json),
+    };
+    let waits = matches!(
+        request,
+        Request::Flip {
+            wait: true,
+            now: false,
+            ..
+        } | Request::Rollback { wait: true, .. }
+    );
+    if waits && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("(Ctrl-C detaches: the cutover goes on in the server)");
     }
+    let mut view = ProgressView::default();
+    let cutover: Cutover = client
+        .call_with_progress(&request, |p| view.show(p))
+        .map_err(|e| e.to_string())?;
+    print(json, &cutover, format_cutover);
     Ok(())
 }
 

@@ -19,10 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock;
 use crate::color::Color;
 use crate::dns::Transport;
 use crate::dns::request::Dropped;
-use crate::records::Records;
+use crate::health::HealthBoard;
+use crate::records::{Records, ServiceView};
+use crate::state::Phase;
 
 /// Concurrent scrapes served; more are closed at once.
 pub const METRICS_MAX_CLIENTS: usize = 8;
@@ -74,22 +77,85 @@ impl Metrics {
     }
 }
 
-/// Per-service counters, shared by every snapshot so that flips do not reset them.
-#[derive(Debug, Default)]
-pub struct ServiceCounters {
-    /// Answers given, by color.
-    answers: [AtomicU64; 2],
-    /// Flips done.
-    pub flips: AtomicU64,
+/// Outcomes of flips, for `flipdns_flips_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlipResult {
+    Done = 0,
+    RefusedUnhealthy = 1,
+    RefusedInterval = 2,
+    Cancelled = 3,
 }
 
-impl ServiceCounters {
+impl FlipResult {
+    pub const ALL: [FlipResult; 4] = [
+        FlipResult::Done,
+        FlipResult::RefusedUnhealthy,
+        FlipResult::RefusedInterval,
+        FlipResult::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlipResult::Done => "done",
+            FlipResult::RefusedUnhealthy => "refused_unhealthy",
+            FlipResult::RefusedInterval => "refused_interval",
+            FlipResult::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the server observed about one service, shared by every snapshot so that flips do
+/// not reset it.
+#[derive(Debug)]
+pub struct ServiceStats {
+    /// Answers given, by color.
+    answers: [AtomicU64; 2],
+    /// Flips, by [`FlipResult`].
+    flips: [AtomicU64; 4],
+    /// Unix milliseconds (coarse clock) of the last answer given with the normal TTL: the
+    /// drain deadline is this plus the TTL. Starts at the process start, because the
+    /// previous process may have answered just before it stopped.
+    last_long_answer_ms: AtomicU64,
+    /// Latest background health checks.
+    pub health: HealthBoard,
+}
+
+impl ServiceStats {
+    pub fn new(started_ms: u64) -> ServiceStats {
+        ServiceStats {
+            answers: Default::default(),
+            flips: Default::default(),
+            last_long_answer_ms: AtomicU64::new(started_ms),
+            health: HealthBoard::default(),
+        }
+    }
+
     pub fn answered(&self, color: Color) {
         self.answers[color.index()].fetch_add(1, Relaxed);
     }
 
     pub fn answers(&self, color: Color) -> u64 {
         self.answers[color.index()].load(Relaxed)
+    }
+
+    /// Notes a normal-TTL answer at `now_ms`. On the query path: the shared cache line is
+    /// written at most once per clock tick, not once per query.
+    pub fn long_answer(&self, now_ms: u64) {
+        if now_ms > self.last_long_answer_ms.load(Relaxed) {
+            self.last_long_answer_ms.fetch_max(now_ms, Relaxed);
+        }
+    }
+
+    pub fn last_long_answer_ms(&self) -> u64 {
+        self.last_long_answer_ms.load(Relaxed)
+    }
+
+    pub fn flipped(&self, result: FlipResult) {
+        self.flips[result as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn flips(&self, result: FlipResult) -> u64 {
+        self.flips[result as usize].load(Relaxed)
     }
 }
 
@@ -131,6 +197,10 @@ impl Collector for Exporter {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &self.metrics;
         let snapshot = self.records.load_full();
+        let services = &snapshot.services;
+        let per_service = |value: &dyn Fn(&ServiceView) -> ConstGauge<i64>| -> Vec<(Labels<'_>, ConstGauge<i64>)> {
+            services.iter().map(|s| (vec![("service", s.name.as_str())], value(s))).collect()
+        };
         let transports = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
         family(
             &mut e,
@@ -164,11 +234,11 @@ impl Collector for Exporter {
             &mut e,
             "flipdns_answers",
             "Answers from a service's names, by service and color.",
-            snapshot.services.iter().flat_map(|s| {
+            services.iter().flat_map(|s| {
                 Color::ALL.map(|c| {
                     (
                         vec![("service", s.name.as_str()), ("color", c.as_str())],
-                        counter(s.counters.answers(c)),
+                        counter(s.stats.answers(c)),
                     )
                 })
             }),
@@ -176,19 +246,21 @@ impl Collector for Exporter {
         family(
             &mut e,
             "flipdns_flips",
-            "Flips done, by service.",
-            snapshot.services.iter().map(|s| {
-                (
-                    vec![("service", s.name.as_str())],
-                    counter(s.counters.flips.load(Relaxed)),
-                )
+            "Flips by service and result (done, refused_unhealthy, refused_interval, cancelled).",
+            services.iter().flat_map(|s| {
+                FlipResult::ALL.map(|r| {
+                    (
+                        vec![("service", s.name.as_str()), ("result", r.as_str())],
+                        counter(s.stats.flips(r)),
+                    )
+                })
             }),
         )?;
         family(
             &mut e,
             "flipdns_live",
             "1 for the live color of each service, 0 for the other.",
-            snapshot.services.iter().flat_map(|s| {
+            services.iter().flat_map(|s| {
                 Color::ALL.map(|c| {
                     (
                         vec![("service", s.name.as_str()), ("color", c.as_str())],
@@ -199,12 +271,69 @@ impl Collector for Exporter {
         )?;
         family(
             &mut e,
+            "flipdns_phase",
+            "1 for the cutover phase each service is in (steady, preparing, settling).",
+            services.iter().flat_map(|s| {
+                let now = crate::cutover::phase_status(&s.phase).name;
+                ["steady", "preparing", "settling"].map(|p| {
+                    (
+                        vec![("service", s.name.as_str()), ("phase", p)],
+                        gauge((now == p) as i64),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut e,
             "flipdns_service_ttl_seconds",
             "TTL the service's answers carry now.",
-            snapshot
-                .services
-                .iter()
-                .map(|s| (vec![("service", s.name.as_str())], gauge(s.ttl.into()))),
+            per_service(&|s| gauge(s.ttl.into())),
+        )?;
+        let deadline = |s: &ServiceView| match s.phase {
+            Phase::Preparing { drained_at_ms, .. } => Some(drained_at_ms),
+            _ => None,
+        };
+        family(
+            &mut e,
+            "flipdns_drain_deadline_seconds",
+            "Unix time when caches have drained the normal-TTL answers (preparing only; 0 otherwise).",
+            per_service(&|s| gauge(deadline(s).map_or(0, |d| (d / 1000) as i64))),
+        )?;
+        family(
+            &mut e,
+            "flipdns_seconds_to_drain",
+            "Seconds until the drain deadline (preparing only; 0 otherwise).",
+            per_service(&|s| gauge(deadline(s).map_or(0, |d| clock::until(d).as_secs() as i64))),
+        )?;
+        family(
+            &mut e,
+            "flipdns_health_healthy",
+            "Addresses that passed the latest background health check, by service and color.",
+            services.iter().flat_map(|s| {
+                Color::ALL.into_iter().filter_map(|c| {
+                    s.stats.health.get(c).map(|h| {
+                        (
+                            vec![("service", s.name.as_str()), ("color", c.as_str())],
+                            gauge(h.healthy as i64),
+                        )
+                    })
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "flipdns_health_addresses",
+            "Addresses checked by the latest background health check, by service and color.",
+            services.iter().flat_map(|s| {
+                Color::ALL.into_iter().filter_map(|c| {
+                    s.stats.health.get(c).map(|h| {
+                        (
+                            vec![("service", s.name.as_str()), ("color", c.as_str())],
+                            gauge(h.total as i64),
+                        )
+                    })
+                })
+            }),
         )?;
         let origins: Vec<String> = snapshot
             .zones

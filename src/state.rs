@@ -1,6 +1,6 @@
 //! The durable state file: live colors, generations and zone serials that survive restarts.
 //!
-//! The file is versioned JSON (`{"version": 1, ...}`) and replaced atomically: written to a
+//! The file is versioned JSON (`{"version": 2, ...}`) and replaced atomically: written to a
 //! temporary file beside it, fsynced, renamed over the old one, and the directory fsynced, so
 //! after a crash it holds either the old or the new state, never a mix or a truncated file.
 //! An exclusive lock on a `.lock` file beside it keeps two servers from sharing one state.
@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::color::Color;
 
-/// The version this build writes. Older versions are read and upgraded.
-pub const VERSION: u32 = 1;
+/// The version this build writes. Older versions are read and upgraded: version 1 had no
+/// cutover phases, so its services are steady.
+pub const VERSION: u32 = 2;
 
 /// Everything that must survive a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +40,40 @@ pub struct ServiceState {
     /// Unix time of the last flip in milliseconds; `None` before the first.
     #[serde(default)]
     pub flipped_at_ms: Option<u64>,
+    /// Where the service is in a cutover; deadlines are Unix milliseconds, so a restart
+    /// resumes with the same ones.
+    pub phase: Phase,
+}
+
+/// The cutover phase of a service (see [`crate::cutover`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Phase {
+    /// Answers carry the normal TTL.
+    #[default]
+    Steady,
+    /// Answers carry the cutover TTL; every cache that obeys TTLs has dropped the last
+    /// normal-TTL answer at `drained_at_ms`. With a `target`, a flip to it is pending.
+    Preparing {
+        since_ms: u64,
+        drained_at_ms: u64,
+        target: Option<Color>,
+        /// The pending flip skips the health gate and the flip interval.
+        #[serde(default)]
+        force: bool,
+    },
+    /// After a flip: answers keep the cutover TTL until `until_ms`, so a rollback is fast.
+    Settling { until_ms: u64 },
+}
+
+/// A service as version 1 wrote it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceStateV1 {
+    live: Color,
+    generation: u64,
+    #[serde(default)]
+    flipped_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,13 +83,24 @@ pub struct ZoneState {
     pub serial: u32,
 }
 
-/// The on-disk form of version 1: the state with its version tag.
+/// The on-disk form of version 2: the state with its version tag.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileV1 {
+struct FileV2 {
     version: u32,
     #[serde(default)]
     services: BTreeMap<String, ServiceState>,
+    #[serde(default)]
+    zones: BTreeMap<String, ZoneState>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileV1 {
+    #[serde(rename = "version")]
+    _version: u32,
+    #[serde(default)]
+    services: BTreeMap<String, ServiceStateV1>,
     #[serde(default)]
     zones: BTreeMap<String, ZoneState>,
 }
@@ -141,7 +187,7 @@ impl StateFile {
             path: self.path.clone(),
             source,
         };
-        let mut text = serde_json::to_vec_pretty(&FileV1 {
+        let mut text = serde_json::to_vec_pretty(&FileV2 {
             version: VERSION,
             services: state.services.clone(),
             zones: state.zones.clone(),
@@ -193,6 +239,26 @@ pub fn read(path: &Path) -> Result<Option<State>, StateError> {
     match version.version {
         Some(1) => {
             let file: FileV1 = serde_json::from_str(&text).map_err(corrupt)?;
+            let services = file
+                .services
+                .into_iter()
+                .map(|(name, s)| {
+                    let state = ServiceState {
+                        live: s.live,
+                        generation: s.generation,
+                        flipped_at_ms: s.flipped_at_ms,
+                        phase: Phase::Steady,
+                    };
+                    (name, state)
+                })
+                .collect();
+            Ok(Some(State {
+                services,
+                zones: file.zones,
+            }))
+        }
+        Some(2) => {
+            let file: FileV2 = serde_json::from_str(&text).map_err(corrupt)?;
             Ok(Some(State {
                 services: file.services,
                 zones: file.zones,
@@ -233,6 +299,12 @@ mod tests {
                 live: Color::Green,
                 generation: 3,
                 flipped_at_ms: Some(1_700_000_000_000),
+                phase: Phase::Preparing {
+                    since_ms: 1_700_000_001_000,
+                    drained_at_ms: 1_700_000_301_000,
+                    target: Some(Color::Blue),
+                    force: false,
+                },
             },
         );
         state
@@ -249,8 +321,23 @@ mod tests {
         file.save(&sample()).unwrap();
         assert_eq!(file.load().unwrap(), Some(sample()));
         let text = fs::read_to_string(file.path()).unwrap();
-        assert!(text.contains("\"version\": 1"), "{text}");
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert!(text.contains("\"name\": \"preparing\""), "{text}");
         assert!(!dir.path().join("run/state.json.tmp").exists());
+    }
+
+    #[test]
+    fn version_1_files_are_read_as_steady() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, r#"{"version": 1, "services": {"app": {"live": "green", "generation": 2, "flipped_at_ms": 5}}, "zones": {"svc.example.com.": {"serial": 7}}}"#).unwrap();
+        let state = read(&path).unwrap().unwrap();
+        let app = &state.services["app"];
+        assert_eq!(
+            (app.live, app.generation, app.flipped_at_ms, app.phase),
+            (Color::Green, 2, Some(5), Phase::Steady)
+        );
+        assert_eq!(state.zones["svc.example.com."].serial, 7);
     }
 
     #[test]

@@ -1,37 +1,29 @@
-//! The one place a change happens: flips are serialized, persisted, then published.
+//! The one place a change happens: changes are serialized, persisted, then published.
 //!
-//! Every change takes the same path under one lock: compute the new state, write it to the
-//! state file (fsynced), build the new snapshot and swap it in, and only then reply. If the
-//! write fails nothing else happens and the old color keeps being served; if the process dies
-//! after the write, the restart serves the new color. A reply therefore never claims a flip
-//! that a crash could undo.
+//! Every change to a service (a flip, a TTL change of its cutover) takes the same path under
+//! one lock: compute the new state, write it to the state file (fsynced), build the new
+//! snapshot and swap it in, and only then return. If the write fails nothing else happens
+//! and the old record set keeps being served; if the process dies after the write, the
+//! restart serves the new one. A reply therefore never claims a change that a crash could
+//! undo. Deciding *which* change to make is [`crate::cutover`]'s job.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Mutex;
 
-use crate::admin::protocol::{Answers, Flipped, ServiceStatus, Status, ZoneStatus};
 use crate::catalog::Catalog;
-use crate::color::Color;
-use crate::metrics::ServiceCounters;
+use crate::cutover;
+use crate::metrics::ServiceStats;
 use crate::records::{Records, Serving, ServingService, Snapshot};
 use crate::state::{ServiceState, State, StateError, StateFile, ZoneState, serial_after};
-
-/// Why a change was refused. Nothing changed in any case.
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    #[error("unknown service {name:?} (configured: {known})")]
-    UnknownService { name: String, known: String },
-    #[error("flip not done, still serving {color}: {source}")]
-    Persist { color: Color, source: StateError },
-}
 
 /// Owns the live state and the state file; publishes snapshots to [`Records`].
 pub struct Switch {
     catalog: Catalog,
     state_file: Arc<StateFile>,
     records: Arc<Records>,
+    /// Per catalog service, kept across snapshots.
+    stats: Vec<Arc<ServiceStats>>,
     inner: Mutex<Inner>,
 }
 
@@ -39,75 +31,95 @@ struct Inner {
     state: State,
     /// Generation of the last published snapshot.
     generation: u64,
-    /// Per catalog service, kept across snapshots.
-    counters: Vec<Arc<ServiceCounters>>,
+}
+
+/// A service's state and its zone's serial, as of one moment.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub service: ServiceState,
+    pub serial: u32,
 }
 
 impl Switch {
     /// Loads the state file (the state file wins over `live` in the config), writes it back
     /// so an unwritable state directory shows at start rather than at the first flip, and
-    /// builds the first snapshot.
-    pub fn start(catalog: Catalog, state_file: StateFile) -> Result<Switch, StateError> {
+    /// builds the first snapshot. `started_ms` is the process start time.
+    pub fn start(
+        catalog: Catalog,
+        state_file: StateFile,
+        started_ms: u64,
+    ) -> Result<Switch, StateError> {
         let loaded = state_file.load()?.unwrap_or_default();
         let state = initial_state(&catalog, loaded);
         state_file.save(&state)?;
-        let counters = catalog
+        let stats: Vec<_> = catalog
             .config
             .services
             .iter()
-            .map(|_| Arc::default())
+            .map(|_| Arc::new(ServiceStats::new(started_ms)))
             .collect();
         let inner = Inner {
             state,
             generation: 1,
-            counters,
         };
-        let records = Arc::new(Records::new(snapshot(&catalog, &inner)));
+        let records = Arc::new(Records::new(snapshot(&catalog, &inner, &stats)));
         Ok(Switch {
             catalog,
             state_file: Arc::new(state_file),
             records,
+            stats,
             inner: Mutex::new(inner),
         })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     pub fn records(&self) -> &Arc<Records> {
         &self.records
     }
 
-    /// Makes `to` the live color of `service`. A flip to the live color changes nothing.
-    pub async fn flip(&self, service: &str, to: Color) -> Result<Flipped, ChangeError> {
+    pub fn stats(&self, service: usize) -> &Arc<ServiceStats> {
+        &self.stats[service]
+    }
+
+    /// The state of the service with catalog index `service`.
+    pub async fn current(&self, service: usize) -> Current {
+        let inner = self.inner.lock().await;
+        current(&self.catalog, &inner.state, service)
+    }
+
+    /// The whole state, for reports.
+    pub async fn state(&self) -> State {
+        self.inner.lock().await.state.clone()
+    }
+
+    /// Applies `change` to the state of `service`, raises its zone's serial when what the
+    /// zone serves changes (color or TTL), persists, and publishes. On a write error nothing
+    /// changes.
+    pub async fn apply(
+        &self,
+        service: usize,
+        change: impl FnOnce(&mut ServiceState),
+    ) -> Result<Current, StateError> {
         let mut inner = self.inner.lock().await;
-        let index = self.service_index(service)?;
-        let config = &self.catalog.config.services[index];
-        let zone = config.zone.to_string();
-        let current = &inner.state.services[&config.name];
-        let from = current.live;
-        if from == to {
-            return Ok(Flipped {
-                service: config.name.clone(),
-                from,
-                to,
-                changed: false,
-                generation: current.generation,
-                serial: inner.state.zones[&zone].serial,
-            });
-        }
+        let config = &self.catalog.config.services[service];
         let mut next = inner.state.clone();
         let entry = next
             .services
             .get_mut(&config.name)
             .expect("every configured service has state");
-        entry.live = to;
-        entry.generation += 1;
-        entry.flipped_at_ms = Some(now_ms());
-        let generation = entry.generation;
-        let serial = next
-            .zones
-            .get_mut(&zone)
-            .expect("every configured zone has state");
-        serial.serial = serial.serial.wrapping_add(1);
-        let serial = serial.serial;
+        let served = |s: &ServiceState| (s.live, cutover::ttl(config, &s.phase));
+        let before = served(entry);
+        change(entry);
+        if served(entry) != before {
+            let zone = next
+                .zones
+                .get_mut(&config.zone.to_string())
+                .expect("every configured zone has state");
+            zone.serial = zone.serial.wrapping_add(1);
+        }
 
         let file = self.state_file.clone();
         let saved = tokio::task::spawn_blocking({
@@ -116,89 +128,30 @@ impl Switch {
         })
         .await
         .expect("the state writer does not panic");
-        saved.map_err(|source| ChangeError::Persist {
-            color: from,
-            source,
-        })?;
+        saved?;
 
         inner.state = next;
         inner.generation += 1;
-        self.records.publish(snapshot(&self.catalog, &inner));
-        inner.counters[index]
-            .flips
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(service = %config.name, %from, %to, generation, serial, "flipped");
-        Ok(Flipped {
-            service: config.name.clone(),
-            from,
-            to,
-            changed: true,
-            generation,
-            serial,
-        })
+        self.records
+            .publish(snapshot(&self.catalog, &inner, &self.stats));
+        Ok(current(&self.catalog, &inner.state, service))
     }
 
-    /// Every service and zone as served now; only `service` when given.
-    pub async fn status(&self, service: Option<&str>) -> Result<Status, ChangeError> {
-        if let Some(name) = service {
-            self.service_index(name)?;
-        }
-        let inner = self.inner.lock().await;
-        let snapshot = self.records.load_full();
-        let services = self
-            .catalog
+    /// Catalog index of the service called `name`.
+    pub fn service_index(&self, name: &str) -> Option<usize> {
+        self.catalog
             .config
             .services
             .iter()
-            .zip(&snapshot.services)
-            .filter(|(config, _)| service.is_none_or(|name| config.name == name))
-            .map(|(config, served)| {
-                let state = &inner.state.services[&config.name];
-                ServiceStatus {
-                    name: config.name.clone(),
-                    fqdn: served.fqdn.to_string(),
-                    zone: config.zone.to_string(),
-                    live: served.live,
-                    generation: served.generation,
-                    flipped_at_ms: state.flipped_at_ms,
-                    ttl: served.ttl,
-                    blue: config.blue.clone(),
-                    green: config.green.clone(),
-                    answers: Answers {
-                        blue: served.counters.answers(Color::Blue),
-                        green: served.counters.answers(Color::Green),
-                    },
-                }
-            })
-            .collect();
-        let zones = snapshot
-            .zones
-            .iter()
-            .map(|z| ZoneStatus {
-                origin: z.origin.to_string(),
-                serial: z.serial,
-            })
-            .collect();
-        Ok(Status {
-            generation: snapshot.generation,
-            services,
-            zones,
-        })
-    }
-
-    fn service_index(&self, name: &str) -> Result<usize, ChangeError> {
-        let services = &self.catalog.config.services;
-        services
-            .iter()
             .position(|s| s.name == name)
-            .ok_or_else(|| ChangeError::UnknownService {
-                name: name.to_string(),
-                known: services
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+    }
+}
+
+fn current(catalog: &Catalog, state: &State, service: usize) -> Current {
+    let config = &catalog.config.services[service];
+    Current {
+        service: state.services[&config.name].clone(),
+        serial: state.zones[&config.zone.to_string()].serial,
     }
 }
 
@@ -218,6 +171,7 @@ fn initial_state(catalog: &Catalog, mut state: State) -> State {
                 live: service.live,
                 generation: 0,
                 flipped_at_ms: None,
+                phase: Default::default(),
             });
     }
     for zone in &catalog.zones {
@@ -235,7 +189,7 @@ fn initial_state(catalog: &Catalog, mut state: State) -> State {
     state
 }
 
-fn snapshot(catalog: &Catalog, inner: &Inner) -> Snapshot {
+fn snapshot(catalog: &Catalog, inner: &Inner, stats: &[Arc<ServiceStats>]) -> Snapshot {
     let serving = Serving {
         generation: inner.generation,
         serials: catalog
@@ -247,23 +201,19 @@ fn snapshot(catalog: &Catalog, inner: &Inner) -> Snapshot {
             .config
             .services
             .iter()
-            .zip(&inner.counters)
-            .map(|(config, counters)| {
+            .zip(stats)
+            .map(|(config, stats)| {
                 let state = &inner.state.services[&config.name];
                 ServingService {
                     live: state.live,
                     generation: state.generation,
-                    ttl: config.ttl,
-                    counters: counters.clone(),
+                    ttl: cutover::ttl(config, &state.phase),
+                    long: cutover::is_long(&state.phase),
+                    phase: state.phase,
+                    stats: stats.clone(),
                 }
             })
             .collect(),
     };
     Snapshot::build(catalog, &serving)
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -52,8 +52,8 @@ fn bad_requests_get_an_error_and_change_nothing() {
             "missing field `to`",
         ),
         (
-            b"{\"cmd\": \"flip\", \"service\": \"app\", \"to\": \"green\", \"force\": 1}\n",
-            "unknown field `force`",
+            b"{\"cmd\": \"flip\", \"service\": \"app\", \"to\": \"green\", \"colour\": 1}\n",
+            "unknown field `colour`",
         ),
     ];
     for (request, expected) in cases {
@@ -90,12 +90,12 @@ fn one_connection_carries_many_requests() {
     for to in ["green", "blue", "green"] {
         writeln!(
             writer,
-            "{{\"cmd\":\"flip\",\"service\":\"app\",\"to\":\"{to}\"}}"
+            "{{\"cmd\":\"flip\",\"service\":\"app\",\"to\":\"{to}\",\"now\":true}}"
         )
         .unwrap();
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
-        assert!(line.contains(&format!("\"to\":\"{to}\"")), "{line}");
+        assert!(line.contains(&format!("\"live\":\"{to}\"")), "{line}");
     }
     assert_eq!(
         server.dig(&["app.svc.example.com", "A"]).data("A"),
@@ -184,7 +184,7 @@ fn the_socket_is_private_and_not_shared() {
 fn status_reports_every_service_and_zone() {
     let server = Server::start();
     let table = server.ctl_ok(&["status"]);
-    assert!(table.starts_with("SERVICE  LIVE      TTL  GENERATION  ADDRESSES\napp      blue      300           0  192.0.2.10 192.0.2.11 2001:db8::10\n"), "{table}");
+    assert!(table.starts_with("app: blue live (192.0.2.10 192.0.2.11 2001:db8::10)\n  phase steady\n  ttl 300 s now (normal 300, cutover 5)\n  generation 0, serial 2026112601, last flip never\n"), "{table}");
     assert!(
         table.contains("zone svc.example.com. serial 2026112601"),
         "{table}"

@@ -83,7 +83,7 @@ fn flips_under_load_never_mix_colors_or_go_back() {
             ("blue", Seen::Blue)
         };
         let requested = Instant::now();
-        server.ctl_ok(&["flip", "app", "--to", to]);
+        server.ctl_ok(&["flip", "app", "--to", to, "--now"]);
         flips.push((requested, Instant::now(), color));
         // A gap between flips, so that queries land between an acknowledgement and the
         // next request, where exactly one color is right.

@@ -13,10 +13,10 @@ fn a_flip_changes_the_answer_and_raises_the_serial() {
         .unwrap();
     assert_eq!(serial, 2026112601, "the zone file's serial at first start");
 
-    let out = server.ctl_ok(&["flip", "app", "--to", "green"]);
-    assert_eq!(
-        out,
-        "app: blue -> green (generation 1, serial 2026112602)\n"
+    let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    assert!(
+        out.starts_with("app: blue -> green (generation 1, serial 2026112602); TTL 5 s until "),
+        "{out}"
     );
     assert_eq!(
         server.dig(&["app.svc.example.com", "A"]).data("A"),
@@ -54,6 +54,8 @@ fn a_flip_changes_the_answer_and_raises_the_serial() {
 #[test]
 fn a_flip_to_the_live_color_changes_nothing() {
     let server = Server::start();
+    let out = server.ctl_ok(&["flip", "app", "--to", "blue", "--now"]);
+    assert_eq!(out, "app: already blue, nothing changed (generation 0)\n");
     let out = server.ctl_ok(&["flip", "app", "--to", "blue"]);
     assert_eq!(out, "app: already blue, nothing changed (generation 0)\n");
     assert_eq!(
@@ -65,7 +67,7 @@ fn a_flip_to_the_live_color_changes_nothing() {
 #[test]
 fn an_acknowledged_flip_survives_kill_9() {
     let server = Server::start();
-    server.ctl_ok(&["flip", "app", "--to", "green"]);
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     let dir = server.kill9();
     // The stale socket file is still there; the restart must find it dead and replace it.
     assert!(dir.path().join("run/flipdns.sock").exists());
@@ -92,7 +94,7 @@ fn an_acknowledged_flip_survives_kill_9() {
 #[test]
 fn the_state_file_wins_over_the_config() {
     let server = Server::start();
-    server.ctl_ok(&["flip", "app", "--to", "green"]);
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     let dir = server.kill9();
     // The config still says blue; the state file says green, and green it stays.
     let config = std::fs::read_to_string(dir.path().join("flipdns.toml")).unwrap();

@@ -33,7 +33,7 @@ fn metrics_follow_queries_and_flips() {
     });
     server.dig(&["app.svc.example.com", "A"]);
     server.dig(&["+tcp", "nothing.svc.example.com", "A"]);
-    server.ctl_ok(&["flip", "app", "--to", "green"]);
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     server.dig(&["app.svc.example.com", "A"]);
     let text = scrape(&server, "/metrics");
     assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
@@ -42,7 +42,9 @@ fn metrics_follow_queries_and_flips() {
         "flipdns_queries_total{protocol=\"tcp\",rcode=\"NXDOMAIN\"} 1",
         "flipdns_answers_total{service=\"app\",color=\"blue\"} 1",
         "flipdns_answers_total{service=\"app\",color=\"green\"} 1",
-        "flipdns_flips_total{service=\"app\"} 1",
+        "flipdns_flips_total{service=\"app\",result=\"done\"} 1",
+        "flipdns_phase{service=\"app\",phase=\"settling\"} 1",
+        "flipdns_service_ttl_seconds{service=\"app\"} 5",
         "flipdns_live{service=\"app\",color=\"blue\"} 0",
         "flipdns_live{service=\"app\",color=\"green\"} 1",
         "flipdns_zone_serial{zone=\"svc.example.com.\"} 2026112602",

@@ -1,15 +1,21 @@
-//! The `flipdns ctl` client: one request, one reply, printed for a person or as JSON.
+//! The `flipdns ctl` client: one request, its progress and its reply, printed for a person or
+//! as JSON.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::protocol::{Flipped, Reply, Request, Status};
+use super::protocol::{
+    ColorHealth, Cutover, Outcome, Progress, Reply, Request, ServiceStatus, Status, Step,
+};
+use crate::clock;
+use crate::color::Color;
 
-/// How long the client waits for the server to answer.
+/// How long the client waits for the next line from the server. A waiting flip sends a
+/// progress line every second, so only a stuck server runs into this.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a ctl command failed; each message is the one line the user sees.
@@ -22,7 +28,7 @@ pub enum ClientError {
     },
     #[error("admin socket: {0}")]
     Io(#[from] std::io::Error),
-    #[error("admin socket closed without a reply")]
+    #[error("the server closed the connection without a reply")]
     NoReply,
     #[error("unreadable reply from the server: {0}")]
     BadReply(serde_json::Error),
@@ -52,48 +58,136 @@ impl Client {
 
     /// Sends `request` and reads its reply; a `{"error": ...}` reply is an `Err`.
     pub fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ClientError> {
+        self.call_with_progress(request, |_| {})
+    }
+
+    /// Like [`Client::call`], handing each progress line to `progress` as it arrives.
+    pub fn call_with_progress<T: DeserializeOwned>(
+        &mut self,
+        request: &Request,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<T, ClientError> {
         let mut line = serde_json::to_string(request).expect("requests serialize");
         line.push('\n');
         self.writer.write_all(line.as_bytes())?;
-        let mut reply = String::new();
-        if self.reader.read_line(&mut reply)? == 0 {
-            return Err(ClientError::NoReply);
-        }
-        match serde_json::from_str(&reply).map_err(ClientError::BadReply)? {
-            Reply::Ok(value) => Ok(value),
-            Reply::Error(message) => Err(ClientError::Refused(message)),
+        loop {
+            let mut reply = String::new();
+            if self.reader.read_line(&mut reply)? == 0 {
+                return Err(ClientError::NoReply);
+            }
+            match serde_json::from_str(&reply).map_err(ClientError::BadReply)? {
+                Reply::Ok(value) => return Ok(value),
+                Reply::Error(message) => return Err(ClientError::Refused(message)),
+                Reply::Progress(p) => progress(&p),
+            }
         }
     }
+}
+
+/// Shows cutover progress on stderr: a bar on a terminal, plain lines otherwise.
+pub struct ProgressView {
+    terminal: bool,
+    /// Seconds to the drain when the wait began: the bar's full width.
+    total: Option<u64>,
+    /// Seconds left at the last plain line, to print one every few seconds only.
+    last_plain: Option<u64>,
+}
+
+impl Default for ProgressView {
+    fn default() -> ProgressView {
+        ProgressView {
+            terminal: std::io::stderr().is_terminal(),
+            total: None,
+            last_plain: None,
+        }
+    }
+}
+
+impl ProgressView {
+    /// Seconds between plain progress lines while draining.
+    const PLAIN_EVERY: u64 = 10;
+    const BAR: usize = 30;
+
+    pub fn show(&mut self, progress: &Progress) {
+        let mut err = std::io::stderr();
+        match &progress.step {
+            Step::Draining {
+                target,
+                drained_at_ms,
+                seconds_left,
+                ttl,
+            } => {
+                let total = *self.total.get_or_insert((*seconds_left).max(1));
+                if self.terminal {
+                    let done =
+                        Self::BAR - (Self::BAR as u64 * seconds_left.min(&total) / total) as usize;
+                    let _ = write!(
+                        err,
+                        "\r{} -> {target} [{}{}] draining, {seconds_left} s left (TTL now {ttl} s)  ",
+                        progress.service,
+                        "#".repeat(done),
+                        ".".repeat(Self::BAR - done)
+                    );
+                } else if self
+                    .last_plain
+                    .is_none_or(|last| last >= seconds_left + Self::PLAIN_EVERY)
+                {
+                    self.last_plain = Some(*seconds_left);
+                    let _ = writeln!(
+                        err,
+                        "{}: waiting for caches to drain before the flip to {target}: {seconds_left} s left (drained at {})",
+                        progress.service,
+                        clock::format_utc(*drained_at_ms)
+                    );
+                }
+            }
+            Step::Health { health } => {
+                self.end_bar();
+                let _ = writeln!(err, "{}: {}", progress.service, format_health(health));
+            }
+            Step::Flipped { .. } | Step::Refused { .. } | Step::Cancelled => self.end_bar(),
+        }
+    }
+
+    fn end_bar(&mut self) {
+        if self.terminal && self.total.is_some() {
+            let _ = writeln!(std::io::stderr());
+            self.total = None;
+        }
+    }
+}
+
+fn seconds_from_now(ms: u64) -> String {
+    format!(
+        "{} (in {} s)",
+        clock::format_utc(ms),
+        clock::until(ms).as_secs()
+    )
+}
+
+/// `health of green: 1/2 healthy; 198.51.100.11 connection refused`.
+pub fn format_health(health: &ColorHealth) -> String {
+    let failing: Vec<String> = health
+        .addresses
+        .iter()
+        .filter(|a| !a.healthy)
+        .map(|a| format!("{} {}", a.address, a.detail))
+        .collect();
+    let mut text = format!(
+        "health of {}: {}/{} healthy",
+        health.color, health.healthy, health.total
+    );
+    if !failing.is_empty() {
+        text.push_str(&format!("; {}", failing.join(", ")));
+    }
+    text
 }
 
 /// Human-readable `status`.
 pub fn format_status(status: &Status) -> String {
     let mut out = String::new();
-    let width = status
-        .services
-        .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    out.push_str(&format!(
-        "{:width$}  {:5}  {:>6}  {:>10}  {}\n",
-        "SERVICE", "LIVE", "TTL", "GENERATION", "ADDRESSES"
-    ));
     for s in &status.services {
-        let live = match s.live {
-            crate::color::Color::Blue => &s.blue,
-            crate::color::Color::Green => &s.green,
-        };
-        let addresses: Vec<String> = live.iter().map(|a| a.to_string()).collect();
-        out.push_str(&format!(
-            "{:width$}  {:5}  {:>6}  {:>10}  {}\n",
-            s.name,
-            s.live.as_str(),
-            s.ttl,
-            s.generation,
-            addresses.join(" ")
-        ));
+        out.push_str(&format_service(s));
     }
     for z in &status.zones {
         out.push_str(&format!("zone {} serial {}\n", z.origin, z.serial));
@@ -102,17 +196,96 @@ pub fn format_status(status: &Status) -> String {
     out
 }
 
-/// Human-readable `flip`.
-pub fn format_flipped(flipped: &Flipped) -> String {
-    if flipped.changed {
-        format!(
-            "{}: {} -> {} (generation {}, serial {})\n",
-            flipped.service, flipped.from, flipped.to, flipped.generation, flipped.serial
-        )
-    } else {
-        format!(
-            "{}: already {}, nothing changed (generation {})\n",
-            flipped.service, flipped.to, flipped.generation
-        )
+fn format_service(s: &ServiceStatus) -> String {
+    let live = match s.live {
+        Color::Blue => &s.blue,
+        Color::Green => &s.green,
+    };
+    let addresses: Vec<String> = live.iter().map(|a| a.to_string()).collect();
+    let mut out = format!("{}: {} live ({})\n", s.name, s.live, addresses.join(" "));
+    let phase = match (
+        s.phase.name.as_str(),
+        s.phase.target,
+        s.phase.drained_at_ms,
+        s.phase.settle_until_ms,
+    ) {
+        ("preparing", Some(target), Some(at), _) => {
+            format!("preparing, flip to {target} at {}", seconds_from_now(at))
+        }
+        ("preparing", None, Some(at), _) => {
+            format!("preparing, drained at {}", seconds_from_now(at))
+        }
+        ("settling", _, _, Some(until)) => format!("settling until {}", seconds_from_now(until)),
+        (name, ..) => name.to_string(),
+    };
+    out.push_str(&format!("  phase {phase}\n"));
+    out.push_str(&format!(
+        "  ttl {} s now (normal {}, cutover {})\n",
+        s.ttl, s.normal_ttl, s.cutover_ttl
+    ));
+    let flipped = s
+        .flipped_at_ms
+        .map_or("never".to_string(), clock::format_utc);
+    out.push_str(&format!(
+        "  generation {}, serial {}, last flip {flipped}\n",
+        s.generation, s.serial
+    ));
+    out.push_str(&format!(
+        "  answers blue {}, green {}\n",
+        s.answers.blue, s.answers.green
+    ));
+    for health in &s.health {
+        out.push_str(&format!("  {}\n", format_health(health)));
     }
+    out
+}
+
+/// Human-readable reply to prepare, flip, rollback and cancel.
+pub fn format_cutover(c: &Cutover) -> String {
+    let name = &c.service;
+    let mut out = match c.outcome {
+        Outcome::Prepared => format!(
+            "{name}: preparing: TTL {} s now; drained at {}\n",
+            c.ttl,
+            c.phase.drained_at_ms.map_or("-".into(), seconds_from_now)
+        ),
+        Outcome::Scheduled | Outcome::Joined => format!(
+            "{name}: flip to {} {} for {}; TTL {} s now. `flipdns ctl status {name}` shows it; `flipdns ctl cancel {name}` abandons it\n",
+            c.phase.target.map_or("-".into(), |t| t.to_string()),
+            if c.outcome == Outcome::Joined {
+                "was already scheduled"
+            } else {
+                "scheduled"
+            },
+            c.phase.drained_at_ms.map_or("-".into(), seconds_from_now),
+            c.ttl
+        ),
+        Outcome::Flipped => format!(
+            "{name}: {} -> {} (generation {}, serial {}); TTL {} s until {}\n",
+            c.from.map_or("-".into(), |f| f.to_string()),
+            c.live,
+            c.generation,
+            c.serial,
+            c.ttl,
+            c.phase
+                .settle_until_ms
+                .map_or("-".into(), clock::format_utc)
+        ),
+        Outcome::AlreadyLive => format!(
+            "{name}: already {}, nothing changed (generation {})\n",
+            c.live, c.generation
+        ),
+        Outcome::Cancelled => format!(
+            "{name}: cancelled; steady, TTL {} s, {} live\n",
+            c.ttl, c.live
+        ),
+        Outcome::NothingToCancel => format!(
+            "{name}: nothing to cancel ({}, {} live)\n",
+            c.phase.name, c.live
+        ),
+    };
+    if let Some(health) = &c.health {
+        out.push_str(&format!("{name}: {}\n", format_health(health)));
+    }
+    out
 }

@@ -1,16 +1,20 @@
 //! The admin protocol: request and reply types shared by the server and `flipdns ctl`.
 //!
 //! Newline-delimited JSON over a Unix socket: the client writes one request per line and
-//! reads one reply per line, in order, on one connection for as long as it likes.
+//! reads its reply line, in order, on one connection for as long as it likes.
 //!
 //! ```text
 //! -> {"cmd": "status"}
 //! <- {"ok": {"generation": 3, "services": [...], "zones": [...]}}
-//! -> {"cmd": "flip", "service": "app", "to": "green"}
-//! <- {"ok": {"service": "app", "from": "blue", "to": "green", "changed": true, ...}}
+//! -> {"cmd": "flip", "service": "app", "to": "green", "now": true}
+//! <- {"ok": {"service": "app", "outcome": "flipped", "live": "green", ...}}
 //! -> {"cmd": "flip", "service": "app", "to": "purple"}
-//! <- {"error": "unknown variant `purple`, expected `blue` or `green` at line 1 column 43"}
+//! <- {"error": "bad request: unknown variant `purple`, expected `blue` or `green`"}
 //! ```
+//!
+//! A flip or rollback that waits for the drain (`"wait": true`, the default) streams
+//! `{"progress": {...}}` lines, at least one a second, before its `ok` or `error` line. A
+//! client that goes away stops the stream, not the cutover: the schedule lives in the server.
 //!
 //! A request line longer than [`MAX_REQUEST_BYTES`], or one not completed within the
 //! server's `admin_request_timeout`, is answered with an error and the connection closed. A
@@ -35,23 +39,47 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service: Option<String>,
     },
-    /// Make `to` the live color of `service`, at once.
+    /// Lower the TTL now: answers carry `cutover_ttl`; replies with the drain deadline.
+    Prepare { service: String },
+    /// Make `to` live: prepare, wait for the drain, check health, flip, settle.
     Flip {
         service: String,
         to: Color,
-        /// Skip the cutover and flip at once (today every flip is immediate).
+        /// Flip at once, without waiting for the drain (still settles afterwards).
         #[serde(default)]
         now: bool,
+        /// Skip the health gate and the flip interval.
+        #[serde(default)]
+        force: bool,
+        /// Stream progress until the flip is done; `false` replies once it is scheduled.
+        #[serde(default = "yes")]
+        wait: bool,
     },
+    /// Flip back to the other color: at once while settling, otherwise the whole sequence.
+    Rollback {
+        service: String,
+        #[serde(default)]
+        force: bool,
+        #[serde(default = "yes")]
+        wait: bool,
+    },
+    /// Abandon a pending cutover (or end a settle early): back to steady, normal TTL.
+    Cancel { service: String },
 }
 
-/// One reply line: `{"ok": T}` or `{"error": "why"}`.
+fn yes() -> bool {
+    true
+}
+
+/// One reply line: `{"ok": T}`, `{"error": "why"}`, or `{"progress": ...}` before either.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply<T> {
     #[serde(rename = "ok")]
     Ok(T),
     #[serde(rename = "error")]
     Error(String),
+    #[serde(rename = "progress")]
+    Progress(Progress),
 }
 
 /// Reply to `status`.
@@ -70,16 +98,40 @@ pub struct ServiceStatus {
     pub fqdn: String,
     pub zone: String,
     pub live: Color,
-    /// Flips of this service so far.
-    pub generation: u64,
-    /// Unix time of the last flip in milliseconds.
-    pub flipped_at_ms: Option<u64>,
+    pub phase: PhaseStatus,
     /// TTL the service's answers carry now.
     pub ttl: u32,
+    /// The configured normal and cutover TTLs.
+    pub normal_ttl: u32,
+    pub cutover_ttl: u32,
+    /// Flips of this service so far.
+    pub generation: u64,
+    /// SOA serial of the service's zone.
+    pub serial: u32,
+    /// Unix time of the last flip in milliseconds.
+    pub flipped_at_ms: Option<u64>,
     pub blue: Vec<IpAddr>,
     pub green: Vec<IpAddr>,
     /// Answers given since start, by color.
     pub answers: Answers,
+    /// Latest background health checks, when the service has a health check.
+    pub health: Vec<ColorHealth>,
+}
+
+/// Where a service is in its cutover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseStatus {
+    /// `steady`, `preparing` or `settling`.
+    pub name: String,
+    /// Preparing: when every cache that obeys TTLs has dropped the normal-TTL answers.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub drained_at_ms: Option<u64>,
+    /// Preparing: the color a pending flip will make live.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub target: Option<Color>,
+    /// Settling: when the normal TTL comes back.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub settle_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,17 +146,94 @@ pub struct ZoneStatus {
     pub serial: u32,
 }
 
-/// Reply to `flip`.
+/// Health of every address of one color.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Flipped {
+pub struct ColorHealth {
+    pub color: Color,
+    pub checked_at_ms: u64,
+    pub healthy: usize,
+    pub total: usize,
+    pub addresses: Vec<AddressHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressHealth {
+    pub address: IpAddr,
+    pub port: u16,
+    pub healthy: bool,
+    /// `HTTP 200`, `HTTP 503`, `connection refused`, `timeout after 2000 ms`, ...
+    pub detail: String,
+}
+
+/// Reply to `prepare`, `flip`, `rollback` and `cancel`: what happened, and the service after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cutover {
     pub service: String,
-    pub from: Color,
-    pub to: Color,
-    /// False when `to` was already live: nothing was written and no generation was used.
-    pub changed: bool,
+    pub outcome: Outcome,
+    pub live: Color,
+    /// For a flip: the color that was live before.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<Color>,
+    pub phase: PhaseStatus,
+    /// TTL the service's answers carry now.
+    pub ttl: u32,
     pub generation: u64,
-    /// SOA serial of the service's zone after the flip.
     pub serial: u32,
+    /// Identifies a scheduled cutover in progress lines.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cutover: Option<u64>,
+    /// The health gate's results, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub health: Option<ColorHealth>,
+}
+
+/// What a cutover command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The TTL is lowered (or already was).
+    Prepared,
+    /// The flip is scheduled for the drain deadline.
+    Scheduled,
+    /// The same flip was already scheduled; this request follows it.
+    Joined,
+    /// The color changed.
+    Flipped,
+    /// The color asked for was already live: nothing changed, no generation used.
+    AlreadyLive,
+    /// A pending cutover was abandoned, or a settle ended early.
+    Cancelled,
+    /// Nothing was pending.
+    NothingToCancel,
+}
+
+/// One progress line of a cutover being waited for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub service: String,
+    pub cutover: u64,
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Waiting for caches to drain the normal-TTL answers.
+    Draining {
+        target: Color,
+        drained_at_ms: u64,
+        seconds_left: u64,
+        ttl: u32,
+    },
+    /// The health gate ran.
+    Health { health: ColorHealth },
+    /// The flip is done; `result` is also the final reply.
+    Flipped { result: Box<Cutover> },
+    /// The flip was refused; the final reply (an error) follows.
+    Refused { reason: String },
+    /// The cutover was cancelled; the final reply (an error) follows.
+    Cancelled,
 }
 
 #[cfg(test)]
@@ -120,17 +249,27 @@ mod tests {
             Request::Flip {
                 service: "app".into(),
                 to: Color::Green,
-                now: false
+                now: false,
+                force: false,
+                wait: true
             }
         );
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
             Request::Status { service: None }
         );
+        let cancel: Request = serde_json::from_str(r#"{"cmd":"cancel","service":"app"}"#).unwrap();
+        assert_eq!(
+            cancel,
+            Request::Cancel {
+                service: "app".into()
+            }
+        );
         for bad in [
             r#"{"cmd":"explode"}"#,
             r#"{"cmd":"flip","service":"app","to":"purple"}"#,
             r#"{"cmd":"status","x":1}"#,
+            r#"{"cmd":"prepare"}"#,
             "garbage",
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
@@ -138,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn replies_are_ok_or_error() {
+    fn replies_are_ok_error_or_progress() {
         assert_eq!(
             serde_json::to_string(&Reply::<u8>::Ok(1)).unwrap(),
             r#"{"ok":1}"#
@@ -146,6 +285,15 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Reply::<u8>::Error("no".into())).unwrap(),
             r#"{"error":"no"}"#
+        );
+        let progress = Progress {
+            service: "app".into(),
+            cutover: 1,
+            step: Step::Cancelled,
+        };
+        assert_eq!(
+            serde_json::to_string(&Reply::<u8>::Progress(progress)).unwrap(),
+            r#"{"progress":{"service":"app","cutover":1,"step":"cancelled"}}"#
         );
     }
 }

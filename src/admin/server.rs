@@ -15,9 +15,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::protocol::{MAX_REQUEST_BYTES, Reply, Request};
+use super::commands::{Context, dispatch};
+use super::protocol::{MAX_REQUEST_BYTES, Reply};
 use crate::metrics::Metrics;
-use crate::switch::Switch;
 
 /// Why the admin socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,7 @@ pub struct AdminLimits {
 /// Serves admin clients until `shutdown`, then waits for requests in progress.
 pub async fn serve(
     socket: &AdminSocket,
-    switch: Arc<Switch>,
+    context: Arc<Context>,
     metrics: Arc<Metrics>,
     limits: AdminLimits,
     shutdown: CancellationToken,
@@ -134,10 +134,10 @@ pub async fn serve(
             });
             continue;
         };
-        let switch = switch.clone();
+        let context = context.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            client(stream, &switch, limits.request_timeout, &shutdown).await;
+            client(stream, &context, limits.request_timeout, &shutdown).await;
             drop(permit);
         });
     }
@@ -145,10 +145,10 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// One client connection: request lines in, reply lines out, until EOF, an error or shutdown.
+/// One client connection: requests in, replies out, until EOF, an error or shutdown.
 async fn client(
     stream: UnixStream,
-    switch: &Switch,
+    context: &Context,
     timeout: Duration,
     shutdown: &CancellationToken,
 ) {
@@ -161,28 +161,30 @@ async fn client(
             _ = shutdown.cancelled() => return,
             read = tokio::time::timeout(timeout, read_line(&mut reader, &mut line)) => read,
         };
-        let reply = match read {
-            Ok(Ok(Line::Complete)) => dispatch(switch, &line).await,
+        let refusal = match read {
+            Ok(Ok(Line::Complete)) => {
+                let done = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    done = dispatch(context, &line, &mut write) => done,
+                };
+                if done.is_err() {
+                    return; // the client went away; a cutover it started goes on
+                }
+                continue;
+            }
             Ok(Ok(Line::Eof)) | Ok(Err(_)) => return,
             Ok(Ok(Line::TooLong)) => {
-                let line = reply_line(&Reply::<()>::Error(format!(
-                    "request longer than {MAX_REQUEST_BYTES} bytes; closing"
-                )));
-                let _ = write.write_all(line.as_bytes()).await;
-                return;
+                format!("request longer than {MAX_REQUEST_BYTES} bytes; closing")
             }
-            Err(_) => {
-                let line = reply_line(&Reply::<()>::Error(format!(
-                    "request not completed within {} s; closing",
-                    timeout.as_secs_f32()
-                )));
-                let _ = write.write_all(line.as_bytes()).await;
-                return;
-            }
+            Err(_) => format!(
+                "request not completed within {} s; closing",
+                timeout.as_secs_f32()
+            ),
         };
-        if write.write_all(reply.as_bytes()).await.is_err() {
-            return;
-        }
+        let _ = write
+            .write_all(reply_line(&Reply::<()>::Error(refusal)).as_bytes())
+            .await;
+        return;
     }
 }
 
@@ -210,29 +212,7 @@ async fn read_line<R: AsyncRead + Unpin>(
     }
 }
 
-/// Runs one request; every outcome, good or bad, is one reply line.
-async fn dispatch(switch: &Switch, line: &[u8]) -> String {
-    let request: Request = match serde_json::from_slice(line) {
-        Ok(request) => request,
-        Err(e) => return reply_line(&Reply::<()>::Error(format!("bad request: {e}"))),
-    };
-    match request {
-        Request::Status { service } => match switch.status(service.as_deref()).await {
-            Ok(status) => reply_line(&Reply::Ok(status)),
-            Err(e) => reply_line(&Reply::<()>::Error(e.to_string())),
-        },
-        Request::Flip {
-            service,
-            to,
-            now: _,
-        } => match switch.flip(&service, to).await {
-            Ok(flipped) => reply_line(&Reply::Ok(flipped)),
-            Err(e) => reply_line(&Reply::<()>::Error(e.to_string())),
-        },
-    }
-}
-
-fn reply_line<T: Serialize>(reply: &Reply<T>) -> String {
+pub(super) fn reply_line<T: Serialize>(reply: &Reply<T>) -> String {
     let mut line = serde_json::to_string(reply).expect("replies serialize");
     line.push('\n');
     line

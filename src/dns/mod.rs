@@ -10,6 +10,7 @@ pub mod request;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::clock;
 use crate::metrics::Metrics;
 use crate::records::{Lookup, Records, Rendered};
 use request::{Edns, Parsed, Request};
@@ -136,9 +137,11 @@ impl Handler {
             Lookup::Node(node) => {
                 let rendered = node.answer(request.qtype);
                 if let Some(hit) = rendered.hit {
-                    snapshot.services[hit.service as usize]
-                        .counters
-                        .answered(hit.color);
+                    let stats = &snapshot.services[hit.service as usize].stats;
+                    stats.answered(hit.color);
+                    if hit.long {
+                        stats.long_answer(clock::coarse_now_ms());
+                    }
                 }
                 reply.rendered(rendered)
             }

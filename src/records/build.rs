@@ -12,7 +12,8 @@ use super::render::{Section, Tail, negative_soa};
 use super::{Hit, NameKind, Node, Rendered, ServiceView, Snapshot, ZoneView, wire};
 use crate::catalog::{Catalog, service_names};
 use crate::color::Color;
-use crate::metrics::ServiceCounters;
+use crate::metrics::ServiceStats;
+use crate::state::Phase;
 
 /// How deep a CNAME chain inside our own zones is followed before the answer stops.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -34,7 +35,10 @@ pub struct ServingService {
     pub generation: u64,
     /// The TTL answers carry now.
     pub ttl: u32,
-    pub counters: Arc<ServiceCounters>,
+    /// Whether that TTL is the normal one, which the drain deadline must outlast.
+    pub long: bool,
+    pub phase: Phase,
+    pub stats: Arc<ServiceStats>,
 }
 
 /// All data at one name, before rendering.
@@ -86,7 +90,8 @@ impl Snapshot {
                 live: s.live,
                 generation: s.generation,
                 ttl: s.ttl,
-                counters: s.counters.clone(),
+                phase: s.phase,
+                stats: s.stats.clone(),
             })
             .collect();
         let apexes = model
@@ -159,6 +164,7 @@ impl<'a> Model<'a> {
                     color,
                     name: kind,
                     ttl: live.ttl,
+                    long: live.long,
                 };
                 let node = model.node(&name, zone_index, negative);
                 node.hit = Some(hit);

@@ -22,7 +22,8 @@ use hickory_proto::rr::Name;
 pub use build::{Serving, ServingService};
 
 use crate::color::Color;
-use crate::metrics::ServiceCounters;
+use crate::metrics::ServiceStats;
+use crate::state::Phase;
 
 /// Holds the current snapshot. Readers never block; a publish is one atomic pointer swap.
 pub struct Records {
@@ -91,8 +92,10 @@ pub struct ServiceView {
     pub generation: u64,
     /// The TTL answers carry in this snapshot.
     pub ttl: u32,
+    /// The cutover phase this snapshot was built in.
+    pub phase: Phase,
     /// Counters shared by every snapshot of the service, so a flip does not reset them.
-    pub counters: Arc<ServiceCounters>,
+    pub stats: Arc<ServiceStats>,
 }
 
 /// The answers at one name.
@@ -123,7 +126,7 @@ pub struct Rendered {
     /// Where the additional section starts in `records`: it may be dropped to fit a small
     /// UDP payload without setting TC (RFC 2181 section 9).
     pub additional_at: usize,
-    /// Set when the answer comes from a service, for counters and the answer ledger.
+    /// Set when the answer comes from a service, for stats and the answer ledger.
     pub hit: Option<Hit>,
 }
 
@@ -135,6 +138,9 @@ pub struct Hit {
     pub color: Color,
     pub name: NameKind,
     pub ttl: u32,
+    /// The answer carries the service's normal TTL: the query path notes when it last gave
+    /// one, for the drain deadline.
+    pub long: bool,
 }
 
 /// Through which of its names a service was asked.

@@ -18,8 +18,11 @@ use tokio_util::task::TaskTracker;
 
 pub use tcp::TcpLimits;
 
+use crate::admin::commands::Context;
 use crate::admin::server::{AdminLimits, AdminSocket, BindError};
 use crate::catalog::Catalog;
+use crate::clock;
+use crate::cutover::Cutovers;
 use crate::dns::Handler;
 use crate::metrics::{self, Metrics};
 use crate::state::{StateError, StateFile};
@@ -47,7 +50,7 @@ pub enum ServeError {
 pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = catalog.config.clone();
     let state_file = StateFile::open(&config.server.state_file)?;
-    let switch = Arc::new(Switch::start(catalog, state_file)?);
+    let switch = Arc::new(Switch::start(catalog, state_file, clock::now_ms())?);
     let metrics = Arc::new(Metrics::default());
     let handler = Arc::new(Handler::new(switch.records().clone(), metrics.clone()));
 
@@ -70,6 +73,7 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     };
 
     let tracker = TaskTracker::new();
+    let cutovers = Arc::new(Cutovers::start(switch.clone(), &shutdown, &tracker));
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let limits = config.limits.clone();
     let tcp_limits = TcpLimits {
@@ -111,8 +115,14 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         request_timeout: limits.admin_request_timeout,
     };
     let admin_task = {
-        let (switch, metrics, shutdown) = (switch.clone(), metrics.clone(), shutdown.clone());
-        async move { crate::admin::server::serve(&admin, switch, metrics, admin_limits, shutdown).await }
+        let context = Arc::new(Context {
+            switch: switch.clone(),
+            cutovers,
+        });
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        async move {
+            crate::admin::server::serve(&admin, context, metrics, admin_limits, shutdown).await
+        }
     };
     tracing::info!("ready");
     let ((), ()) = tokio::join!(admin_task, shutdown.cancelled());

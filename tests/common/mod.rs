@@ -429,3 +429,84 @@ pub fn a_records(response: &[u8]) -> Vec<std::net::Ipv4Addr> {
         })
         .collect()
 }
+
+/// `[[service]]` `app` with the small TTLs cutover tests use: ttl 4, cutover_ttl 1, settle 3 s.
+pub fn short_service(extra: &str) -> String {
+    format!(
+        "[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\", \"192.0.2.11\"]\ngreen = [\"198.51.100.10\"]\nlive = \"blue\"\nttl = 4\ncutover_ttl = 1\nsettle = \"3s\"\n{extra}\n"
+    )
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A tiny HTTP server on `addr` that answers every request with its current status, for
+/// health checks.
+pub struct HttpStub {
+    pub addr: SocketAddr,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpStub {
+    pub fn start(addr: &str, status: u16) -> HttpStub {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = std::net::TcpListener::bind(addr).expect("bind the HTTP stub");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let current = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let (stopped, answer) = (stop.clone(), current.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Relaxed) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf);
+                let status = answer.load(Relaxed);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} Stub\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        HttpStub {
+            addr,
+            status: current,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers `status` from now on.
+    pub fn set(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for HttpStub {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The JSON `status` of one service.
+pub fn service_status(server: &Server, service: &str) -> serde_json::Value {
+    let text = server.ctl_ok(&["status", service, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status --json is JSON");
+    status["services"][0].clone()
+}

@@ -1,0 +1,460 @@
+//! One task per service that runs its cutover: takes commands one at a time (so concurrent
+//! commands on a service are serialized), wakes at its deadlines, and reports progress.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{drain_deadline, phase_status, ttl, wake_at};
+use crate::admin::protocol::{ColorHealth, Cutover, Outcome, Progress, Step};
+use crate::clock;
+use crate::color::Color;
+use crate::config::ServiceConfig;
+use crate::health;
+use crate::metrics::FlipResult;
+use crate::state::Phase;
+use crate::switch::{Current, Switch};
+
+/// Commands queued per service before new ones are turned away.
+const COMMAND_QUEUE: usize = 16;
+/// Progress events buffered per service for slow followers (they skip, never block).
+const EVENT_BUFFER: usize = 64;
+/// Pause before retrying a deadline whose state write failed.
+const RETRY_AFTER_WRITE_ERROR: Duration = Duration::from_secs(1);
+
+/// What an operator asks of a service's cutover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Prepare,
+    Flip { to: Color, now: bool, force: bool },
+    Rollback { force: bool },
+    Cancel,
+}
+
+type Reply = oneshot::Sender<Result<Cutover, String>>;
+
+/// The cutover tasks of all services, by catalog index.
+pub struct Cutovers {
+    switch: Arc<Switch>,
+    handles: Vec<Handle>,
+}
+
+struct Handle {
+    commands: mpsc::Sender<(Action, Reply)>,
+    events: broadcast::Sender<Progress>,
+}
+
+impl Cutovers {
+    /// Starts one task per service (and its background health checks) on `tracker`.
+    pub fn start(
+        switch: Arc<Switch>,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Cutovers {
+        let mut handles = Vec::new();
+        for (index, config) in switch.catalog().config.services.iter().enumerate() {
+            let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+            let (events, _) = broadcast::channel(EVENT_BUFFER);
+            let driver = Driver {
+                index,
+                config: config.clone(),
+                switch: switch.clone(),
+                events: events.clone(),
+                pending: None,
+                next_id: 1,
+            };
+            tracker.spawn(driver.run(receiver, shutdown.clone()));
+            if let Some(check) = &config.health {
+                let board = switch.stats(index).clone();
+                let (config, check, shutdown) = (config.clone(), check.clone(), shutdown.clone());
+                tracker.spawn(async move { health::watch(config, check, board, shutdown).await });
+            }
+            handles.push(Handle { commands, events });
+        }
+        Cutovers { switch, handles }
+    }
+
+    /// Runs `action` on `service` and returns what happened.
+    pub async fn command(&self, service: &str, action: Action) -> Result<Cutover, String> {
+        let handle = self.handle(service)?;
+        let (reply, answer) = oneshot::channel();
+        handle.commands.try_send((action, reply)).map_err(|_| {
+            format!("too many commands queued for {service} (limit {COMMAND_QUEUE}); try again")
+        })?;
+        answer
+            .await
+            .map_err(|_| "the server is shutting down".to_string())?
+    }
+
+    /// Progress events of `service`'s cutovers from now on. Subscribe before sending the
+    /// command whose progress you want, so that none is missed.
+    pub fn subscribe(&self, service: &str) -> Result<broadcast::Receiver<Progress>, String> {
+        Ok(self.handle(service)?.events.subscribe())
+    }
+
+    fn handle(&self, service: &str) -> Result<&Handle, String> {
+        let index = self.switch.service_index(service).ok_or_else(|| {
+            let known: Vec<&str> = self
+                .switch
+                .catalog()
+                .config
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            format!(
+                "unknown service {service:?} (configured: {})",
+                known.join(", ")
+            )
+        })?;
+        Ok(&self.handles[index])
+    }
+}
+
+/// The task of one service.
+struct Driver {
+    index: usize,
+    config: ServiceConfig,
+    switch: Arc<Switch>,
+    events: broadcast::Sender<Progress>,
+    /// Id of the pending flip, for progress events.
+    pending: Option<u64>,
+    next_id: u64,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<(Action, Reply)>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let current = self.switch.current(self.index).await;
+            if matches!(
+                current.service.phase,
+                Phase::Preparing {
+                    target: Some(_),
+                    ..
+                }
+            ) && self.pending.is_none()
+            {
+                self.pending = Some(self.new_id()); // resumed after a restart
+            }
+            let wake = wake_at(&current.service.phase);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                command = commands.recv() => {
+                    let Some((action, reply)) = command else { return };
+                    let _ = reply.send(self.act(action, &current).await);
+                }
+                _ = sleep_until(wake) => {
+                    if let Err(e) = self.wake(&current).await {
+                        tracing::error!(service = %self.config.name, "{e}; retrying");
+                        tokio::time::sleep(RETRY_AFTER_WRITE_ERROR).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
+    async fn act(&mut self, action: Action, current: &Current) -> Result<Cutover, String> {
+        let live = current.service.live;
+        let pending = match current.service.phase {
+            Phase::Preparing {
+                target: Some(target),
+                drained_at_ms,
+                ..
+            } => Some((target, drained_at_ms)),
+            _ => None,
+        };
+        match action {
+            Action::Prepare => match current.service.phase {
+                Phase::Preparing { .. } => Ok(self.reply(Outcome::Prepared, current, None)),
+                _ => {
+                    let now = self.prepare(None, false, current).await?;
+                    Ok(self.reply(Outcome::Prepared, &now, None))
+                }
+            },
+            Action::Flip { to, now, force } => match pending {
+                Some((target, drained_at_ms)) if target != to => {
+                    Err(self.busy(target, drained_at_ms))
+                }
+                Some(_) if now => self.flip(to, force, current).await,
+                Some(_) => Ok(self.reply(Outcome::Joined, current, None)),
+                None if to == live => Ok(self.reply(Outcome::AlreadyLive, current, None)),
+                None if now => self.flip(to, force, current).await,
+                None => self.schedule(to, force, current).await,
+            },
+            Action::Rollback { force } => match (pending, current.service.phase) {
+                (Some((target, drained_at_ms)), _) => Err(self.busy(target, drained_at_ms)),
+                // Settling: caches hold only short-TTL answers, so going back needs no wait.
+                (None, Phase::Settling { .. }) => self.flip(live.other(), force, current).await,
+                (None, _) => self.schedule(live.other(), force, current).await,
+            },
+            Action::Cancel => {
+                if current.service.phase == Phase::Steady {
+                    return Ok(self.reply(Outcome::NothingToCancel, current, None));
+                }
+                let now = self.apply(|s| s.phase = Phase::Steady).await?;
+                if let Some((target, _)) = pending {
+                    self.switch.stats(self.index).flipped(FlipResult::Cancelled);
+                    self.emit(Step::Cancelled);
+                    self.pending = None;
+                    tracing::info!(service = %self.config.name, %target, "pending flip cancelled: back to the normal TTL");
+                } else {
+                    tracing::info!(service = %self.config.name, "cutover ended early: back to the normal TTL");
+                }
+                Ok(self.reply(Outcome::Cancelled, &now, None))
+            }
+        }
+    }
+
+    /// Schedules a flip to `to` at the drain deadline.
+    async fn schedule(
+        &mut self,
+        to: Color,
+        force: bool,
+        current: &Current,
+    ) -> Result<Cutover, String> {
+        self.pending = Some(self.new_id());
+        let now = self
+            .prepare(Some(to), force, current)
+            .await
+            .inspect_err(|_| self.pending = None)?;
+        tracing::info!(service = %self.config.name, %to, drained_at = %self.drained_at(&now), "flip scheduled");
+        Ok(self.reply(Outcome::Scheduled, &now, None))
+    }
+
+    fn busy(&self, target: Color, drained_at_ms: u64) -> String {
+        let name = &self.config.name;
+        format!(
+            "a cutover of {name} to {target} is pending (drains at {}); cancel it first with `flipdns ctl cancel {name}`",
+            clock::format_utc(drained_at_ms)
+        )
+    }
+
+    /// Enters `preparing`: persists the drain deadline, then publishes the short TTL, then
+    /// extends the deadline if a normal-TTL answer went out after the estimate.
+    async fn prepare(
+        &mut self,
+        target: Option<Color>,
+        force: bool,
+        current: &Current,
+    ) -> Result<Current, String> {
+        let stats = self.switch.stats(self.index).clone();
+        let since_ms = clock::now_ms();
+        let mut drained_at_ms = drain_deadline(&self.config, &stats);
+        if super::is_long(&current.service.phase) {
+            // Normal-TTL answers go out until the short TTL is published, after this write.
+            drained_at_ms = drained_at_ms
+                .max(since_ms + u64::from(self.config.ttl) * 1000 + clock::coarse_resolution_ms());
+        }
+        let mut now = self
+            .apply(|s| {
+                s.phase = Phase::Preparing {
+                    since_ms,
+                    drained_at_ms,
+                    target,
+                    force,
+                }
+            })
+            .await?;
+        let late = drain_deadline(&self.config, &stats);
+        if late > drained_at_ms {
+            now = self.extend(late).await?;
+        }
+        tracing::info!(service = %self.config.name, ttl = self.config.cutover_ttl, drained_at = %self.drained_at(&now), "preparing");
+        Ok(now)
+    }
+
+    async fn extend(&mut self, drained_at: u64) -> Result<Current, String> {
+        self.apply(|s| {
+            if let Phase::Preparing { drained_at_ms, .. } = &mut s.phase {
+                *drained_at_ms = drained_at;
+            }
+        })
+        .await
+    }
+
+    /// A deadline arrived: flip a pending cutover whose caches have drained, or end a settle.
+    async fn wake(&mut self, current: &Current) -> Result<(), String> {
+        match current.service.phase {
+            Phase::Preparing {
+                target: Some(to),
+                drained_at_ms,
+                force,
+                ..
+            } => {
+                let late = drain_deadline(&self.config, self.switch.stats(self.index));
+                if late > drained_at_ms {
+                    // A normal-TTL answer left after the deadline was set (a query in flight
+                    // during the switch to the short TTL): wait for it too.
+                    let now = self.extend(late).await?;
+                    self.emit(Step::Draining {
+                        target: to,
+                        drained_at_ms: late,
+                        seconds_left: clock::until(late).as_secs(),
+                        ttl: ttl(&self.config, &now.service.phase),
+                    });
+                    return Ok(());
+                }
+                let _ = self.flip(to, force, current).await;
+                Ok(())
+            }
+            Phase::Settling { .. } => {
+                self.apply(|s| s.phase = Phase::Steady).await?;
+                tracing::info!(service = %self.config.name, ttl = self.config.ttl, "settled: back to the normal TTL");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Flips to `to` now, behind the health gate and the flip interval unless `force`.
+    async fn flip(&mut self, to: Color, force: bool, current: &Current) -> Result<Cutover, String> {
+        let name = self.config.name.clone();
+        let from = current.service.live;
+        let mut gate = None;
+        if let (false, Some(check)) = (force, &self.config.health) {
+            let result = health::check_color(&self.config, check, to).await;
+            self.emit(Step::Health {
+                health: result.clone(),
+            });
+            if result.healthy < result.total {
+                let failing: Vec<String> = result
+                    .addresses
+                    .iter()
+                    .filter(|a| !a.healthy)
+                    .map(|a| format!("{} ({})", a.address, a.detail))
+                    .collect();
+                let reason = format!(
+                    "flip of {name} to {to} refused: unhealthy {}; still {from}",
+                    failing.join(", ")
+                );
+                return self.refuse(reason, FlipResult::RefusedUnhealthy).await;
+            }
+            gate = Some(result);
+        }
+        let now_ms = clock::now_ms();
+        if let (false, Some(last)) = (force, current.service.flipped_at_ms) {
+            let allowed = last + self.config.min_flip_interval.as_millis() as u64;
+            if now_ms < allowed {
+                let reason = format!(
+                    "flip of {name} to {to} refused: the last flip was {} s ago and min_flip_interval is {} s (allowed from {}); still {from}",
+                    (now_ms - last) / 1000,
+                    self.config.min_flip_interval.as_secs(),
+                    clock::format_utc(allowed)
+                );
+                return self.refuse(reason, FlipResult::RefusedInterval).await;
+            }
+        }
+        let until_ms = now_ms + self.config.settle.as_millis() as u64;
+        let after = self
+            .apply(|s| {
+                s.live = to;
+                s.generation += 1;
+                s.flipped_at_ms = Some(now_ms);
+                s.phase = Phase::Settling { until_ms };
+            })
+            .await
+            .map_err(|e| format!("flip of {name} to {to} not done, still {from}: {e}"))
+            .inspect_err(|e| self.emit(Step::Refused { reason: e.clone() }))?;
+        self.switch.stats(self.index).flipped(FlipResult::Done);
+        tracing::info!(service = %name, %from, %to, generation = after.service.generation, serial = after.serial, settle_until = %clock::format_utc(until_ms), "flipped");
+        let mut reply = self.reply(Outcome::Flipped, &after, gate);
+        reply.from = Some(from);
+        self.emit(Step::Flipped {
+            result: Box::new(reply.clone()),
+        });
+        self.pending = None;
+        Ok(reply)
+    }
+
+    /// Refuses a flip: the color stays, a pending target is dropped, the phase stays.
+    async fn refuse(&mut self, reason: String, result: FlipResult) -> Result<Cutover, String> {
+        self.switch.stats(self.index).flipped(result);
+        tracing::warn!(service = %self.config.name, "{reason}");
+        let dropped = self
+            .apply(|s| {
+                if let Phase::Preparing { target, .. } = &mut s.phase {
+                    *target = None;
+                }
+            })
+            .await;
+        let reason = match dropped {
+            Ok(_) => reason,
+            Err(e) => format!("{reason}; and {e}"),
+        };
+        self.emit(Step::Refused {
+            reason: reason.clone(),
+        });
+        self.pending = None;
+        Err(reason)
+    }
+
+    async fn apply(
+        &self,
+        change: impl FnOnce(&mut crate::state::ServiceState),
+    ) -> Result<Current, String> {
+        self.switch
+            .apply(self.index, change)
+            .await
+            .map_err(|e| format!("not done: {e}"))
+    }
+
+    fn emit(&self, step: Step) {
+        if let Some(cutover) = self.pending {
+            let _ = self.events.send(Progress {
+                service: self.config.name.clone(),
+                cutover,
+                step,
+            });
+        }
+    }
+
+    fn drained_at(&self, current: &Current) -> String {
+        match current.service.phase {
+            Phase::Preparing { drained_at_ms, .. } => clock::format_utc(drained_at_ms),
+            _ => "-".into(),
+        }
+    }
+
+    fn reply(&self, outcome: Outcome, current: &Current, health: Option<ColorHealth>) -> Cutover {
+        Cutover {
+            service: self.config.name.clone(),
+            outcome,
+            live: current.service.live,
+            from: None,
+            phase: phase_status(&current.service.phase),
+            ttl: ttl(&self.config, &current.service.phase),
+            generation: current.service.generation,
+            serial: current.serial,
+            cutover: self.pending.filter(|_| {
+                matches!(
+                    current.service.phase,
+                    Phase::Preparing {
+                        target: Some(_),
+                        ..
+                    }
+                )
+            }),
+            health,
+        }
+    }
+}
+
+/// Sleeps until the Unix millisecond `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<u64>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep(clock::until(deadline)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,178 @@
+//! Health checks of a color's addresses: the gate before a flip, and background checks.
+//!
+//! A check is an HTTP GET (any 2xx is healthy) or a TCP connect to each address of a color,
+//! at most [`MAX_CONCURRENT_CHECKS`] at a time, each bounded by the service's timeout. Checks
+//! run on their own tasks and never touch the query path; the latest results sit in a
+//! [`HealthBoard`] for `status` and metrics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::protocol::{AddressHealth, ColorHealth};
+use crate::clock;
+use crate::color::Color;
+use crate::config::{HealthConfig, HealthKind, ServiceConfig};
+use crate::metrics::ServiceStats;
+
+/// Addresses checked at once by one check of one color.
+pub const MAX_CONCURRENT_CHECKS: usize = 16;
+
+/// The latest background results of both colors of one service.
+#[derive(Debug, Default)]
+pub struct HealthBoard {
+    colors: Mutex<[Option<ColorHealth>; 2]>,
+}
+
+impl HealthBoard {
+    pub fn get(&self, color: Color) -> Option<ColorHealth> {
+        self.colors.lock().expect("health board lock")[color.index()].clone()
+    }
+
+    pub fn set(&self, color: Color, health: ColorHealth) {
+        self.colors.lock().expect("health board lock")[color.index()] = Some(health);
+    }
+}
+
+/// Checks every address of `color` now.
+pub async fn check_color(
+    service: &ServiceConfig,
+    health: &HealthConfig,
+    color: Color,
+) -> ColorHealth {
+    let client = client(health);
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS));
+    let mut checks = JoinSet::new();
+    for (order, &address) in service.addresses(color).iter().enumerate() {
+        let (health, client, permits) = (health.clone(), client.clone(), permits.clone());
+        checks.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            (order, check_address(&health, &client, address).await)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = checks.join_next().await {
+        results.push(done.expect("a health check does not panic"));
+    }
+    results.sort_by_key(|(order, _)| *order);
+    let addresses: Vec<AddressHealth> = results.into_iter().map(|(_, r)| r).collect();
+    ColorHealth {
+        color,
+        checked_at_ms: clock::now_ms(),
+        healthy: addresses.iter().filter(|a| a.healthy).count(),
+        total: addresses.len(),
+        addresses,
+    }
+}
+
+fn client(health: &HealthConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(health.timeout)
+        .connect_timeout(health.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!(
+            "flipdns/",
+            env!("CARGO_PKG_VERSION"),
+            " health check"
+        ))
+        .build()
+        .expect("a client without TLS always builds")
+}
+
+async fn check_address(
+    health: &HealthConfig,
+    client: &reqwest::Client,
+    address: IpAddr,
+) -> AddressHealth {
+    let target = SocketAddr::new(address, health.port);
+    let outcome = match &health.kind {
+        HealthKind::Tcp => {
+            match tokio::time::timeout(health.timeout, TcpStream::connect(target)).await {
+                Ok(Ok(_)) => Ok("connected".to_string()),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Err("connection refused".to_string())
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(timed_out(health.timeout)),
+            }
+        }
+        HealthKind::Http { path } => {
+            match client.get(format!("http://{target}{path}")).send().await {
+                Ok(response) if response.status().is_success() => {
+                    Ok(format!("HTTP {}", response.status().as_u16()))
+                }
+                Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
+                Err(e) if e.is_timeout() => Err(timed_out(health.timeout)),
+                Err(e) if e.is_connect() && refused(&e) => Err("connection refused".to_string()),
+                Err(e) => Err(describe(&e)),
+            }
+        }
+    };
+    let healthy = outcome.is_ok();
+    let detail = outcome.unwrap_or_else(|e| e);
+    AddressHealth {
+        address,
+        port: health.port,
+        healthy,
+        detail,
+    }
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!("timeout after {} ms", timeout.as_millis())
+}
+
+fn refused(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The innermost cause of a request error: reqwest's own message is generic.
+fn describe(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        message = e.to_string();
+        source = e.source();
+    }
+    message
+}
+
+/// Checks both colors of `service` every `interval` into its stats, until `shutdown`.
+pub async fn watch(
+    service: ServiceConfig,
+    health: HealthConfig,
+    stats: Arc<ServiceStats>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(health.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        for color in Color::ALL {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = check_color(&service, &health, color) => result,
+            };
+            stats.health.set(color, result);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The `status` report: every service's color, phase, TTL, deadlines, answers and health.
+
+use crate::admin::protocol::{Answers, ServiceStatus, Status, ZoneStatus};
+use crate::color::Color;
+use crate::cutover::{phase_status, ttl};
+use crate::switch::Switch;
+
+/// Status of every service, or of `only`.
+pub async fn report(switch: &Switch, only: Option<&str>) -> Result<Status, String> {
+    let catalog = switch.catalog();
+    if let Some(name) = only {
+        switch
+            .service_index(name)
+            .ok_or_else(|| format!("unknown service {name:?}"))?;
+    }
+    let state = switch.state().await;
+    let snapshot = switch.records().load_full();
+    let services = catalog
+        .config
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, config)| only.is_none_or(|name| config.name == name))
+        .map(|(index, config)| {
+            let service = &state.services[&config.name];
+            let stats = switch.stats(index);
+            ServiceStatus {
+                name: config.name.clone(),
+                fqdn: config.fqdn().to_string(),
+                zone: config.zone.to_string(),
+                live: service.live,
+                phase: phase_status(&service.phase),
+                ttl: ttl(config, &service.phase),
+                normal_ttl: config.ttl,
+                cutover_ttl: config.cutover_ttl,
+                generation: service.generation,
+                serial: state.zones[&config.zone.to_string()].serial,
+                flipped_at_ms: service.flipped_at_ms,
+                blue: config.blue.clone(),
+                green: config.green.clone(),
+                answers: Answers {
+                    blue: stats.answers(Color::Blue),
+                    green: stats.answers(Color::Green),
+                },
+                health: Color::ALL
+                    .iter()
+                    .filter_map(|&c| stats.health.get(c))
+                    .collect(),
+            }
+        })
+        .collect();
+    let zones = catalog
+        .zones
+        .iter()
+        .map(|z| ZoneStatus {
+            origin: z.origin.to_string(),
+            serial: state.zones[&z.origin.to_string()].serial,
+        })
+        .collect();
+    Ok(Status {
+        generation: snapshot.generation,
+        services,
+        zones,
+    })
+}
