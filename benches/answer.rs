@@ -14,8 +14,8 @@ use flipdns::catalog::Catalog;
 use flipdns::config::Config;
 use flipdns::dns::{Handler, Transport};
 use flipdns::metrics::{Metrics, ServiceStats};
-use flipdns::state::Phase;
 use flipdns::records::{Records, Serving, ServingService, Snapshot};
+use flipdns::state::Phase;
 use flipdns::zone::Zone;
 
 const CONFIG: &str = include_str!("../zones/flipdns.toml");

@@ -384,3 +384,43 @@ fn the_health_gate_names_each_failing_address() {
     assert_eq!(status["generation"], 3);
     drop(first);
 }
+
+#[test]
+fn a_scheduled_flip_refused_by_health_stays_preparing() {
+    // Green's TCP health port is closed: the gate refuses after the drain.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let service = format!(
+        "[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\"]\ngreen = [\"127.0.0.1\"]\nlive = \"blue\"\nttl = 2\ncutover_ttl = 1\nsettle = \"3s\"\n[service.health]\nkind = \"tcp\"\nport = {port}\ntimeout = \"300ms\"\n"
+    );
+    let server = Server::start_with(&Setup {
+        services: service,
+        ..Setup::default()
+    });
+    let out = server.ctl(&["flip", "app", "--to", "green"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("app: health of green: 0/1 healthy; 127.0.0.1 connection refused"),
+        "the gate's result as progress: {err}"
+    );
+    assert!(
+        err.contains(
+            "flip of app to green refused: unhealthy 127.0.0.1 (connection refused); still blue"
+        ),
+        "{err}"
+    );
+    let status = service_status(&server, "app");
+    assert_eq!(status["live"], "blue");
+    assert_eq!(
+        status["phase"]["name"], "preparing",
+        "stays preparing, with the short TTL"
+    );
+    assert_eq!(
+        status["phase"].get("target"),
+        None,
+        "the refused target is dropped"
+    );
+    assert_eq!(ttl(&server), 1);
+}

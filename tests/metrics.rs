@@ -55,3 +55,45 @@ fn metrics_follow_queries_and_flips() {
     }
     assert!(scrape(&server, "/other").starts_with("HTTP/1.0 404"));
 }
+
+#[test]
+fn cutover_metrics_show_the_phase_and_the_deadline() {
+    let setup = Setup {
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
+        services: common::short_service(""),
+        ..Setup::default()
+    };
+    let server = Server::start_with(&setup);
+    server.ctl_ok(&["flip", "app", "--to", "green", "--no-wait"]);
+    let text = scrape(&server, "/metrics");
+    for line in [
+        "flipdns_phase{service=\"app\",phase=\"preparing\"} 1",
+        "flipdns_phase{service=\"app\",phase=\"steady\"} 0",
+        "flipdns_service_ttl_seconds{service=\"app\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    let value = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let deadline = value("flipdns_drain_deadline_seconds{service=\"app\"}");
+    assert!(
+        deadline.abs_diff(common::unix_ms() / 1000 + 4) <= 1,
+        "deadline {deadline}"
+    );
+    assert!(value("flipdns_seconds_to_drain{service=\"app\"}") <= 4);
+    server.ctl_ok(&["cancel", "app"]);
+    let text = scrape(&server, "/metrics");
+    assert!(
+        text.contains("flipdns_flips_total{service=\"app\",result=\"cancelled\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("flipdns_drain_deadline_seconds{service=\"app\"} 0"),
+        "{text}"
+    );
+}
