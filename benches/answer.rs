@@ -1,28 +1,43 @@
-//! The query hot path without sockets: parse, look up, encode, count.
+//! The query hot path without sockets: parse, look up, encode, count, observe.
 //!
-//! `cargo bench --bench answer` reports the time to answer one query from a snapshot, for
-//! the answers that matter: a service name (the blue-green answer), a static record, a
-//! name that does not exist, and a service name with EDNS.
+//! `cargo bench --bench answer` reports the time to answer one query from a snapshot, for a
+//! service name (the blue-green answer), a static record, a name that does not exist, and a
+//! service name with EDNS; the service answer again with the straggler ledger on; and the
+//! ledger task's cost of recording one observation into its table.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flipdns::catalog::Catalog;
+use flipdns::color::Color;
 use flipdns::config::Config;
 use flipdns::dns::{Handler, Transport};
-use flipdns::metrics::{Metrics, ServiceStats};
-use flipdns::records::{Records, Serving, ServingService, Snapshot};
-use flipdns::state::Phase;
+use flipdns::metrics::Metrics;
+use flipdns::records::NameKind;
+use flipdns::state::StateFile;
+use flipdns::stragglers::table::Table;
+use flipdns::stragglers::{Ledger, Observation, Recorder};
+use flipdns::switch::Switch;
 use flipdns::zone::Zone;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const CONFIG: &str = include_str!("../zones/flipdns.toml");
 const ZONE: &str = include_str!("../zones/svc.example.com.zone");
 
-/// A handler over the shipped example, built in memory.
-pub fn handler() -> Handler {
+/// The shipped example, served from a real switch (with a state file in a temporary
+/// directory), with the ledger task running on its own runtime thread.
+struct Setup {
+    handler: Handler,
+    ledger: Arc<Ledger>,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
     let config = Config::parse(Path::new("zones/flipdns.toml"), CONFIG)
         .expect("the example config is valid");
     let zone = Zone::parse(
@@ -31,28 +46,33 @@ pub fn handler() -> Handler {
         ZONE,
     )
     .expect("the example zone is valid");
-    let serving = Serving {
-        generation: 1,
-        serials: vec![zone.soa.serial],
-        services: config
-            .services
-            .iter()
-            .map(|s| ServingService {
-                live: s.live,
-                generation: 0,
-                ttl: s.ttl,
-                long: true,
-                phase: Phase::Steady,
-                stats: Arc::new(ServiceStats::new(0)),
-            })
-            .collect(),
-    };
     let catalog = Catalog {
         config,
         zones: vec![zone],
     };
-    let records = Arc::new(Records::new(Snapshot::build(&catalog, &serving)));
-    Handler::new(records, Arc::new(Metrics::default()))
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::open(&dir.path().join("state.json")).unwrap();
+    let switch = Arc::new(Switch::start(catalog, state, 0).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ledger = runtime.block_on(async {
+        Ledger::start(
+            1_000_000,
+            switch.clone(),
+            &CancellationToken::new(),
+            &TaskTracker::new(),
+        )
+    });
+    let handler = Handler::new(switch.records().clone(), Arc::new(Metrics::default()));
+    Setup {
+        handler,
+        ledger,
+        _runtime: runtime,
+        _dir: dir,
+    }
 }
 
 fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
@@ -71,9 +91,11 @@ fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
 }
 
 fn answer(c: &mut Criterion) {
-    let handler = handler();
+    let setup = setup();
+    let handler = &setup.handler;
     let client: SocketAddr = "192.0.2.200:53000".parse().unwrap();
     let mut out = Vec::with_capacity(65535);
+    let mut off = Recorder::off();
     let cases = [
         ("service_a", query("app.svc.example.com", 1, false)),
         ("service_a_edns", query("app.svc.example.com", 1, true)),
@@ -82,13 +104,62 @@ fn answer(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("answer");
     for (name, packet) in &cases {
-        assert!(handler.handle(packet, client, Transport::Udp, &mut out));
+        assert!(handler.handle(packet, client, Transport::Udp, &mut out, &mut off));
         group.bench_function(*name, |b| {
-            b.iter(|| handler.handle(black_box(packet), client, Transport::Udp, &mut out))
+            b.iter(|| {
+                handler.handle(
+                    black_box(packet),
+                    client,
+                    Transport::Udp,
+                    &mut out,
+                    &mut off,
+                )
+            })
         });
     }
+    let mut on = setup.ledger.recorder();
+    let packet = &cases[0].1;
+    group.bench_function("service_a_ledger_on", |b| {
+        b.iter(|| handler.handle(black_box(packet), client, Transport::Udp, &mut out, &mut on))
+    });
     group.finish();
 }
 
-criterion_group!(benches, answer);
+fn observation(i: u32) -> Observation {
+    Observation {
+        at_ms: 1_800_000_000_000 + u64::from(i),
+        resolver: IpAddr::from((0x0A00_0000 + i).to_be_bytes()),
+        subnet: None,
+        service: 0,
+        color: Color::Blue,
+        name: NameKind::Service,
+        ttl: 300,
+        generation: 0,
+    }
+}
+
+fn ledger(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ledger");
+    // 10,000 resolvers asking in turn, in a table with room for all of them.
+    let mut table = Table::new(100_000, 1);
+    let mut i = 0u32;
+    group.bench_function("record", |b| {
+        b.iter(|| {
+            i = (i + 1) % 10_000;
+            table.record(black_box(&observation(i)))
+        })
+    });
+    // Every observation from a new resolver, in a full table: each one evicts.
+    let mut full = Table::new(10_000, 1);
+    let mut j = 0u32;
+    group.bench_function("record_evicting", |b| {
+        b.iter(|| {
+            j = j.wrapping_add(1);
+            full.record(black_box(&observation(j)))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, answer, ledger);
 criterion_main!(benches);

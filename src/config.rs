@@ -32,6 +32,7 @@ pub struct Config {
     pub path: PathBuf,
     pub server: Server,
     pub limits: Limits,
+    pub ledger: LedgerConfig,
     pub zones: Vec<ZoneConfig>,
     pub services: Vec<ServiceConfig>,
 }
@@ -101,9 +102,38 @@ pub struct ServiceConfig {
     pub settle: Duration,
     /// A flip within this long of the previous one is refused unless forced (anti-flap).
     pub min_flip_interval: Duration,
+    pub answer: AnswerMode,
     pub health: Option<HealthConfig>,
     /// Line of the `[[service]]` table.
     pub line: usize,
+}
+
+/// How a service name answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerMode {
+    /// A/AAAA records of the live color.
+    A,
+    /// A CNAME to `LIVE.SERVICE.ZONE`, followed by that name's A/AAAA records: a resolver that
+    /// later asks for the old color's name after the CNAME expired is caught straggling.
+    Cname,
+}
+
+/// `[ledger]`: the straggler ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    pub enabled: bool,
+    /// Most (resolver, client subnet, service) entries kept; beyond it the least recently
+    /// seen go.
+    pub capacity: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> LedgerConfig {
+        LedgerConfig {
+            enabled: true,
+            capacity: 1_000_000,
+        }
+    }
 }
 
 /// `[service.health]`: how to tell whether an address of a color can take traffic.
@@ -235,6 +265,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 struct RawConfig {
     server: Option<Spanned<RawServer>>,
     limits: Option<RawLimits>,
+    ledger: Option<RawLedger>,
     #[serde(default)]
     zone: Vec<Spanned<RawZone>>,
     #[serde(default)]
@@ -248,6 +279,12 @@ struct RawServer {
     admin_socket_mode: Option<Spanned<String>>,
     state_file: Option<Spanned<String>>,
     metrics_listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawLedger {
+    enabled: Option<bool>,
+    capacity: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +313,7 @@ struct RawService {
     cutover_ttl: Option<Spanned<i64>>,
     settle: Option<Spanned<String>>,
     min_flip_interval: Option<Spanned<String>>,
+    answer: Option<Spanned<String>>,
     health: Option<Spanned<RawHealth>>,
 }
 
@@ -296,10 +334,11 @@ struct Schema {
 }
 
 const TOP: Schema = Schema {
-    keys: &["server", "limits", "zone", "service"],
+    keys: &["server", "limits", "ledger", "zone", "service"],
     tables: &[
         ("server", &SERVER),
         ("limits", &LIMITS),
+        ("ledger", &LEDGER),
         ("zone", &ZONE),
         ("service", &SERVICE),
     ],
@@ -324,6 +363,10 @@ const LIMITS: Schema = Schema {
     ],
     tables: &[],
 };
+const LEDGER: Schema = Schema {
+    keys: &["enabled", "capacity"],
+    tables: &[],
+};
 const ZONE: Schema = Schema {
     keys: &["origin", "file"],
     tables: &[],
@@ -339,6 +382,7 @@ const SERVICE: Schema = Schema {
         "cutover_ttl",
         "settle",
         "min_flip_interval",
+        "answer",
         "health",
     ],
     tables: &[("health", &HEALTH)],
@@ -420,6 +464,7 @@ impl Checker<'_> {
             }
         };
         let limits = self.limits(raw.limits);
+        let ledger = self.ledger(raw.ledger);
         let zones: Vec<ZoneConfig> = raw.zone.into_iter().filter_map(|z| self.zone(z)).collect();
         let mut origins = HashSet::new();
         for zone in &zones {
@@ -453,6 +498,7 @@ impl Checker<'_> {
             path: path.to_path_buf(),
             server: server?,
             limits: limits?,
+            ledger: ledger?,
             zones,
             services,
         })
@@ -599,6 +645,16 @@ impl Checker<'_> {
         Some(limits)
     }
 
+    fn ledger(&mut self, raw: Option<RawLedger>) -> Option<LedgerConfig> {
+        let mut ledger = LedgerConfig::default();
+        let Some(raw) = raw else { return Some(ledger) };
+        ledger.enabled = raw.enabled.unwrap_or(true);
+        if let Some(v) = raw.capacity {
+            ledger.capacity = self.count(v, "ledger capacity", 1, 100_000_000)?;
+        }
+        Some(ledger)
+    }
+
     fn count(&mut self, v: Spanned<i64>, key: &str, min: usize, max: usize) -> Option<usize> {
         match usize::try_from(*v.get_ref()) {
             Ok(n) if (min..=max).contains(&n) => Some(n),
@@ -716,6 +772,18 @@ impl Checker<'_> {
             Some(d) => self.duration(d, "min_flip_interval", Duration::ZERO),
             None => Some(Duration::ZERO),
         };
+        let answer = match raw.answer.as_ref().map(|a| a.get_ref().as_str()) {
+            None | Some("a") => Some(AnswerMode::A),
+            Some("cname") => Some(AnswerMode::Cname),
+            Some(other) => {
+                let offset = raw.answer.as_ref().map_or(at, |a| a.span().start);
+                self.problem(
+                    offset,
+                    format!("unknown answer mode {other:?}: expected \"a\" or \"cname\""),
+                );
+                None
+            }
+        };
         let health = match raw.health {
             Some(h) => self.health(h).map(Some),
             None => Some(None),
@@ -730,6 +798,7 @@ impl Checker<'_> {
             cutover_ttl: cutover_ttl?,
             settle: settle?,
             min_flip_interval: min_flip_interval?,
+            answer: answer?,
             health: health?,
             line,
         })

@@ -19,6 +19,7 @@
 //! cutover/      the per-service TTL/flip state machine and the task that runs it
 //! health.rs     health checks of a color's addresses (the flip gate, background checks)
 //! status.rs     the status report
+//! stragglers/   the bounded resolver ledger and its report (classes since a flip)
 //! clock.rs      wall-clock milliseconds; the coarse clock for the query path
 //! state.rs      the durable, versioned state file
 //! admin/        the admin protocol, socket server and `flipdns ctl` client
@@ -33,7 +34,9 @@
 //! 2. **Change**: admin socket ([`admin::server`]) -> [`cutover::Cutovers`] (one task per
 //!    service: commands, deadlines, health gate) -> [`switch::Switch`] -> new state -> state
 //!    file ([`state::StateFile::save`]) -> new snapshot -> swap -> reply.
-//! 3. **Report**: snapshot and counters -> `status` on the admin socket, `/metrics`.
+//! 3. **Report**: observations (handed over in batches by each receive loop) ->
+//!    [`stragglers::Ledger`] -> classes -> `stragglers` and `status` on the admin socket,
+//!    `/metrics`; snapshot and counters -> `status`, `/metrics`.
 
 pub mod admin;
 pub mod catalog;
@@ -49,5 +52,6 @@ pub mod records;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod stragglers;
 pub mod switch;
 pub mod zone;

@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flipdns::admin::client::{Client, ProgressView, format_cutover, format_status};
-use flipdns::admin::protocol::{Cutover, Request, Status};
+use flipdns::admin::client::{
+    Client, ProgressView, format_cutover, format_status, format_stragglers,
+};
+use flipdns::admin::protocol::{Cutover, Request, Status, StragglersReport};
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
 use flipdns::config::{Config, DEFAULT_CONFIG};
@@ -90,6 +92,16 @@ enum CtlCommand {
         force: bool,
         #[arg(long)]
         no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which resolvers converged on the new color, which may still hold the old one, and
+    /// which keep asking for it, since the service's latest flip.
+    Stragglers {
+        service: String,
+        /// Resolvers listed per class (stragglers, overdue, draining).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
         #[arg(long)]
         json: bool,
     },
@@ -202,6 +214,20 @@ fn ctl(socket: Option<PathBuf>, config: &Path, command: CtlCommand) -> Result<()
                 .call(&Request::Status { service })
                 .map_err(|e| e.to_string())?;
             print(json, &status, format_status);
+            return Ok(());
+        }
+        CtlCommand::Stragglers {
+            service,
+            limit,
+            json,
+        } => {
+            let report: StragglersReport = client
+                .call(&Request::Stragglers {
+                    service,
+                    limit: Some(limit),
+                })
+                .map_err(|e| e.to_string())?;
+            print(json, &report, format_stragglers);
             return Ok(());
         }
         CtlCommand::Prepare { service, json } => (Request::Prepare { service }, json),

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::protocol::ClassCounts;
 use crate::clock;
 use crate::color::Color;
 use crate::dns::Transport;
@@ -26,6 +27,7 @@ use crate::dns::request::Dropped;
 use crate::health::HealthBoard;
 use crate::records::{Records, ServiceView};
 use crate::state::Phase;
+use crate::stragglers::Ledger;
 
 /// Concurrent scrapes served; more are closed at once.
 pub const METRICS_MAX_CLIENTS: usize = 8;
@@ -161,9 +163,11 @@ impl ServiceStats {
 
 /// Renders all metrics at scrape time.
 #[derive(Debug)]
-struct Exporter {
-    metrics: Arc<Metrics>,
-    records: Arc<Records>,
+pub struct Exporter {
+    pub metrics: Arc<Metrics>,
+    pub records: Arc<Records>,
+    /// `None` when the ledger is off.
+    pub ledger: Option<Arc<Ledger>>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -380,6 +384,68 @@ impl Collector for Exporter {
             "Admin clients turned away at the client limit.",
             [(vec![], counter(m.admin_refused.load(Relaxed)))],
         )?;
+        if let Some(ledger) = &self.ledger {
+            let counts: Vec<ClassCounts> = (0..services.len()).map(|i| ledger.counts(i)).collect();
+            family(
+                &mut e,
+                "flipdns_resolvers",
+                "Resolvers by service and class since the latest flip (converged, draining, silent, overdue, straggler).",
+                services.iter().zip(&counts).flat_map(|(s, c)| {
+                    [
+                        ("converged", c.converged),
+                        ("draining", c.draining),
+                        ("silent", c.silent),
+                        ("overdue", c.overdue),
+                        ("straggler", c.straggler),
+                    ]
+                    .map(|(class, n)| {
+                        (
+                            vec![("service", s.name.as_str()), ("class", class)],
+                            gauge(n as i64),
+                        )
+                    })
+                }),
+            )?;
+            family(
+                &mut e,
+                "flipdns_straggler_queries",
+                "Queries for a service's old color name after every legitimate reason expired, by service and color asked.",
+                services.iter().enumerate().flat_map(|(i, s)| {
+                    let queries = ledger.straggler_queries(i);
+                    Color::ALL.map(|c| {
+                        (
+                            vec![("service", s.name.as_str()), ("color", c.as_str())],
+                            counter(queries[c.index()]),
+                        )
+                    })
+                }),
+            )?;
+            let view = ledger.view();
+            family(
+                &mut e,
+                "flipdns_ledger_entries",
+                "Entries in the straggler ledger.",
+                [(vec![], gauge(view.entries as i64))],
+            )?;
+            family(
+                &mut e,
+                "flipdns_ledger_capacity",
+                "Most entries the straggler ledger keeps.",
+                [(vec![], gauge(view.capacity as i64))],
+            )?;
+            family(
+                &mut e,
+                "flipdns_ledger_evictions",
+                "Ledger entries evicted to make room (least recently seen first).",
+                [(vec![], counter(view.evicted))],
+            )?;
+            family(
+                &mut e,
+                "flipdns_ledger_dropped",
+                "Observations dropped because the ledger's queue was full.",
+                [(vec![], counter(view.dropped))],
+            )?;
+        }
         family(
             &mut e,
             "flipdns_build_info",
@@ -391,12 +457,9 @@ impl Collector for Exporter {
 }
 
 /// The text Prometheus gets from `/metrics`.
-pub fn render(metrics: &Arc<Metrics>, records: &Arc<Records>) -> String {
+pub fn render(exporter: &Arc<Exporter>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exporter {
-        metrics: metrics.clone(),
-        records: records.clone(),
-    }));
+    registry.register_collector(Box::new(exporter.clone()));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
@@ -404,12 +467,7 @@ pub fn render(metrics: &Arc<Metrics>, records: &Arc<Records>) -> String {
 }
 
 /// Serves `/metrics` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    records: Arc<Records>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(METRICS_MAX_CLIENTS));
     loop {
         let stream = tokio::select! {
@@ -426,19 +484,15 @@ pub async fn serve(
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;
         };
-        let (metrics, records) = (metrics.clone(), records.clone());
+        let exporter = exporter.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(METRICS_TIMEOUT, scrape(stream, &metrics, &records)).await;
+            let _ = tokio::time::timeout(METRICS_TIMEOUT, scrape(stream, &exporter)).await;
             drop(permit);
         });
     }
 }
 
-async fn scrape(
-    mut stream: TcpStream,
-    metrics: &Arc<Metrics>,
-    records: &Arc<Records>,
-) -> std::io::Result<()> {
+async fn scrape(mut stream: TcpStream, exporter: &Arc<Exporter>) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -449,7 +503,7 @@ async fn scrape(
         head.extend_from_slice(&buf[..n]);
     }
     let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-        let body = render(metrics, records);
+        let body = render(exporter);
         format!(
             "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()

@@ -3,10 +3,15 @@
 use crate::admin::protocol::{Answers, ServiceStatus, Status, ZoneStatus};
 use crate::color::Color;
 use crate::cutover::{phase_status, ttl};
+use crate::stragglers::Ledger;
 use crate::switch::Switch;
 
 /// Status of every service, or of `only`.
-pub async fn report(switch: &Switch, only: Option<&str>) -> Result<Status, String> {
+pub async fn report(
+    switch: &Switch,
+    ledger: Option<&Ledger>,
+    only: Option<&str>,
+) -> Result<Status, String> {
     let catalog = switch.catalog();
     if let Some(name) = only {
         switch
@@ -46,6 +51,7 @@ pub async fn report(switch: &Switch, only: Option<&str>) -> Result<Status, Strin
                     .iter()
                     .filter_map(|&c| stats.health.get(c))
                     .collect(),
+                resolvers: ledger.map(|l| l.counts(index)),
             }
         })
         .collect();

@@ -111,9 +111,12 @@ impl Switch {
             .get_mut(&config.name)
             .expect("every configured service has state");
         let served = |s: &ServiceState| (s.live, cutover::ttl(config, &s.phase));
-        let before = served(entry);
+        let before = entry.clone();
         change(entry);
-        if served(entry) != before {
+        if *entry == before {
+            return Ok(current(&self.catalog, &inner.state, service)); // nothing to write
+        }
+        if served(entry) != served(&before) {
             let zone = next
                 .zones
                 .get_mut(&config.zone.to_string())

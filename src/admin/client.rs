@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::protocol::{
-    ColorHealth, Cutover, Outcome, Progress, Reply, Request, ServiceStatus, Status, Step,
+    ColorHealth, Cutover, Outcome, Progress, Reply, Request, ResolverClass, ResolverView,
+    ServiceStatus, Status, Step, StragglersReport,
 };
 use crate::clock;
 use crate::color::Color;
@@ -237,6 +238,12 @@ fn format_service(s: &ServiceStatus) -> String {
     for health in &s.health {
         out.push_str(&format!("  {}\n", format_health(health)));
     }
+    if let Some(c) = &s.resolvers {
+        out.push_str(&format!(
+            "  resolvers: {} converged, {} draining, {} silent, {} overdue, {} stragglers\n",
+            c.converged, c.draining, c.silent, c.overdue, c.straggler
+        ));
+    }
     out
 }
 
@@ -288,4 +295,101 @@ pub fn format_cutover(c: &Cutover) -> String {
         out.push_str(&format!("{name}: {}\n", format_health(health)));
     }
     out
+}
+
+/// Human-readable `stragglers`.
+pub fn format_stragglers(r: &StragglersReport) -> String {
+    let mut out = String::new();
+    let name = &r.service;
+    match &r.flip {
+        Some(f) => out.push_str(&format!(
+            "{name}: flipped {} -> {} at {} (generation {})\n",
+            f.from,
+            f.to,
+            clock::format_utc(f.at_ms),
+            f.generation
+        )),
+        None => out.push_str(&format!(
+            "{name}: never flipped; classes are relative to the start\n"
+        )),
+    }
+    if let (Some(f), Some(at)) = (&r.flip, r.drained_at_ms) {
+        let when = if r.drained { "drained" } else { "drains" };
+        out.push_str(&format!(
+            "  {} {when} for caches that obey TTLs at {}\n",
+            f.from,
+            seconds_from_now(at)
+        ));
+    }
+    let c = &r.counts;
+    for (class, n) in [
+        ("converged", c.converged),
+        ("draining", c.draining),
+        ("silent", c.silent),
+        ("overdue", c.overdue),
+        ("straggler", c.straggler),
+    ] {
+        out.push_str(&format!("  {class:<10} {n:>8}\n"));
+    }
+    if r.straggler_queries > 0 {
+        out.push_str(&format!(
+            "  {} queries for the old color's name after expiry\n",
+            r.straggler_queries
+        ));
+    }
+    for class in [
+        ResolverClass::Straggler,
+        ResolverClass::Overdue,
+        ResolverClass::Draining,
+    ] {
+        let listed: Vec<&ResolverView> = r.resolvers.iter().filter(|v| v.class == class).collect();
+        if listed.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{}:\n", class.as_str()));
+        for v in listed {
+            out.push_str(&format!("  {}\n", format_resolver(v)));
+        }
+    }
+    let l = &r.ledger;
+    out.push_str(&format!(
+        "ledger: {} of {} entries, {} evicted, {} observations dropped\n",
+        l.entries, l.capacity, l.evicted, l.dropped
+    ));
+    out
+}
+
+fn format_resolver(v: &ResolverView) -> String {
+    let who = match &v.subnet {
+        Some(subnet) => format!("{} for {subnet}", v.resolver),
+        None => v.resolver.to_string(),
+    };
+    let rhythm = match (v.interval_ms, v.interval_ratio) {
+        (Some(ms), Some(ratio)) => format!(
+            "; re-queries every {:.1} s = {ratio:.1} x its TTL",
+            f64::from(ms) / 1000.0
+        ),
+        _ => String::new(),
+    };
+    match (&v.straggler, v.class) {
+        (Some(s), _) => format!(
+            "{who:<22} asked for the old color {} times, first {}, last {}, {:.1} s past expiry{rhythm}",
+            s.count,
+            clock::format_utc(s.first_ms),
+            clock::format_utc(s.last_ms),
+            f64::from(s.late_ms) / 1000.0
+        ),
+        (None, ResolverClass::Draining) => format!(
+            "{who:<22} holds {} (TTL {} s) until {}{rhythm}",
+            v.color,
+            v.ttl,
+            clock::format_utc(v.expires_at_ms)
+        ),
+        (None, _) => format!(
+            "{who:<22} last got {} at {} (TTL {} s), silent since{rhythm}",
+            v.color,
+            clock::format_utc(v.answered_at_ms),
+            v.ttl
+        ),
+    }
 }

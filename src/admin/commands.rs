@@ -8,11 +8,12 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast;
 
-use super::protocol::{Cutover, Outcome, Progress, Reply, Request, Step};
+use super::protocol::{Cutover, Outcome, Progress, Reply, Request, Step, StragglersReport};
 use super::server::reply_line;
 use crate::clock;
 use crate::cutover::{Action, Cutovers};
 use crate::status;
+use crate::stragglers::Ledger;
 use crate::switch::Switch;
 
 /// How often a waiting client hears from the server, at least.
@@ -22,7 +23,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub struct Context {
     pub switch: Arc<Switch>,
     pub cutovers: Arc<Cutovers>,
+    /// `None` when the ledger is off.
+    pub ledger: Option<Arc<Ledger>>,
 }
+
+/// Resolvers listed per class by `stragglers` unless the request says otherwise.
+const DEFAULT_LIMIT: usize = 10;
 
 /// Runs one request line, writing its reply (and any progress) to `out`. An error is a
 /// write error: the client is gone.
@@ -37,7 +43,16 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
     };
     let (service, action, wait) = match request {
         Request::Status { service } => {
-            let reply = status::report(&context.switch, service.as_deref()).await;
+            let reply = status::report(
+                &context.switch,
+                context.ledger.as_deref(),
+                service.as_deref(),
+            )
+            .await;
+            return send(out, &reply.map_or_else(Reply::Error, Reply::Ok)).await;
+        }
+        Request::Stragglers { service, limit } => {
+            let reply = stragglers(context, &service, limit.unwrap_or(DEFAULT_LIMIT)).await;
             return send(out, &reply.map_or_else(Reply::Error, Reply::Ok)).await;
         }
         Request::Prepare { service } => (service, Action::Prepare, false),
@@ -118,6 +133,22 @@ async fn follow<W: AsyncWrite + Unpin>(
             },
         }
     }
+}
+
+async fn stragglers(
+    context: &Context,
+    service: &str,
+    limit: usize,
+) -> Result<StragglersReport, String> {
+    let index = context
+        .switch
+        .service_index(service)
+        .ok_or_else(|| format!("unknown service {service:?}"))?;
+    let ledger = context
+        .ledger
+        .as_ref()
+        .ok_or("the straggler ledger is off ([ledger] enabled = false)")?;
+    Ok(ledger.report(index, limit).await)
 }
 
 async fn send<W: AsyncWrite + Unpin, T: serde::Serialize>(

@@ -65,6 +65,13 @@ pub enum Request {
     },
     /// Abandon a pending cutover (or end a settle early): back to steady, normal TTL.
     Cancel { service: String },
+    /// The straggler report of `service`: resolvers by class since its latest flip.
+    Stragglers {
+        service: String,
+        /// Resolvers listed per interesting class (default 10).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }
 
 fn yes() -> bool {
@@ -116,6 +123,9 @@ pub struct ServiceStatus {
     pub answers: Answers,
     /// Latest background health checks, when the service has a health check.
     pub health: Vec<ColorHealth>,
+    /// Resolvers by class since the latest flip, when the ledger is on.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resolvers: Option<ClassCounts>,
 }
 
 /// Where a service is in its cutover.
@@ -234,6 +244,110 @@ pub enum Step {
     Refused { reason: String },
     /// The cutover was cancelled; the final reply (an error) follows.
     Cancelled,
+}
+
+/// Reply to `stragglers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StragglersReport {
+    pub service: String,
+    /// The latest flip the classes are relative to; `None` before the first.
+    pub flip: Option<FlipView>,
+    /// When the last answer with the old color expires in caches that obey TTLs.
+    pub drained_at_ms: Option<u64>,
+    pub drained: bool,
+    pub counts: ClassCounts,
+    /// Straggling queries for the old color's name since the flip.
+    pub straggler_queries: u64,
+    /// The worst resolvers of the interesting classes: stragglers, overdue, draining.
+    pub resolvers: Vec<ResolverView>,
+    pub ledger: LedgerView,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlipView {
+    pub generation: u64,
+    pub from: Color,
+    pub to: Color,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassCounts {
+    pub converged: u64,
+    pub draining: u64,
+    pub silent: u64,
+    pub overdue: u64,
+    pub straggler: u64,
+}
+
+/// The classes of a resolver after a flip from old color O to new color N at time F.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolverClass {
+    /// Asked for O's color name after every legitimate reason had expired.
+    Straggler,
+    /// Silent, though it re-queried on a regular rhythm before: likely a stale cache.
+    Overdue,
+    /// Its last answer was O and is still within its TTL.
+    Draining,
+    /// Its last answer was O, the TTL has passed, and it has not asked since.
+    Silent,
+    /// Asked after F and got N (or holds N within its TTL).
+    Converged,
+}
+
+impl ResolverClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolverClass::Straggler => "straggler",
+            ResolverClass::Overdue => "overdue",
+            ResolverClass::Draining => "draining",
+            ResolverClass::Silent => "silent",
+            ResolverClass::Converged => "converged",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolverView {
+    pub resolver: IpAddr,
+    /// EDNS Client Subnet of its queries, e.g. `192.0.2.0/24`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub subnet: Option<String>,
+    pub class: ResolverClass,
+    /// Color, time and TTL of its last answer to the service name.
+    pub color: Color,
+    pub answered_at_ms: u64,
+    pub ttl: u32,
+    pub expires_at_ms: u64,
+    /// Queries for the service name.
+    pub queries: u32,
+    /// Observed re-query interval, once there are enough samples.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub interval_ms: Option<u32>,
+    /// Interval over TTL: well above 1 exposes TTL clamping.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub interval_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub straggler: Option<StragglerView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StragglerView {
+    pub count: u32,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    /// How far past expiry its last straggling query came.
+    pub late_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerView {
+    pub entries: u64,
+    pub capacity: u64,
+    pub evicted: u64,
+    /// Observations dropped because the ledger's queue was full.
+    pub dropped: u64,
 }
 
 #[cfg(test)]

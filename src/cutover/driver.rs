@@ -306,7 +306,18 @@ impl Driver {
                     });
                     return Ok(());
                 }
-                let _ = self.flip(to, force, current).await;
+                if let Err(e) = self.flip(to, force, current).await {
+                    let still = self.switch.current(self.index).await;
+                    if matches!(
+                        still.service.phase,
+                        Phase::Preparing {
+                            target: Some(_),
+                            ..
+                        }
+                    ) {
+                        return Err(e); // not refused but failed (the state write): retry later
+                    }
+                }
                 Ok(())
             }
             Phase::Settling { .. } => {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use crate::clock;
 use crate::metrics::Metrics;
 use crate::records::{Lookup, Records, Rendered};
-use request::{Edns, Parsed, Request};
+use crate::stragglers::{Observation, Recorder};
+use request::{ClientSubnet, Edns, Parsed, Request};
 
 /// Largest UDP payload we send, whatever the requester offers: the 2020 DNS flag day value,
 /// which avoids IP fragmentation on practically every path.
@@ -36,6 +37,8 @@ pub const RCODE_BADVERS: u16 = 16;
 
 const CLASS_IN: u16 = 1;
 pub const TYPE_OPT: u16 = 41;
+/// EDNS Client Subnet option code (RFC 7871).
+pub const OPTION_CLIENT_SUBNET: u16 = 8;
 const TYPE_IXFR: u16 = 251;
 const TYPE_AXFR: u16 = 252;
 
@@ -57,14 +60,16 @@ impl Handler {
         Handler { records, metrics }
     }
 
-    /// Writes the response to `packet` into `out` (cleared first) and returns `true`, or
-    /// returns `false` when the packet gets no reply at all.
+    /// Writes the response to `packet` from `client` into `out` (cleared first) and returns
+    /// `true`, or returns `false` when the packet gets no reply at all. Service answers are
+    /// handed to `recorder` for the straggler ledger.
     pub fn handle(
         &self,
         packet: &[u8],
-        _client: SocketAddr,
+        client: SocketAddr,
         transport: Transport,
         out: &mut Vec<u8>,
+        recorder: &mut Recorder,
     ) -> bool {
         out.clear();
         match request::parse(packet) {
@@ -91,7 +96,7 @@ impl Handler {
                 true
             }
             Parsed::Request(request) => {
-                let rcode = self.answer(&request, transport, out);
+                let rcode = self.answer(&request, client, transport, out, recorder);
                 self.metrics.answered(transport, rcode);
                 true
             }
@@ -99,7 +104,14 @@ impl Handler {
     }
 
     /// Answers a well-formed request; returns the (extended) RCODE sent.
-    fn answer(&self, request: &Request<'_>, transport: Transport, out: &mut Vec<u8>) -> u16 {
+    fn answer(
+        &self,
+        request: &Request<'_>,
+        client: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+        recorder: &mut Recorder,
+    ) -> u16 {
         let limit = match (transport, request.edns) {
             (Transport::Tcp, _) => MAX_TCP_MESSAGE,
             (Transport::Udp, Some(edns)) => edns.udp_size.min(MAX_UDP_PAYLOAD) as usize,
@@ -137,10 +149,23 @@ impl Handler {
             Lookup::Node(node) => {
                 let rendered = node.answer(request.qtype);
                 if let Some(hit) = rendered.hit {
-                    let stats = &snapshot.services[hit.service as usize].stats;
-                    stats.answered(hit.color);
-                    if hit.long {
-                        stats.long_answer(clock::coarse_now_ms());
+                    let service = &snapshot.services[hit.service as usize];
+                    service.stats.answered(hit.color);
+                    if hit.long || recorder.is_on() {
+                        let at_ms = clock::coarse_now_ms();
+                        if hit.long {
+                            service.stats.long_answer(at_ms);
+                        }
+                        recorder.record(Observation {
+                            at_ms,
+                            resolver: client.ip(),
+                            subnet: request.edns.and_then(|e| e.client_subnet),
+                            service: hit.service,
+                            color: hit.color,
+                            name: hit.name,
+                            ttl: hit.ttl,
+                            generation: service.generation,
+                        });
                     }
                 }
                 reply.rendered(rendered)
@@ -195,11 +220,10 @@ const OPT_LEN: usize = 11;
 impl<'r> Reply<'r, '_> {
     /// Bytes of header, question and OPT: what every response carries.
     fn head_len(&self) -> usize {
-        let opt = if self.request.edns.is_some() {
-            OPT_LEN
-        } else {
-            0
-        };
+        let opt = self
+            .request
+            .edns
+            .map_or(0, |e| OPT_LEN + subnet_option_len(e.client_subnet));
         request::HEADER_LEN + self.request.question.len() + opt
     }
 
@@ -271,15 +295,35 @@ struct Started<'r> {
 
 impl Started<'_> {
     /// Appends our OPT when the request had one: version 0, our payload size, DO copied,
-    /// the high bits of an extended RCODE; no options echoed (RFC 6891 section 6.1.2).
+    /// the high bits of an extended RCODE; unknown options not echoed (RFC 6891 section
+    /// 6.1.2), the client subnet echoed (RFC 7871).
     fn finish(self, rcode: u16) -> u16 {
         if let Some(edns) = self.edns {
             self.out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
             self.out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
             let do_bit = if edns.dnssec_ok { 0x80 } else { 0 };
             self.out
-                .extend_from_slice(&[(rcode >> 4) as u8, 0, do_bit, 0, 0, 0]);
+                .extend_from_slice(&[(rcode >> 4) as u8, 0, do_bit, 0]);
+            let options = subnet_option_len(edns.client_subnet) as u16;
+            self.out.extend_from_slice(&options.to_be_bytes());
+            if let Some(subnet) = edns.client_subnet {
+                // RFC 7871 section 7.2.1: echo family, source prefix and address, with scope
+                // prefix 0: our answers do not vary by client subnet.
+                let address = &subnet.address[..(subnet.source_prefix as usize).div_ceil(8)];
+                self.out
+                    .extend_from_slice(&OPTION_CLIENT_SUBNET.to_be_bytes());
+                self.out
+                    .extend_from_slice(&(4 + address.len() as u16).to_be_bytes());
+                self.out.extend_from_slice(&subnet.family.to_be_bytes());
+                self.out.extend_from_slice(&[subnet.source_prefix, 0]);
+                self.out.extend_from_slice(address);
+            }
         }
         rcode
     }
+}
+
+/// Bytes of the EDNS Client Subnet option echoed for `subnet`.
+fn subnet_option_len(subnet: Option<ClientSubnet>) -> usize {
+    subnet.map_or(0, |s| 8 + (s.source_prefix as usize).div_ceil(8))
 }

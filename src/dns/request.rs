@@ -6,15 +6,15 @@
 //! get NOTIMP. The question name must be uncompressed: in the first question a pointer could
 //! only point back into the header.
 
-use super::{OPCODE_NOTIFY, OPCODE_QUERY, OPCODE_UPDATE, RCODE_FORMERR, RCODE_NOTIMP, TYPE_OPT};
+use super::{
+    OPCODE_NOTIFY, OPCODE_QUERY, OPCODE_UPDATE, OPTION_CLIENT_SUBNET, RCODE_FORMERR, RCODE_NOTIMP,
+    TYPE_OPT,
+};
 
 /// DNS header length.
 pub const HEADER_LEN: usize = 12;
 /// RFC 1035 section 3.1: a name is at most 255 octets in wire format.
 const MAX_NAME_LEN: usize = 255;
-
-/// EDNS Client Subnet, RFC 7871.
-const OPTION_CLIENT_SUBNET: u16 = 8;
 
 /// A request that can be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

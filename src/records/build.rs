@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::render::{Section, Tail, negative_soa};
 use super::{Hit, NameKind, Node, Rendered, ServiceView, Snapshot, ZoneView, wire};
 use crate::catalog::{Catalog, service_names};
 use crate::color::Color;
+use crate::config::AnswerMode;
 use crate::metrics::ServiceStats;
 use crate::state::Phase;
 
@@ -154,6 +155,11 @@ impl<'a> Model<'a> {
             let zone_index = catalog.zone_index(config);
             let negative = negative_ttl(&catalog.zones[zone_index]).min(live.ttl);
             let [blue, green, service] = service_names(config);
+            let live_name = if live.live == Color::Blue {
+                blue.clone()
+            } else {
+                green.clone()
+            };
             for (name, color, kind) in [
                 (blue, Color::Blue, NameKind::Color),
                 (green, Color::Green, NameKind::Color),
@@ -168,7 +174,16 @@ impl<'a> Model<'a> {
                 };
                 let node = model.node(&name, zone_index, negative);
                 node.hit = Some(hit);
-                address_rrsets(&mut node.rrsets, config.addresses(color), live.ttl);
+                if kind == NameKind::Service && config.answer == AnswerMode::Cname {
+                    // The CNAME and the addresses that follow it carry the same TTL, so no
+                    // cache keeps the addresses longer than the name that led to them.
+                    node.rrsets.insert(
+                        RecordType::CNAME.into(),
+                        (live.ttl, vec![RData::CNAME(CNAME(live_name.clone()))]),
+                    );
+                } else {
+                    address_rrsets(&mut node.rrsets, config.addresses(color), live.ttl);
+                }
             }
         }
         model

@@ -24,8 +24,9 @@ use crate::catalog::Catalog;
 use crate::clock;
 use crate::cutover::Cutovers;
 use crate::dns::Handler;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Exporter, Metrics};
 use crate::state::{StateError, StateFile};
+use crate::stragglers::Ledger;
 use crate::switch::Switch;
 
 /// How long shutdown waits for queries and admin requests in flight.
@@ -46,13 +47,19 @@ pub enum ServeError {
     },
 }
 
+/// What the receive loops share: the handler, the counters, and the ledger (when on).
+pub struct QueryPath {
+    pub handler: Handler,
+    pub metrics: Arc<Metrics>,
+    pub ledger: Option<Arc<Ledger>>,
+}
+
 /// Serves `catalog` until `shutdown` is cancelled.
 pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = catalog.config.clone();
     let state_file = StateFile::open(&config.server.state_file)?;
     let switch = Arc::new(Switch::start(catalog, state_file, clock::now_ms())?);
     let metrics = Arc::new(Metrics::default());
-    let handler = Arc::new(Handler::new(switch.records().clone(), metrics.clone()));
 
     let mut dns = Vec::new();
     for &addr in &config.server.listen {
@@ -73,7 +80,16 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     };
 
     let tracker = TaskTracker::new();
+    let ledger = config
+        .ledger
+        .enabled
+        .then(|| Ledger::start(config.ledger.capacity, switch.clone(), &shutdown, &tracker));
     let cutovers = Arc::new(Cutovers::start(switch.clone(), &shutdown, &tracker));
+    let path = Arc::new(QueryPath {
+        handler: Handler::new(switch.records().clone(), metrics.clone()),
+        metrics: metrics.clone(),
+        ledger: ledger.clone(),
+    });
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let limits = config.limits.clone();
     let tcp_limits = TcpLimits {
@@ -86,12 +102,11 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         tracing::info!("listening on tcp {}", tcp.local_addr().expect("bound"));
         let udp = Arc::new(udp);
         for _ in 0..workers {
-            tracker.spawn(udp::serve(udp.clone(), handler.clone(), shutdown.clone()));
+            tracker.spawn(udp::serve(udp.clone(), path.clone(), shutdown.clone()));
         }
         tracker.spawn(tcp::serve(
             tcp,
-            handler.clone(),
-            metrics.clone(),
+            path.clone(),
             tcp_limits,
             shutdown.clone(),
             tracker.clone(),
@@ -102,10 +117,14 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
             "metrics on http://{}/metrics",
             listener.local_addr().expect("bound")
         );
+        let exporter = Exporter {
+            metrics: metrics.clone(),
+            records: switch.records().clone(),
+            ledger: ledger.clone(),
+        };
         tracker.spawn(metrics::serve(
             listener,
-            metrics.clone(),
-            switch.records().clone(),
+            Arc::new(exporter),
             shutdown.clone(),
         ));
     }
@@ -114,18 +133,23 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         clients: limits.admin_clients,
         request_timeout: limits.admin_request_timeout,
     };
-    let admin_task = {
-        let context = Arc::new(Context {
-            switch: switch.clone(),
-            cutovers,
-        });
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        async move {
-            crate::admin::server::serve(&admin, context, metrics, admin_limits, shutdown).await
-        }
-    };
+    let context = Arc::new(Context {
+        switch: switch.clone(),
+        cutovers,
+        ledger,
+    });
     tracing::info!("ready");
-    let ((), ()) = tokio::join!(admin_task, shutdown.cancelled());
+    let ((), ()) = tokio::join!(
+        crate::admin::server::serve(
+            &admin,
+            context,
+            metrics.clone(),
+            admin_limits,
+            shutdown.clone()
+        ),
+        shutdown.cancelled()
+    );
+    drop(admin);
 
     tracing::info!(
         "shutting down: waiting up to {} s for queries in flight",
@@ -143,6 +167,33 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Socket buffers asked for on each UDP socket, so a burst of queries waits in the kernel
+/// instead of being dropped; the kernel caps it at `net.core.rmem_max` / `wmem_max`.
+pub const UDP_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+fn size_buffers(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size = UDP_SOCKET_BUFFER as libc::c_int;
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt with a c_int value on a socket we own.
+        let done = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if done != 0 {
+            tracing::warn!(
+                "cannot size a UDP socket buffer: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Binds UDP and TCP on `addr`. Port 0 picks a port free for both, so one `dig -p` reaches
@@ -164,7 +215,10 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeErr
             source,
         })?;
         match TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((udp, tcp)),
+            Ok(tcp) => {
+                size_buffers(&udp);
+                return Ok((udp, tcp));
+            }
             Err(e)
                 if addr.port() == 0
                     && e.kind() == io::ErrorKind::AddrInUse

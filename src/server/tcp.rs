@@ -18,8 +18,9 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::QueryPath;
 use crate::dns::{Handler, MAX_TCP_MESSAGE, Transport};
-use crate::metrics::Metrics;
+use crate::stragglers::Recorder;
 
 /// Replies buffered per connection before a write is forced.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -36,8 +37,7 @@ pub struct TcpLimits {
 /// for the queries in flight.
 pub async fn serve(
     listener: TcpListener,
-    handler: Arc<Handler>,
-    metrics: Arc<Metrics>,
+    path: Arc<QueryPath>,
     limits: TcpLimits,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -57,15 +57,24 @@ pub async fn serve(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics.tcp_refused.fetch_add(1, Relaxed);
+            path.metrics.tcp_refused.fetch_add(1, Relaxed);
             drop(stream); // closed at once: the client tries another server or retries later
             continue;
         };
-        let (handler, metrics, shutdown) = (handler.clone(), metrics.clone(), shutdown.clone());
+        let (path, shutdown) = (path.clone(), shutdown.clone());
         tracker.spawn(async move {
+            let metrics = &path.metrics;
             metrics.tcp_open.fetch_add(1, Relaxed);
-            if let Err(Closed::Timeout) =
-                connection(stream, peer, &handler, limits, &shutdown).await
+            let mut recorder = Recorder::new(path.ledger.as_ref());
+            if let Err(Closed::Timeout) = connection(
+                stream,
+                peer,
+                &path.handler,
+                &mut recorder,
+                limits,
+                &shutdown,
+            )
+            .await
             {
                 metrics.tcp_timeouts.fetch_add(1, Relaxed);
             }
@@ -90,6 +99,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     handler: &Handler,
+    recorder: &mut Recorder,
     limits: TcpLimits,
     shutdown: &CancellationToken,
 ) -> Result<(), Closed> {
@@ -101,6 +111,7 @@ async fn connection(
     let mut response = Vec::with_capacity(MAX_TCP_MESSAGE);
     loop {
         if reader.buffer().is_empty() {
+            recorder.flush();
             timeout(limits.message_timeout, writer.flush())
                 .await
                 .map_err(|_| Closed::Timeout)??;
@@ -121,7 +132,13 @@ async fn connection(
         let len = timeout(limits.message_timeout, read)
             .await
             .map_err(|_| Closed::Timeout)??;
-        if handler.handle(&message[..len], peer, Transport::Tcp, &mut response) {
+        if handler.handle(
+            &message[..len],
+            peer,
+            Transport::Tcp,
+            &mut response,
+            recorder,
+        ) {
             let write = async {
                 writer.write_u16(response.len() as u16).await?;
                 writer.write_all(&response).await

@@ -3,30 +3,47 @@
 //! Work is bounded by construction: each loop handles one datagram at a time with buffers it
 //! allocated once, and there is no task per datagram. When every loop is busy, datagrams wait
 //! in the socket's receive buffer and the kernel drops what does not fit, which is the right
-//! place to shed load.
+//! place to shed load. A loop reads until the socket is empty, and only then waits; that idle
+//! moment is when it hands its straggler observations over.
 
+use std::io;
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::dns::{Handler, MAX_TCP_MESSAGE, Transport};
+use super::QueryPath;
+use crate::dns::{MAX_TCP_MESSAGE, Transport};
+use crate::stragglers::Recorder;
 
 /// Largest datagram read whole; anything longer is cut by the kernel and then malformed.
 const MAX_UDP_REQUEST: usize = 65535;
+/// Datagrams answered in a row before the loop yields to other tasks on its thread.
+const BURST: usize = 64;
 
 /// One receive loop; run several per socket to use several cores.
-pub async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: CancellationToken) {
+pub async fn serve(socket: Arc<UdpSocket>, path: Arc<QueryPath>, shutdown: CancellationToken) {
+    let mut recorder = Recorder::new(path.ledger.as_ref());
     let mut request = vec![0u8; MAX_UDP_REQUEST];
     let mut response = Vec::with_capacity(MAX_TCP_MESSAGE);
+    let mut burst = 0;
     loop {
-        let received = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut request) => received,
-        };
-        let (len, peer) = match received {
+        let (len, peer) = match socket.try_recv_from(&mut request) {
             Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                recorder.flush();
+                burst = 0;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    ready = socket.readable() => {
+                        if let Err(e) = ready {
+                            tracing::error!("udp socket {:?} failed: {e}", socket.local_addr());
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
             // ICMP errors from earlier sends and ENOBUFS surface here; they concern one peer
             // or one moment, not the socket, so keep serving.
             Err(e) => {
@@ -34,10 +51,20 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: Canc
                 continue;
             }
         };
-        if handler.handle(&request[..len], peer, Transport::Udp, &mut response)
-            && let Err(e) = socket.send_to(&response, peer).await
+        if path.handler.handle(
+            &request[..len],
+            peer,
+            Transport::Udp,
+            &mut response,
+            &mut recorder,
+        ) && let Err(e) = socket.send_to(&response, peer).await
         {
             tracing::debug!("udp send to {peer}: {e}");
+        }
+        burst += 1;
+        if burst == BURST {
+            burst = 0;
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -510,3 +510,80 @@ pub fn service_status(server: &Server, service: &str) -> serde_json::Value {
     let status: serde_json::Value = serde_json::from_str(&text).expect("status --json is JSON");
     status["services"][0].clone()
 }
+
+/// A wire-format query with an EDNS Client Subnet option for an IPv4 `subnet`/`prefix`.
+pub fn query_with_subnet(
+    id: u16,
+    name: &str,
+    qtype: u16,
+    subnet: Option<([u8; 4], u8)>,
+) -> Vec<u8> {
+    let mut packet = query(id, name, qtype);
+    let Some((address, prefix)) = subnet else {
+        return packet;
+    };
+    let bytes = &address[..(prefix as usize).div_ceil(8)];
+    packet[11] = 1;
+    packet.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+    packet.extend_from_slice(&(8 + bytes.len() as u16).to_be_bytes());
+    packet.extend_from_slice(&8u16.to_be_bytes());
+    packet.extend_from_slice(&(4 + bytes.len() as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 1, prefix, 0]);
+    packet.extend_from_slice(bytes);
+    packet
+}
+
+/// A simulated resolver: a UDP socket on its own loopback address that sends each query of
+/// its schedule at its offset from `start`, and waits for the answer.
+pub struct Resolver {
+    thread: std::thread::JoinHandle<usize>,
+}
+
+/// One scheduled query: offset from the start, name, client subnet.
+pub type Ask = (Duration, &'static str, Option<([u8; 4], u8)>);
+
+impl Resolver {
+    pub fn spawn(source: &str, server: SocketAddr, start: Instant, schedule: Vec<Ask>) -> Resolver {
+        let socket =
+            UdpSocket::bind(format!("{source}:0")).expect("bind a loopback source address");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let thread = std::thread::spawn(move || {
+            let mut answered = 0;
+            let mut buf = [0u8; 1500];
+            for (i, (offset, name, subnet)) in schedule.into_iter().enumerate() {
+                if let Some(wait) = (start + offset).checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                socket
+                    .send_to(&query_with_subnet(i as u16, name, 1, subnet), server)
+                    .unwrap();
+                if socket.recv(&mut buf).is_ok() {
+                    answered += 1;
+                }
+            }
+            answered
+        });
+        Resolver { thread }
+    }
+
+    /// Waits for the schedule to finish; returns how many queries were answered.
+    pub fn join(self) -> usize {
+        self.thread.join().unwrap()
+    }
+}
+
+/// Queries every `every` from `from` (inclusive) to `to` (exclusive), in milliseconds.
+pub fn every(
+    from_ms: u64,
+    to_ms: u64,
+    every_ms: u64,
+    name: &'static str,
+    subnet: Option<([u8; 4], u8)>,
+) -> Vec<Ask> {
+    (from_ms..to_ms)
+        .step_by(every_ms as usize)
+        .map(|ms| (Duration::from_millis(ms), name, subnet))
+        .collect()
+}

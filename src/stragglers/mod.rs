@@ -1,0 +1,316 @@
+//! The straggler ledger: after a flip, which resolvers converged, which may still hold the
+//! old color, and which keep asking for it.
+//!
+//! - **Query path**: the handler hands each service answer to a [`Recorder`], one per receive
+//!   loop, which appends it to a batch: no lock, and no allocation once warm. A full batch,
+//!   or the batch of a loop whose socket has gone idle, goes to the ledger task through a
+//!   bounded queue; when the queue is full the batch is dropped and counted.
+//! - **Ledger task**: applies batches to the [`table::Table`] (bounded, sampled-LRU eviction)
+//!   under a mutex that only it and reports take, refreshes each service's latest flip once
+//!   a second, and logs a flip's first straggler and the moment its old color is drained.
+//! - **Report**: [`report`] classifies a service's entries on demand for `stragglers`,
+//!   `status` and metrics.
+
+pub mod report;
+pub mod table;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::protocol::{ClassCounts, LedgerView, StragglersReport};
+use crate::clock;
+use crate::color::Color;
+use crate::config::AnswerMode;
+use crate::dns::request::ClientSubnet;
+use crate::records::NameKind;
+use crate::switch::Switch;
+use table::{Flip, Table};
+
+/// Observations a receive loop gathers before handing them over.
+pub const BATCH: usize = 256;
+/// Batches queued for the ledger task before new ones are dropped.
+pub const QUEUE_BATCHES: usize = 64;
+/// How often the ledger task refreshes flips and checks for drained colors.
+const TICK: Duration = Duration::from_secs(1);
+
+/// One service answer, as the query path saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Unix milliseconds, coarse clock.
+    pub at_ms: u64,
+    /// The source address of the query: the resolver.
+    pub resolver: IpAddr,
+    pub subnet: Option<ClientSubnet>,
+    /// Catalog index of the service.
+    pub service: u16,
+    /// The color answered.
+    pub color: Color,
+    /// Asked by the service name or by a color name.
+    pub name: NameKind,
+    pub ttl: u32,
+    /// Flips of the service when it answered.
+    pub generation: u64,
+}
+
+/// The ledger shared by the query path, the ledger task and reports.
+pub struct Ledger {
+    table: Mutex<Table>,
+    queue: mpsc::Sender<Vec<Observation>>,
+    /// Emptied batches, handed back to the receive loops so they need not allocate.
+    free: Mutex<Vec<Vec<Observation>>>,
+    dropped: AtomicU64,
+    switch: Arc<Switch>,
+}
+
+impl Ledger {
+    /// Starts the ledger task on `tracker`; the ledger holds at most `capacity` entries.
+    pub fn start(
+        capacity: usize,
+        switch: Arc<Switch>,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Arc<Ledger> {
+        let services = switch.catalog().config.services.len();
+        let (queue, receiver) = mpsc::channel(QUEUE_BATCHES);
+        let ledger = Arc::new(Ledger {
+            table: Mutex::new(Table::new(capacity, services)),
+            queue,
+            free: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+            switch,
+        });
+        tracker.spawn(ledger.clone().run(receiver, shutdown.clone()));
+        ledger
+    }
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ledger({:?})", self.view())
+    }
+}
+
+impl Ledger {
+    /// A recorder for one receive loop or connection.
+    pub fn recorder(self: &Arc<Ledger>) -> Recorder {
+        Recorder {
+            batch: Vec::with_capacity(BATCH),
+            ledger: Some(self.clone()),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .expect("the ledger lock is never poisoned: recording does not panic")
+    }
+
+    async fn run(
+        self: Arc<Ledger>,
+        mut receiver: mpsc::Receiver<Vec<Observation>>,
+        shutdown: CancellationToken,
+    ) {
+        // Flips that happened before this process started are not logged again.
+        self.refresh_flips().await;
+        {
+            let mut table = self.table();
+            for track in &mut table.services {
+                track.logged_drained = track.flip.generation;
+                track.logged_first_straggler = track.flip.generation;
+            }
+        }
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                batch = receiver.recv() => {
+                    let Some(mut batch) = batch else { return };
+                    self.apply(&batch);
+                    batch.clear();
+                    self.free.lock().expect("free list lock").push(batch);
+                }
+                _ = tick.tick() => {
+                    self.refresh_flips().await;
+                    self.log_drained();
+                }
+            }
+        }
+    }
+
+    fn apply(&self, batch: &[Observation]) {
+        let mut first = None;
+        {
+            let mut table = self.table();
+            for observation in batch {
+                if let Some(straggled) = table.record(observation).filter(|s| s.first_of_flip) {
+                    first = Some(straggled);
+                }
+            }
+        }
+        if let Some(s) = first {
+            let service = &self.switch.catalog().config.services[s.key.service as usize].name;
+            let subnet = s
+                .key
+                .subnet()
+                .map(|n| format!(" for {n}"))
+                .unwrap_or_default();
+            tracing::info!(
+                "first straggler for {service}: {}{subnet} still asks for {}, {} ms after every TTL expired",
+                s.key.resolver(),
+                s.color,
+                s.late_ms
+            );
+        }
+    }
+
+    /// Copies each service's latest flip from the switch into the table.
+    async fn refresh_flips(&self) {
+        let state = self.switch.state().await;
+        let services = &self.switch.catalog().config.services;
+        let mut table = self.table();
+        for (track, config) in table.services.iter_mut().zip(services) {
+            let service = &state.services[&config.name];
+            track.flip = Flip {
+                generation: service.generation,
+                at_ms: service.flipped_at_ms.unwrap_or(0),
+                from: (service.generation > 0).then(|| service.live.other()),
+                to: service.live,
+                cname: config.answer == AnswerMode::Cname,
+            };
+        }
+    }
+
+    /// Logs, once per flip, when the old color has left every cache that obeys TTLs.
+    fn log_drained(&self) {
+        let now = clock::coarse_now_ms();
+        let mut table = self.table();
+        for index in 0..table.services.len() {
+            let track = &table.services[index];
+            let (flip, Some(old)) = (track.flip, track.flip.from) else {
+                continue;
+            };
+            let drained_at = track.expiry_ms[old.index()].max(flip.at_ms);
+            if track.logged_drained == flip.generation || now < drained_at {
+                continue;
+            }
+            let counts = report::counts(&table, index as u16, now);
+            table.services[index].logged_drained = flip.generation;
+            let name = &self.switch.catalog().config.services[index].name;
+            tracing::info!(
+                "{old} drained for {name} at {}: {} converged, {} silent, {} overdue, {} stragglers",
+                clock::format_utc(drained_at),
+                counts.converged,
+                counts.silent,
+                counts.overdue,
+                counts.straggler
+            );
+        }
+    }
+
+    /// The report of the service with catalog index `service`.
+    pub async fn report(&self, service: usize, limit: usize) -> StragglersReport {
+        self.refresh_flips().await;
+        let name = &self.switch.catalog().config.services[service].name;
+        let view = self.view();
+        report::report(
+            &self.table(),
+            service as u16,
+            name,
+            clock::coarse_now_ms(),
+            limit,
+            view,
+        )
+    }
+
+    /// Class counts of the service with catalog index `service`.
+    pub fn counts(&self, service: usize) -> ClassCounts {
+        report::counts(&self.table(), service as u16, clock::coarse_now_ms())
+    }
+
+    /// Straggling queries of `service` since start, by the color asked for.
+    pub fn straggler_queries(&self, service: usize) -> [u64; 2] {
+        self.table().services[service].straggler_queries
+    }
+
+    pub fn view(&self) -> LedgerView {
+        let table = self.table();
+        LedgerView {
+            entries: table.len() as u64,
+            capacity: table.capacity() as u64,
+            evicted: table.evicted,
+            dropped: self.dropped.load(Relaxed),
+        }
+    }
+}
+
+/// Gathers the observations of one receive loop; hands them over when the batch is full and
+/// when [`Recorder::flush`] is called (the loop's socket is idle).
+pub struct Recorder {
+    batch: Vec<Observation>,
+    ledger: Option<Arc<Ledger>>,
+}
+
+impl Recorder {
+    /// A recorder for `ledger`, or one that records nothing when the ledger is off.
+    pub fn new(ledger: Option<&Arc<Ledger>>) -> Recorder {
+        ledger.map_or_else(Recorder::off, Ledger::recorder)
+    }
+
+    /// A recorder that records nothing: the ledger is off.
+    pub fn off() -> Recorder {
+        Recorder {
+            batch: Vec::new(),
+            ledger: None,
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.ledger.is_some()
+    }
+
+    #[inline]
+    pub fn record(&mut self, observation: Observation) {
+        if self.ledger.is_some() {
+            self.batch.push(observation);
+            if self.batch.len() >= BATCH {
+                self.flush();
+            }
+        }
+    }
+
+    /// Hands the batch to the ledger task now.
+    pub fn flush(&mut self) {
+        let Some(ledger) = &self.ledger else { return };
+        if self.batch.is_empty() {
+            return;
+        }
+        let fresh = ledger
+            .free
+            .lock()
+            .expect("free list lock")
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
+        let full = std::mem::replace(&mut self.batch, fresh);
+        if let Err(e) = ledger.queue.try_send(full) {
+            let mut lost = match e {
+                mpsc::error::TrySendError::Full(batch)
+                | mpsc::error::TrySendError::Closed(batch) => batch,
+            };
+            ledger.dropped.fetch_add(lost.len() as u64, Relaxed);
+            lost.clear();
+            ledger.free.lock().expect("free list lock").push(lost);
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

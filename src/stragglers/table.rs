@@ -1,0 +1,495 @@
+//! The resolver table: one entry per (resolver, client subnet, service), bounded.
+//!
+//! Entries live in a slab of fixed-size slots; a `hashbrown::HashTable` maps key hashes to
+//! slot numbers, so each entry is stored once. At capacity, a new resolver takes the slot of
+//! the least recently seen of [`EVICTION_SAMPLE`] randomly chosen entries (sampled LRU, as in
+//! Redis): active resolvers stay, idle ones go, and every eviction is counted. Keys come from
+//! the network (source addresses can be spoofed), so they are hashed with SipHash under a
+//! random key: a flood of chosen addresses cannot degrade the table.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+
+use hashbrown::HashTable;
+
+use super::Observation;
+use crate::color::Color;
+use crate::dns::request::ClientSubnet;
+use crate::records::NameKind;
+
+/// Entries compared when one must be evicted.
+pub const EVICTION_SAMPLE: usize = 8;
+/// Weight of a new interval in the running mean, as a shift: 1/4.
+const EWMA_SHIFT: u32 = 2;
+
+/// Which resolver, for which clients, asked about which service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// IPv4 addresses are stored mapped (`::ffff:a.b.c.d`).
+    resolver: [u8; 16],
+    /// The EDNS Client Subnet, when the query carried one: family (0 none, 1, 2), prefix.
+    subnet: [u8; 16],
+    subnet_family: u8,
+    subnet_prefix: u8,
+    pub service: u16,
+}
+
+impl Key {
+    pub fn new(resolver: IpAddr, subnet: Option<ClientSubnet>, service: u16) -> Key {
+        let resolver = match resolver {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let (subnet_family, subnet_prefix, subnet) = match subnet {
+            Some(s) => (s.family as u8, s.source_prefix, s.address),
+            None => (0, 0, [0; 16]),
+        };
+        Key {
+            resolver,
+            subnet,
+            subnet_family,
+            subnet_prefix,
+            service,
+        }
+    }
+
+    pub fn resolver(&self) -> IpAddr {
+        let v6 = std::net::Ipv6Addr::from(self.resolver);
+        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+    }
+
+    /// The client subnet as `192.0.2.0/24`, when there was one.
+    pub fn subnet(&self) -> Option<String> {
+        match self.subnet_family {
+            1 => Some(format!(
+                "{}/{}",
+                std::net::Ipv4Addr::new(
+                    self.subnet[0],
+                    self.subnet[1],
+                    self.subnet[2],
+                    self.subnet[3]
+                ),
+                self.subnet_prefix
+            )),
+            2 => Some(format!(
+                "{}/{}",
+                std::net::Ipv6Addr::from(self.subnet),
+                self.subnet_prefix
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// What the ledger knows about one key. Times are Unix milliseconds (coarse clock).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub key: Key,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// The last answer to the service name (0: never asked for it).
+    pub answer_at_ms: u64,
+    pub answer_ttl: u32,
+    pub answer_color: Color,
+    pub answer_generation: u32,
+    /// TTL of the last answer of any of the service's names.
+    pub last_ttl: u32,
+    pub service_queries: u32,
+    pub color_queries: u32,
+    /// Running mean and mean deviation of the gaps between service-name queries.
+    pub interval_ms: u32,
+    pub deviation_ms: u32,
+    pub samples: u16,
+    /// Queries for the old color's name after every legitimate reason expired, for the
+    /// flip of generation `straggle_generation`.
+    pub straggle_generation: u32,
+    pub straggle_count: u32,
+    pub straggle_first_ms: u64,
+    pub straggle_last_ms: u64,
+    /// How far past expiry the last straggling query came.
+    pub straggle_late_ms: u32,
+}
+
+impl Entry {
+    fn new(key: Key, at_ms: u64) -> Entry {
+        Entry {
+            key,
+            first_seen_ms: at_ms,
+            last_seen_ms: at_ms,
+            answer_at_ms: 0,
+            answer_ttl: 0,
+            answer_color: Color::Blue,
+            answer_generation: 0,
+            last_ttl: 0,
+            service_queries: 0,
+            color_queries: 0,
+            interval_ms: 0,
+            deviation_ms: 0,
+            samples: 0,
+            straggle_generation: 0,
+            straggle_count: 0,
+            straggle_first_ms: 0,
+            straggle_last_ms: 0,
+            straggle_late_ms: 0,
+        }
+    }
+
+    /// When the last service-name answer expires in a cache that obeys its TTL.
+    pub fn expires_ms(&self) -> u64 {
+        self.answer_at_ms + u64::from(self.answer_ttl) * 1000
+    }
+}
+
+/// The latest flip of a service, as the ledger judges answers against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flip {
+    /// Flips of the service so far; 0: never flipped.
+    pub generation: u64,
+    pub at_ms: u64,
+    pub from: Option<Color>,
+    pub to: Color,
+    /// The service answers a CNAME to the live color's name.
+    pub cname: bool,
+}
+
+impl Default for Flip {
+    fn default() -> Flip {
+        Flip {
+            generation: 0,
+            at_ms: 0,
+            from: None,
+            to: Color::Blue,
+            cname: false,
+        }
+    }
+}
+
+/// Per-service aggregates, kept beside the entries.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceTrack {
+    pub flip: Flip,
+    /// Latest expiry of any service-name answer, by color: the moment the last cache that
+    /// obeys TTLs drops that color.
+    pub expiry_ms: [u64; 2],
+    /// Straggling queries, by the color asked for.
+    pub straggler_queries: [u64; 2],
+    /// Generation whose first straggler, and whose drain, has been logged.
+    pub logged_first_straggler: u64,
+    pub logged_drained: u64,
+}
+
+/// A straggler found while recording, for the log line of a flip's first one.
+#[derive(Debug, Clone, Copy)]
+pub struct Straggled {
+    pub key: Key,
+    pub color: Color,
+    pub late_ms: u64,
+    pub first_of_flip: bool,
+}
+
+/// The bounded table.
+pub struct Table {
+    capacity: usize,
+    slots: Vec<Entry>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+    pub services: Vec<ServiceTrack>,
+    pub evicted: u64,
+    /// State of the xorshift generator that picks eviction candidates.
+    random: u64,
+}
+
+impl Table {
+    pub fn new(capacity: usize, services: usize) -> Table {
+        Table {
+            capacity,
+            slots: Vec::new(),
+            // Twice the capacity: with at most half the buckets full, the tombstones that
+            // evictions leave are cleared by rehashing in place, never by growing.
+            index: HashTable::with_capacity(capacity.saturating_mul(2)),
+            hasher: RandomState::new(),
+            services: vec![ServiceTrack::default(); services],
+            evicted: 0,
+            random: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes the table holds now (slots and index), for the memory-is-flat check.
+    pub fn allocated_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Entry>() + self.index.allocation_size()
+    }
+
+    /// Bytes one entry costs at capacity: its slot, plus two index buckets (a slot number and
+    /// a control byte each) at the hash table's 7/8 load.
+    pub fn bytes_per_entry() -> usize {
+        std::mem::size_of::<Entry>() + 2 * (std::mem::size_of::<u32>() + 1) * 8 / 7
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter()
+    }
+
+    /// Records one observation; returns a straggler it revealed.
+    pub fn record(&mut self, o: &Observation) -> Option<Straggled> {
+        let key = Key::new(o.resolver, o.subnet, o.service);
+        let track = self.services.get(o.service as usize)?;
+        let flip = track.flip;
+        let slot = self.slot(key, o.at_ms);
+        let entry = &mut self.slots[slot];
+        entry.last_seen_ms = entry.last_seen_ms.max(o.at_ms);
+        let mut straggled = None;
+        match o.name {
+            NameKind::Service => {
+                if entry.answer_at_ms > 0 {
+                    // Queries closer than half a TTL are retries or other types, not a
+                    // cache refreshing: they are not intervals.
+                    let gap = o.at_ms.saturating_sub(entry.answer_at_ms);
+                    if gap * 2 >= u64::from(entry.answer_ttl) * 1000 && gap > 0 {
+                        entry.note_interval(gap.min(u64::from(u32::MAX)) as u32);
+                    }
+                }
+                entry.answer_at_ms = o.at_ms;
+                entry.answer_ttl = o.ttl;
+                entry.answer_color = o.color;
+                entry.answer_generation = o.generation as u32;
+                entry.service_queries = entry.service_queries.saturating_add(1);
+            }
+            NameKind::Color => {
+                entry.color_queries = entry.color_queries.saturating_add(1);
+                if flip.generation > 0 && Some(o.color) == flip.from && o.at_ms > flip.at_ms {
+                    // Every legitimate reason to ask for the old color's name has expired:
+                    // in CNAME mode the CNAME to it, otherwise the TTL last given, from the flip.
+                    let expiry = if flip.cname && entry.answer_at_ms > 0 {
+                        entry.expires_ms()
+                    } else {
+                        flip.at_ms + u64::from(entry.last_ttl.max(o.ttl)) * 1000
+                    };
+                    if o.at_ms > expiry {
+                        if entry.straggle_generation != flip.generation as u32 {
+                            entry.straggle_generation = flip.generation as u32;
+                            entry.straggle_count = 0;
+                            entry.straggle_first_ms = o.at_ms;
+                        }
+                        entry.straggle_count = entry.straggle_count.saturating_add(1);
+                        entry.straggle_last_ms = o.at_ms;
+                        let late_ms = o.at_ms - expiry;
+                        entry.straggle_late_ms = late_ms.min(u64::from(u32::MAX)) as u32;
+                        straggled = Some(Straggled {
+                            key,
+                            color: o.color,
+                            late_ms,
+                            first_of_flip: false,
+                        });
+                    }
+                }
+            }
+        }
+        entry.last_ttl = o.ttl;
+        let track = &mut self.services[o.service as usize];
+        if o.name == NameKind::Service {
+            let expiry = &mut track.expiry_ms[o.color.index()];
+            *expiry = (*expiry).max(o.at_ms + u64::from(o.ttl) * 1000);
+        }
+        if let Some(s) = straggled.as_mut() {
+            track.straggler_queries[s.color.index()] += 1;
+            if track.logged_first_straggler != flip.generation {
+                track.logged_first_straggler = flip.generation;
+                s.first_of_flip = true;
+            }
+        }
+        straggled
+    }
+
+    /// The slot of `key`, created (evicting if full) when new.
+    fn slot(&mut self, key: Key, at_ms: u64) -> usize {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        if let Some(&slot) = self.index.find(hash, |&s| slots[s as usize].key == key) {
+            return slot as usize;
+        }
+        let slot = if self.slots.len() < self.capacity {
+            self.slots.push(Entry::new(key, at_ms));
+            self.slots.len() - 1
+        } else {
+            let victim = self.victim();
+            let old = self.hasher.hash_one(self.slots[victim].key);
+            if let Ok(found) = self.index.find_entry(old, |&s| s as usize == victim) {
+                found.remove();
+            }
+            self.slots[victim] = Entry::new(key, at_ms);
+            self.evicted += 1;
+            victim
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, slot as u32, |&s| {
+            hasher.hash_one(slots[s as usize].key)
+        });
+        slot
+    }
+
+    /// The least recently seen of a few random slots.
+    fn victim(&mut self) -> usize {
+        let mut best = self.next_random() % self.slots.len();
+        for _ in 1..EVICTION_SAMPLE {
+            let candidate = self.next_random() % self.slots.len();
+            if self.slots[candidate].last_seen_ms < self.slots[best].last_seen_ms {
+                best = candidate;
+            }
+        }
+        best
+    }
+
+    fn next_random(&mut self) -> usize {
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        self.random as usize
+    }
+}
+
+impl Entry {
+    fn note_interval(&mut self, gap: u32) {
+        if self.samples == 0 {
+            self.interval_ms = gap;
+            self.deviation_ms = 0;
+        } else {
+            let deviation = gap.abs_diff(self.interval_ms);
+            self.interval_ms = ewma(self.interval_ms, gap);
+            self.deviation_ms = ewma(self.deviation_ms, deviation);
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+}
+
+fn ewma(mean: u32, sample: u32) -> u32 {
+    let (mean, sample) = (i64::from(mean), i64::from(sample));
+    (mean + ((sample - mean) >> EWMA_SHIFT)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(resolver: [u8; 4], at_ms: u64, name: NameKind, color: Color) -> Observation {
+        Observation {
+            at_ms,
+            resolver: IpAddr::from(resolver),
+            subnet: None,
+            service: 0,
+            color,
+            name,
+            ttl: 5,
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn the_entry_count_stays_at_capacity_and_memory_stays_flat() {
+        let mut table = Table::new(1000, 1);
+        for i in 0..1000u32 {
+            table.record(&observation(
+                i.to_be_bytes(),
+                u64::from(i),
+                NameKind::Service,
+                Color::Blue,
+            ));
+        }
+        assert_eq!(table.len(), 1000);
+        let bytes = table.allocated_bytes();
+        for i in 1000..5000u32 {
+            table.record(&observation(
+                i.to_be_bytes(),
+                u64::from(i),
+                NameKind::Service,
+                Color::Blue,
+            ));
+        }
+        assert_eq!(
+            table.len(),
+            1000,
+            "several times the capacity of distinct keys"
+        );
+        assert_eq!(table.evicted, 4000);
+        assert_eq!(table.allocated_bytes(), bytes, "no growth past capacity");
+        assert!(
+            Table::bytes_per_entry() <= 150,
+            "{} bytes per entry",
+            Table::bytes_per_entry()
+        );
+        // Every key still indexed finds its own slot.
+        for entry in table.entries() {
+            let hash = table.hasher.hash_one(entry.key);
+            assert!(
+                table
+                    .index
+                    .find(hash, |&s| table.slots[s as usize].key == entry.key)
+                    .is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn eviction_keeps_active_resolvers() {
+        let mut table = Table::new(100, 1);
+        // Resolver 1 keeps asking; thousands of one-off resolvers come and go.
+        for i in 0..5000u32 {
+            let at = u64::from(i) * 10;
+            table.record(&observation(
+                [10, 0, 0, 1],
+                at,
+                NameKind::Service,
+                Color::Blue,
+            ));
+            table.record(&observation(
+                (0x0B00_0000 + i).to_be_bytes(),
+                at + 1,
+                NameKind::Service,
+                Color::Blue,
+            ));
+        }
+        let active = Key::new(IpAddr::from([10, 0, 0, 1]), None, 0);
+        let entry = table
+            .entries()
+            .find(|e| e.key == active)
+            .expect("the active resolver is kept");
+        assert_eq!(entry.service_queries, 5000);
+    }
+
+    #[test]
+    fn intervals_ignore_retries_and_track_the_rhythm() {
+        let mut table = Table::new(10, 1);
+        for (i, at) in [0u64, 100, 20_000, 40_000, 60_100, 80_000]
+            .iter()
+            .enumerate()
+        {
+            let _ = i;
+            table.record(&observation(
+                [10, 0, 0, 2],
+                *at,
+                NameKind::Service,
+                Color::Blue,
+            ));
+        }
+        let entry = table.entries().next().unwrap();
+        assert_eq!(entry.samples, 4, "the 100 ms retry is not an interval");
+        assert!(
+            entry.interval_ms.abs_diff(20_000) < 200,
+            "{}",
+            entry.interval_ms
+        );
+        assert!(entry.deviation_ms < 1000, "{}", entry.deviation_ms);
+    }
+}
