@@ -2,10 +2,13 @@
 # Runs flipdns as a candidate of ../shared/bench/peers.sh (see README "Load benchmark"):
 # the peers' zone, with `app` served as a blue/green service instead of a static record.
 #   peers.sh --candidate 'benches/load/flipdns-candidate.sh {PORT} {ZONE}' --candidate-name flipdns
+# A third argument `ledger-off` turns the straggler ledger off, to measure what it costs.
 # FLIPDNS_BIN overrides the binary (default: target/release/flipdns of this checkout).
 set -euo pipefail
 port=$1
 zone=$2
+ledger=true
+[ "${3:-}" = ledger-off ] && ledger=false
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${FLIPDNS_BIN:-$here/../../target/release/flipdns}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/flipdns-candidate.XXXXXX")
@@ -15,6 +18,9 @@ cat > "$dir/flipdns.toml" <<CONFIG
 listen = ["127.0.0.1:$port"]
 admin_socket = "$dir/flipdns.sock"
 state_file = "$dir/state.json"
+
+[ledger]
+enabled = $ledger
 
 [[zone]]
 origin = "svc.example."

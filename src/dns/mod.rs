@@ -164,7 +164,6 @@ impl Handler {
                             color: hit.color,
                             name: hit.name,
                             ttl: hit.ttl,
-                            generation: service.generation,
                         });
                     }
                 }

@@ -2,15 +2,17 @@
 //! old color, and which keep asking for it.
 //!
 //! - **Query path**: the handler hands each service answer to a [`Recorder`], one per receive
-//!   loop, which appends it to a batch: no lock, and no allocation once warm. A full batch,
-//!   or the batch of a loop whose socket has gone idle, goes to the ledger task through a
-//!   bounded queue; when the queue is full the batch is dropped and counted.
-//! - **Ledger task**: applies batches to the [`table::Table`] (bounded, sampled-LRU eviction)
-//!   under a mutex that only it and reports take, refreshes each service's latest flip once
+//!   loop, which packs it into a batch (16 bytes each, see [`batch`]): no lock, and no
+//!   allocation once warm. A full batch, or the batch of a loop whose socket has gone idle,
+//!   goes into a bounded queue without waking anyone; when the queue is full the batch is
+//!   dropped and counted.
+//! - **Ledger task**: every 10 ms applies the queued batches to the [`table::Table`]
+//!   (bounded, sampled-LRU eviction) under a mutex that only it and reports take, refreshes each service's latest flip once
 //!   a second, and logs a flip's first straggler and the moment its old color is drained.
 //! - **Report**: [`report`] classifies a service's entries on demand for `stragglers`,
 //!   `status` and metrics.
 
+pub mod batch;
 pub mod report;
 pub mod table;
 
@@ -19,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use std::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +32,7 @@ use crate::config::AnswerMode;
 use crate::dns::request::ClientSubnet;
 use crate::records::NameKind;
 use crate::switch::Switch;
+use batch::Batch;
 use table::{Flip, Table};
 
 /// Observations a receive loop gathers before handing them over.
@@ -38,6 +41,9 @@ pub const BATCH: usize = 256;
 pub const QUEUE_BATCHES: usize = 64;
 /// How often the ledger task refreshes flips and checks for drained colors.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the ledger task applies the batches that have arrived. Observations reach the
+/// table this much later; reports drain first, so they are never stale.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 /// One service answer, as the query path saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +60,17 @@ pub struct Observation {
     /// Asked by the service name or by a color name.
     pub name: NameKind,
     pub ttl: u32,
-    /// Flips of the service when it answered.
-    pub generation: u64,
 }
 
 /// The ledger shared by the query path, the ledger task and reports.
 pub struct Ledger {
     table: Mutex<Table>,
-    queue: mpsc::Sender<Vec<Observation>>,
+    /// Full batches on their way to the table. The receive loops never wake anyone: the
+    /// ledger task drains the queue every [`DRAIN_EVERY`].
+    queue: mpsc::SyncSender<Batch>,
+    arrivals: Mutex<mpsc::Receiver<Batch>>,
     /// Emptied batches, handed back to the receive loops so they need not allocate.
-    free: Mutex<Vec<Vec<Observation>>>,
+    free: Mutex<Vec<Batch>>,
     dropped: AtomicU64,
     switch: Arc<Switch>,
 }
@@ -77,30 +84,23 @@ impl Ledger {
         tracker: &TaskTracker,
     ) -> Arc<Ledger> {
         let services = switch.catalog().config.services.len();
-        let (queue, receiver) = mpsc::channel(QUEUE_BATCHES);
+        let (queue, arrivals) = mpsc::sync_channel(QUEUE_BATCHES);
         let ledger = Arc::new(Ledger {
             table: Mutex::new(Table::new(capacity, services)),
             queue,
+            arrivals: Mutex::new(arrivals),
             free: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
             switch,
         });
-        tracker.spawn(ledger.clone().run(receiver, shutdown.clone()));
+        tracker.spawn(ledger.clone().run(shutdown.clone()));
         ledger
     }
-}
 
-impl std::fmt::Debug for Ledger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ledger({:?})", self.view())
-    }
-}
-
-impl Ledger {
     /// A recorder for one receive loop or connection.
     pub fn recorder(self: &Arc<Ledger>) -> Recorder {
         Recorder {
-            batch: Vec::with_capacity(BATCH),
+            batch: Batch::new(),
             ledger: Some(self.clone()),
         }
     }
@@ -111,11 +111,7 @@ impl Ledger {
             .expect("the ledger lock is never poisoned: recording does not panic")
     }
 
-    async fn run(
-        self: Arc<Ledger>,
-        mut receiver: mpsc::Receiver<Vec<Observation>>,
-        shutdown: CancellationToken,
-    ) {
+    async fn run(self: Arc<Ledger>, shutdown: CancellationToken) {
         // Flips that happened before this process started are not logged again.
         self.refresh_flips().await;
         {
@@ -125,30 +121,39 @@ impl Ledger {
                 track.logged_first_straggler = track.flip.generation;
             }
         }
-        let mut tick = tokio::time::interval(TICK);
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                batch = receiver.recv() => {
-                    let Some(mut batch) = batch else { return };
-                    self.apply(&batch);
-                    batch.clear();
-                    self.free.lock().expect("free list lock").push(batch);
-                }
-                _ = tick.tick() => {
-                    self.refresh_flips().await;
-                    self.log_drained();
-                }
+                _ = drain.tick() => {}
+            }
+            self.drain();
+            if last_tick.elapsed() >= TICK {
+                last_tick = std::time::Instant::now();
+                self.refresh_flips().await;
+                self.log_drained();
             }
         }
     }
 
-    fn apply(&self, batch: &[Observation]) {
+    /// Applies every batch that has arrived and hands the emptied batches back.
+    fn drain(&self) {
+        let arrivals = self.arrivals.lock().expect("arrivals lock");
+        while let Ok(mut batch) = arrivals.try_recv() {
+            self.apply(&batch);
+            batch.clear();
+            self.free.lock().expect("free list lock").push(batch);
+        }
+    }
+
+    fn apply(&self, batch: &Batch) {
         let mut first = None;
         {
             let mut table = self.table();
-            for observation in batch {
-                if let Some(straggled) = table.record(observation).filter(|s| s.first_of_flip) {
+            for observation in batch.iter() {
+                if let Some(straggled) = table.record(&observation).filter(|s| s.first_of_flip) {
                     first = Some(straggled);
                 }
             }
@@ -216,6 +221,7 @@ impl Ledger {
     /// The report of the service with catalog index `service`.
     pub async fn report(&self, service: usize, limit: usize) -> StragglersReport {
         self.refresh_flips().await;
+        self.drain();
         let name = &self.switch.catalog().config.services[service].name;
         let view = self.view();
         report::report(
@@ -230,6 +236,7 @@ impl Ledger {
 
     /// Class counts of the service with catalog index `service`.
     pub fn counts(&self, service: usize) -> ClassCounts {
+        self.drain();
         report::counts(&self.table(), service as u16, clock::coarse_now_ms())
     }
 
@@ -249,10 +256,16 @@ impl Ledger {
     }
 }
 
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ledger({:?})", self.view())
+    }
+}
+
 /// Gathers the observations of one receive loop; hands them over when the batch is full and
 /// when [`Recorder::flush`] is called (the loop's socket is idle).
 pub struct Recorder {
-    batch: Vec<Observation>,
+    batch: Batch,
     ledger: Option<Arc<Ledger>>,
 }
 
@@ -265,7 +278,7 @@ impl Recorder {
     /// A recorder that records nothing: the ledger is off.
     pub fn off() -> Recorder {
         Recorder {
-            batch: Vec::new(),
+            batch: Batch::default(),
             ledger: None,
         }
     }
@@ -276,11 +289,9 @@ impl Recorder {
 
     #[inline]
     pub fn record(&mut self, observation: Observation) {
-        if self.ledger.is_some() {
-            self.batch.push(observation);
-            if self.batch.len() >= BATCH {
-                self.flush();
-            }
+        if self.ledger.is_some() && !self.batch.push(&observation) {
+            self.flush();
+            self.batch.push(&observation);
         }
     }
 
@@ -295,14 +306,15 @@ impl Recorder {
             .lock()
             .expect("free list lock")
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BATCH));
+            .unwrap_or_default();
         let full = std::mem::replace(&mut self.batch, fresh);
         if let Err(e) = ledger.queue.try_send(full) {
             let mut lost = match e {
-                mpsc::error::TrySendError::Full(batch)
-                | mpsc::error::TrySendError::Closed(batch) => batch,
+                mpsc::TrySendError::Full(batch) | mpsc::TrySendError::Disconnected(batch) => batch,
             };
-            ledger.dropped.fetch_add(lost.len() as u64, Relaxed);
+            ledger
+                .dropped
+                .fetch_add(lost.iter().count() as u64, Relaxed);
             lost.clear();
             ledger.free.lock().expect("free list lock").push(lost);
         }

@@ -92,7 +92,6 @@ pub struct Entry {
     pub answer_at_ms: u64,
     pub answer_ttl: u32,
     pub answer_color: Color,
-    pub answer_generation: u32,
     /// TTL of the last answer of any of the service's names.
     pub last_ttl: u32,
     pub service_queries: u32,
@@ -120,7 +119,6 @@ impl Entry {
             answer_at_ms: 0,
             answer_ttl: 0,
             answer_color: Color::Blue,
-            answer_generation: 0,
             last_ttl: 0,
             service_queries: 0,
             color_queries: 0,
@@ -264,7 +262,6 @@ impl Table {
                 entry.answer_at_ms = o.at_ms;
                 entry.answer_ttl = o.ttl;
                 entry.answer_color = o.color;
-                entry.answer_generation = o.generation as u32;
                 entry.service_queries = entry.service_queries.saturating_add(1);
             }
             NameKind::Color => {
@@ -392,7 +389,6 @@ mod tests {
             color,
             name,
             ttl: 5,
-            generation: 0,
         }
     }
 
