@@ -159,11 +159,16 @@ impl ProgressView {
 }
 
 fn seconds_from_now(ms: u64) -> String {
-    format!(
-        "{} (in {} s)",
-        clock::format_utc(ms),
-        clock::until(ms).as_secs()
-    )
+    let now = clock::now_ms();
+    if ms >= now {
+        format!(
+            "{} (in {} s)",
+            clock::format_utc(ms),
+            (ms - now).div_ceil(1000)
+        )
+    } else {
+        format!("{} ({} s ago)", clock::format_utc(ms), (now - ms) / 1000)
+    }
 }
 
 /// `health of green: 1/2 healthy; 198.51.100.11 connection refused`.

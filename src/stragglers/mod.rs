@@ -166,10 +166,10 @@ impl Ledger {
                 .map(|n| format!(" for {n}"))
                 .unwrap_or_default();
             tracing::info!(
-                "first straggler for {service}: {}{subnet} still asks for {}, {} ms after every TTL expired",
+                "first straggler for {service}: {}{subnet} still asks for {}, {:.1} s after every TTL expired",
                 s.key.resolver(),
                 s.color,
-                s.late_ms
+                s.late_ms as f64 / 1000.0
             );
         }
     }
