@@ -171,7 +171,7 @@ fn observation(i: u32) -> Observation {
 fn ledger(c: &mut Criterion) {
     let mut group = c.benchmark_group("ledger");
     // 10,000 resolvers asking in turn, in a table with room for all of them.
-    let mut table = Table::new(100_000, 1);
+    let mut table = Table::new(100_000);
     let mut i = 0u32;
     group.bench_function("record", |b| {
         b.iter(|| {
@@ -180,7 +180,7 @@ fn ledger(c: &mut Criterion) {
         })
     });
     // Every observation from a new resolver, in a full table: each one evicts.
-    let mut full = Table::new(10_000, 1);
+    let mut full = Table::new(10_000);
     let mut j = 0u32;
     group.bench_function("record_evicting", |b| {
         b.iter(|| {

@@ -88,7 +88,7 @@ pub struct ZoneConfig {
 }
 
 /// One `[[service]]`: a name with a blue and a green address set.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     pub name: String,
     /// Origin of the zone the service lives in (lowercase, fully qualified).

@@ -385,7 +385,7 @@ impl Collector for Exporter {
             [(vec![], counter(m.admin_refused.load(Relaxed)))],
         )?;
         if let Some(ledger) = &self.ledger {
-            let counts: Vec<ClassCounts> = (0..services.len()).map(|i| ledger.counts(i)).collect();
+            let counts: Vec<ClassCounts> = services.iter().map(|s| ledger.counts(s.id)).collect();
             family(
                 &mut e,
                 "flipdns_resolvers",
@@ -410,8 +410,8 @@ impl Collector for Exporter {
                 &mut e,
                 "flipdns_straggler_queries",
                 "Queries for a service's old color name after every legitimate reason expired, by service and color asked.",
-                services.iter().enumerate().flat_map(|(i, s)| {
-                    let queries = ledger.straggler_queries(i);
+                services.iter().flat_map(|s| {
+                    let queries = ledger.straggler_queries(s.id);
                     Color::ALL.map(|c| {
                         (
                             vec![("service", s.name.as_str()), ("color", c.as_str())],

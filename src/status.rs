@@ -12,24 +12,25 @@ pub async fn report(
     ledger: Option<&Ledger>,
     only: Option<&str>,
 ) -> Result<Status, String> {
+    let state = switch.state().await;
     let catalog = switch.catalog();
+    let snapshot = switch.records().load_full();
     if let Some(name) = only {
-        switch
-            .service_index(name)
+        catalog
+            .config
+            .service(name)
             .ok_or_else(|| format!("unknown service {name:?}"))?;
     }
-    let state = switch.state().await;
-    let snapshot = switch.records().load_full();
     let services = catalog
         .config
         .services
         .iter()
-        .enumerate()
-        .filter(|(_, config)| only.is_none_or(|name| config.name == name))
-        .map(|(index, config)| {
-            let service = &state.services[&config.name];
-            let stats = switch.stats(index);
-            ServiceStatus {
+        .filter(|config| only.is_none_or(|name| config.name == name))
+        .filter_map(|config| {
+            let service = state.services.get(&config.name)?;
+            let view = snapshot.service(&config.name)?;
+            let stats = &view.stats;
+            Some(ServiceStatus {
                 name: config.name.clone(),
                 fqdn: config.fqdn().to_string(),
                 zone: config.zone.to_string(),
@@ -39,7 +40,10 @@ pub async fn report(
                 normal_ttl: config.ttl,
                 cutover_ttl: config.cutover_ttl,
                 generation: service.generation,
-                serial: state.zones[&config.zone.to_string()].serial,
+                serial: state
+                    .zones
+                    .get(&config.zone.to_string())
+                    .map_or(0, |z| z.serial),
                 flipped_at_ms: service.flipped_at_ms,
                 blue: config.blue.clone(),
                 green: config.green.clone(),
@@ -51,8 +55,8 @@ pub async fn report(
                     .iter()
                     .filter_map(|&c| stats.health.get(c))
                     .collect(),
-                resolvers: ledger.map(|l| l.counts(index)),
-            }
+                resolvers: ledger.map(|l| l.counts(view.id)),
+            })
         })
         .collect();
     let zones = catalog
@@ -60,7 +64,10 @@ pub async fn report(
         .iter()
         .map(|z| ZoneStatus {
             origin: z.origin.to_string(),
-            serial: state.zones[&z.origin.to_string()].serial,
+            serial: state
+                .zones
+                .get(&z.origin.to_string())
+                .map_or(0, |s| s.serial),
         })
         .collect();
     Ok(Status {

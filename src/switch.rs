@@ -1,17 +1,24 @@
 //! The one place a change happens: changes are serialized, persisted, then published.
 //!
-//! Every change to a service (a flip, a TTL change of its cutover) takes the same path under
-//! one lock: compute the new state, write it to the state file (fsynced), build the new
-//! snapshot and swap it in, and only then return. If the write fails nothing else happens
-//! and the old record set keeps being served; if the process dies after the write, the
-//! restart serves the new one. A reply therefore never claims a change that a crash could
-//! undo. Deciding *which* change to make is [`crate::cutover`]'s job.
+//! Every change (a flip, a TTL change of a cutover, a reload) takes the same path under one
+//! lock: compute the new state, write it to the state file (fsynced), build the new snapshot
+//! and swap it in, and only then return. If the write fails nothing else happens and the old
+//! record set keeps being served; if the process dies after the write, the restart serves
+//! the new one. A reply therefore never claims a change that a crash could undo. Deciding
+//! *which* change to make is [`crate::cutover`]'s and [`crate::reload`]'s job.
+//!
+//! Services are named, never indexed, across calls: a reload may add, remove and reorder
+//! them. Each name gets a small id that stays the same for the life of the process, for the
+//! ledger, and counters that survive flips and reloads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
 use crate::catalog::Catalog;
+use crate::config::ServiceConfig;
 use crate::cutover;
 use crate::metrics::ServiceStats;
 use crate::records::{Records, Serving, ServingService, Snapshot};
@@ -19,11 +26,10 @@ use crate::state::{ServiceState, State, StateError, StateFile, ZoneState, serial
 
 /// Owns the live state and the state file; publishes snapshots to [`Records`].
 pub struct Switch {
-    catalog: Catalog,
+    /// The catalog being served; replaced whole by a reload, under the lock.
+    catalog: ArcSwap<Catalog>,
     state_file: Arc<StateFile>,
     records: Arc<Records>,
-    /// Per catalog service, kept across snapshots.
-    stats: Vec<Arc<ServiceStats>>,
     inner: Mutex<Inner>,
 }
 
@@ -31,6 +37,11 @@ struct Inner {
     state: State,
     /// Generation of the last published snapshot.
     generation: u64,
+    /// By service name: kept across snapshots and reloads.
+    stats: HashMap<String, Arc<ServiceStats>>,
+    /// Stable ids by service name, never reused in this process.
+    ids: HashMap<String, u16>,
+    started_ms: u64,
 }
 
 /// A service's state and its zone's serial, as of one moment.
@@ -38,6 +49,25 @@ struct Inner {
 pub struct Current {
     pub service: ServiceState,
     pub serial: u32,
+}
+
+/// Why a change was not made. Nothing changed in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("service {0:?} is no longer configured")]
+    Gone(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Zones whose serial moved, with the new serial.
+    pub serials: Vec<(String, u32)>,
 }
 
 impl Switch {
@@ -52,42 +82,46 @@ impl Switch {
         let loaded = state_file.load()?.unwrap_or_default();
         let state = initial_state(&catalog, loaded);
         state_file.save(&state)?;
-        let stats: Vec<_> = catalog
-            .config
-            .services
-            .iter()
-            .map(|_| Arc::new(ServiceStats::new(started_ms)))
-            .collect();
-        let inner = Inner {
+        let mut inner = Inner {
             state,
             generation: 1,
+            stats: HashMap::new(),
+            ids: HashMap::new(),
+            started_ms,
         };
-        let records = Arc::new(Records::new(snapshot(&catalog, &inner, &stats)));
+        let records = Arc::new(Records::new(snapshot(&catalog, &mut inner)));
         Ok(Switch {
-            catalog,
+            catalog: ArcSwap::from_pointee(catalog),
             state_file: Arc::new(state_file),
             records,
-            stats,
             inner: Mutex::new(inner),
         })
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The catalog being served now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
     }
 
     pub fn records(&self) -> &Arc<Records> {
         &self.records
     }
 
-    pub fn stats(&self, service: usize) -> &Arc<ServiceStats> {
-        &self.stats[service]
+    /// The counters of `service`, if it is served.
+    pub fn stats(&self, service: &str) -> Option<Arc<ServiceStats>> {
+        self.records
+            .load()
+            .service(service)
+            .map(|s| s.stats.clone())
     }
 
-    /// The state of the service with catalog index `service`.
-    pub async fn current(&self, service: usize) -> Current {
+    /// The config and state of `service`, if it is still configured.
+    pub async fn service(&self, name: &str) -> Option<(ServiceConfig, Current)> {
         let inner = self.inner.lock().await;
-        current(&self.catalog, &inner.state, service)
+        let catalog = self.catalog.load();
+        let config = catalog.config.service(name)?.clone();
+        let current = current(&config, &inner.state);
+        Some((config, current))
     }
 
     /// The whole state, for reports.
@@ -100,11 +134,15 @@ impl Switch {
     /// changes.
     pub async fn apply(
         &self,
-        service: usize,
+        service: &str,
         change: impl FnOnce(&mut ServiceState),
-    ) -> Result<Current, StateError> {
+    ) -> Result<Current, ChangeError> {
         let mut inner = self.inner.lock().await;
-        let config = &self.catalog.config.services[service];
+        let catalog = self.catalog.load_full();
+        let config = catalog
+            .config
+            .service(service)
+            .ok_or_else(|| ChangeError::Gone(service.to_string()))?;
         let mut next = inner.state.clone();
         let entry = next
             .services
@@ -114,7 +152,7 @@ impl Switch {
         let before = entry.clone();
         change(entry);
         if *entry == before {
-            return Ok(current(&self.catalog, &inner.state, service)); // nothing to write
+            return Ok(current(config, &inner.state)); // nothing to write
         }
         if served(entry) != served(&before) {
             let zone = next
@@ -123,43 +161,126 @@ impl Switch {
                 .expect("every configured zone has state");
             zone.serial = zone.serial.wrapping_add(1);
         }
-
-        let file = self.state_file.clone();
-        let saved = tokio::task::spawn_blocking({
-            let next = next.clone();
-            move || file.save(&next)
-        })
-        .await
-        .expect("the state writer does not panic");
-        saved?;
-
+        self.persist(&next).await?;
         inner.state = next;
         inner.generation += 1;
-        self.records
-            .publish(snapshot(&self.catalog, &inner, &self.stats));
-        Ok(current(&self.catalog, &inner.state, service))
+        self.records.publish(snapshot(&catalog, &mut inner));
+        Ok(current(config, &inner.state))
     }
 
-    /// Catalog index of the service called `name`.
-    pub fn service_index(&self, name: &str) -> Option<usize> {
-        self.catalog
+    /// Serves `catalog` instead of the current one, in one step: unchanged services keep
+    /// their color and cutover, new ones start from the state file or the config, removed
+    /// ones are kept in the state file. A zone whose content changed gets a higher serial,
+    /// and no serial goes backwards.
+    pub async fn reload(&self, catalog: Catalog) -> Result<Reloaded, StateError> {
+        let mut inner = self.inner.lock().await;
+        let old = self.catalog.load_full();
+        let mut next = initial_state(&catalog, inner.state.clone());
+        let mut report = Reloaded::default();
+        for service in &catalog.config.services {
+            match old.config.service(&service.name) {
+                None => report.added.push(service.name.clone()),
+                Some(before) if !same_service(before, service) => {
+                    report.changed.push(service.name.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        report.removed = old
             .config
             .services
             .iter()
-            .position(|s| s.name == name)
+            .filter(|s| catalog.config.service(&s.name).is_none())
+            .map(|s| s.name.clone())
+            .collect();
+        for (index, zone) in catalog.zones.iter().enumerate() {
+            let origin = zone.origin.to_string();
+            let Some(old_index) = old.zones.iter().position(|z| z.origin == zone.origin) else {
+                continue;
+            };
+            if zone_unchanged(&old, old_index, &catalog, index) {
+                continue;
+            }
+            let entry = next
+                .zones
+                .get_mut(&origin)
+                .expect("initial_state fills every zone");
+            let bumped = inner
+                .state
+                .zones
+                .get(&origin)
+                .map_or(entry.serial, |z| z.serial.wrapping_add(1));
+            if serial_after(bumped, entry.serial) {
+                entry.serial = bumped;
+            }
+            report.serials.push((origin, entry.serial));
+        }
+        self.persist(&next).await?;
+        inner.state = next;
+        inner.generation += 1;
+        let snapshot = snapshot(&catalog, &mut inner);
+        self.catalog.store(Arc::new(catalog));
+        self.records.publish(snapshot);
+        Ok(report)
+    }
+
+    async fn persist(&self, state: &State) -> Result<(), StateError> {
+        let file = self.state_file.clone();
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || file.save(&state))
+            .await
+            .expect("the state writer does not panic")
     }
 }
 
-fn current(catalog: &Catalog, state: &State, service: usize) -> Current {
-    let config = &catalog.config.services[service];
+fn current(config: &ServiceConfig, state: &State) -> Current {
     Current {
         service: state.services[&config.name].clone(),
         serial: state.zones[&config.zone.to_string()].serial,
     }
 }
 
-/// The state to serve at start: the loaded state for what it knows, the config for the rest.
-/// Zone serials start at the higher of the zone file's and the state file's.
+/// The same service but for where it is written.
+fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    ServiceConfig {
+        line: 0,
+        ..a.clone()
+    } == ServiceConfig {
+        line: 0,
+        ..b.clone()
+    }
+}
+
+/// Whether zone `a` of `old` and zone `b` of `new` serve the same data: same zone file
+/// content and the same services.
+fn zone_unchanged(old: &Catalog, a: usize, new: &Catalog, b: usize) -> bool {
+    let (za, zb) = (&old.zones[a], &new.zones[b]);
+    let services = |catalog: &Catalog, origin| -> Vec<ServiceConfig> {
+        catalog
+            .config
+            .services
+            .iter()
+            .filter(|s| &s.zone == origin)
+            .map(|s| ServiceConfig {
+                line: 0,
+                ..s.clone()
+            })
+            .collect()
+    };
+    let records = |zone: &crate::zone::Zone| {
+        zone.records
+            .iter()
+            .map(|r| (r.name.clone(), r.ttl, r.rdata.clone()))
+            .collect::<Vec<_>>()
+    };
+    za.soa == zb.soa
+        && za.soa_ttl == zb.soa_ttl
+        && records(za) == records(zb)
+        && services(old, &za.origin) == services(new, &zb.origin)
+}
+
+/// The state to serve `catalog` with: `state` for what it knows, the config for the rest.
+/// Zone serials are at least the zone file's.
 fn initial_state(catalog: &Catalog, mut state: State) -> State {
     for name in state.services.keys() {
         if catalog.config.service(name).is_none() {
@@ -192,7 +313,28 @@ fn initial_state(catalog: &Catalog, mut state: State) -> State {
     state
 }
 
-fn snapshot(catalog: &Catalog, inner: &Inner, stats: &[Arc<ServiceStats>]) -> Snapshot {
+fn snapshot(catalog: &Catalog, inner: &mut Inner) -> Snapshot {
+    let mut services = Vec::new();
+    for config in &catalog.config.services {
+        let next_id = inner.ids.len() as u16;
+        let id = *inner.ids.entry(config.name.clone()).or_insert(next_id);
+        let started_ms = inner.started_ms;
+        let stats = inner
+            .stats
+            .entry(config.name.clone())
+            .or_insert_with(|| Arc::new(ServiceStats::new(started_ms)))
+            .clone();
+        let state = &inner.state.services[&config.name];
+        services.push(ServingService {
+            id,
+            live: state.live,
+            generation: state.generation,
+            ttl: cutover::ttl(config, &state.phase),
+            long: cutover::is_long(&state.phase),
+            phase: state.phase,
+            stats,
+        });
+    }
     let serving = Serving {
         generation: inner.generation,
         serials: catalog
@@ -200,23 +342,7 @@ fn snapshot(catalog: &Catalog, inner: &Inner, stats: &[Arc<ServiceStats>]) -> Sn
             .iter()
             .map(|z| inner.state.zones[&z.origin.to_string()].serial)
             .collect(),
-        services: catalog
-            .config
-            .services
-            .iter()
-            .zip(stats)
-            .map(|(config, stats)| {
-                let state = &inner.state.services[&config.name];
-                ServingService {
-                    live: state.live,
-                    generation: state.generation,
-                    ttl: cutover::ttl(config, &state.phase),
-                    long: cutover::is_long(&state.phase),
-                    phase: state.phase,
-                    stats: stats.clone(),
-                }
-            })
-            .collect(),
+        services,
     };
     Snapshot::build(catalog, &serving)
 }

@@ -140,15 +140,17 @@ async fn stragglers(
     service: &str,
     limit: usize,
 ) -> Result<StragglersReport, String> {
-    let index = context
-        .switch
-        .service_index(service)
-        .ok_or_else(|| format!("unknown service {service:?}"))?;
+    if context.switch.catalog().config.service(service).is_none() {
+        return Err(format!("unknown service {service:?}"));
+    }
     let ledger = context
         .ledger
         .as_ref()
         .ok_or("the straggler ledger is off ([ledger] enabled = false)")?;
-    Ok(ledger.report(index, limit).await)
+    ledger
+        .report(service, limit)
+        .await
+        .ok_or_else(|| format!("unknown service {service:?}"))
 }
 
 async fn send<W: AsyncWrite + Unpin, T: serde::Serialize>(

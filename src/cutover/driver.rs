@@ -1,6 +1,7 @@
 //! One task per service that runs its cutover: takes commands one at a time (so concurrent
 //! commands on a service are serialized), wakes at its deadlines, and reports progress.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::clock;
 use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::health;
-use crate::metrics::FlipResult;
+use crate::metrics::{FlipResult, ServiceStats};
 use crate::state::Phase;
 use crate::switch::{Current, Switch};
 
@@ -36,10 +37,19 @@ pub enum Action {
 
 type Reply = oneshot::Sender<Result<Cutover, String>>;
 
-/// The cutover tasks of all services, by catalog index.
+/// The cutover tasks of all services, by service name.
 pub struct Cutovers {
     switch: Arc<Switch>,
-    handles: Vec<Handle>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    running: std::sync::Mutex<Running>,
+}
+
+#[derive(Default)]
+struct Running {
+    drivers: HashMap<String, Handle>,
+    /// Background health checks, by service; cancelled and restarted on every sync.
+    watchers: HashMap<String, CancellationToken>,
 }
 
 struct Handle {
@@ -54,70 +64,98 @@ impl Cutovers {
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Cutovers {
-        let mut handles = Vec::new();
-        for (index, config) in switch.catalog().config.services.iter().enumerate() {
-            let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
-            let (events, _) = broadcast::channel(EVENT_BUFFER);
-            let driver = Driver {
-                index,
-                config: config.clone(),
-                switch: switch.clone(),
-                events: events.clone(),
-                pending: None,
-                next_id: 1,
-            };
-            tracker.spawn(driver.run(receiver, shutdown.clone()));
-            if let Some(check) = &config.health {
-                let board = switch.stats(index).clone();
-                let (config, check, shutdown) = (config.clone(), check.clone(), shutdown.clone());
-                tracker.spawn(async move { health::watch(config, check, board, shutdown).await });
-            }
-            handles.push(Handle { commands, events });
+        let cutovers = Cutovers {
+            switch,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            running: Default::default(),
+        };
+        cutovers.sync();
+        cutovers
+    }
+
+    /// Matches the tasks to the services served now: starts what a reload added, lets the
+    /// tasks of removed services end, and restarts health checks with their new settings.
+    pub fn sync(&self) {
+        let catalog = self.switch.catalog();
+        let mut running = self.running.lock().expect("cutover registry lock");
+        running
+            .drivers
+            .retain(|name, _| catalog.config.service(name).is_some());
+        for token in running.watchers.drain().map(|(_, token)| token) {
+            token.cancel();
         }
-        Cutovers { switch, handles }
+        for config in &catalog.config.services {
+            if !running.drivers.contains_key(&config.name) {
+                let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+                let (events, _) = broadcast::channel(EVENT_BUFFER);
+                let Some(stats) = self.switch.stats(&config.name) else {
+                    continue;
+                };
+                let driver = Driver {
+                    config: config.clone(),
+                    stats,
+                    switch: self.switch.clone(),
+                    events: events.clone(),
+                    pending: None,
+                    next_id: 1,
+                };
+                self.tracker
+                    .spawn(driver.run(receiver, self.shutdown.clone()));
+                running
+                    .drivers
+                    .insert(config.name.clone(), Handle { commands, events });
+            }
+            if let (Some(check), Some(stats)) = (&config.health, self.switch.stats(&config.name)) {
+                let token = self.shutdown.child_token();
+                running.watchers.insert(config.name.clone(), token.clone());
+                let (config, check) = (config.clone(), check.clone());
+                self.tracker
+                    .spawn(async move { health::watch(config, check, stats, token).await });
+            }
+        }
     }
 
     /// Runs `action` on `service` and returns what happened.
     pub async fn command(&self, service: &str, action: Action) -> Result<Cutover, String> {
-        let handle = self.handle(service)?;
         let (reply, answer) = oneshot::channel();
-        handle.commands.try_send((action, reply)).map_err(|_| {
-            format!("too many commands queued for {service} (limit {COMMAND_QUEUE}); try again")
-        })?;
+        self.with_handle(service, |handle| {
+            handle.commands.try_send((action, reply)).map_err(|_| {
+                format!("too many commands queued for {service} (limit {COMMAND_QUEUE}); try again")
+            })
+        })??;
         answer
             .await
-            .map_err(|_| "the server is shutting down".to_string())?
+            .map_err(|_| "the server is shutting down, or the service was removed".to_string())?
     }
 
     /// Progress events of `service`'s cutovers from now on. Subscribe before sending the
     /// command whose progress you want, so that none is missed.
     pub fn subscribe(&self, service: &str) -> Result<broadcast::Receiver<Progress>, String> {
-        Ok(self.handle(service)?.events.subscribe())
+        self.with_handle(service, |handle| handle.events.subscribe())
     }
 
-    fn handle(&self, service: &str) -> Result<&Handle, String> {
-        let index = self.switch.service_index(service).ok_or_else(|| {
-            let known: Vec<&str> = self
-                .switch
-                .catalog()
-                .config
-                .services
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            format!(
-                "unknown service {service:?} (configured: {})",
-                known.join(", ")
-            )
-        })?;
-        Ok(&self.handles[index])
+    fn with_handle<T>(&self, service: &str, f: impl FnOnce(&Handle) -> T) -> Result<T, String> {
+        let running = self.running.lock().expect("cutover registry lock");
+        match running.drivers.get(service) {
+            Some(handle) => Ok(f(handle)),
+            None => {
+                let mut known: Vec<&str> = running.drivers.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Err(format!(
+                    "unknown service {service:?} (configured: {})",
+                    known.join(", ")
+                ))
+            }
+        }
     }
 }
 
 /// The task of one service.
 struct Driver {
-    index: usize,
+    /// The service's config, refreshed from the switch at every step (a reload may change it).
     config: ServiceConfig,
+    stats: Arc<ServiceStats>,
     switch: Arc<Switch>,
     events: broadcast::Sender<Progress>,
     /// Id of the pending flip, for progress events.
@@ -132,7 +170,11 @@ impl Driver {
         shutdown: CancellationToken,
     ) {
         loop {
-            let current = self.switch.current(self.index).await;
+            let Some((config, current)) = self.switch.service(&self.config.name).await else {
+                tracing::info!(service = %self.config.name, "removed from the config: its cutover task ends");
+                return;
+            };
+            self.config = config;
             if matches!(
                 current.service.phase,
                 Phase::Preparing {
@@ -205,7 +247,7 @@ impl Driver {
                 }
                 let now = self.apply(|s| s.phase = Phase::Steady).await?;
                 if let Some((target, _)) = pending {
-                    self.switch.stats(self.index).flipped(FlipResult::Cancelled);
+                    self.stats.flipped(FlipResult::Cancelled);
                     self.emit(Step::Cancelled);
                     self.pending = None;
                     tracing::info!(service = %self.config.name, %target, "pending flip cancelled: back to the normal TTL");
@@ -249,7 +291,7 @@ impl Driver {
         force: bool,
         current: &Current,
     ) -> Result<Current, String> {
-        let stats = self.switch.stats(self.index).clone();
+        let stats = self.stats.clone();
         let since_ms = clock::now_ms();
         let mut drained_at_ms = drain_deadline(&self.config, &stats);
         if super::is_long(&current.service.phase) {
@@ -293,7 +335,7 @@ impl Driver {
                 force,
                 ..
             } => {
-                let late = drain_deadline(&self.config, self.switch.stats(self.index));
+                let late = drain_deadline(&self.config, &self.stats);
                 if late > drained_at_ms {
                     // A normal-TTL answer left after the deadline was set (a query in flight
                     // during the switch to the short TTL): wait for it too.
@@ -307,14 +349,16 @@ impl Driver {
                     return Ok(());
                 }
                 if let Err(e) = self.flip(to, force, current).await {
-                    let still = self.switch.current(self.index).await;
-                    if matches!(
-                        still.service.phase,
-                        Phase::Preparing {
-                            target: Some(_),
-                            ..
-                        }
-                    ) {
+                    let still = self.switch.service(&self.config.name).await;
+                    if let Some((_, still)) = still
+                        && matches!(
+                            still.service.phase,
+                            Phase::Preparing {
+                                target: Some(_),
+                                ..
+                            }
+                        )
+                    {
                         return Err(e); // not refused but failed (the state write): retry later
                     }
                 }
@@ -378,7 +422,7 @@ impl Driver {
             .await
             .map_err(|e| format!("flip of {name} to {to} not done, still {from}: {e}"))
             .inspect_err(|e| self.emit(Step::Refused { reason: e.clone() }))?;
-        self.switch.stats(self.index).flipped(FlipResult::Done);
+        self.stats.flipped(FlipResult::Done);
         tracing::info!(service = %name, %from, %to, generation = after.service.generation, serial = after.serial, settle_until = %clock::format_utc(until_ms), "flipped");
         let mut reply = self.reply(Outcome::Flipped, &after, gate);
         reply.from = Some(from);
@@ -391,7 +435,7 @@ impl Driver {
 
     /// Refuses a flip: the color stays, a pending target is dropped, the phase stays.
     async fn refuse(&mut self, reason: String, result: FlipResult) -> Result<Cutover, String> {
-        self.switch.stats(self.index).flipped(result);
+        self.stats.flipped(result);
         tracing::warn!(service = %self.config.name, "{reason}");
         let dropped = self
             .apply(|s| {
@@ -416,7 +460,7 @@ impl Driver {
         change: impl FnOnce(&mut crate::state::ServiceState),
     ) -> Result<Current, String> {
         self.switch
-            .apply(self.index, change)
+            .apply(&self.config.name, change)
             .await
             .map_err(|e| format!("not done: {e}"))
     }

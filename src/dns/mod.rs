@@ -160,7 +160,7 @@ impl Handler {
                             at_ms,
                             resolver: client.ip(),
                             subnet: request.edns.and_then(|e| e.client_subnet),
-                            service: hit.service,
+                            service: service.id,
                             color: hit.color,
                             name: hit.name,
                             ttl: hit.ttl,

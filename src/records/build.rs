@@ -32,6 +32,8 @@ pub struct Serving {
 }
 
 pub struct ServingService {
+    /// Stable for the life of the process (see [`crate::switch`]).
+    pub id: u16,
     pub live: Color,
     pub generation: u64,
     /// The TTL answers carry now.
@@ -92,6 +94,8 @@ impl Snapshot {
                 generation: s.generation,
                 ttl: s.ttl,
                 phase: s.phase,
+                id: s.id,
+                answer: config.answer,
                 stats: s.stats.clone(),
             })
             .collect();

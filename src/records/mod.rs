@@ -22,6 +22,7 @@ use hickory_proto::rr::Name;
 pub use build::{Serving, ServingService};
 
 use crate::color::Color;
+use crate::config::AnswerMode;
 use crate::metrics::ServiceStats;
 use crate::state::Phase;
 
@@ -86,6 +87,8 @@ pub struct ZoneView {
 
 /// One service as this snapshot serves it.
 pub struct ServiceView {
+    /// Stable for the life of the process, unlike the position in the snapshot.
+    pub id: u16,
     pub name: String,
     pub fqdn: Name,
     pub live: Color,
@@ -94,6 +97,7 @@ pub struct ServiceView {
     pub ttl: u32,
     /// The cutover phase this snapshot was built in.
     pub phase: Phase,
+    pub answer: AnswerMode,
     /// Counters shared by every snapshot of the service, so a flip does not reset them.
     pub stats: Arc<ServiceStats>,
 }

@@ -83,10 +83,9 @@ impl Ledger {
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Arc<Ledger> {
-        let services = switch.catalog().config.services.len();
         let (queue, arrivals) = mpsc::sync_channel(QUEUE_BATCHES);
         let ledger = Arc::new(Ledger {
-            table: Mutex::new(Table::new(capacity, services)),
+            table: Mutex::new(Table::new(capacity)),
             queue,
             arrivals: Mutex::new(arrivals),
             free: Mutex::new(Vec::new()),
@@ -112,15 +111,7 @@ impl Ledger {
     }
 
     async fn run(self: Arc<Ledger>, shutdown: CancellationToken) {
-        // Flips that happened before this process started are not logged again.
         self.refresh_flips().await;
-        {
-            let mut table = self.table();
-            for track in &mut table.services {
-                track.logged_drained = track.flip.generation;
-                track.logged_first_straggler = track.flip.generation;
-            }
-        }
         let mut drain = tokio::time::interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = std::time::Instant::now();
@@ -159,7 +150,11 @@ impl Ledger {
             }
         }
         if let Some(s) = first {
-            let service = &self.switch.catalog().config.services[s.key.service as usize].name;
+            let service = self
+                .table()
+                .track_of(s.key.service)
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
             let subnet = s
                 .key
                 .subnet()
@@ -174,20 +169,30 @@ impl Ledger {
         }
     }
 
-    /// Copies each service's latest flip from the switch into the table.
+    /// Copies each service's latest flip from the switch into the table. A service seen for
+    /// the first time starts with its flips already logged: they happened before.
     async fn refresh_flips(&self) {
         let state = self.switch.state().await;
-        let services = &self.switch.catalog().config.services;
+        let snapshot = self.switch.records().load_full();
         let mut table = self.table();
-        for (track, config) in table.services.iter_mut().zip(services) {
-            let service = &state.services[&config.name];
-            track.flip = Flip {
+        for view in &snapshot.services {
+            let Some(service) = state.services.get(&view.name) else {
+                continue;
+            };
+            let flip = Flip {
                 generation: service.generation,
                 at_ms: service.flipped_at_ms.unwrap_or(0),
                 from: (service.generation > 0).then(|| service.live.other()),
                 to: service.live,
-                cname: config.answer == AnswerMode::Cname,
+                cname: view.answer == AnswerMode::Cname,
             };
+            let track = table.track(view.id);
+            if track.name.is_empty() {
+                track.name = view.name.clone();
+                track.logged_drained = flip.generation;
+                track.logged_first_straggler = flip.generation;
+            }
+            track.flip = flip;
         }
     }
 
@@ -200,13 +205,13 @@ impl Ledger {
             let (flip, Some(old)) = (track.flip, track.flip.from) else {
                 continue;
             };
+            let name = track.name.clone();
             let drained_at = track.expiry_ms[old.index()].max(flip.at_ms);
             if track.logged_drained == flip.generation || now < drained_at {
                 continue;
             }
             let counts = report::counts(&table, index as u16, now);
             table.services[index].logged_drained = flip.generation;
-            let name = &self.switch.catalog().config.services[index].name;
             tracing::info!(
                 "{old} drained for {name} at {}: {} converged, {} silent, {} overdue, {} stragglers",
                 clock::format_utc(drained_at),
@@ -218,31 +223,33 @@ impl Ledger {
         }
     }
 
-    /// The report of the service with catalog index `service`.
-    pub async fn report(&self, service: usize, limit: usize) -> StragglersReport {
+    /// The report of `service`; `None` if it is not served.
+    pub async fn report(&self, service: &str, limit: usize) -> Option<StragglersReport> {
         self.refresh_flips().await;
         self.drain();
-        let name = &self.switch.catalog().config.services[service].name;
+        let id = self.switch.records().load().service(service)?.id;
         let view = self.view();
-        report::report(
+        Some(report::report(
             &self.table(),
-            service as u16,
-            name,
+            id,
+            service,
             clock::coarse_now_ms(),
             limit,
             view,
-        )
+        ))
     }
 
-    /// Class counts of the service with catalog index `service`.
-    pub fn counts(&self, service: usize) -> ClassCounts {
+    /// Class counts of the service with id `service`.
+    pub fn counts(&self, service: u16) -> ClassCounts {
         self.drain();
-        report::counts(&self.table(), service as u16, clock::coarse_now_ms())
+        report::counts(&self.table(), service, clock::coarse_now_ms())
     }
 
-    /// Straggling queries of `service` since start, by the color asked for.
-    pub fn straggler_queries(&self, service: usize) -> [u64; 2] {
-        self.table().services[service].straggler_queries
+    /// Straggling queries of the service with id `service` since start, by the color asked.
+    pub fn straggler_queries(&self, service: u16) -> [u64; 2] {
+        self.table()
+            .track_of(service)
+            .map_or([0; 2], |t| t.straggler_queries)
     }
 
     pub fn view(&self) -> LedgerView {

@@ -1,7 +1,7 @@
 //! Classes and reports: what the ledger says about the resolvers of one service, relative
 //! to its latest flip.
 
-use super::table::{Entry, Flip, Table};
+use super::table::{Entry, Flip, ServiceTrack, Table};
 use crate::admin::protocol::{
     ClassCounts, FlipView, LedgerView, ResolverClass, ResolverView, StragglerView, StragglersReport,
 };
@@ -60,7 +60,7 @@ pub fn interval_ratio(entry: &Entry) -> Option<f64> {
 
 /// Counts of every class for `service`.
 pub fn counts(table: &Table, service: u16, now_ms: u64) -> ClassCounts {
-    let flip = table.services[service as usize].flip;
+    let flip = table.track_of(service).map(|t| t.flip).unwrap_or_default();
     let mut counts = ClassCounts::default();
     for entry in table.entries().filter(|e| e.key.service == service) {
         match classify(entry, &flip, now_ms) {
@@ -85,7 +85,8 @@ pub fn report(
     limit: usize,
     ledger: LedgerView,
 ) -> StragglersReport {
-    let track = &table.services[service as usize];
+    let fresh = ServiceTrack::default();
+    let track = table.track_of(service).unwrap_or(&fresh);
     let flip = track.flip;
     let mut counts = ClassCounts::default();
     let mut interesting: Vec<(ResolverClass, u64, ResolverView)> = Vec::new();

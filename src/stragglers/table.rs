@@ -172,6 +172,8 @@ pub struct ServiceTrack {
     pub expiry_ms: [u64; 2],
     /// Straggling queries, by the color asked for.
     pub straggler_queries: [u64; 2],
+    /// The service's name, for log lines; empty until the ledger task first sees it.
+    pub name: String,
     /// Generation whose first straggler, and whose drain, has been logged.
     pub logged_first_straggler: u64,
     pub logged_drained: u64,
@@ -199,7 +201,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(capacity: usize, services: usize) -> Table {
+    pub fn new(capacity: usize) -> Table {
         Table {
             capacity,
             slots: Vec::new(),
@@ -207,10 +209,23 @@ impl Table {
             // evictions leave are cleared by rehashing in place, never by growing.
             index: HashTable::with_capacity(capacity.saturating_mul(2)),
             hasher: RandomState::new(),
-            services: vec![ServiceTrack::default(); services],
+            services: Vec::new(),
             evicted: 0,
             random: 0x9E37_79B9_7F4A_7C15,
         }
+    }
+
+    /// The aggregates of the service with id `id`, created on first use.
+    pub fn track(&mut self, id: u16) -> &mut ServiceTrack {
+        let id = id as usize;
+        if self.services.len() <= id {
+            self.services.resize(id + 1, ServiceTrack::default());
+        }
+        &mut self.services[id]
+    }
+
+    pub fn track_of(&self, id: u16) -> Option<&ServiceTrack> {
+        self.services.get(id as usize)
     }
 
     pub fn len(&self) -> usize {
@@ -243,8 +258,7 @@ impl Table {
     /// Records one observation; returns a straggler it revealed.
     pub fn record(&mut self, o: &Observation) -> Option<Straggled> {
         let key = Key::new(o.resolver, o.subnet, o.service);
-        let track = self.services.get(o.service as usize)?;
-        let flip = track.flip;
+        let flip = self.track(o.service).flip;
         let slot = self.slot(key, o.at_ms);
         let entry = &mut self.slots[slot];
         entry.last_seen_ms = entry.last_seen_ms.max(o.at_ms);
@@ -394,7 +408,7 @@ mod tests {
 
     #[test]
     fn the_entry_count_stays_at_capacity_and_memory_stays_flat() {
-        let mut table = Table::new(1000, 1);
+        let mut table = Table::new(1000);
         for i in 0..1000u32 {
             table.record(&observation(
                 i.to_be_bytes(),
@@ -439,7 +453,7 @@ mod tests {
 
     #[test]
     fn eviction_keeps_active_resolvers() {
-        let mut table = Table::new(100, 1);
+        let mut table = Table::new(100);
         // Resolver 1 keeps asking; thousands of one-off resolvers come and go.
         for i in 0..5000u32 {
             let at = u64::from(i) * 10;
@@ -466,7 +480,7 @@ mod tests {
 
     #[test]
     fn intervals_ignore_retries_and_track_the_rhythm() {
-        let mut table = Table::new(10, 1);
+        let mut table = Table::new(10);
         for (i, at) in [0u64, 100, 20_000, 40_000, 60_100, 80_000]
             .iter()
             .enumerate()
