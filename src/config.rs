@@ -33,6 +33,7 @@ pub struct Config {
     pub server: Server,
     pub limits: Limits,
     pub ledger: LedgerConfig,
+    pub rrl: RrlConfig,
     pub zones: Vec<ZoneConfig>,
     pub services: Vec<ServiceConfig>,
 }
@@ -47,6 +48,10 @@ pub struct Server {
     pub admin_socket_mode: u32,
     pub state_file: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
+    /// When not empty, only peers with one of these uids (checked with SO_PEERCRED), or
+    /// one of `admin_allowed_gids`, may use the admin socket, on top of its file mode.
+    pub admin_allowed_uids: Vec<u32>,
+    pub admin_allowed_gids: Vec<u32>,
 }
 
 /// `[limits]`: every bound a peer can push on that an operator may want to tune.
@@ -116,6 +121,35 @@ pub enum AnswerMode {
     /// A CNAME to `LIVE.SERVICE.ZONE`, followed by that name's A/AAAA records: a resolver that
     /// later asks for the old color's name after the CNAME expired is caught straggling.
     Cname,
+}
+
+/// `[rrl]`: response rate limiting per source prefix, for UDP (off by default, as in Knot
+/// and BIND; NSD's recommended values are the defaults here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrlConfig {
+    pub enabled: bool,
+    /// Responses a source prefix gets per second before it is limited.
+    pub responses_per_second: u32,
+    /// Every `slip`th limited response is sent truncated (TC, no records) so that real
+    /// clients retry over TCP; the others are dropped. 0 drops them all.
+    pub slip: u32,
+    /// Buckets in the fixed-size table; prefixes that hash alike share one.
+    pub table_size: usize,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RrlConfig {
+    fn default() -> RrlConfig {
+        RrlConfig {
+            enabled: false,
+            responses_per_second: 200,
+            slip: 2,
+            table_size: 65536,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+        }
+    }
 }
 
 /// `[ledger]`: the straggler ledger.
@@ -266,6 +300,7 @@ struct RawConfig {
     server: Option<Spanned<RawServer>>,
     limits: Option<RawLimits>,
     ledger: Option<RawLedger>,
+    rrl: Option<RawRrl>,
     #[serde(default)]
     zone: Vec<Spanned<RawZone>>,
     #[serde(default)]
@@ -279,6 +314,18 @@ struct RawServer {
     admin_socket_mode: Option<Spanned<String>>,
     state_file: Option<Spanned<String>>,
     metrics_listen: Option<Spanned<String>>,
+    admin_allowed_uids: Option<Vec<u32>>,
+    admin_allowed_gids: Option<Vec<u32>>,
+}
+
+#[derive(Deserialize)]
+struct RawRrl {
+    enabled: Option<bool>,
+    responses_per_second: Option<Spanned<i64>>,
+    slip: Option<Spanned<i64>>,
+    table_size: Option<Spanned<i64>>,
+    ipv4_prefix: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -334,11 +381,12 @@ struct Schema {
 }
 
 const TOP: Schema = Schema {
-    keys: &["server", "limits", "ledger", "zone", "service"],
+    keys: &["server", "limits", "ledger", "rrl", "zone", "service"],
     tables: &[
         ("server", &SERVER),
         ("limits", &LIMITS),
         ("ledger", &LEDGER),
+        ("rrl", &RRL),
         ("zone", &ZONE),
         ("service", &SERVICE),
     ],
@@ -350,6 +398,8 @@ const SERVER: Schema = Schema {
         "admin_socket_mode",
         "state_file",
         "metrics_listen",
+        "admin_allowed_uids",
+        "admin_allowed_gids",
     ],
     tables: &[],
 };
@@ -365,6 +415,17 @@ const LIMITS: Schema = Schema {
 };
 const LEDGER: Schema = Schema {
     keys: &["enabled", "capacity"],
+    tables: &[],
+};
+const RRL: Schema = Schema {
+    keys: &[
+        "enabled",
+        "responses_per_second",
+        "slip",
+        "table_size",
+        "ipv4_prefix",
+        "ipv6_prefix",
+    ],
     tables: &[],
 };
 const ZONE: Schema = Schema {
@@ -465,6 +526,7 @@ impl Checker<'_> {
         };
         let limits = self.limits(raw.limits);
         let ledger = self.ledger(raw.ledger);
+        let rrl = self.rrl(raw.rrl);
         let zones: Vec<ZoneConfig> = raw.zone.into_iter().filter_map(|z| self.zone(z)).collect();
         let mut origins = HashSet::new();
         for zone in &zones {
@@ -499,6 +561,7 @@ impl Checker<'_> {
             server: server?,
             limits: limits?,
             ledger: ledger?,
+            rrl: rrl?,
             zones,
             services,
         })
@@ -599,6 +662,8 @@ impl Checker<'_> {
             admin_socket_mode,
             state_file: state_file?,
             metrics_listen,
+            admin_allowed_uids: raw.admin_allowed_uids.unwrap_or_default(),
+            admin_allowed_gids: raw.admin_allowed_gids.unwrap_or_default(),
         })
     }
 
@@ -643,6 +708,29 @@ impl Checker<'_> {
             }
         }
         Some(limits)
+    }
+
+    fn rrl(&mut self, raw: Option<RawRrl>) -> Option<RrlConfig> {
+        let mut rrl = RrlConfig::default();
+        let Some(raw) = raw else { return Some(rrl) };
+        rrl.enabled = raw.enabled.unwrap_or(false);
+        if let Some(v) = raw.responses_per_second {
+            rrl.responses_per_second =
+                self.count(v, "rrl responses_per_second", 1, 1_000_000)? as u32;
+        }
+        if let Some(v) = raw.slip {
+            rrl.slip = self.count(v, "rrl slip", 0, 10)? as u32;
+        }
+        if let Some(v) = raw.table_size {
+            rrl.table_size = self.count(v, "rrl table_size", 16, 1 << 24)?;
+        }
+        if let Some(v) = raw.ipv4_prefix {
+            rrl.ipv4_prefix = self.count(v, "rrl ipv4_prefix", 8, 32)? as u8;
+        }
+        if let Some(v) = raw.ipv6_prefix {
+            rrl.ipv6_prefix = self.count(v, "rrl ipv6_prefix", 16, 128)? as u8;
+        }
+        Some(rrl)
     }
 
     fn ledger(&mut self, raw: Option<RawLedger>) -> Option<LedgerConfig> {

@@ -18,6 +18,7 @@
 //! switch.rs     the change path: serialize, persist, publish, reply
 //! cutover/      the per-service TTL/flip state machine and the task that runs it
 //! health.rs     health checks of a color's addresses (the flip gate, background checks)
+//! reload.rs     SIGHUP and `ctl reload`: validate everything, then swap zones and services
 //! status.rs     the status report
 //! stragglers/   the bounded resolver ledger and its report (classes since a flip)
 //! clock.rs      wall-clock milliseconds; the coarse clock for the query path
@@ -49,6 +50,7 @@ pub mod health;
 pub mod metrics;
 pub mod problem;
 pub mod records;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod status;

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flipdns::admin::client::{
-    Client, ProgressView, format_cutover, format_status, format_stragglers,
+    Client, ProgressView, format_cutover, format_reloaded, format_status, format_stragglers,
 };
-use flipdns::admin::protocol::{Cutover, Request, Status, StragglersReport};
+use flipdns::admin::protocol::{Cutover, Reloaded, Request, Status, StragglersReport};
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
 use flipdns::config::{Config, DEFAULT_CONFIG};
@@ -92,6 +92,11 @@ enum CtlCommand {
         force: bool,
         #[arg(long)]
         no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the config and zone files; apply them only if all of them are valid.
+    Reload {
         #[arg(long)]
         json: bool,
     },
@@ -214,6 +219,11 @@ fn ctl(socket: Option<PathBuf>, config: &Path, command: CtlCommand) -> Result<()
                 .call(&Request::Status { service })
                 .map_err(|e| e.to_string())?;
             print(json, &status, format_status);
+            return Ok(());
+        }
+        CtlCommand::Reload { json } => {
+            let reloaded: Reloaded = client.call(&Request::Reload).map_err(|e| e.to_string())?;
+            print(json, &reloaded, format_reloaded);
             return Ok(());
         }
         CtlCommand::Stragglers {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::protocol::{
-    ColorHealth, Cutover, Outcome, Progress, Reply, Request, ResolverClass, ResolverView,
+    ColorHealth, Cutover, Outcome, Progress, Reloaded, Reply, Request, ResolverClass, ResolverView,
     ServiceStatus, Status, Step, StragglersReport,
 };
 use crate::clock;
@@ -397,4 +397,30 @@ fn format_resolver(v: &ResolverView) -> String {
             v.ttl
         ),
     }
+}
+
+/// Human-readable `reload`.
+pub fn format_reloaded(r: &Reloaded) -> String {
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let mut out = format!(
+        "reloaded: added {}; removed {}; changed {}\n",
+        list(&r.added),
+        list(&r.removed),
+        list(&r.changed)
+    );
+    for zone in &r.serials {
+        out.push_str(&format!("zone {} serial {}\n", zone.origin, zone.serial));
+    }
+    for setting in &r.restart_needed {
+        out.push_str(&format!(
+            "{setting} changed: it takes effect at the next restart\n"
+        ));
+    }
+    out
 }

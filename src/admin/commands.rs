@@ -12,6 +12,7 @@ use super::protocol::{Cutover, Outcome, Progress, Reply, Request, Step, Straggle
 use super::server::reply_line;
 use crate::clock;
 use crate::cutover::{Action, Cutovers};
+use crate::reload::Reloader;
 use crate::status;
 use crate::stragglers::Ledger;
 use crate::switch::Switch;
@@ -25,6 +26,7 @@ pub struct Context {
     pub cutovers: Arc<Cutovers>,
     /// `None` when the ledger is off.
     pub ledger: Option<Arc<Ledger>>,
+    pub reloader: Arc<Reloader>,
 }
 
 /// Resolvers listed per class by `stragglers` unless the request says otherwise.
@@ -53,6 +55,10 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
         }
         Request::Stragglers { service, limit } => {
             let reply = stragglers(context, &service, limit.unwrap_or(DEFAULT_LIMIT)).await;
+            return send(out, &reply.map_or_else(Reply::Error, Reply::Ok)).await;
+        }
+        Request::Reload => {
+            let reply = context.reloader.reload().await;
             return send(out, &reply.map_or_else(Reply::Error, Reply::Ok)).await;
         }
         Request::Prepare { service } => (service, Action::Prepare, false),

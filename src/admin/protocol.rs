@@ -65,6 +65,8 @@ pub enum Request {
     },
     /// Abandon a pending cutover (or end a settle early): back to steady, normal TTL.
     Cancel { service: String },
+    /// Re-read the config and zone files; apply them only if all of it is valid.
+    Reload,
     /// The straggler report of `service`: resolvers by class since its latest flip.
     Stragglers {
         service: String,
@@ -244,6 +246,19 @@ pub enum Step {
     Refused { reason: String },
     /// The cutover was cancelled; the final reply (an error) follows.
     Cancelled,
+}
+
+/// Reply to `reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Services whose configuration changed; their color and cutover are kept.
+    pub changed: Vec<String>,
+    /// Zones whose serial moved because what they serve changed.
+    pub serials: Vec<ZoneStatus>,
+    /// Settings that changed but only take effect at the next restart.
+    pub restart_needed: Vec<String>,
 }
 
 /// Reply to `stragglers`.

@@ -25,6 +25,7 @@ use crate::clock;
 use crate::cutover::Cutovers;
 use crate::dns::Handler;
 use crate::metrics::{self, Exporter, Metrics};
+use crate::reload::Reloader;
 use crate::state::{StateError, StateFile};
 use crate::stragglers::Ledger;
 use crate::switch::Switch;
@@ -133,10 +134,13 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         clients: limits.admin_clients,
         request_timeout: limits.admin_request_timeout,
     };
+    let reloader = Arc::new(Reloader::new(switch.clone(), cutovers.clone()));
+    tracker.spawn(reload_on_hangup(reloader.clone(), shutdown.clone()));
     let context = Arc::new(Context {
         switch: switch.clone(),
         cutovers,
         ledger,
+        reloader,
     });
     tracing::info!("ready");
     let ((), ()) = tokio::join!(
@@ -167,6 +171,24 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads on SIGHUP until `shutdown`; the outcome is logged either way.
+async fn reload_on_hangup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install a SIGHUP handler; reload with `flipdns ctl reload`");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hangups.recv() => {
+                tracing::info!("SIGHUP received: reloading");
+                let _ = reloader.reload().await;
+            }
+        }
+    }
 }
 
 /// Socket buffers asked for on each UDP socket, so a burst of queries waits in the kernel

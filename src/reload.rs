@@ -1,0 +1,127 @@
+//! Reload: re-read the config and zone files, check all of it, then serve the new zones and
+//! services in one step (SIGHUP, or `flipdns ctl reload`).
+//!
+//! Nothing changes unless everything is valid: a problem anywhere leaves the server serving
+//! exactly what it had, and the reply and the log name each problem with file and line.
+//! Zones and services take effect; `[server]`, `[limits]` and `[ledger]` are bound to
+//! sockets and tables at start, so changes there are reported as needing a restart and the
+//! running values stay.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::admin::protocol::{Reloaded, ZoneStatus};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::cutover::Cutovers;
+use crate::switch::Switch;
+
+/// Reloads one server's configuration; one reload at a time.
+pub struct Reloader {
+    switch: Arc<Switch>,
+    cutovers: Arc<Cutovers>,
+    busy: Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(switch: Arc<Switch>, cutovers: Arc<Cutovers>) -> Reloader {
+        Reloader {
+            switch,
+            cutovers,
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// Reloads, logging the outcome; the error lists every problem, one per line.
+    pub async fn reload(&self) -> Result<Reloaded, String> {
+        let _one_at_a_time = self.busy.lock().await;
+        let running = self.switch.catalog();
+        let path = running.config.path.clone();
+        let catalog = match Config::load(&path).and_then(Catalog::load) {
+            Ok(catalog) => catalog,
+            Err(problems) => {
+                for problem in &problems.0 {
+                    tracing::error!("reload refused: {problem}");
+                }
+                return Err(format!(
+                    "reload refused, still serving the previous configuration:\n{problems}"
+                ));
+            }
+        };
+        let (catalog, restart_needed) = keep_running_settings(&running.config, catalog);
+        let changed = self.switch.reload(catalog).await.map_err(|e| {
+            tracing::error!("reload not applied: {e}");
+            format!("reload not applied, still serving the previous configuration: {e}")
+        })?;
+        self.cutovers.sync();
+        for setting in &restart_needed {
+            tracing::warn!("reload: {setting} changed; it takes effect at the next restart");
+        }
+        tracing::info!(
+            added = ?changed.added,
+            removed = ?changed.removed,
+            changed = ?changed.changed,
+            "reloaded {}",
+            path.display()
+        );
+        Ok(Reloaded {
+            added: changed.added,
+            removed: changed.removed,
+            changed: changed.changed,
+            serials: changed
+                .serials
+                .into_iter()
+                .map(|(origin, serial)| ZoneStatus { origin, serial })
+                .collect(),
+            restart_needed,
+        })
+    }
+}
+
+/// `catalog` with the running `[server]`, `[limits]` and `[ledger]`, and the names of those
+/// settings the new file changes.
+fn keep_running_settings(running: &Config, mut catalog: Catalog) -> (Catalog, Vec<String>) {
+    let new = &catalog.config;
+    let mut changed = Vec::new();
+    let server = [
+        ("server.listen", running.server.listen != new.server.listen),
+        (
+            "server.admin_socket",
+            running.server.admin_socket != new.server.admin_socket,
+        ),
+        (
+            "server.admin_socket_mode",
+            running.server.admin_socket_mode != new.server.admin_socket_mode,
+        ),
+        (
+            "server.admin_allowed_uids",
+            running.server.admin_allowed_uids != new.server.admin_allowed_uids,
+        ),
+        (
+            "server.admin_allowed_gids",
+            running.server.admin_allowed_gids != new.server.admin_allowed_gids,
+        ),
+        (
+            "server.state_file",
+            running.server.state_file != new.server.state_file,
+        ),
+        (
+            "server.metrics_listen",
+            running.server.metrics_listen != new.server.metrics_listen,
+        ),
+        ("[limits]", running.limits != new.limits),
+        ("[ledger]", running.ledger != new.ledger),
+        ("[rrl]", running.rrl != new.rrl),
+    ];
+    for (setting, differs) in server {
+        if differs {
+            changed.push(setting.to_string());
+        }
+    }
+    catalog.config.server = running.server.clone();
+    catalog.config.limits = running.limits.clone();
+    catalog.config.ledger = running.ledger.clone();
+    catalog.config.rrl = running.rrl.clone();
+    (catalog, changed)
+}
