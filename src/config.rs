@@ -1090,7 +1090,7 @@ settle = "10m"
             .replace("\"198.51.100.10\"", "\"198.51.100.300\"")
             .replace("ttl = 300", "ttl = 300\ncolour = \"red\"");
         let found = problems(&text);
-        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen".to_string()), "{found:?}");
+        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen, admin_allowed_uids, admin_allowed_gids".to_string()), "{found:?}");
         assert!(
             found
                 .iter()

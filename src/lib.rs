@@ -19,6 +19,7 @@
 //! cutover/      the per-service TTL/flip state machine and the task that runs it
 //! health.rs     health checks of a color's addresses (the flip gate, background checks)
 //! reload.rs     SIGHUP and `ctl reload`: validate everything, then swap zones and services
+//! rrl.rs        response rate limiting of UDP answers per source prefix
 //! status.rs     the status report
 //! stragglers/   the bounded resolver ledger and its report (classes since a flip)
 //! clock.rs      wall-clock milliseconds; the coarse clock for the query path
@@ -51,6 +52,7 @@ pub mod metrics;
 pub mod problem;
 pub mod records;
 pub mod reload;
+pub mod rrl;
 pub mod server;
 pub mod state;
 pub mod status;

@@ -26,6 +26,7 @@ use crate::dns::Transport;
 use crate::dns::request::Dropped;
 use crate::health::HealthBoard;
 use crate::records::{Records, ServiceView};
+use crate::rrl::Limiter;
 use crate::state::Phase;
 use crate::stragglers::Ledger;
 
@@ -168,6 +169,8 @@ pub struct Exporter {
     pub records: Arc<Records>,
     /// `None` when the ledger is off.
     pub ledger: Option<Arc<Ledger>>,
+    /// `None` when rate limiting is off.
+    pub rrl: Option<Arc<Limiter>>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -444,6 +447,29 @@ impl Collector for Exporter {
                 "flipdns_ledger_dropped",
                 "Observations dropped because the ledger's queue was full.",
                 [(vec![], counter(view.dropped))],
+            )?;
+        }
+        if let Some(rrl) = &self.rrl {
+            family(
+                &mut e,
+                "flipdns_rrl",
+                "UDP responses over the rate limit, by what happened to them (slipped: sent truncated; dropped).",
+                [
+                    (
+                        vec![("action", "slipped")],
+                        counter(rrl.slipped.load(Relaxed)),
+                    ),
+                    (
+                        vec![("action", "dropped")],
+                        counter(rrl.dropped.load(Relaxed)),
+                    ),
+                ],
+            )?;
+            family(
+                &mut e,
+                "flipdns_rrl_limited",
+                "UDP responses over the rate limit of their source prefix.",
+                [(vec![], counter(rrl.limited.load(Relaxed)))],
             )?;
         }
         family(

@@ -204,3 +204,37 @@ fn status_reports_every_service_and_zone() {
     let out = server.ctl(&["status", "nope"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn only_allowed_uids_may_use_the_socket() {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let others = Setup {
+        server: format!(
+            "admin_allowed_uids = [{}]\nadmin_allowed_gids = [{}]",
+            uid + 1,
+            u32::MAX - 1
+        ),
+        ..Setup::default()
+    };
+    let server = Server::start_with(&others);
+    let out = server.ctl(&["status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("uid {uid} gid")) && err.contains("may not use this admin socket"),
+        "{err}"
+    );
+    assert_eq!(
+        server.dig(&["app.svc.example.com", "A"]).data("A"),
+        BLUE_V4,
+        "DNS unaffected"
+    );
+
+    let us = Setup {
+        server: format!("admin_allowed_uids = [{uid}]"),
+        ..Setup::default()
+    };
+    let server = Server::start_with(&us);
+    server.ctl_ok(&["status"]);
+}

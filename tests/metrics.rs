@@ -2,28 +2,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-use common::{Server, Setup};
-
-fn scrape(server: &Server, path: &str) -> String {
-    let log = server.log();
-    let addr = log
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|r| r.split("/metrics").next())
-        .expect("metrics address in the log");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
-}
+use common::{Server, Setup, scrape};
 
 #[test]
 fn metrics_follow_queries_and_flips() {

@@ -70,11 +70,22 @@ impl Client {
     ) -> Result<T, ClientError> {
         let mut line = serde_json::to_string(request).expect("requests serialize");
         line.push('\n');
-        self.writer.write_all(line.as_bytes())?;
+        // A server that turns the connection away replies and closes without reading, so a
+        // failed write may still have a reply waiting: read before giving up.
+        let written = self.writer.write_all(line.as_bytes());
         loop {
             let mut reply = String::new();
-            if self.reader.read_line(&mut reply)? == 0 {
-                return Err(ClientError::NoReply);
+            let read = self.reader.read_line(&mut reply);
+            match (read, &written) {
+                (Ok(n), _) if n > 0 => {}
+                (_, Err(e)) => {
+                    return Err(ClientError::Io(std::io::Error::new(
+                        e.kind(),
+                        e.to_string(),
+                    )));
+                }
+                (Ok(_), Ok(())) => return Err(ClientError::NoReply),
+                (Err(e), Ok(())) => return Err(e.into()),
             }
             match serde_json::from_str(&reply).map_err(ClientError::BadReply)? {
                 Reply::Ok(value) => return Ok(value),

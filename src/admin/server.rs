@@ -93,10 +93,37 @@ impl Drop for AdminSocket {
 }
 
 /// Bounds of the admin socket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AdminLimits {
     pub clients: usize,
     pub request_timeout: Duration,
+    /// When either list is not empty, a peer must have one of these uids or gids
+    /// (SO_PEERCRED), on top of the socket's file mode.
+    pub allowed_uids: Vec<u32>,
+    pub allowed_gids: Vec<u32>,
+}
+
+impl AdminLimits {
+    /// Why the peer on `stream` may not use the socket, if it may not.
+    fn refuse(&self, stream: &UnixStream) -> Option<String> {
+        if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
+            return None;
+        }
+        match stream.peer_cred() {
+            Ok(cred)
+                if self.allowed_uids.contains(&cred.uid())
+                    || self.allowed_gids.contains(&cred.gid()) =>
+            {
+                None
+            }
+            Ok(cred) => Some(format!(
+                "uid {} gid {} may not use this admin socket (admin_allowed_uids, admin_allowed_gids)",
+                cred.uid(),
+                cred.gid()
+            )),
+            Err(e) => Some(format!("cannot tell who is asking (SO_PEERCRED): {e}")),
+        }
+    }
 }
 
 /// Serves admin clients until `shutdown`, then waits for requests in progress.
@@ -121,23 +148,30 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let permit = permits.clone().try_acquire_owned();
+        let refusal = match (&permit, limits.refuse(&stream)) {
+            (_, Some(reason)) => Some(reason),
+            (Err(_), None) => Some(format!(
+                "too many admin clients (limit {}); try again",
+                limits.clients
+            )),
+            (Ok(_), None) => None,
+        };
+        if let Some(reason) = refusal {
             metrics.admin_refused.fetch_add(1, Relaxed);
+            tracing::warn!("admin client refused: {reason}");
             tracker.spawn(async move {
-                let line = reply_line(&Reply::<()>::Error(format!(
-                    "too many admin clients (limit {}); try again",
-                    limits.clients
-                )));
+                let line = reply_line(&Reply::<()>::Error(reason));
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes()))
                         .await;
             });
             continue;
-        };
-        let context = context.clone();
-        let shutdown = shutdown.clone();
+        }
+        let (context, shutdown, timeout) =
+            (context.clone(), shutdown.clone(), limits.request_timeout);
         tracker.spawn(async move {
-            client(stream, &context, limits.request_timeout, &shutdown).await;
+            client(stream, &context, timeout, &shutdown).await;
             drop(permit);
         });
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::clock;
 use crate::metrics::Metrics;
 use crate::records::{Lookup, Records, Rendered};
+use crate::rrl::{Limiter, Verdict};
 use crate::stragglers::{Observation, Recorder};
 use request::{ClientSubnet, Edns, Parsed, Request};
 
@@ -53,11 +54,30 @@ pub enum Transport {
 pub struct Handler {
     records: Arc<Records>,
     metrics: Arc<Metrics>,
+    /// Response rate limiting of UDP answers, when on.
+    rrl: Option<Arc<Limiter>>,
 }
 
 impl Handler {
     pub fn new(records: Arc<Records>, metrics: Arc<Metrics>) -> Handler {
-        Handler { records, metrics }
+        Handler {
+            records,
+            metrics,
+            rrl: None,
+        }
+    }
+
+    /// Limits UDP responses with `rrl`.
+    pub fn with_rrl(mut self, rrl: Arc<Limiter>) -> Handler {
+        self.rrl = Some(rrl);
+        self
+    }
+
+    fn rate_limit(&self, transport: Transport, client: SocketAddr) -> Verdict {
+        match (&self.rrl, transport) {
+            (Some(rrl), Transport::Udp) => rrl.check(client.ip(), clock::coarse_now_ms()),
+            _ => Verdict::Send,
+        }
     }
 
     /// Writes the response to `packet` from `client` into `out` (cleared first) and returns
@@ -84,6 +104,10 @@ impl Handler {
                 rcode,
                 question,
             } => {
+                let verdict = self.rate_limit(transport, client);
+                if verdict == Verdict::Drop {
+                    return false;
+                }
                 let flags = Flags {
                     opcode,
                     rd,
@@ -91,12 +115,26 @@ impl Handler {
                     aa: false,
                 };
                 write_header(out, id, flags, rcode, [question.is_some() as u16, 0, 0, 0]);
+                if verdict == Verdict::Slip {
+                    out[2] |= 0x02; // TC
+                }
                 out.extend_from_slice(question.unwrap_or_default());
                 self.metrics.answered(transport, rcode.into());
                 true
             }
             Parsed::Request(request) => {
-                let rcode = self.answer(&request, client, transport, out, recorder);
+                let rcode = match self.rate_limit(transport, client) {
+                    Verdict::Drop => return false,
+                    // Truncated: the client retries over TCP, which a spoofer cannot.
+                    Verdict::Slip => Reply {
+                        request: &request,
+                        limit: 0,
+                        out,
+                    }
+                    .start_flags(0, false, true, [1, 0, 0, 0])
+                    .finish(0),
+                    Verdict::Send => self.answer(&request, client, transport, out, recorder),
+                };
                 self.metrics.answered(transport, rcode);
                 true
             }

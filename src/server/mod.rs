@@ -26,6 +26,7 @@ use crate::cutover::Cutovers;
 use crate::dns::Handler;
 use crate::metrics::{self, Exporter, Metrics};
 use crate::reload::Reloader;
+use crate::rrl::Limiter;
 use crate::state::{StateError, StateFile};
 use crate::stragglers::Ledger;
 use crate::switch::Switch;
@@ -57,6 +58,10 @@ pub struct QueryPath {
 
 /// Serves `catalog` until `shutdown` is cancelled.
 pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), ServeError> {
+    // A state write past RLIMIT_FSIZE must fail with EFBIG, and so refuse the flip, instead
+    // of killing the process.
+    // SAFETY: setting a signal's disposition to ignore; no handler code runs.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let config = catalog.config.clone();
     let state_file = StateFile::open(&config.server.state_file)?;
     let switch = Arc::new(Switch::start(catalog, state_file, clock::now_ms())?);
@@ -86,8 +91,16 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         .enabled
         .then(|| Ledger::start(config.ledger.capacity, switch.clone(), &shutdown, &tracker));
     let cutovers = Arc::new(Cutovers::start(switch.clone(), &shutdown, &tracker));
+    let mut handler = Handler::new(switch.records().clone(), metrics.clone());
+    let rrl = config
+        .rrl
+        .enabled
+        .then(|| Arc::new(Limiter::new(&config.rrl)));
+    if let Some(rrl) = &rrl {
+        handler = handler.with_rrl(rrl.clone());
+    }
     let path = Arc::new(QueryPath {
-        handler: Handler::new(switch.records().clone(), metrics.clone()),
+        handler,
         metrics: metrics.clone(),
         ledger: ledger.clone(),
     });
@@ -122,6 +135,7 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
             metrics: metrics.clone(),
             records: switch.records().clone(),
             ledger: ledger.clone(),
+            rrl: rrl.clone(),
         };
         tracker.spawn(metrics::serve(
             listener,
@@ -133,6 +147,8 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     let admin_limits = AdminLimits {
         clients: limits.admin_clients,
         request_timeout: limits.admin_request_timeout,
+        allowed_uids: config.server.admin_allowed_uids.clone(),
+        allowed_gids: config.server.admin_allowed_gids.clone(),
     };
     let reloader = Arc::new(Reloader::new(switch.clone(), cutovers.clone()));
     tracker.spawn(reload_on_hangup(reloader.clone(), shutdown.clone()));

@@ -587,3 +587,25 @@ pub fn every(
         .map(|ms| (Duration::from_millis(ms), name, subnet))
         .collect()
 }
+
+/// `GET path` from the server's metrics endpoint (found in its log); the whole response.
+pub fn scrape(server: &Server, path: &str) -> String {
+    let log = server.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|r| r.split("/metrics").next())
+        .expect("metrics address in the log");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).unwrap();
+    text
+}

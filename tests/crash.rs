@@ -1,0 +1,177 @@
+//! Crashes and disk errors: a flip that cannot be written is refused and nothing changes;
+//! kill -9 at any moment of a flip leaves the acknowledged or the persisted color; SIGTERM
+//! finishes the queries in flight.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, BLUE_V4, GREEN_V4, Server, a_records, query};
+
+fn set_file_size_limit(pid: u32, bytes: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on our own child with a limit we own; the old limit is not read.
+    let done = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_flip_that_cannot_be_written_is_refused_and_changes_nothing() {
+    let server = Server::start();
+    let before = std::fs::read_to_string(server.state_file()).unwrap();
+    set_file_size_limit(server.pid(), 0);
+    let out = server.ctl(&["flip", "app", "--to", "green", "--now"]);
+    assert!(!out.status.success(), "the flip must be refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not done") && err.contains("still blue") && err.contains("File too large"),
+        "{err}"
+    );
+    assert_eq!(
+        server.dig(&["app.svc.example.com", "A"]).data("A"),
+        BLUE_V4,
+        "the old color is served"
+    );
+    assert_eq!(
+        std::fs::read_to_string(server.state_file()).unwrap(),
+        before,
+        "the state file is untouched"
+    );
+    assert!(
+        !server.dir.path().join("run/state.json.tmp").exists(),
+        "no half-written file is left"
+    );
+    let status = common::service_status(&server, "app");
+    assert_eq!(
+        (status["live"].as_str(), status["generation"].as_u64()),
+        (Some("blue"), Some(0))
+    );
+
+    set_file_size_limit(server.pid(), libc::RLIM_INFINITY);
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    assert_eq!(
+        server.dig(&["app.svc.example.com", "A"]).data("A"),
+        GREEN_V4
+    );
+}
+
+/// The live color the state file holds, if it is readable.
+fn persisted(dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(dir.join("run/state.json"))
+        .expect("the state file is never missing after the first start");
+    let state: serde_json::Value =
+        serde_json::from_str(&text).expect("the state file is never half-written");
+    state["services"]["app"]["live"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn kill_9_at_random_moments_never_serves_an_unacknowledged_unpersisted_color() {
+    let mut server = Server::start();
+    let mut acknowledged = "blue".to_string();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let (mut acks, mut flipped_unacked) = (0, 0);
+    for round in 0..50 {
+        let to = if round % 2 == 0 { "green" } else { "blue" };
+        let ctl = Command::new(BIN)
+            .args(["ctl", "--socket"])
+            .arg(server.socket())
+            .args(["flip", "app", "--to", to, "--now"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_micros(seed % 8000));
+        let dir = server.kill9();
+        let acked = ctl.wait_with_output().unwrap().status.success();
+        if acked {
+            acknowledged = to.to_string();
+        }
+        let on_disk = persisted(dir.path());
+        assert!(
+            on_disk == acknowledged || on_disk == to,
+            "round {round}: state file says {on_disk}"
+        );
+        if acked {
+            assert_eq!(
+                on_disk, to,
+                "round {round}: an acknowledged flip is on disk"
+            );
+            acks += 1;
+        } else if on_disk == to {
+            flipped_unacked += 1; // persisted, killed before the reply
+        }
+        server = Server::start_in(dir);
+        let served = server.dig(&["app.svc.example.com", "A"]).data("A");
+        let expected = if on_disk == "green" {
+            GREEN_V4.to_vec()
+        } else {
+            BLUE_V4.to_vec()
+        };
+        assert_eq!(
+            served, expected,
+            "round {round}: serves what the state file says"
+        );
+        acknowledged = on_disk;
+    }
+    eprintln!(
+        "{acks} acknowledged, {flipped_unacked} persisted but not acknowledged, {} not done",
+        50 - acks - flipped_unacked
+    );
+    assert!(
+        acks > 0 && acks < 50,
+        "kills land both before and after acknowledgements: {acks} of 50 acknowledged"
+    );
+}
+
+#[test]
+fn sigterm_finishes_queries_in_flight() {
+    let server = Server::start();
+    let mut stream = TcpStream::connect(server.udp()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let packet = query(1, "app.svc.example.com", 1);
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&packet);
+    stream.write_all(&framed[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = server.pid();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(
+        server.wait_for_log("shutting down", Duration::from_secs(2)),
+        "{}",
+        server.log()
+    );
+    stream.write_all(&framed[10..]).unwrap();
+    let mut len = [0u8; 2];
+    stream
+        .read_exact(&mut len)
+        .expect("the query in flight is answered");
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(a_records(&reply).len(), 2);
+    let started = Instant::now();
+    let status = server.stop_with(0);
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
