@@ -9,13 +9,10 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flipdns::catalog::Catalog;
 use flipdns::color::Color;
-use flipdns::config::Config;
 use flipdns::dns::{Handler, Transport};
 use flipdns::metrics::Metrics;
 use flipdns::records::NameKind;
@@ -23,12 +20,8 @@ use flipdns::state::StateFile;
 use flipdns::stragglers::table::Table;
 use flipdns::stragglers::{Ledger, Observation, Recorder};
 use flipdns::switch::Switch;
-use flipdns::zone::Zone;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-const CONFIG: &str = include_str!("../zones/flipdns.toml");
-const ZONE: &str = include_str!("../zones/svc.example.com.zone");
 
 /// The shipped example, served from a real switch (with a state file in a temporary
 /// directory), with two ledgers: one whose task runs on its own runtime thread, draining
@@ -43,18 +36,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let config = Config::parse(Path::new("zones/flipdns.toml"), CONFIG)
-        .expect("the example config is valid");
-    let zone = Zone::parse(
-        &config.zones[0].origin,
-        Path::new("svc.example.com.zone"),
-        ZONE,
-    )
-    .expect("the example zone is valid");
-    let catalog = Catalog {
-        config,
-        zones: vec![zone],
-    };
+    let catalog = flipdns::fixture::catalog();
     let dir = tempfile::tempdir().unwrap();
     let state = StateFile::open(&dir.path().join("state.json")).unwrap();
     let switch = Arc::new(Switch::start(catalog, state, 0).unwrap());

@@ -261,6 +261,42 @@ impl Config {
     }
 }
 
+/// The admin socket named by the config at `path`, found even when the rest of the file is
+/// broken, so that `flipdns ctl reload` can report what is wrong with it.
+pub fn admin_socket_of(path: &Path) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    if let Ok(config) = Config::parse(path, &text) {
+        return Ok(config.server.admin_socket);
+    }
+    // A line `admin_socket = "..."` inside [server], read without the rest of the TOML.
+    let mut in_server = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_server = line == "[server]";
+        } else if let Some(value) = line
+            .strip_prefix("admin_socket")
+            .map(str::trim_start)
+            .and_then(|v| v.strip_prefix('='))
+        {
+            let value = value
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            if in_server && !value.is_empty() {
+                return Ok(base.join(value));
+            }
+        }
+    }
+    Err(format!(
+        "{} names no admin_socket in [server]",
+        path.display()
+    ))
+}
+
 /// Parses `500ms`, `2s`, `10m`, `1h30m`, `1d`: whole numbers with a unit, summed.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
@@ -1136,6 +1172,21 @@ settle = "10m"
         );
         assert!(problems(&twice)[0].contains("configured twice"));
         assert!(problems("[server\n")[0].starts_with("/etc/flipdns/f.toml:1:"));
+    }
+
+    #[test]
+    fn the_admin_socket_is_found_in_a_broken_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, GOOD.replace("ttl = 300", "ttl = 300\nttl = 5")).unwrap();
+        assert!(
+            Config::load(&path).is_err(),
+            "a duplicate key is a TOML error"
+        );
+        assert_eq!(
+            admin_socket_of(&path),
+            Ok(dir.path().join("run/flipdns.sock"))
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! status.rs     the status report
 //! stragglers/   the bounded resolver ledger and its report (classes since a flip)
 //! clock.rs      wall-clock milliseconds; the coarse clock for the query path
+//! fixture.rs    the shipped example served in memory, for benches, fuzzing, property tests
 //! state.rs      the durable, versioned state file
 //! admin/        the admin protocol, socket server and `flipdns ctl` client
 //! metrics.rs    counters and the Prometheus endpoint
@@ -47,6 +48,7 @@ pub mod color;
 pub mod config;
 pub mod cutover;
 pub mod dns;
+pub mod fixture;
 pub mod health;
 pub mod metrics;
 pub mod problem;

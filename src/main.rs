@@ -203,14 +203,8 @@ fn check(config: &Path) -> Result<(), String> {
 fn ctl(socket: Option<PathBuf>, config: &Path, command: CtlCommand) -> Result<(), String> {
     let socket = match socket {
         Some(socket) => socket,
-        None => Config::load(config)
-            .map(|c| c.server.admin_socket)
-            .map_err(|p| {
-                format!(
-                    "no --socket given and cannot read {}: {p}",
-                    config.display()
-                )
-            })?,
+        None => flipdns::config::admin_socket_of(config)
+            .map_err(|e| format!("no --socket given and {e}"))?,
     };
     let mut client = Client::connect(&socket).map_err(|e| e.to_string())?;
     let (request, json) = match command {

@@ -1,0 +1,58 @@
+//! The shipped example (`zones/`) served in memory, without sockets or a state file: the
+//! request path as benchmarks, the property test and the fuzz target drive it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::dns::Handler;
+use crate::metrics::{Metrics, ServiceStats};
+use crate::records::{Records, Serving, ServingService, Snapshot};
+use crate::state::Phase;
+use crate::zone::Zone;
+
+const CONFIG: &str = include_str!("../zones/flipdns.toml");
+const ZONE: &str = include_str!("../zones/svc.example.com.zone");
+
+/// The example config and zone, parsed.
+pub fn catalog() -> Catalog {
+    let config = Config::parse(Path::new("zones/flipdns.toml"), CONFIG)
+        .expect("the example config is valid");
+    let zone = Zone::parse(
+        &config.zones[0].origin,
+        Path::new("zones/svc.example.com.zone"),
+        ZONE,
+    )
+    .expect("the example zone is valid");
+    Catalog {
+        config,
+        zones: vec![zone],
+    }
+}
+
+/// A handler answering from the example, every service steady on its configured color.
+pub fn handler() -> Handler {
+    let catalog = catalog();
+    let serving = Serving {
+        generation: 1,
+        serials: catalog.zones.iter().map(|z| z.soa.serial).collect(),
+        services: catalog
+            .config
+            .services
+            .iter()
+            .enumerate()
+            .map(|(id, s)| ServingService {
+                id: id as u16,
+                live: s.live,
+                generation: 0,
+                ttl: s.ttl,
+                long: true,
+                phase: Phase::Steady,
+                stats: Arc::new(ServiceStats::new(0)),
+            })
+            .collect(),
+    };
+    let records = Arc::new(Records::new(Snapshot::build(&catalog, &serving)));
+    Handler::new(records, Arc::new(Metrics::default()))
+}

@@ -1,0 +1,118 @@
+//! Random and mutated packets through the request path (bytes -> handler -> bytes), in
+//! process: no panic, and every reply is a well-formed response to the packet it answers.
+//! Bounded and seeded, so it always runs the same cases; `tests/fuzz` explores further.
+
+use std::net::SocketAddr;
+
+use flipdns::dns::{Handler, Transport};
+use flipdns::stragglers::Recorder;
+use hickory_proto::op::Message;
+
+/// xorshift64*: small, seeded, enough for test inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+    let mut packet = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, edns as u8];
+    for label in name.split('.') {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.push(0);
+    packet.extend_from_slice(&qtype.to_be_bytes());
+    packet.extend_from_slice(&1u16.to_be_bytes());
+    if edns {
+        packet.extend_from_slice(&[
+            0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 12, 0, 8, 0, 8, 0, 1, 24, 0, 192, 0, 2, 0,
+        ]);
+    }
+    packet
+}
+
+/// Feeds `packet` through both transports and checks each reply.
+fn check(handler: &Handler, packet: &[u8], out: &mut Vec<u8>) {
+    let client: SocketAddr = "192.0.2.1:5300".parse().unwrap();
+    let mut recorder = Recorder::off();
+    for transport in [Transport::Udp, Transport::Tcp] {
+        if !handler.handle(packet, client, transport, out, &mut recorder) {
+            assert!(
+                packet.len() < 12 || packet[2] & 0x80 != 0,
+                "only short packets and responses go unanswered: {packet:02x?}"
+            );
+            continue;
+        }
+        assert!(out.len() >= 12, "a reply has a header");
+        assert_eq!(out[..2], packet[..2], "the reply answers the packet's ID");
+        assert_ne!(out[2] & 0x80, 0, "QR is set");
+        if transport == Transport::Udp {
+            assert!(
+                out.len() <= 1232,
+                "a UDP reply fits our payload size: {} bytes",
+                out.len()
+            );
+        }
+        if let Err(e) = Message::from_vec(out) {
+            panic!("malformed reply to {packet:02x?}: {e}\n{out:02x?}");
+        }
+    }
+}
+
+#[test]
+fn random_and_mutated_packets_get_well_formed_replies_or_none() {
+    let handler = flipdns::fixture::handler();
+    let mut out = Vec::with_capacity(65535);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let seeds = [
+        query("app.svc.example.com", 1, false),
+        query("app.svc.example.com", 28, true),
+        query("www.svc.example.com", 1, true),
+        query("blue.app.svc.example.com", 255, false),
+        query("nothing.svc.example.com", 15, true),
+        query("svc.example.com", 2, false),
+        query("example.org", 1, false),
+    ];
+    for seed in &seeds {
+        check(&handler, seed, &mut out);
+    }
+    // Random bytes, every length up to a bit over a large query.
+    for _ in 0..20_000 {
+        let len = rng.below(600);
+        let packet: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        check(&handler, &packet, &mut out);
+    }
+    // Valid queries with a few bytes changed, inserted or removed; headers kept plausible.
+    for _ in 0..30_000 {
+        let mut packet = seeds[rng.below(seeds.len())].clone();
+        for _ in 0..1 + rng.below(4) {
+            match rng.below(4) {
+                0 | 1 => {
+                    let at = rng.below(packet.len());
+                    packet[at] = rng.next() as u8;
+                }
+                2 => {
+                    let at = rng.below(packet.len() + 1);
+                    packet.insert(at, rng.next() as u8);
+                }
+                _ if packet.len() > 1 => {
+                    let at = rng.below(packet.len());
+                    packet.remove(at);
+                }
+                _ => {}
+            }
+        }
+        packet[2] &= 0x7F; // mostly queries, so the deep paths are reached
+        check(&handler, &packet, &mut out);
+    }
+}
