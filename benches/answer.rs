@@ -77,18 +77,12 @@ fn setup() -> Setup {
 }
 
 fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
-    let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, edns as u8];
-    for label in name.split('.') {
-        packet.push(label.len() as u8);
-        packet.extend_from_slice(label.as_bytes());
-    }
-    packet.push(0);
-    packet.extend_from_slice(&qtype.to_be_bytes());
-    packet.extend_from_slice(&1u16.to_be_bytes());
+    let packet = flipdns::fixture::query(name, qtype);
     if edns {
-        packet.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
+        flipdns::fixture::with_opt(packet, 0, &[])
+    } else {
+        packet
     }
-    packet
 }
 
 fn answer(c: &mut Criterion) {

@@ -56,3 +56,27 @@ pub fn handler() -> Handler {
     let records = Arc::new(Records::new(Snapshot::build(&catalog, &serving)));
     Handler::new(records, Arc::new(Metrics::default()))
 }
+
+/// A query for `name` (dotted, no trailing dot) of `qtype`, class IN, ID 0x1234, RD set.
+pub fn query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.push(0);
+    packet.extend_from_slice(&qtype.to_be_bytes());
+    packet.extend_from_slice(&1u16.to_be_bytes());
+    packet
+}
+
+/// `packet` with an OPT record appended: payload size 1232, the OPT TTL field `ttl`
+/// (extended RCODE, version, flags), and `options` as its data.
+pub fn with_opt(mut packet: Vec<u8>, ttl: u32, options: &[u8]) -> Vec<u8> {
+    packet[11] += 1;
+    packet.extend_from_slice(&[0, 0, 41, 0x04, 0xD0]);
+    packet.extend_from_slice(&ttl.to_be_bytes());
+    packet.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    packet.extend_from_slice(options);
+    packet
+}

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{BLUE_V4, Server, a_records, exchange, query};
+use flipdns::fixture::with_opt;
 use hickory_proto::op::Message;
 
 const APP: &str = "app.svc.example.com";
@@ -46,17 +47,6 @@ fn still_answers(server: &Server) {
         a_records(&tcp(server, &query(98, APP, 1)).expect("TCP answer")).len(),
         2
     );
-}
-
-/// `query` with an OPT record: payload size 1232, `ttl` (extended RCODE, version, flags)
-/// and `options`.
-fn with_opt(mut packet: Vec<u8>, ttl: u32, options: &[u8]) -> Vec<u8> {
-    packet[11] += 1;
-    packet.extend_from_slice(&[0, 0, 41, 0x04, 0xD0]);
-    packet.extend_from_slice(&ttl.to_be_bytes());
-    packet.extend_from_slice(&(options.len() as u16).to_be_bytes());
-    packet.extend_from_slice(options);
-    packet
 }
 
 /// The OPT record of a reply: (TTL field, options).

@@ -293,27 +293,7 @@ fn subnet(data: &[u8]) -> Option<ClientSubnet> {
 mod tests {
     use super::*;
 
-    /// A query for `name` (dotted, no trailing dot) of `qtype`, class IN, with RD set.
-    pub fn query(name: &str, qtype: u16) -> Vec<u8> {
-        let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in name.split('.').filter(|l| !l.is_empty()) {
-            packet.push(label.len() as u8);
-            packet.extend_from_slice(label.as_bytes());
-        }
-        packet.push(0);
-        packet.extend_from_slice(&qtype.to_be_bytes());
-        packet.extend_from_slice(&1u16.to_be_bytes());
-        packet
-    }
-
-    fn with_opt(mut packet: Vec<u8>, ttl: u32, options: &[u8]) -> Vec<u8> {
-        packet[11] += 1;
-        packet.extend_from_slice(&[0, 0, 41, 0x10, 0x00]);
-        packet.extend_from_slice(&ttl.to_be_bytes());
-        packet.extend_from_slice(&(options.len() as u16).to_be_bytes());
-        packet.extend_from_slice(options);
-        packet
-    }
+    use crate::fixture::{query, with_opt};
 
     fn formerr(packet: &[u8]) -> bool {
         matches!(
@@ -351,7 +331,7 @@ mod tests {
             panic!("{:?}", parse(&packet))
         };
         let edns = request.edns.unwrap();
-        assert_eq!(edns.udp_size, 4096);
+        assert_eq!(edns.udp_size, 1232);
         assert!(edns.dnssec_ok);
         let subnet = edns.client_subnet.unwrap();
         assert_eq!((subnet.family, subnet.source_prefix), (1, 24));

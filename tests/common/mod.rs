@@ -388,16 +388,11 @@ fn parse_dig(raw: String) -> Dig {
     dig
 }
 
-/// A wire-format query: `name` (dotted), `qtype`, class IN, with the given ID.
+/// A wire-format query: `name` (dotted), `qtype`, class IN, with the given ID and no flags.
 pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut packet = vec![(id >> 8) as u8, id as u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        packet.push(label.len() as u8);
-        packet.extend_from_slice(label.as_bytes());
-    }
-    packet.push(0);
-    packet.extend_from_slice(&qtype.to_be_bytes());
-    packet.extend_from_slice(&1u16.to_be_bytes());
+    let mut packet = flipdns::fixture::query(name, qtype);
+    packet[..2].copy_from_slice(&id.to_be_bytes());
+    packet[2] = 0;
     packet
 }
 
