@@ -116,19 +116,20 @@ pub struct ServiceStats {
     /// Flips, by [`FlipResult`].
     flips: [AtomicU64; 4],
     /// Unix milliseconds (coarse clock) of the last answer given with the normal TTL: the
-    /// drain deadline is this plus the TTL. Starts at the process start, because the
-    /// previous process may have answered just before it stopped.
+    /// drain deadline is this plus the TTL. Starts at the process start for a service that
+    /// starts steady, because the previous process may have answered just before it
+    /// stopped.
     last_long_answer_ms: AtomicU64,
     /// Latest background health checks.
     pub health: HealthBoard,
 }
 
 impl ServiceStats {
-    pub fn new(started_ms: u64) -> ServiceStats {
+    pub fn new(last_long_answer_ms: u64) -> ServiceStats {
         ServiceStats {
             answers: Default::default(),
             flips: Default::default(),
-            last_long_answer_ms: AtomicU64::new(started_ms),
+            last_long_answer_ms: AtomicU64::new(last_long_answer_ms),
             health: HealthBoard::default(),
         }
     }

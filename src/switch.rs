@@ -318,13 +318,20 @@ fn snapshot(catalog: &Catalog, inner: &mut Inner) -> Snapshot {
     for config in &catalog.config.services {
         let next_id = inner.ids.len() as u16;
         let id = *inner.ids.entry(config.name.clone()).or_insert(next_id);
-        let started_ms = inner.started_ms;
+        let state = &inner.state.services[&config.name];
+        // A service first served in steady phase may have given normal-TTL answers from
+        // the previous process up to this start; one in a cutover has a persisted deadline
+        // that already covers them.
+        let last_long_ms = if cutover::is_long(&state.phase) {
+            inner.started_ms
+        } else {
+            0
+        };
         let stats = inner
             .stats
             .entry(config.name.clone())
-            .or_insert_with(|| Arc::new(ServiceStats::new(started_ms)))
+            .or_insert_with(|| Arc::new(ServiceStats::new(last_long_ms)))
             .clone();
-        let state = &inner.state.services[&config.name];
         services.push(ServingService {
             id,
             live: state.live,

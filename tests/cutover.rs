@@ -173,7 +173,7 @@ fn the_drain_deadline_counts_from_the_last_long_answer() {
     assert_eq!(reply["phase"]["target"], "green");
     let drained_at = reply["phase"]["drained_at_ms"].as_u64().unwrap();
     assert!(
-        drained_at >= before + 4000 && drained_at <= after + 4000 + 50,
+        drained_at >= before + 4000 && drained_at <= after + 4000 + 500 + 50,
         "drained_at {drained_at}, window {}..{}",
         before + 4000,
         after + 4000
@@ -221,7 +221,9 @@ fn a_pending_flip_survives_kill_9_and_keeps_its_deadline() {
     ]))
     .unwrap();
     let drained_at = reply["phase"]["drained_at_ms"].as_u64().unwrap();
-    let server = Server::start_in(server.kill9());
+    let dir = server.kill9();
+    std::thread::sleep(Duration::from_secs(2)); // a restart long after the last answer
+    let server = Server::start_in(dir);
     assert_eq!(ttl(&server), 1, "a restart never lengthens the TTL early");
     assert_eq!(
         service_status(&server, "app")["phase"]["drained_at_ms"],
@@ -243,7 +245,7 @@ fn a_pending_flip_survives_kill_9_and_keeps_its_deadline() {
         .as_u64()
         .unwrap();
     assert!(
-        flipped_at >= drained_at && flipped_at < drained_at + 1500,
+        flipped_at >= drained_at && flipped_at < drained_at + 500,
         "flipped {} ms after the deadline",
         flipped_at as i64 - drained_at as i64
     );

@@ -23,6 +23,10 @@ use crate::switch::{Current, Switch};
 const COMMAND_QUEUE: usize = 16;
 /// Progress events buffered per service for slow followers (they skip, never block).
 const EVENT_BUFFER: usize = 64;
+/// Added to a new drain deadline: covers normal-TTL answers given between reading the clock
+/// and publishing the short TTL (a state write and its fsync). Answers later than that
+/// extend the deadline anyway; this covers a crash before the extension is written.
+const PUBLISH_MARGIN_MS: u64 = 500;
 /// Pause before retrying a deadline whose state write failed.
 const RETRY_AFTER_WRITE_ERROR: Duration = Duration::from_secs(1);
 
@@ -296,8 +300,12 @@ impl Driver {
         let mut drained_at_ms = drain_deadline(&self.config, &stats);
         if super::is_long(&current.service.phase) {
             // Normal-TTL answers go out until the short TTL is published, after this write.
-            drained_at_ms = drained_at_ms
-                .max(since_ms + u64::from(self.config.ttl) * 1000 + clock::coarse_resolution_ms());
+            drained_at_ms = drained_at_ms.max(
+                since_ms
+                    + u64::from(self.config.ttl) * 1000
+                    + clock::coarse_resolution_ms()
+                    + PUBLISH_MARGIN_MS,
+            );
         }
         let mut now = self
             .apply(|s| {
