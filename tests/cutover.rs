@@ -426,3 +426,46 @@ fn a_scheduled_flip_refused_by_health_stays_preparing() {
     );
     assert_eq!(ttl(&server), 1);
 }
+
+#[test]
+fn commands_beyond_the_queue_are_turned_away() {
+    // Green's health check hangs, so the first flip holds the service's task for 2 s while
+    // more commands arrive: 16 wait their turn, the rest are refused at once.
+    let stub = HttpStub::start("127.0.0.1:0", 0);
+    let service = format!(
+        "[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\"]\ngreen = [\"127.0.0.1\"]\nlive = \"blue\"\nttl = 4\ncutover_ttl = 1\nsettle = \"3s\"\n[service.health]\nport = {}\ntimeout = \"2s\"\ninterval = \"1h\"\n",
+        stub.addr.port()
+    );
+    let server = Server::start_with(&Setup {
+        services: service,
+        extra: "[limits]\nadmin_clients = 64\n".into(),
+        ..Setup::default()
+    });
+    let request = b"{\"cmd\":\"flip\",\"service\":\"app\",\"to\":\"green\",\"now\":true}\n";
+    let send = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(server.socket()).unwrap();
+        std::io::Write::write_all(&mut stream, request).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        stream
+    };
+    let first = send();
+    std::thread::sleep(Duration::from_millis(300));
+    let waiting: Vec<_> = (0..20).map(|_| send()).collect();
+    let refused = waiting
+        .into_iter()
+        .filter_map(|stream| {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut line).ok()?;
+            line.contains("too many commands queued for app (limit 16)")
+                .then_some(())
+        })
+        .count();
+    assert_eq!(
+        refused, 4,
+        "20 commands behind a busy one: 16 queue, 4 are refused"
+    );
+    drop((first, stub)); // the queued flips now fail their health checks quickly
+    assert_eq!(live(&server), ["192.0.2.10"]);
+}

@@ -76,3 +76,56 @@ fn cutover_metrics_show_the_phase_and_the_deadline() {
         "{text}"
     );
 }
+
+#[test]
+fn the_metrics_endpoint_bounds_requests_and_scrapers() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let server = Server::start_with(&Setup {
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
+        ..Setup::default()
+    });
+    let log = server.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|r| r.split("/metrics").next())
+        .unwrap()
+        .to_string();
+    let closed_without_reply = |stream: &mut TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(7)))
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        reply.is_empty()
+    };
+    // A request head over 8 KiB.
+    let mut long = TcpStream::connect(&addr).unwrap();
+    let _ = long.write_all(&vec![b'x'; 9000]);
+    assert!(
+        closed_without_reply(&mut long),
+        "an over-long request is not answered"
+    );
+    // Eight scrapers that never finish their request hold every place; a ninth is closed.
+    let held: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ninth = TcpStream::connect(&addr).unwrap();
+    let _ = ninth.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        closed_without_reply(&mut ninth),
+        "no place for a ninth scraper"
+    );
+    // The stalled ones are dropped after the 5 s timeout, and scraping works again.
+    let started = std::time::Instant::now();
+    let mut stalled = held.into_iter().next().unwrap();
+    assert!(closed_without_reply(&mut stalled));
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "closed by the timeout, not at once"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(scrape(&server, "/metrics").starts_with("HTTP/1.0 200 OK"));
+}

@@ -330,8 +330,9 @@ pub struct ResolverView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub subnet: Option<String>,
     pub class: ResolverClass,
-    /// Color, time and TTL of its last answer to the service name.
+    /// Color, generation, time and TTL of its last answer to the service name.
     pub color: Color,
+    pub generation: u64,
     pub answered_at_ms: u64,
     pub ttl: u32,
     pub expires_at_ms: u64,

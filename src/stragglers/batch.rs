@@ -48,8 +48,9 @@ impl Batch {
         self.chunks.clear();
     }
 
-    /// Appends `o`, or returns `false` when it does not fit (full, or too long after the
-    /// base time): flush and push again.
+    /// Appends `o`, or returns `false` when it does not fit: the batch is full, or `o` is
+    /// not within 65 s after the base time (also when the clock stepped back). Flush and
+    /// push again.
     #[inline]
     pub fn push(&mut self, o: &Observation) -> bool {
         if self.chunks.is_empty() {

@@ -333,3 +333,53 @@ impl Drop for Recorder {
         self.flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateFile;
+
+    #[test]
+    fn a_full_queue_drops_batches_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::open(&dir.path().join("state.json")).unwrap();
+        let switch = Arc::new(Switch::start(crate::fixture::catalog(), state, 0).unwrap());
+        // A runtime that is never driven: the ledger task never drains the queue.
+        let idle = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ledger = {
+            let _entered = idle.enter();
+            Ledger::start(1000, switch, &CancellationToken::new(), &TaskTracker::new())
+        };
+        let mut recorder = ledger.recorder();
+        let observation = |i: usize| Observation {
+            at_ms: 1_000 + i as u64 / 100,
+            resolver: IpAddr::from((0x0A00_0000 + i as u32).to_be_bytes()),
+            subnet: None,
+            service: 0,
+            color: Color::Blue,
+            name: NameKind::Service,
+            ttl: 60,
+        };
+        for i in 0..(QUEUE_BATCHES + 2) * BATCH {
+            recorder.record(observation(i));
+        }
+        recorder.flush();
+        assert_eq!(
+            ledger.view().dropped,
+            2 * BATCH as u64,
+            "two batches did not fit the queue"
+        );
+        // Draining empties the queue and hands the batches back; recording goes on.
+        ledger.drain();
+        let view = ledger.view();
+        assert_eq!(
+            (view.entries, view.evicted),
+            (1000, (QUEUE_BATCHES * BATCH - 1000) as u64)
+        );
+        recorder.record(observation(0));
+        recorder.flush();
+        assert_eq!(ledger.view().dropped, 2 * BATCH as u64);
+    }
+}

@@ -150,6 +150,7 @@ fn view(entry: &Entry, class: ResolverClass) -> ResolverView {
         subnet: entry.key.subnet(),
         class,
         color: entry.answer_color,
+        generation: u64::from(entry.answer_generation),
         answered_at_ms: entry.answer_at_ms,
         ttl: entry.answer_ttl,
         expires_at_ms: entry.expires_ms(),

@@ -92,6 +92,8 @@ pub struct Entry {
     pub answer_at_ms: u64,
     pub answer_ttl: u32,
     pub answer_color: Color,
+    /// The service's generation (flips so far) when the answer was given.
+    pub answer_generation: u32,
     /// TTL of the last answer of any of the service's names.
     pub last_ttl: u32,
     pub service_queries: u32,
@@ -119,6 +121,7 @@ impl Entry {
             answer_at_ms: 0,
             answer_ttl: 0,
             answer_color: Color::Blue,
+            answer_generation: 0,
             last_ttl: 0,
             service_queries: 0,
             color_queries: 0,
@@ -276,6 +279,13 @@ impl Table {
                 entry.answer_at_ms = o.at_ms;
                 entry.answer_ttl = o.ttl;
                 entry.answer_color = o.color;
+                // Observations carry no generation (16 bytes each, see `batch`): an answer
+                // after the latest flip belongs to it, one before it to the generation before.
+                entry.answer_generation = if o.at_ms >= flip.at_ms {
+                    flip.generation
+                } else {
+                    flip.generation.saturating_sub(1)
+                } as u32;
                 entry.service_queries = entry.service_queries.saturating_add(1);
             }
             NameKind::Color => {

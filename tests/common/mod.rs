@@ -441,7 +441,7 @@ pub fn unix_ms() -> u64 {
 }
 
 /// A tiny HTTP server on `addr` that answers every request with its current status, for
-/// health checks.
+/// health checks; status 0 holds connections open without ever answering.
 pub struct HttpStub {
     pub addr: SocketAddr,
     status: Arc<std::sync::atomic::AtomicU16>,
@@ -459,6 +459,7 @@ impl HttpStub {
         let current = Arc::new(std::sync::atomic::AtomicU16::new(status));
         let (stopped, answer) = (stop.clone(), current.clone());
         let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
             for stream in listener.incoming() {
                 if stopped.load(Relaxed) {
                     return;
@@ -468,6 +469,10 @@ impl HttpStub {
                 let mut buf = [0u8; 2048];
                 let _ = stream.read(&mut buf);
                 let status = answer.load(Relaxed);
+                if status == 0 {
+                    held.push(stream);
+                    continue;
+                }
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status} Stub\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
