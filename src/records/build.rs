@@ -194,8 +194,10 @@ impl<'a> Model<'a> {
     }
 
     /// The node at `name`, created with its empty non-terminal ancestors up to the apex.
-    fn node(&mut self, name: &Name, zone: usize, negative_ttl: u32) -> &mut ModelNode {
+    fn node(&mut self, name: &Name, zone: usize, name_negative_ttl: u32) -> &mut ModelNode {
         let origin = &self.catalog.zones[zone].origin;
+        // Empty non-terminals answer NODATA with the zone's negative TTL.
+        let zone_negative_ttl = negative_ttl(&self.catalog.zones[zone]);
         let mut ancestor = name.base_name();
         while origin.zone_of(&ancestor) && ancestor != *origin {
             self.nodes
@@ -205,7 +207,7 @@ impl<'a> Model<'a> {
                     zone,
                     rrsets: BTreeMap::new(),
                     hit: None,
-                    negative_ttl: negative_ttl_of_zone(self.catalog, zone),
+                    negative_ttl: zone_negative_ttl,
                 });
             ancestor = ancestor.base_name();
         }
@@ -214,7 +216,7 @@ impl<'a> Model<'a> {
             zone,
             rrsets: BTreeMap::new(),
             hit: None,
-            negative_ttl,
+            negative_ttl: name_negative_ttl,
         })
     }
 
@@ -365,10 +367,6 @@ impl<'a> Model<'a> {
             candidate = candidate.base_name();
         }
     }
-}
-
-fn negative_ttl_of_zone(catalog: &Catalog, zone: usize) -> u32 {
-    negative_ttl(&catalog.zones[zone])
 }
 
 fn address_rrsets(rrsets: &mut BTreeMap<u16, (u32, Vec<RData>)>, addresses: &[IpAddr], ttl: u32) {
