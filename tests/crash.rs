@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -150,8 +150,7 @@ fn sigterm_finishes_queries_in_flight() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let packet = query(1, "app.svc.example.com", 1);
-    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&packet);
+    let framed = common::framed(&packet);
     stream.write_all(&framed[..10]).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let pid = server.pid();
@@ -163,12 +162,7 @@ fn sigterm_finishes_queries_in_flight() {
         server.log()
     );
     stream.write_all(&framed[10..]).unwrap();
-    let mut len = [0u8; 2];
-    stream
-        .read_exact(&mut len)
-        .expect("the query in flight is answered");
-    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
-    stream.read_exact(&mut reply).unwrap();
+    let reply = common::read_reply(&mut stream).expect("the query in flight is answered");
     assert_eq!(a_records(&reply).len(), 2);
     let started = Instant::now();
     let status = server.stop_with(0);

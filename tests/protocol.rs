@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -23,14 +23,8 @@ fn tcp(server: &Server, packet: &[u8]) -> Option<Vec<u8>> {
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(packet);
-    stream.write_all(&framed).unwrap();
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).ok()?;
-    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
-    stream.read_exact(&mut reply).ok()?;
-    Some(reply)
+    stream.write_all(&common::framed(packet)).unwrap();
+    common::read_reply(&mut stream).ok()
 }
 
 fn rcode(reply: &[u8]) -> u8 {

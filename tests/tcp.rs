@@ -6,27 +6,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{BLUE_V4, Server, Setup, a_records, query};
+use common::{BLUE_V4, Server, Setup, a_records, framed, query, read_reply};
 
 fn limits(text: &str) -> Setup {
     Setup {
         extra: format!("[limits]\n{text}\n"),
         ..Setup::default()
     }
-}
-
-fn framed(packet: &[u8]) -> Vec<u8> {
-    let mut out = (packet.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(packet);
-    out
-}
-
-fn read_reply(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len)?;
-    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
-    stream.read_exact(&mut reply)?;
-    Ok(reply)
 }
 
 /// Blocks until the server closes `stream`; returns how long that took.

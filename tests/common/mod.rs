@@ -609,3 +609,20 @@ pub fn scrape(server: &Server, path: &str) -> String {
     std::io::Read::read_to_string(&mut stream, &mut text).unwrap();
     text
 }
+
+/// `packet` with the two-byte length prefix of DNS over TCP.
+pub fn framed(packet: &[u8]) -> Vec<u8> {
+    let mut out = (packet.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(packet);
+    out
+}
+
+/// Reads one length-prefixed DNS message from a TCP stream.
+pub fn read_reply(stream: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len)?;
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply)?;
+    Ok(reply)
+}
