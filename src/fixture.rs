@@ -45,9 +45,7 @@ pub fn handler() -> Handler {
             .map(|(id, s)| ServingService {
                 id: id as u16,
                 live: s.live,
-                generation: 0,
                 ttl: s.ttl,
-                long: true,
                 phase: Phase::Steady,
                 stats: Arc::new(ServiceStats::new(0)),
             })

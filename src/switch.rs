@@ -335,9 +335,7 @@ fn snapshot(catalog: &Catalog, inner: &mut Inner) -> Snapshot {
         services.push(ServingService {
             id,
             live: state.live,
-            generation: state.generation,
             ttl: cutover::ttl(config, &state.phase),
-            long: cutover::is_long(&state.phase),
             phase: state.phase,
             stats,
         });

@@ -35,11 +35,10 @@ pub struct ServingService {
     /// Stable for the life of the process (see [`crate::switch`]).
     pub id: u16,
     pub live: Color,
-    pub generation: u64,
     /// The TTL answers carry now.
     pub ttl: u32,
-    /// Whether that TTL is the normal one, which the drain deadline must outlast.
-    pub long: bool,
+    /// The cutover phase: in steady phase the TTL is the normal one, which the drain
+    /// deadline must outlast.
     pub phase: Phase,
     pub stats: Arc<ServiceStats>,
 }
@@ -89,9 +88,7 @@ impl Snapshot {
             .zip(&serving.services)
             .map(|(config, s)| ServiceView {
                 name: config.name.clone(),
-                fqdn: config.fqdn(),
                 live: s.live,
-                generation: s.generation,
                 ttl: s.ttl,
                 phase: s.phase,
                 id: s.id,
@@ -174,7 +171,7 @@ impl<'a> Model<'a> {
                     color,
                     name: kind,
                     ttl: live.ttl,
-                    long: live.long,
+                    long: crate::cutover::is_long(&live.phase),
                 };
                 let node = model.node(&name, zone_index, negative);
                 node.hit = Some(hit);

@@ -90,9 +90,7 @@ pub struct ServiceView {
     /// Stable for the life of the process, unlike the position in the snapshot.
     pub id: u16,
     pub name: String,
-    pub fqdn: Name,
     pub live: Color,
-    pub generation: u64,
     /// The TTL answers carry in this snapshot.
     pub ttl: u32,
     /// The cutover phase this snapshot was built in.

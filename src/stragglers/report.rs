@@ -58,18 +58,24 @@ pub fn interval_ratio(entry: &Entry) -> Option<f64> {
         .then(|| f64::from(entry.interval_ms) / (f64::from(entry.answer_ttl) * 1000.0))
 }
 
+fn count(counts: &mut ClassCounts, class: ResolverClass) {
+    let slot = match class {
+        ResolverClass::Converged => &mut counts.converged,
+        ResolverClass::Draining => &mut counts.draining,
+        ResolverClass::Silent => &mut counts.silent,
+        ResolverClass::Overdue => &mut counts.overdue,
+        ResolverClass::Straggler => &mut counts.straggler,
+    };
+    *slot += 1;
+}
+
 /// Counts of every class for `service`.
 pub fn counts(table: &Table, service: u16, now_ms: u64) -> ClassCounts {
     let flip = table.track_of(service).map(|t| t.flip).unwrap_or_default();
     let mut counts = ClassCounts::default();
     for entry in table.entries().filter(|e| e.key.service == service) {
-        match classify(entry, &flip, now_ms) {
-            Some(ResolverClass::Converged) => counts.converged += 1,
-            Some(ResolverClass::Draining) => counts.draining += 1,
-            Some(ResolverClass::Silent) => counts.silent += 1,
-            Some(ResolverClass::Overdue) => counts.overdue += 1,
-            Some(ResolverClass::Straggler) => counts.straggler += 1,
-            None => {}
+        if let Some(class) = classify(entry, &flip, now_ms) {
+            count(&mut counts, class);
         }
     }
     counts
@@ -94,13 +100,7 @@ pub fn report(
         let Some(class) = classify(entry, &flip, now_ms) else {
             continue;
         };
-        match class {
-            ResolverClass::Converged => counts.converged += 1,
-            ResolverClass::Draining => counts.draining += 1,
-            ResolverClass::Silent => counts.silent += 1,
-            ResolverClass::Overdue => counts.overdue += 1,
-            ResolverClass::Straggler => counts.straggler += 1,
-        }
+        count(&mut counts, class);
         // Worst first: stragglers by queries, overdue by silence, draining by expiry.
         let rank = match class {
             ResolverClass::Straggler => u64::from(entry.straggle_count),
