@@ -1,11 +1,10 @@
 //! The straggler ledger, with simulated resolvers on their own loopback addresses: after a
 //! flip the report puts each in its class, in both answer modes, per client subnet.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Resolver, Server, Setup, every};
+use crate::common;
+use crate::common::{Resolver, Server, Setup, every};
 
 const APP: &str = "app.svc.example.com";
 const OLD: &str = "blue.app.svc.example.com";

@@ -1,11 +1,10 @@
 //! Reload: SIGHUP and `flipdns ctl reload` apply a valid config in one step, and a broken one
 //! changes nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{GREEN_V4, SERVICES, Server, Setup, ZONE};
+use crate::common;
+use crate::common::{GREEN_V4, SERVICES, Server, Setup, ZONE};
 
 const API: &str = "[[service]]\nname = \"api\"\nblue = [\"192.0.2.20\"]\ngreen = [\"198.51.100.20\"]\nlive = \"green\"\nttl = 60\ncutover_ttl = 5\nsettle = \"1m\"\n";
 

@@ -1,8 +1,7 @@
 //! The Prometheus endpoint.
 
-mod common;
-
-use common::{Server, Setup, scrape};
+use crate::common;
+use crate::common::{Server, Setup, scrape};
 
 #[test]
 fn metrics_follow_queries_and_flips() {

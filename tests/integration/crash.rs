@@ -2,14 +2,13 @@
 //! kill -9 at any moment of a flip leaves the acknowledged or the persisted color; SIGTERM
 //! finishes the queries in flight.
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, BLUE_V4, GREEN_V4, Server, a_records, query};
+use crate::common;
+use crate::common::{BIN, BLUE_V4, GREEN_V4, Server, a_records, query};
 
 fn set_file_size_limit(pid: u32, bytes: u64) {
     let limit = libc::rlimit {

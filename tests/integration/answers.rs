@@ -1,10 +1,8 @@
 //! What the server answers, checked with dig against the real binary.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{BLUE_V4, Server, Setup, exchange, query};
+use crate::common::{BLUE_V4, Server, Setup, exchange, query};
 
 #[test]
 fn the_service_name_answers_the_live_color() {

@@ -1,8 +1,6 @@
 //! Flipping a service: dig shows the new color and serial, and the flip survives kill -9.
 
-mod common;
-
-use common::{BLUE_V4, GREEN_V4, Server};
+use crate::common::{BLUE_V4, GREEN_V4, Server};
 
 #[test]
 fn a_flip_changes_the_answer_and_raises_the_serial() {

@@ -1,10 +1,9 @@
 //! `flipdns check`: every problem with its file and line, and a non-zero exit.
 
-mod common;
-
 use std::process::Command;
 
-use common::{BIN, Setup};
+use crate::common;
+use crate::common::{BIN, Setup};
 
 fn check(setup: &Setup, tweak: impl FnOnce(&std::path::Path)) -> (bool, String, String) {
     let dir = setup.write();

@@ -3,15 +3,13 @@
 //! queries from its own address. After a flip the report shows the first converged and the
 //! second overdue, with an interval ratio well above 1.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, Setup, query};
+use crate::common::{Server, Setup, query};
 
 /// An unbound in the foreground, killed on drop.
 struct Unbound {

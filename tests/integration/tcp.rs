@@ -1,12 +1,10 @@
 //! DNS over TCP under pressure: the connection cap, timeouts, pipelining, non-readers.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{BLUE_V4, Server, Setup, a_records, framed, query, read_reply};
+use crate::common::{BLUE_V4, Server, Setup, a_records, framed, query, read_reply};
 
 fn limits(text: &str) -> Setup {
     Setup {

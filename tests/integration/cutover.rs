@@ -1,11 +1,9 @@
 //! The TTL-aware cutover, with small TTLs: ttl 4 s, cutover_ttl 1 s, settle 3 s.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     BIN, BLUE_V4, GREEN_V4, HttpStub, Server, Setup, service_status, short_service, unix_ms,
 };
 

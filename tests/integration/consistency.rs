@@ -1,14 +1,12 @@
 //! Flips under load: no response mixes colors, and after a flip is acknowledged no query
 //! sent later gets the old color.
 
-mod common;
-
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, a_records, query};
+use crate::common::{Server, a_records, query};
 
 const FLIPS: usize = 300;
 const CLIENTS: usize = 4;

@@ -2,13 +2,12 @@
 //! each odd or broken request gets its documented answer (or none), and the server goes on
 //! answering normal queries.
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{BLUE_V4, Server, a_records, exchange, query};
+use crate::common;
+use crate::common::{BLUE_V4, Server, a_records, exchange, query};
 use flipdns::fixture::with_opt;
 use hickory_proto::op::Message;
 

@@ -1,13 +1,11 @@
 //! The admin socket: bad requests get an error reply and change nothing; bounds hold.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::{BLUE_V4, Server, Setup};
+use crate::common::{BLUE_V4, Server, Setup};
 
 /// Sends raw bytes on a fresh connection and returns the reply line.
 fn raw(server: &Server, bytes: &[u8]) -> String {

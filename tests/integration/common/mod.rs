@@ -1,0 +1,13 @@
+//! Test harness: starts the real `flipdns` binary on a free loopback port with a temporary
+//! config, zone, state file and admin socket; queries it with `dig`; drives it with
+//! `flipdns ctl`; kills it on drop.
+#![allow(dead_code)] // each test module uses a different part of the harness
+
+mod dig;
+mod server;
+mod stubs;
+mod wire;
+
+pub use server::*;
+pub use stubs::*;
+pub use wire::*;

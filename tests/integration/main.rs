@@ -1,0 +1,20 @@
+//! Integration tests: each module starts the real `flipdns` binary (or drives the library in
+//! process) and checks what an operator would see. One test binary, so the harness in
+//! `common` is compiled once.
+
+mod common;
+
+mod admin;
+mod answers;
+mod check;
+mod consistency;
+mod crash;
+mod cutover;
+mod flip;
+mod metrics;
+mod property;
+mod protocol;
+mod reload;
+mod stragglers;
+mod tcp;
+mod unbound;
