@@ -12,14 +12,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use flipdns::clock::Clock;
 use flipdns::color::Color;
-use flipdns::dns::{Handler, Transport};
-use flipdns::metrics::Metrics;
+use flipdns::counters::Counters;
+use flipdns::dns::Handler;
 use flipdns::records::NameKind;
 use flipdns::state::StateFile;
 use flipdns::stragglers::table::Table;
 use flipdns::stragglers::{Ledger, Observation, Recorder};
 use flipdns::switch::Switch;
+use flipdns::wire::Transport;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,7 +50,8 @@ fn setup() -> Setup {
     let ledger = running.block_on(async {
         Ledger::start(
             1_000_000,
-            switch.clone(),
+            switch.records().clone(),
+            Clock::System,
             &CancellationToken::new(),
             &TaskTracker::new(),
         )
@@ -61,12 +64,17 @@ fn setup() -> Setup {
         let _entered = idle.enter();
         Ledger::start(
             1_000_000,
-            switch.clone(),
+            switch.records().clone(),
+            Clock::System,
             &CancellationToken::new(),
             &TaskTracker::new(),
         )
     };
-    let handler = Handler::new(switch.records().clone(), Arc::new(Metrics::default()));
+    let handler = Handler::new(
+        switch.records().clone(),
+        Arc::new(Counters::default()),
+        Clock::System,
+    );
     Setup {
         handler,
         ledger,

@@ -1,34 +1,122 @@
-//! Wall-clock time in Unix milliseconds: precise for decisions, coarse for the query path.
+//! Time: the wall clock in Unix milliseconds (precise for decisions, coarse for the query
+//! path), the monotonic clock, and the seam that lets tests drive both.
 //!
 //! Deadlines (drain, settle) are wall-clock times because they are persisted and must mean
-//! the same thing after a restart. The query path reads `CLOCK_REALTIME_COARSE`, a few
-//! nanoseconds instead of a full clock read, and whoever compares a coarse timestamp with a
-//! deadline adds [`coarse_resolution_ms`], so a coarse reading never makes a deadline early.
+//! the same thing after a restart. Within one process the cutover also holds each deadline
+//! on the monotonic clock, so a wall-clock step forward cannot make a flip early. The query
+//! path reads `CLOCK_REALTIME_COARSE`, a few nanoseconds instead of a full clock read, and
+//! whoever compares a coarse timestamp with a deadline adds [`Clock::coarse_resolution_ms`],
+//! so a coarse reading never makes a deadline early.
+//!
+//! [`Clock::fake`] is a clock that follows tokio's time: under `tokio::time::pause` a test
+//! moves both clocks by advancing tokio, and steps the wall clock alone with
+//! [`FakeTime::step`].
 
+use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Now, in Unix milliseconds, from the precise clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// Where the time comes from: the system, or a test.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Fake(Arc<FakeTime>),
 }
 
-/// Now, in Unix milliseconds, from the coarse clock: for the query path.
-pub fn coarse_now_ms() -> u64 {
+/// A test's time: tokio's (pausable) clock, plus a wall-clock offset that [`FakeTime::step`]
+/// changes.
+#[derive(Debug)]
+pub struct FakeTime {
+    /// Wall-clock milliseconds at `start`.
+    base_wall_ms: u64,
+    start: tokio::time::Instant,
+    /// Wall-clock steps so far, in milliseconds (negative: stepped back).
+    step_ms: AtomicI64,
+}
+
+impl FakeTime {
+    /// Steps the wall clock by `ms` (back when negative); the monotonic clock does not move.
+    pub fn step(&self, ms: i64) {
+        self.step_ms.fetch_add(ms, Relaxed);
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn wall_ms(&self) -> u64 {
+        let wall = self.base_wall_ms as i64 + self.mono_ms() as i64 + self.step_ms.load(Relaxed);
+        wall.max(0) as u64
+    }
+}
+
+impl Clock {
+    /// A clock that starts at wall time `wall_ms` and moves with tokio's time.
+    pub fn fake(wall_ms: u64) -> (Clock, Arc<FakeTime>) {
+        let time = Arc::new(FakeTime {
+            base_wall_ms: wall_ms,
+            start: tokio::time::Instant::now(),
+            step_ms: AtomicI64::new(0),
+        });
+        (Clock::Fake(time.clone()), time)
+    }
+
+    /// Now, in Unix milliseconds, from the precise wall clock.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Clock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            Clock::Fake(time) => time.wall_ms(),
+        }
+    }
+
+    /// Now, in Unix milliseconds, from the coarse wall clock: for the query path.
+    #[inline]
+    pub fn coarse_now_ms(&self) -> u64 {
+        match self {
+            Clock::System => read_ms(libc::CLOCK_REALTIME_COARSE),
+            Clock::Fake(time) => time.wall_ms(),
+        }
+    }
+
+    /// Milliseconds on the monotonic clock, which no wall-clock step moves. Only
+    /// differences within one process mean anything.
+    pub fn mono_ms(&self) -> u64 {
+        match self {
+            Clock::System => read_ms(libc::CLOCK_MONOTONIC),
+            Clock::Fake(time) => time.mono_ms(),
+        }
+    }
+
+    /// How far a coarse reading can lag the precise clock, in whole milliseconds (at least 1).
+    pub fn coarse_resolution_ms(&self) -> u64 {
+        match self {
+            Clock::System => system_coarse_resolution_ms(),
+            Clock::Fake(_) => 1,
+        }
+    }
+
+    /// Time from now until the Unix millisecond `deadline_ms` (zero if it has passed).
+    pub fn until(&self, deadline_ms: u64) -> Duration {
+        Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()))
+    }
+}
+
+fn read_ms(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes one timespec we own; CLOCK_REALTIME_COARSE exists on
-    // every Linux since 2.6.32.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    // SAFETY: clock_gettime writes one timespec we own; the coarse and monotonic clocks
+    // exist on every Linux since 2.6.32.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// How far a coarse reading can lag the precise clock, in whole milliseconds (at least 1).
-pub fn coarse_resolution_ms() -> u64 {
+fn system_coarse_resolution_ms() -> u64 {
     static RESOLUTION: OnceLock<u64> = OnceLock::new();
     *RESOLUTION.get_or_init(|| {
         let mut ts = libc::timespec {
@@ -41,9 +129,10 @@ pub fn coarse_resolution_ms() -> u64 {
     })
 }
 
-/// Time from now until the Unix millisecond `deadline_ms` (zero if it has passed).
-pub fn until(deadline_ms: u64) -> Duration {
-    Duration::from_millis(deadline_ms.saturating_sub(now_ms()))
+/// Now, in Unix milliseconds, from the system's wall clock: for what no test drives (the
+/// command-line client, log lines).
+pub fn now_ms() -> u64 {
+    Clock::System.now_ms()
 }
 
 /// `2026-11-26T05:24:05Z`: Unix milliseconds as UTC, to the second.
@@ -81,11 +170,22 @@ mod tests {
 
     #[test]
     fn the_coarse_clock_is_close_to_the_precise_one() {
-        let coarse = coarse_now_ms();
-        let precise = now_ms();
+        let clock = Clock::System;
+        let coarse = clock.coarse_now_ms();
+        let precise = clock.now_ms();
         assert!(
-            precise + 1 >= coarse && precise <= coarse + coarse_resolution_ms() + 50,
+            precise + 1 >= coarse && precise <= coarse + clock.coarse_resolution_ms() + 50,
             "{coarse} vs {precise}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fake_clock_follows_tokio_and_steps_the_wall_clock_alone() {
+        let (clock, time) = Clock::fake(1_000_000);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!((clock.now_ms(), clock.mono_ms()), (1_005_000, 5_000));
+        time.step(-60_000);
+        assert_eq!((clock.now_ms(), clock.mono_ms()), (945_000, 5_000));
+        assert_eq!(clock.until(950_000), Duration::from_secs(5));
     }
 }

@@ -5,11 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::dns::Handler;
-use crate::metrics::{Metrics, ServiceStats};
-use crate::records::{Records, Serving, ServingService, Snapshot};
-use crate::state::Phase;
+use crate::observed::Observed;
+use crate::records::{Generation, Records, Serving, ServingService, Snapshot};
+use crate::state::ServiceState;
 use crate::zone::Zone;
 
 const CONFIG: &str = include_str!("../zones/flipdns.toml");
@@ -31,11 +33,11 @@ pub fn catalog() -> Catalog {
     }
 }
 
-/// A handler answering from the example, every service steady on its configured color.
-pub fn handler() -> Handler {
+/// The example's records, every service steady on its configured color.
+pub fn records() -> Arc<Records> {
     let catalog = catalog();
     let serving = Serving {
-        generation: 1,
+        generation: Generation(1),
         serials: catalog.zones.iter().map(|z| z.soa.serial).collect(),
         services: catalog
             .config
@@ -44,15 +46,17 @@ pub fn handler() -> Handler {
             .enumerate()
             .map(|(id, s)| ServingService {
                 id: id as u16,
-                live: s.live,
-                ttl: s.ttl,
-                phase: Phase::Steady,
-                stats: Arc::new(ServiceStats::new(0)),
+                state: ServiceState::new(s.live),
+                observed: Arc::new(Observed::new(0)),
             })
             .collect(),
     };
-    let records = Arc::new(Records::new(Snapshot::build(&catalog, &serving)));
-    Handler::new(records, Arc::new(Metrics::default()))
+    Arc::new(Records::new(Snapshot::build(&catalog, &serving)))
+}
+
+/// A handler answering from the example, every service steady on its configured color.
+pub fn handler() -> Handler {
+    Handler::new(records(), Arc::new(Counters::default()), Clock::System)
 }
 
 /// A query for `name` (dotted, no trailing dot) of `qtype`, class IN, ID 0x1234, RD set.

@@ -2,11 +2,11 @@
 //!
 //! A check is an HTTP GET (any 2xx is healthy) or a TCP connect to each address of a color,
 //! at most [`MAX_CONCURRENT_CHECKS`] at a time, each bounded by the service's timeout. Checks
-//! run on their own tasks and never touch the query path; the latest results sit in a
-//! [`HealthBoard`] for `status` and metrics.
+//! run on their own tasks and never touch the query path; the latest background results go
+//! to the service's [`Observed`] for `status` and metrics.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -14,36 +14,20 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::protocol::{AddressHealth, ColorHealth};
-use crate::clock;
+use crate::clock::Clock;
 use crate::color::Color;
 use crate::config::{HealthConfig, HealthKind, ServiceConfig};
-use crate::metrics::ServiceStats;
+use crate::observed::{AddressHealth, ColorHealth, Observed};
 
 /// Addresses checked at once by one check of one color.
 pub const MAX_CONCURRENT_CHECKS: usize = 16;
-
-/// The latest background results of both colors of one service.
-#[derive(Debug, Default)]
-pub struct HealthBoard {
-    colors: Mutex<[Option<ColorHealth>; 2]>,
-}
-
-impl HealthBoard {
-    pub fn get(&self, color: Color) -> Option<ColorHealth> {
-        self.colors.lock().expect("health board lock")[color.index()].clone()
-    }
-
-    pub fn set(&self, color: Color, health: ColorHealth) {
-        self.colors.lock().expect("health board lock")[color.index()] = Some(health);
-    }
-}
 
 /// Checks every address of `color` now.
 pub async fn check_color(
     service: &ServiceConfig,
     health: &HealthConfig,
     color: Color,
+    clock: &Clock,
 ) -> ColorHealth {
     let client = client(health);
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS));
@@ -63,13 +47,10 @@ pub async fn check_color(
         results.push(done.expect("a health check does not panic"));
     }
     results.sort_by_key(|(order, _)| *order);
-    let addresses: Vec<AddressHealth> = results.into_iter().map(|(_, r)| r).collect();
     ColorHealth {
         color,
-        checked_at_ms: clock::now_ms(),
-        healthy: addresses.iter().filter(|a| a.healthy).count(),
-        total: addresses.len(),
-        addresses,
+        checked_at_ms: clock.now_ms(),
+        addresses: results.into_iter().map(|(_, r)| r).collect(),
     }
 }
 
@@ -153,11 +134,13 @@ fn describe(error: &reqwest::Error) -> String {
     message
 }
 
-/// Checks both colors of `service` every `interval` into its stats, until `shutdown`.
+/// Checks both colors of `service` every `interval` into what it has `observed`, until
+/// `shutdown`.
 pub async fn watch(
     service: ServiceConfig,
     health: HealthConfig,
-    stats: Arc<ServiceStats>,
+    observed: Arc<Observed>,
+    clock: Clock,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(health.interval);
@@ -170,9 +153,9 @@ pub async fn watch(
         for color in Color::ALL {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                result = check_color(&service, &health, color) => result,
+                result = check_color(&service, &health, color, &clock) => result,
             };
-            stats.health.set(color, result);
+            observed.health.set(color, result);
         }
     }
 }

@@ -1,16 +1,16 @@
 //! The `flipdns` command: arguments, logging, exit codes; the work is in the library.
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flipdns::admin::client::{
-    Client, ProgressView, format_cutover, format_reloaded, format_status, format_stragglers,
-};
-use flipdns::admin::protocol::{Cutover, Reloaded, Request, Status, StragglersReport};
+use flipdns::admin::client::{Client, ClientError};
+use flipdns::admin::format::{self, ProgressView};
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
 use flipdns::config::{Config, DEFAULT_CONFIG};
+use flipdns::protocol::{Error, ErrorKind, Reply, Request, Response};
 use tokio_util::sync::CancellationToken;
 
 /// Authoritative DNS server that flips services between blue and green.
@@ -31,6 +31,7 @@ enum Command {
     },
     /// Validate the config and its zone files; print every problem with file and line.
     Check {
+        /// Config file to check.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -42,6 +43,9 @@ enum Command {
         /// Config whose admin_socket to use when --socket is not given.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Print the server's reply as JSON on stdout, errors included.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         command: CtlCommand,
     },
@@ -49,19 +53,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CtlCommand {
-    /// Show services: live color, phase, TTL, deadlines, generation, serial, health.
+    /// The server's version and admin protocol version.
+    Version,
+    /// Show services: live color, phase, TTL, deadlines, flips, serial, health.
     Status {
         /// Only this service.
         service: Option<String>,
-        /// Print the server's JSON reply.
-        #[arg(long)]
-        json: bool,
     },
     /// Lower the TTL to cutover_ttl now and print when caches will have drained.
     Prepare {
+        /// Service name, as in the config.
         service: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Make a color live: lower the TTL, wait for the drain, check health, flip, settle.
     ///
@@ -81,40 +83,33 @@ enum CtlCommand {
         /// Return once the flip is scheduled instead of following it.
         #[arg(long)]
         no_wait: bool,
-        /// Print the final reply as JSON (progress still goes to stderr).
-        #[arg(long)]
-        json: bool,
     },
     /// Flip back to the other color: at once while settling, otherwise the whole sequence.
     Rollback {
+        /// Service name, as in the config.
         service: String,
+        /// Skip the health gate.
         #[arg(long)]
         force: bool,
+        /// Return once the rollback is scheduled instead of following it.
         #[arg(long)]
         no_wait: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// Re-read the config and zone files; apply them only if all of them are valid.
-    Reload {
-        #[arg(long)]
-        json: bool,
-    },
+    Reload,
     /// Which resolvers converged on the new color, which may still hold the old one, and
     /// which keep asking for it, since the service's latest flip.
     Stragglers {
+        /// Service name, as in the config.
         service: String,
         /// Resolvers listed per class (stragglers, overdue, draining).
         #[arg(long, default_value_t = 10)]
         limit: usize,
-        #[arg(long)]
-        json: bool,
     },
     /// Abandon a pending cutover, or end a settle early: back to the normal TTL.
     Cancel {
+        /// Service name, as in the config.
         service: String,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -125,22 +120,39 @@ fn parse_color(s: &str) -> Result<Color, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve { config } => serve(&config),
-        Command::Check { config } => check(&config),
+    match cli.command {
+        Command::Serve { config } => exit(serve(&config)),
+        Command::Check { config } => exit(check(&config)),
         Command::Ctl {
             socket,
             config,
+            json,
             command,
-        } => ctl(socket, &config, command),
-    };
+        } => ctl(socket, &config, json, command),
+    }
+}
+
+fn exit(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("flipdns: {message}");
+            complain(&message);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` to stdout. A reader that went away (`| head`) or a full disk is not a
+/// reason to panic: the error comes back for the exit code.
+fn say(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// `flipdns: MESSAGE` on stderr, if stderr can take it.
+fn complain(message: &str) {
+    let _ = writeln!(std::io::stderr(), "flipdns: {message}");
 }
 
 fn load(config: &Path) -> Result<Catalog, String> {
@@ -156,7 +168,7 @@ fn serve(config: &Path) -> Result<(), String> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let catalog = load(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -193,80 +205,28 @@ fn check(config: &Path) -> Result<(), String> {
     let catalog = load(config)?;
     let services = catalog.config.services.len();
     let zones = catalog.zones.len();
-    println!(
-        "{}: ok ({zones} zone(s), {services} service(s))",
-        config.display()
-    );
-    Ok(())
+    say(&format!(
+        "{}: ok ({zone} zone(s), {services} service(s))\n",
+        config.display(),
+        zone = zones
+    ))
+    .map_err(|e| format!("cannot write to stdout: {e}"))
 }
 
-fn ctl(socket: Option<PathBuf>, config: &Path, command: CtlCommand) -> Result<(), String> {
+/// Runs one `ctl` command: the reply on stdout (for a person, or JSON with `--json`),
+/// progress on stderr, and an exit code per kind of error (README, "Exit codes").
+fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) -> ExitCode {
     let socket = match socket {
         Some(socket) => socket,
-        None => flipdns::config::admin_socket_of(config)
-            .map_err(|e| format!("no --socket given and {e}"))?,
+        None => match flipdns::config::admin_socket_of(config) {
+            Ok(socket) => socket,
+            Err(e) => {
+                complain(&format!("no --socket given and {e}"));
+                return ExitCode::from(3);
+            }
+        },
     };
-    let mut client = Client::connect(&socket).map_err(|e| e.to_string())?;
-    let (request, json) = match command {
-        CtlCommand::Status { service, json } => {
-            let status: Status = client
-                .call(&Request::Status { service })
-                .map_err(|e| e.to_string())?;
-            print(json, &status, format_status);
-            return Ok(());
-        }
-        CtlCommand::Reload { json } => {
-            let reloaded: Reloaded = client.call(&Request::Reload).map_err(|e| e.to_string())?;
-            print(json, &reloaded, format_reloaded);
-            return Ok(());
-        }
-        CtlCommand::Stragglers {
-            service,
-            limit,
-            json,
-        } => {
-            let report: StragglersReport = client
-                .call(&Request::Stragglers {
-                    service,
-                    limit: Some(limit),
-                })
-                .map_err(|e| e.to_string())?;
-            print(json, &report, format_stragglers);
-            return Ok(());
-        }
-        CtlCommand::Prepare { service, json } => (Request::Prepare { service }, json),
-        CtlCommand::Flip {
-            service,
-            to,
-            now,
-            force,
-            no_wait,
-            json,
-        } => (
-            Request::Flip {
-                service,
-                to,
-                now,
-                force,
-                wait: !no_wait,
-            },
-            json,
-        ),
-        CtlCommand::Rollback {
-            service,
-            force,
-            no_wait,
-            json,
-        } => (
-            Request::Rollback {
-                service,
-                force,
-                wait: !no_wait,
-            },
-            json,
-        ),
-        CtlCommand::Cancel { service, json } => (Request::Cancel { service }, json),
-    };
+    let request = request(command);
     let waits = matches!(
         request,
         Request::Flip {
@@ -275,24 +235,88 @@ fn ctl(socket: Option<PathBuf>, config: &Path, command: CtlCommand) -> Result<()
             ..
         } | Request::Rollback { wait: true, .. }
     );
-    if waits && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!("(Ctrl-C detaches: the cutover goes on in the server)");
+    if waits && std::io::stderr().is_terminal() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "(Ctrl-C detaches: the cutover goes on in the server)"
+        );
     }
     let mut view = ProgressView::default();
-    let cutover: Cutover = client
-        .call_with_progress(&request, |p| view.show(p))
-        .map_err(|e| e.to_string())?;
-    print(json, &cutover, format_cutover);
-    Ok(())
+    let result = Client::connect(&socket)
+        .and_then(|mut client| client.call_with_progress(&request, |p| view.show(p)));
+    match result {
+        Ok(response) => match print_reply(json, &response) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE, // stdout went away; the request was carried out
+        },
+        Err(error) => {
+            let code = error.exit_code();
+            match (json, &error) {
+                (true, ClientError::Refused(e)) => {
+                    let _ = say(&json_line(&Reply::Error(e.clone())));
+                }
+                (true, other) => {
+                    let e = Error::new(ErrorKind::Io, other.to_string());
+                    let _ = say(&json_line(&Reply::Error(e)));
+                }
+                (false, _) => complain(&error.to_string()),
+            }
+            ExitCode::from(code)
+        }
+    }
 }
 
-fn print<T: serde::Serialize>(json: bool, value: &T, human: fn(&T) -> String) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).expect("replies serialize")
-        );
-    } else {
-        print!("{}", human(value));
+fn request(command: CtlCommand) -> Request {
+    match command {
+        CtlCommand::Version => Request::Version,
+        CtlCommand::Status { service } => Request::Status { service },
+        CtlCommand::Reload => Request::Reload,
+        CtlCommand::Stragglers { service, limit } => Request::Stragglers {
+            service,
+            limit: Some(limit),
+        },
+        CtlCommand::Prepare { service } => Request::Prepare { service },
+        CtlCommand::Flip {
+            service,
+            to,
+            now,
+            force,
+            no_wait,
+        } => Request::Flip {
+            service,
+            to,
+            now,
+            force,
+            wait: !no_wait,
+        },
+        CtlCommand::Rollback {
+            service,
+            force,
+            no_wait,
+        } => Request::Rollback {
+            service,
+            force,
+            wait: !no_wait,
+        },
+        CtlCommand::Cancel { service } => Request::Cancel { service },
     }
+}
+
+/// The reply on stdout: for a person, or with `--json` the reply's value (the `status`,
+/// `cutover`, ... object itself).
+fn print_reply(json: bool, response: &Response) -> std::io::Result<()> {
+    if !json {
+        return say(&format::response(response));
+    }
+    say(&match response {
+        Response::Version(v) => json_line(v),
+        Response::Status(s) => json_line(s),
+        Response::Cutover(c) => json_line(c),
+        Response::Reloaded(r) => json_line(r),
+        Response::Stragglers(r) => json_line(r),
+    })
+}
+
+fn json_line<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("replies serialize") + "\n"
 }

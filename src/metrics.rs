@@ -1,12 +1,12 @@
-//! Counters, and the Prometheus endpoint that exports them.
+//! The Prometheus endpoint: every counter and gauge, assembled when `/metrics` is scraped.
 //!
-//! The query path only bumps relaxed atomics; everything else (labels, text, the current
-//! snapshot's gauges) is assembled when Prometheus scrapes `/metrics`, by a
-//! `prometheus-client` collector. The endpoint is a deliberately small HTTP/1.0 responder
-//! with its own bounds, so it needs no HTTP stack.
+//! The query path only bumps relaxed atomics ([`crate::counters`], [`crate::observed`]);
+//! labels, text and the current snapshot's gauges are assembled here at scrape time by a
+//! `prometheus-client` collector, one function per area. The endpoint is a deliberately
+//! small HTTP/1.0 responder with its own bounds, so it needs no HTTP stack.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -19,16 +19,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::protocol::ClassCounts;
-use crate::clock;
+use crate::clock::Clock;
 use crate::color::Color;
-use crate::dns::Transport;
-use crate::dns::request::Dropped;
-use crate::health::HealthBoard;
-use crate::records::{Records, ServiceView};
+use crate::counters::Counters;
+use crate::observed::FlipResult;
+use crate::records::{Records, ServiceView, Snapshot};
 use crate::rrl::Limiter;
-use crate::state::Phase;
-use crate::stragglers::Ledger;
+use crate::state::PhaseName;
+use crate::stragglers::{Ledger, ResolverClass};
+use crate::wire::Dropped;
 
 /// Concurrent scrapes served; more are closed at once.
 pub const METRICS_MAX_CLIENTS: usize = 8;
@@ -37,145 +36,21 @@ pub const METRICS_MAX_REQUEST: usize = 8192;
 /// Time a scraper has to send its request and read the reply.
 pub const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// RCODEs counted separately; anything else is counted as OTHER.
-const RCODES: [(u16, &str); 8] = [
-    (0, "NOERROR"),
-    (1, "FORMERR"),
-    (2, "SERVFAIL"),
-    (3, "NXDOMAIN"),
-    (4, "NOTIMP"),
-    (5, "REFUSED"),
-    (16, "BADVERS"),
-    (u16::MAX, "OTHER"),
-];
-
-/// Server-wide counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Responses sent, by transport and RCODE (index into `RCODES`).
-    queries: [[AtomicU64; RCODES.len()]; 2],
-    /// Packets not answered: too short, or responses.
-    dropped: [AtomicU64; 2],
-    /// Open DNS-over-TCP connections.
-    pub tcp_open: AtomicU64,
-    /// TCP connections closed at once because `tcp_connections` were open.
-    pub tcp_refused: AtomicU64,
-    /// TCP connections closed for idling or stalling past their timeouts.
-    pub tcp_timeouts: AtomicU64,
-    /// Admin clients turned away because `admin_clients` were connected.
-    pub admin_refused: AtomicU64,
-}
-
-impl Metrics {
-    pub fn answered(&self, transport: Transport, rcode: u16) {
-        let index = RCODES
-            .iter()
-            .position(|&(r, _)| r == rcode)
-            .unwrap_or(RCODES.len() - 1);
-        self.queries[transport as usize][index].fetch_add(1, Relaxed);
-    }
-
-    pub fn dropped(&self, reason: Dropped) {
-        self.dropped[reason as usize].fetch_add(1, Relaxed);
-    }
-}
-
-/// Outcomes of flips, for `flipdns_flips_total{result}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlipResult {
-    Done = 0,
-    RefusedUnhealthy = 1,
-    RefusedInterval = 2,
-    Cancelled = 3,
-}
-
-impl FlipResult {
-    pub const ALL: [FlipResult; 4] = [
-        FlipResult::Done,
-        FlipResult::RefusedUnhealthy,
-        FlipResult::RefusedInterval,
-        FlipResult::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlipResult::Done => "done",
-            FlipResult::RefusedUnhealthy => "refused_unhealthy",
-            FlipResult::RefusedInterval => "refused_interval",
-            FlipResult::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// What the server observed about one service, shared by every snapshot so that flips do
-/// not reset it.
-#[derive(Debug)]
-pub struct ServiceStats {
-    /// Answers given, by color.
-    answers: [AtomicU64; 2],
-    /// Flips, by [`FlipResult`].
-    flips: [AtomicU64; 4],
-    /// Unix milliseconds (coarse clock) of the last answer given with the normal TTL: the
-    /// drain deadline is this plus the TTL. Starts at the process start for a service that
-    /// starts steady, because the previous process may have answered just before it
-    /// stopped.
-    last_long_answer_ms: AtomicU64,
-    /// Latest background health checks.
-    pub health: HealthBoard,
-}
-
-impl ServiceStats {
-    pub fn new(last_long_answer_ms: u64) -> ServiceStats {
-        ServiceStats {
-            answers: Default::default(),
-            flips: Default::default(),
-            last_long_answer_ms: AtomicU64::new(last_long_answer_ms),
-            health: HealthBoard::default(),
-        }
-    }
-
-    pub fn answered(&self, color: Color) {
-        self.answers[color.index()].fetch_add(1, Relaxed);
-    }
-
-    pub fn answers(&self, color: Color) -> u64 {
-        self.answers[color.index()].load(Relaxed)
-    }
-
-    /// Notes a normal-TTL answer at `now_ms`. On the query path: the shared cache line is
-    /// written at most once per clock tick, not once per query.
-    pub fn long_answer(&self, now_ms: u64) {
-        if now_ms > self.last_long_answer_ms.load(Relaxed) {
-            self.last_long_answer_ms.fetch_max(now_ms, Relaxed);
-        }
-    }
-
-    pub fn last_long_answer_ms(&self) -> u64 {
-        self.last_long_answer_ms.load(Relaxed)
-    }
-
-    pub fn flipped(&self, result: FlipResult) {
-        self.flips[result as usize].fetch_add(1, Relaxed);
-    }
-
-    pub fn flips(&self, result: FlipResult) -> u64 {
-        self.flips[result as usize].load(Relaxed)
-    }
-}
-
 /// Renders all metrics at scrape time.
 #[derive(Debug)]
 pub struct Exporter {
-    pub metrics: Arc<Metrics>,
+    pub counters: Arc<Counters>,
     pub records: Arc<Records>,
     /// `None` when the ledger is off.
     pub ledger: Option<Arc<Ledger>>,
     /// `None` when rate limiting is off.
     pub rrl: Option<Arc<Limiter>>,
+    pub clock: Clock,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
+/// Writes one metric family; nothing when it has no samples.
 fn family<'l, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -201,155 +76,151 @@ fn gauge(value: i64) -> ConstGauge<i64> {
     ConstGauge::new(value)
 }
 
-impl Collector for Exporter {
-    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let m = &self.metrics;
-        let snapshot = self.records.load_full();
-        let services = &snapshot.services;
-        let per_service = |value: &dyn Fn(&ServiceView) -> ConstGauge<i64>| -> Vec<(Labels<'_>, ConstGauge<i64>)> {
-            services.iter().map(|s| (vec![("service", s.name.as_str())], value(s))).collect()
-        };
-        let transports = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
+/// One gauge per service.
+fn per_service<'s>(
+    services: &'s [ServiceView],
+    value: impl Fn(&ServiceView) -> i64,
+) -> Vec<(Labels<'s>, ConstGauge<i64>)> {
+    services
+        .iter()
+        .map(|s| (vec![("service", s.name.as_str())], gauge(value(s))))
+        .collect()
+}
+
+/// One sample per service and color.
+fn per_color<'s, M>(
+    services: &'s [ServiceView],
+    value: impl Fn(&ServiceView, Color) -> Option<M>,
+) -> Vec<(Labels<'s>, M)> {
+    services
+        .iter()
+        .flat_map(|s| Color::ALL.map(|c| (s, c)))
+        .filter_map(|(s, c)| {
+            value(s, c).map(|v| (vec![("service", s.name.as_str()), ("color", c.as_str())], v))
+        })
+        .collect()
+}
+
+impl Exporter {
+    fn queries(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.counters;
         family(
-            &mut e,
+            e,
             "flipdns_queries",
             "DNS responses sent, by transport and RCODE.",
-            transports.iter().flat_map(|&(t, proto)| {
-                RCODES.iter().enumerate().map(move |(i, &(_, rcode))| {
-                    (
-                        vec![("protocol", proto), ("rcode", rcode)],
-                        counter(m.queries[t as usize][i].load(Relaxed)),
-                    )
-                })
+            c.responses().map(|(t, rcode, n)| {
+                (vec![("protocol", t.as_str()), ("rcode", rcode)], counter(n))
             }),
         )?;
         family(
-            &mut e,
+            e,
             "flipdns_dropped",
             "Packets not answered: shorter than a DNS header, or responses (QR set).",
-            [
-                (
-                    vec![("reason", "short")],
-                    counter(m.dropped[Dropped::Short as usize].load(Relaxed)),
-                ),
-                (
-                    vec![("reason", "response")],
-                    counter(m.dropped[Dropped::Response as usize].load(Relaxed)),
-                ),
-            ],
-        )?;
+            Dropped::ALL.map(|d| (vec![("reason", d.as_str())], counter(c.dropped_by(d)))),
+        )
+    }
+
+    fn services(
+        &self,
+        e: &mut DescriptorEncoder,
+        services: &[ServiceView],
+    ) -> Result<(), std::fmt::Error> {
         family(
-            &mut e,
+            e,
             "flipdns_answers",
             "Answers from a service's names, by service and color.",
-            services.iter().flat_map(|s| {
-                Color::ALL.map(|c| {
-                    (
-                        vec![("service", s.name.as_str()), ("color", c.as_str())],
-                        counter(s.stats.answers(c)),
-                    )
-                })
-            }),
+            per_color(services, |s, c| Some(counter(s.observed.answers(c)))),
         )?;
         family(
-            &mut e,
+            e,
             "flipdns_flips",
             "Flips by service and result (done, refused_unhealthy, refused_interval, cancelled).",
             services.iter().flat_map(|s| {
                 FlipResult::ALL.map(|r| {
                     (
                         vec![("service", s.name.as_str()), ("result", r.as_str())],
-                        counter(s.stats.flips(r)),
+                        counter(s.observed.flips(r)),
                     )
                 })
             }),
         )?;
         family(
-            &mut e,
+            e,
             "flipdns_live",
             "1 for the live color of each service, 0 for the other.",
-            services.iter().flat_map(|s| {
-                Color::ALL.map(|c| {
-                    (
-                        vec![("service", s.name.as_str()), ("color", c.as_str())],
-                        gauge((s.live == c) as i64),
-                    )
-                })
+            per_color(services, |s, c| Some(gauge((s.live() == c) as i64))),
+        )?;
+        family(
+            e,
+            "flipdns_health_healthy",
+            "Addresses that passed the latest background health check, by service and color.",
+            per_color(services, |s, c| {
+                s.observed.health.get(c).map(|h| gauge(h.healthy() as i64))
             }),
         )?;
         family(
-            &mut e,
+            e,
+            "flipdns_health_addresses",
+            "Addresses checked by the latest background health check, by service and color.",
+            per_color(services, |s, c| {
+                s.observed
+                    .health
+                    .get(c)
+                    .map(|h| gauge(h.addresses.len() as i64))
+            }),
+        )
+    }
+
+    fn cutovers(
+        &self,
+        e: &mut DescriptorEncoder,
+        services: &[ServiceView],
+    ) -> Result<(), std::fmt::Error> {
+        family(
+            e,
             "flipdns_phase",
             "1 for the cutover phase each service is in (steady, preparing, settling).",
             services.iter().flat_map(|s| {
-                let now = crate::cutover::phase_status(&s.phase).name;
-                ["steady", "preparing", "settling"].map(|p| {
+                let now = s.state.phase.name();
+                PhaseName::ALL.map(|p| {
                     (
-                        vec![("service", s.name.as_str()), ("phase", p)],
+                        vec![("service", s.name.as_str()), ("phase", p.as_str())],
                         gauge((now == p) as i64),
                     )
                 })
             }),
         )?;
         family(
-            &mut e,
+            e,
             "flipdns_service_ttl_seconds",
             "TTL the service's answers carry now.",
-            per_service(&|s| gauge(s.ttl.into())),
+            per_service(services, |s| s.ttl.into()),
         )?;
-        let deadline = |s: &ServiceView| match s.phase {
-            Phase::Preparing { drained_at_ms, .. } => Some(drained_at_ms),
-            _ => None,
-        };
+        let deadline = |s: &ServiceView| s.state.phase.drained_at_ms();
         family(
-            &mut e,
+            e,
             "flipdns_drain_deadline_seconds",
             "Unix time when caches have drained the normal-TTL answers (preparing only; 0 otherwise).",
-            per_service(&|s| gauge(deadline(s).map_or(0, |d| (d / 1000) as i64))),
+            per_service(services, |s| deadline(s).map_or(0, |d| (d / 1000) as i64)),
         )?;
         family(
-            &mut e,
+            e,
             "flipdns_seconds_to_drain",
             "Seconds until the drain deadline (preparing only; 0 otherwise).",
-            per_service(&|s| gauge(deadline(s).map_or(0, |d| clock::until(d).as_secs() as i64))),
-        )?;
-        family(
-            &mut e,
-            "flipdns_health_healthy",
-            "Addresses that passed the latest background health check, by service and color.",
-            services.iter().flat_map(|s| {
-                Color::ALL.into_iter().filter_map(|c| {
-                    s.stats.health.get(c).map(|h| {
-                        (
-                            vec![("service", s.name.as_str()), ("color", c.as_str())],
-                            gauge(h.healthy as i64),
-                        )
-                    })
-                })
+            per_service(services, |s| {
+                deadline(s).map_or(0, |d| self.clock.until(d).as_secs() as i64)
             }),
-        )?;
-        family(
-            &mut e,
-            "flipdns_health_addresses",
-            "Addresses checked by the latest background health check, by service and color.",
-            services.iter().flat_map(|s| {
-                Color::ALL.into_iter().filter_map(|c| {
-                    s.stats.health.get(c).map(|h| {
-                        (
-                            vec![("service", s.name.as_str()), ("color", c.as_str())],
-                            gauge(h.total as i64),
-                        )
-                    })
-                })
-            }),
-        )?;
+        )
+    }
+
+    fn zones(&self, e: &mut DescriptorEncoder, snapshot: &Snapshot) -> Result<(), std::fmt::Error> {
         let origins: Vec<String> = snapshot
             .zones
             .iter()
             .map(|z| z.origin.to_string())
             .collect();
         family(
-            &mut e,
+            e,
             "flipdns_zone_serial",
             "SOA serial served, by zone.",
             snapshot
@@ -359,127 +230,149 @@ impl Collector for Exporter {
                 .map(|(z, o)| (vec![("zone", o.as_str())], gauge(z.serial.into()))),
         )?;
         family(
-            &mut e,
+            e,
             "flipdns_snapshot_generation",
             "Generation of the record set being served; increases with every change.",
-            [(vec![], gauge(snapshot.generation as i64))],
-        )?;
+            [(vec![], gauge(snapshot.generation.0 as i64))],
+        )
+    }
+
+    fn connections(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.counters;
         family(
-            &mut e,
+            e,
             "flipdns_tcp_connections",
             "Open DNS-over-TCP connections.",
-            [(vec![], gauge(m.tcp_open.load(Relaxed) as i64))],
+            [(vec![], gauge(c.tcp_open.load(Relaxed) as i64))],
+        )?;
+        for (name, help, value) in [
+            (
+                "flipdns_tcp_refused",
+                "TCP connections closed at once because the connection limit was reached.",
+                &c.tcp_refused,
+            ),
+            (
+                "flipdns_tcp_timeouts",
+                "TCP connections closed for idling or stalling.",
+                &c.tcp_timeouts,
+            ),
+            (
+                "flipdns_admin_refused",
+                "Admin clients turned away at the client limit.",
+                &c.admin_refused,
+            ),
+        ] {
+            family(e, name, help, [(vec![], counter(value.load(Relaxed)))])?;
+        }
+        Ok(())
+    }
+
+    fn ledger(
+        &self,
+        e: &mut DescriptorEncoder,
+        ledger: &Ledger,
+        services: &[ServiceView],
+    ) -> Result<(), std::fmt::Error> {
+        let counts: Vec<_> = services.iter().map(|s| ledger.counts(s.id)).collect();
+        family(
+            e,
+            "flipdns_resolvers",
+            "Resolvers by service and class since the latest flip (converged, draining, silent, overdue, straggler).",
+            services.iter().zip(&counts).flat_map(|(s, c)| {
+                ResolverClass::ALL.map(|class| {
+                    (
+                        vec![("service", s.name.as_str()), ("class", class.as_str())],
+                        gauge(c.get(class) as i64),
+                    )
+                })
+            }),
         )?;
         family(
-            &mut e,
-            "flipdns_tcp_refused",
-            "TCP connections closed at once because the connection limit was reached.",
-            [(vec![], counter(m.tcp_refused.load(Relaxed)))],
+            e,
+            "flipdns_straggler_queries",
+            "Queries for a service's old color name after every legitimate reason expired, by service and color asked.",
+            per_color(services, |s, c| {
+                Some(counter(ledger.straggler_queries(s.id)[c.index()]))
+            }),
         )?;
-        family(
-            &mut e,
-            "flipdns_tcp_timeouts",
-            "TCP connections closed for idling or stalling.",
-            [(vec![], counter(m.tcp_timeouts.load(Relaxed)))],
-        )?;
-        family(
-            &mut e,
-            "flipdns_admin_refused",
-            "Admin clients turned away at the client limit.",
-            [(vec![], counter(m.admin_refused.load(Relaxed)))],
-        )?;
-        if let Some(ledger) = &self.ledger {
-            let counts: Vec<ClassCounts> = services.iter().map(|s| ledger.counts(s.id)).collect();
-            family(
-                &mut e,
-                "flipdns_resolvers",
-                "Resolvers by service and class since the latest flip (converged, draining, silent, overdue, straggler).",
-                services.iter().zip(&counts).flat_map(|(s, c)| {
-                    [
-                        ("converged", c.converged),
-                        ("draining", c.draining),
-                        ("silent", c.silent),
-                        ("overdue", c.overdue),
-                        ("straggler", c.straggler),
-                    ]
-                    .map(|(class, n)| {
-                        (
-                            vec![("service", s.name.as_str()), ("class", class)],
-                            gauge(n as i64),
-                        )
-                    })
-                }),
-            )?;
-            family(
-                &mut e,
-                "flipdns_straggler_queries",
-                "Queries for a service's old color name after every legitimate reason expired, by service and color asked.",
-                services.iter().flat_map(|s| {
-                    let queries = ledger.straggler_queries(s.id);
-                    Color::ALL.map(|c| {
-                        (
-                            vec![("service", s.name.as_str()), ("color", c.as_str())],
-                            counter(queries[c.index()]),
-                        )
-                    })
-                }),
-            )?;
-            let view = ledger.view();
-            family(
-                &mut e,
+        let figures = ledger.figures();
+        for (name, help, value) in [
+            (
                 "flipdns_ledger_entries",
                 "Entries in the straggler ledger.",
-                [(vec![], gauge(view.entries as i64))],
-            )?;
-            family(
-                &mut e,
+                figures.entries,
+            ),
+            (
                 "flipdns_ledger_capacity",
                 "Most entries the straggler ledger keeps.",
-                [(vec![], gauge(view.capacity as i64))],
-            )?;
-            family(
-                &mut e,
+                figures.capacity,
+            ),
+        ] {
+            family(e, name, help, [(vec![], gauge(value as i64))])?;
+        }
+        for (name, help, value) in [
+            (
                 "flipdns_ledger_evictions",
                 "Ledger entries evicted to make room (least recently seen first).",
-                [(vec![], counter(view.evicted))],
-            )?;
-            family(
-                &mut e,
+                figures.evicted,
+            ),
+            (
                 "flipdns_ledger_dropped",
                 "Observations dropped because the ledger's queue was full.",
-                [(vec![], counter(view.dropped))],
-            )?;
+                figures.dropped,
+            ),
+        ] {
+            family(e, name, help, [(vec![], counter(value))])?;
+        }
+        Ok(())
+    }
+
+    fn rrl(&self, e: &mut DescriptorEncoder, rrl: &Limiter) -> Result<(), std::fmt::Error> {
+        family(
+            e,
+            "flipdns_rrl",
+            "UDP responses over the rate limit, by what happened to them (slipped: sent truncated; dropped).",
+            [
+                (
+                    vec![("action", "slipped")],
+                    counter(rrl.slipped.load(Relaxed)),
+                ),
+                (
+                    vec![("action", "dropped")],
+                    counter(rrl.dropped.load(Relaxed)),
+                ),
+            ],
+        )?;
+        family(
+            e,
+            "flipdns_rrl_limited",
+            "UDP responses over the rate limit of their source prefix.",
+            [(vec![], counter(rrl.limited.load(Relaxed)))],
+        )
+    }
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.records.load_full();
+        let services = &snapshot.services;
+        self.queries(&mut e)?;
+        self.services(&mut e, services)?;
+        self.cutovers(&mut e, services)?;
+        self.zones(&mut e, &snapshot)?;
+        self.connections(&mut e)?;
+        if let Some(ledger) = &self.ledger {
+            self.ledger(&mut e, ledger, services)?;
         }
         if let Some(rrl) = &self.rrl {
-            family(
-                &mut e,
-                "flipdns_rrl",
-                "UDP responses over the rate limit, by what happened to them (slipped: sent truncated; dropped).",
-                [
-                    (
-                        vec![("action", "slipped")],
-                        counter(rrl.slipped.load(Relaxed)),
-                    ),
-                    (
-                        vec![("action", "dropped")],
-                        counter(rrl.dropped.load(Relaxed)),
-                    ),
-                ],
-            )?;
-            family(
-                &mut e,
-                "flipdns_rrl_limited",
-                "UDP responses over the rate limit of their source prefix.",
-                [(vec![], counter(rrl.limited.load(Relaxed)))],
-            )?;
+            self.rrl(&mut e, rrl)?;
         }
         family(
             &mut e,
             "flipdns_build_info",
             "Build information.",
             [(vec![("version", env!("CARGO_PKG_VERSION"))], gauge(1))],
-        )?;
-        Ok(())
+        )
     }
 }
 
@@ -494,11 +387,15 @@ pub fn render(exporter: &Arc<Exporter>) -> String {
 }
 
 /// Serves `/metrics` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let permits = Arc::new(Semaphore::new(METRICS_MAX_CLIENTS));
     loop {
         let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {

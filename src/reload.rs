@@ -11,11 +11,29 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::admin::protocol::{Reloaded, ZoneStatus};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::cutover::Cutovers;
-use crate::switch::Switch;
+use crate::problem::Problems;
+use crate::state::StateError;
+use crate::switch::{Reloaded, Switch};
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub changes: Reloaded,
+    /// Settings that changed but only take effect at the next restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reload refused, still serving the previous configuration:\n{0}")]
+    Invalid(Problems),
+    #[error("reload not applied, still serving the previous configuration: {0}")]
+    NotApplied(StateError),
+}
 
 /// Reloads one server's configuration; one reload at a time.
 pub struct Reloader {
@@ -34,7 +52,7 @@ impl Reloader {
     }
 
     /// Reloads, logging the outcome; the error lists every problem, one per line.
-    pub async fn reload(&self) -> Result<Reloaded, String> {
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.busy.lock().await;
         let running = self.switch.catalog();
         let path = running.config.path.clone();
@@ -44,36 +62,27 @@ impl Reloader {
                 for problem in &problems.0 {
                     tracing::error!("reload refused: {problem}");
                 }
-                return Err(format!(
-                    "reload refused, still serving the previous configuration:\n{problems}"
-                ));
+                return Err(ReloadError::Invalid(problems));
             }
         };
         let (catalog, restart_needed) = keep_running_settings(&running.config, catalog);
-        let changed = self.switch.reload(catalog).await.map_err(|e| {
+        let changes = self.switch.reload(catalog).await.map_err(|e| {
             tracing::error!("reload not applied: {e}");
-            format!("reload not applied, still serving the previous configuration: {e}")
+            ReloadError::NotApplied(e)
         })?;
         self.cutovers.sync();
         for setting in &restart_needed {
             tracing::warn!("reload: {setting} changed; it takes effect at the next restart");
         }
         tracing::info!(
-            added = ?changed.added,
-            removed = ?changed.removed,
-            changed = ?changed.changed,
+            added = ?changes.added,
+            removed = ?changes.removed,
+            changed = ?changes.changed,
             "reloaded {}",
             path.display()
         );
-        Ok(Reloaded {
-            added: changed.added,
-            removed: changed.removed,
-            changed: changed.changed,
-            serials: changed
-                .serials
-                .into_iter()
-                .map(|(origin, serial)| ZoneStatus { origin, serial })
-                .collect(),
+        Ok(ReloadReport {
+            changes,
             restart_needed,
         })
     }

@@ -19,9 +19,8 @@ use tokio::sync::Mutex;
 
 use crate::catalog::Catalog;
 use crate::config::ServiceConfig;
-use crate::cutover;
-use crate::metrics::ServiceStats;
-use crate::records::{Records, Serving, ServingService, Snapshot};
+use crate::observed::Observed;
+use crate::records::{Generation, Records, Serving, ServingService, Snapshot};
 use crate::state::{ServiceState, State, StateError, StateFile, ZoneState, serial_after};
 
 /// Owns the live state and the state file; publishes snapshots to [`Records`].
@@ -36,9 +35,9 @@ pub struct Switch {
 struct Inner {
     state: State,
     /// Generation of the last published snapshot.
-    generation: u64,
+    generation: Generation,
     /// By service name: kept across snapshots and reloads.
-    stats: HashMap<String, Arc<ServiceStats>>,
+    observed: HashMap<String, Arc<Observed>>,
     /// Stable ids by service name, never reused in this process.
     ids: HashMap<String, u16>,
     started_ms: u64,
@@ -84,8 +83,8 @@ impl Switch {
         state_file.save(&state)?;
         let mut inner = Inner {
             state,
-            generation: 1,
-            stats: HashMap::new(),
+            generation: Generation(1),
+            observed: HashMap::new(),
             ids: HashMap::new(),
             started_ms,
         };
@@ -107,12 +106,12 @@ impl Switch {
         &self.records
     }
 
-    /// The counters of `service`, if it is served.
-    pub fn stats(&self, service: &str) -> Option<Arc<ServiceStats>> {
+    /// What the server has seen of `service`, if it is served.
+    pub fn observed(&self, service: &str) -> Option<Arc<Observed>> {
         self.records
             .load()
             .service(service)
-            .map(|s| s.stats.clone())
+            .map(|s| s.observed.clone())
     }
 
     /// The config and state of `service`, if it is still configured.
@@ -148,7 +147,7 @@ impl Switch {
             .services
             .get_mut(&config.name)
             .expect("every configured service has state");
-        let served = |s: &ServiceState| (s.live, cutover::ttl(config, &s.phase));
+        let served = |s: &ServiceState| (s.live, s.phase.ttl(config.ttl, config.cutover_ttl));
         let before = entry.clone();
         change(entry);
         if *entry == before {
@@ -163,7 +162,7 @@ impl Switch {
         }
         self.persist(&next).await?;
         inner.state = next;
-        inner.generation += 1;
+        inner.generation = inner.generation.next();
         self.records.publish(snapshot(&catalog, &mut inner));
         Ok(current(config, &inner.state))
     }
@@ -217,7 +216,7 @@ impl Switch {
         }
         self.persist(&next).await?;
         inner.state = next;
-        inner.generation += 1;
+        inner.generation = inner.generation.next();
         let snapshot = snapshot(&catalog, &mut inner);
         self.catalog.store(Arc::new(catalog));
         self.records.publish(snapshot);
@@ -291,12 +290,7 @@ fn initial_state(catalog: &Catalog, mut state: State) -> State {
         state
             .services
             .entry(service.name.clone())
-            .or_insert(ServiceState {
-                live: service.live,
-                generation: 0,
-                flipped_at_ms: None,
-                phase: Default::default(),
-            });
+            .or_insert_with(|| ServiceState::new(service.live));
     }
     for zone in &catalog.zones {
         let file_serial = zone.soa.serial;
@@ -322,22 +316,20 @@ fn snapshot(catalog: &Catalog, inner: &mut Inner) -> Snapshot {
         // A service first served in steady phase may have given normal-TTL answers from
         // the previous process up to this start; one in a cutover has a persisted deadline
         // that already covers them.
-        let last_long_ms = if cutover::is_long(&state.phase) {
+        let last_long_ms = if state.phase.is_long() {
             inner.started_ms
         } else {
             0
         };
-        let stats = inner
-            .stats
+        let observed = inner
+            .observed
             .entry(config.name.clone())
-            .or_insert_with(|| Arc::new(ServiceStats::new(last_long_ms)))
+            .or_insert_with(|| Arc::new(Observed::new(last_long_ms)))
             .clone();
         services.push(ServingService {
             id,
-            live: state.live,
-            ttl: cutover::ttl(config, &state.phase),
-            phase: state.phase,
-            stats,
+            state: state.clone(),
+            observed,
         });
     }
     let serving = Serving {

@@ -1,11 +1,13 @@
 //! The admin socket: the change and report interface for operators and release tooling.
 //!
-//! - [`protocol`]: the request and reply types (the wire contract, shared with the client);
-//! - [`server`]: binds the socket, reads bounded request lines;
-//! - [`commands`]: runs each request (status report, cutover commands, progress);
-//! - [`client`]: what `flipdns ctl` runs.
+//! - [`server`]: binds the socket, checks peers, reads bounded request lines;
+//! - [`commands`]: runs each request (one file per command) and turns domain values into
+//!   replies;
+//! - [`client`] and [`format`]: what `flipdns ctl` runs and prints.
+//!
+//! The request and reply types are [`crate::protocol`], which depends on nothing here.
 
 pub mod client;
 pub mod commands;
-pub mod protocol;
+pub mod format;
 pub mod server;

@@ -8,16 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::commands::{Context, dispatch};
-use super::protocol::{MAX_REQUEST_BYTES, Reply};
-use crate::metrics::Metrics;
+use super::commands::{Context, dispatch, reply_line};
+use crate::counters::Counters;
+use crate::protocol::{Error, ErrorKind, MAX_REQUEST_BYTES, Reply};
 
 /// Why the admin socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +104,7 @@ pub struct AdminLimits {
 
 impl AdminLimits {
     /// Why the peer on `stream` may not use the socket, if it may not.
-    fn refuse(&self, stream: &UnixStream) -> Option<String> {
+    fn refuse(&self, stream: &UnixStream) -> Option<Error> {
         if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
             return None;
         }
@@ -116,24 +115,30 @@ impl AdminLimits {
             {
                 None
             }
-            Ok(cred) => Some(format!(
-                "uid {} gid {} may not use this admin socket (admin_allowed_uids, admin_allowed_gids)",
-                cred.uid(),
-                cred.gid()
+            Ok(cred) => Some(Error::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "uid {} gid {} may not use this admin socket (admin_allowed_uids, admin_allowed_gids)",
+                    cred.uid(),
+                    cred.gid()
+                ),
             )),
-            Err(e) => Some(format!("cannot tell who is asking (SO_PEERCRED): {e}")),
+            Err(e) => Some(Error::new(
+                ErrorKind::Forbidden,
+                format!("cannot tell who is asking (SO_PEERCRED): {e}"),
+            )),
         }
     }
 }
 
 /// Serves admin clients until `shutdown`, then waits for requests in progress.
 pub async fn serve(
-    socket: &AdminSocket,
+    socket: Arc<AdminSocket>,
     context: Arc<Context>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     limits: AdminLimits,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     let permits = Arc::new(Semaphore::new(limits.clients));
     let tracker = TaskTracker::new();
     loop {
@@ -151,17 +156,20 @@ pub async fn serve(
         let permit = permits.clone().try_acquire_owned();
         let refusal = match (&permit, limits.refuse(&stream)) {
             (_, Some(reason)) => Some(reason),
-            (Err(_), None) => Some(format!(
-                "too many admin clients (limit {}); try again",
-                limits.clients
+            (Err(_), None) => Some(Error::new(
+                ErrorKind::TooManyClients,
+                format!(
+                    "too many admin clients (limit {}); try again",
+                    limits.clients
+                ),
             )),
             (Ok(_), None) => None,
         };
         if let Some(reason) = refusal {
-            metrics.admin_refused.fetch_add(1, Relaxed);
+            counters.admin_refused.fetch_add(1, Relaxed);
             tracing::warn!("admin client refused: {reason}");
             tracker.spawn(async move {
-                let line = reply_line(&Reply::<()>::Error(reason));
+                let line = reply_line(&Reply::Error(reason));
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes()))
                         .await;
@@ -177,6 +185,7 @@ pub async fn serve(
     }
     tracker.close();
     tracker.wait().await;
+    Ok(())
 }
 
 /// One client connection: requests in, replies out, until EOF, an error or shutdown.
@@ -215,8 +224,9 @@ async fn client(
                 timeout.as_secs_f32()
             ),
         };
+        let error = Error::new(ErrorKind::RequestTimeout, refusal);
         let _ = write
-            .write_all(reply_line(&Reply::<()>::Error(refusal)).as_bytes())
+            .write_all(reply_line(&Reply::Error(error)).as_bytes())
             .await;
         return;
     }
@@ -244,10 +254,4 @@ async fn read_line<R: AsyncRead + Unpin>(
     } else {
         Ok(Line::Eof) // the client closed mid-line: nothing to answer
     }
-}
-
-pub(super) fn reply_line<T: Serialize>(reply: &Reply<T>) -> String {
-    let mut line = serde_json::to_string(reply).expect("replies serialize");
-    line.push('\n');
-    line
 }

@@ -9,14 +9,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{drain_deadline, phase_status, ttl, wake_at};
-use crate::admin::protocol::{ColorHealth, Cutover, Outcome, Progress, Step};
-use crate::clock;
+use super::{Done, Outcome, Progress, Refusal, RefusalKind, Step, drain_deadline, wake_at};
+use crate::clock::{Clock, format_utc};
 use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::health;
-use crate::metrics::{FlipResult, ServiceStats};
-use crate::state::Phase;
+use crate::observed::{ColorHealth, FlipResult, Observed};
+use crate::state::{FlipCount, Phase};
 use crate::switch::{Current, Switch};
 
 /// Commands queued per service before new ones are turned away.
@@ -39,11 +38,12 @@ pub enum Action {
     Cancel,
 }
 
-type Reply = oneshot::Sender<Result<Cutover, String>>;
+type Reply = oneshot::Sender<Result<Done, Refusal>>;
 
 /// The cutover tasks of all services, by service name.
 pub struct Cutovers {
     switch: Arc<Switch>,
+    clock: Clock,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     running: std::sync::Mutex<Running>,
@@ -65,11 +65,13 @@ impl Cutovers {
     /// Starts one task per service (and its background health checks) on `tracker`.
     pub fn start(
         switch: Arc<Switch>,
+        clock: Clock,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Cutovers {
         let cutovers = Cutovers {
             switch,
+            clock,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             running: Default::default(),
@@ -82,7 +84,7 @@ impl Cutovers {
     /// tasks of removed services end, and restarts health checks with their new settings.
     pub fn sync(&self) {
         let catalog = self.switch.catalog();
-        let mut running = self.running.lock().expect("cutover registry lock");
+        let mut running = self.running();
         running
             .drivers
             .retain(|name, _| catalog.config.service(name).is_some());
@@ -93,12 +95,13 @@ impl Cutovers {
             if !running.drivers.contains_key(&config.name) {
                 let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
                 let (events, _) = broadcast::channel(EVENT_BUFFER);
-                let Some(stats) = self.switch.stats(&config.name) else {
+                let Some(observed) = self.switch.observed(&config.name) else {
                     continue;
                 };
                 let driver = Driver {
                     config: config.clone(),
-                    stats,
+                    observed,
+                    clock: self.clock.clone(),
                     switch: self.switch.clone(),
                     events: events.clone(),
                     pending: None,
@@ -110,48 +113,67 @@ impl Cutovers {
                     .drivers
                     .insert(config.name.clone(), Handle { commands, events });
             }
-            if let (Some(check), Some(stats)) = (&config.health, self.switch.stats(&config.name)) {
+            if let (Some(check), Some(observed)) =
+                (&config.health, self.switch.observed(&config.name))
+            {
                 let token = self.shutdown.child_token();
                 running.watchers.insert(config.name.clone(), token.clone());
-                let (config, check) = (config.clone(), check.clone());
-                self.tracker
-                    .spawn(async move { health::watch(config, check, stats, token).await });
+                let (config, check, clock) = (config.clone(), check.clone(), self.clock.clone());
+                self.tracker.spawn(async move {
+                    health::watch(config, check, observed, clock, token).await
+                });
             }
         }
     }
 
     /// Runs `action` on `service` and returns what happened.
-    pub async fn command(&self, service: &str, action: Action) -> Result<Cutover, String> {
+    pub async fn command(&self, service: &str, action: Action) -> Result<Done, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.with_handle(service, |handle| {
             handle.commands.try_send((action, reply)).map_err(|_| {
-                format!("too many commands queued for {service} (limit {COMMAND_QUEUE}); try again")
+                Refusal::new(
+                    RefusalKind::Busy,
+                    format!(
+                        "too many commands queued for {service} (limit {COMMAND_QUEUE}); try again"
+                    ),
+                )
             })
         })??;
-        answer
-            .await
-            .map_err(|_| "the server is shutting down, or the service was removed".to_string())?
+        answer.await.map_err(|_| {
+            Refusal::new(
+                RefusalKind::ShuttingDown,
+                "the server is shutting down, or the service was removed",
+            )
+        })?
     }
 
     /// Progress events of `service`'s cutovers from now on. Subscribe before sending the
     /// command whose progress you want, so that none is missed.
-    pub fn subscribe(&self, service: &str) -> Result<broadcast::Receiver<Progress>, String> {
+    pub fn subscribe(&self, service: &str) -> Result<broadcast::Receiver<Progress>, Refusal> {
         self.with_handle(service, |handle| handle.events.subscribe())
     }
 
-    fn with_handle<T>(&self, service: &str, f: impl FnOnce(&Handle) -> T) -> Result<T, String> {
-        let running = self.running.lock().expect("cutover registry lock");
+    fn with_handle<T>(&self, service: &str, f: impl FnOnce(&Handle) -> T) -> Result<T, Refusal> {
+        let running = self.running();
         match running.drivers.get(service) {
             Some(handle) => Ok(f(handle)),
             None => {
                 let mut known: Vec<&str> = running.drivers.keys().map(String::as_str).collect();
                 known.sort_unstable();
-                Err(format!(
-                    "unknown service {service:?} (configured: {})",
-                    known.join(", ")
+                Err(Refusal::new(
+                    RefusalKind::UnknownService,
+                    format!(
+                        "unknown service {service:?} (configured: {})",
+                        known.join(", ")
+                    ),
                 ))
             }
         }
+    }
+
+    /// The registry, even if a holder panicked: it only holds channel ends.
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -159,7 +181,8 @@ impl Cutovers {
 struct Driver {
     /// The service's config, refreshed from the switch at every step (a reload may change it).
     config: ServiceConfig,
-    stats: Arc<ServiceStats>,
+    observed: Arc<Observed>,
+    clock: Clock,
     switch: Arc<Switch>,
     events: broadcast::Sender<Progress>,
     /// Id of the pending flip, for progress events.
@@ -196,7 +219,7 @@ impl Driver {
                     let Some((action, reply)) = command else { return };
                     let _ = reply.send(self.act(action, &current).await);
                 }
-                _ = sleep_until(wake) => {
+                _ = sleep_until(&self.clock, wake) => {
                     if let Err(e) = self.wake(&current).await {
                         tracing::error!(service = %self.config.name, "{e}; retrying");
                         tokio::time::sleep(RETRY_AFTER_WRITE_ERROR).await;
@@ -211,7 +234,7 @@ impl Driver {
         self.next_id - 1
     }
 
-    async fn act(&mut self, action: Action, current: &Current) -> Result<Cutover, String> {
+    async fn act(&mut self, action: Action, current: &Current) -> Result<Done, Refusal> {
         let live = current.service.live;
         let pending = match current.service.phase {
             Phase::Preparing {
@@ -251,7 +274,7 @@ impl Driver {
                 }
                 let now = self.apply(|s| s.phase = Phase::Steady).await?;
                 if let Some((target, _)) = pending {
-                    self.stats.flipped(FlipResult::Cancelled);
+                    self.observed.flipped(FlipResult::Cancelled);
                     self.emit(Step::Cancelled);
                     self.pending = None;
                     tracing::info!(service = %self.config.name, %target, "pending flip cancelled: back to the normal TTL");
@@ -269,7 +292,7 @@ impl Driver {
         to: Color,
         force: bool,
         current: &Current,
-    ) -> Result<Cutover, String> {
+    ) -> Result<Done, Refusal> {
         self.pending = Some(self.new_id());
         let now = self
             .prepare(Some(to), force, current)
@@ -279,11 +302,14 @@ impl Driver {
         Ok(self.reply(Outcome::Scheduled, &now, None))
     }
 
-    fn busy(&self, target: Color, drained_at_ms: u64) -> String {
+    fn busy(&self, target: Color, drained_at_ms: u64) -> Refusal {
         let name = &self.config.name;
-        format!(
-            "a cutover of {name} to {target} is pending (drains at {}); cancel it first with `flipdns ctl cancel {name}`",
-            clock::format_utc(drained_at_ms)
+        Refusal::new(
+            RefusalKind::Busy,
+            format!(
+                "a cutover of {name} to {target} is pending (drains at {}); cancel it first with `flipdns ctl cancel {name}`",
+                format_utc(drained_at_ms)
+            ),
         )
     }
 
@@ -294,16 +320,15 @@ impl Driver {
         target: Option<Color>,
         force: bool,
         current: &Current,
-    ) -> Result<Current, String> {
-        let stats = self.stats.clone();
-        let since_ms = clock::now_ms();
-        let mut drained_at_ms = drain_deadline(&self.config, &stats);
-        if super::is_long(&current.service.phase) {
+    ) -> Result<Current, Refusal> {
+        let since_ms = self.clock.now_ms();
+        let mut drained_at_ms = drain_deadline(&self.config, &self.observed, &self.clock);
+        if current.service.phase.is_long() {
             // Normal-TTL answers go out until the short TTL is published, after this write.
             drained_at_ms = drained_at_ms.max(
                 since_ms
                     + u64::from(self.config.ttl) * 1000
-                    + clock::coarse_resolution_ms()
+                    + self.clock.coarse_resolution_ms()
                     + PUBLISH_MARGIN_MS,
             );
         }
@@ -317,7 +342,7 @@ impl Driver {
                 }
             })
             .await?;
-        let late = drain_deadline(&self.config, &stats);
+        let late = drain_deadline(&self.config, &self.observed, &self.clock);
         if late > drained_at_ms {
             now = self.extend(late).await?;
         }
@@ -325,7 +350,7 @@ impl Driver {
         Ok(now)
     }
 
-    async fn extend(&mut self, drained_at: u64) -> Result<Current, String> {
+    async fn extend(&mut self, drained_at: u64) -> Result<Current, Refusal> {
         self.apply(|s| {
             if let Phase::Preparing { drained_at_ms, .. } = &mut s.phase {
                 *drained_at_ms = drained_at;
@@ -335,7 +360,7 @@ impl Driver {
     }
 
     /// A deadline arrived: flip a pending cutover whose caches have drained, or end a settle.
-    async fn wake(&mut self, current: &Current) -> Result<(), String> {
+    async fn wake(&mut self, current: &Current) -> Result<(), Refusal> {
         match current.service.phase {
             Phase::Preparing {
                 target: Some(to),
@@ -343,7 +368,7 @@ impl Driver {
                 force,
                 ..
             } => {
-                let late = drain_deadline(&self.config, &self.stats);
+                let late = drain_deadline(&self.config, &self.observed, &self.clock);
                 if late > drained_at_ms {
                     // A normal-TTL answer left after the deadline was set (a query in flight
                     // during the switch to the short TTL): wait for it too.
@@ -351,8 +376,7 @@ impl Driver {
                     self.emit(Step::Draining {
                         target: to,
                         drained_at_ms: late,
-                        seconds_left: clock::until(late).as_secs(),
-                        ttl: ttl(&self.config, &now.service.phase),
+                        ttl: self.ttl(&now.service.phase),
                     });
                     return Ok(());
                 }
@@ -382,31 +406,23 @@ impl Driver {
     }
 
     /// Flips to `to` now, behind the health gate and the flip interval unless `force`.
-    async fn flip(&mut self, to: Color, force: bool, current: &Current) -> Result<Cutover, String> {
+    async fn flip(&mut self, to: Color, force: bool, current: &Current) -> Result<Done, Refusal> {
         let name = self.config.name.clone();
         let from = current.service.live;
         let mut gate = None;
         if let (false, Some(check)) = (force, &self.config.health) {
-            let result = health::check_color(&self.config, check, to).await;
-            self.emit(Step::Health {
-                health: result.clone(),
-            });
-            if result.healthy < result.total {
-                let failing: Vec<String> = result
-                    .addresses
-                    .iter()
-                    .filter(|a| !a.healthy)
-                    .map(|a| format!("{} ({})", a.address, a.detail))
-                    .collect();
+            let result = health::check_color(&self.config, check, to, &self.clock).await;
+            self.emit(Step::Health(result.clone()));
+            if !result.all_healthy() {
                 let reason = format!(
                     "flip of {name} to {to} refused: unhealthy {}; still {from}",
-                    failing.join(", ")
+                    result.failing()
                 );
                 return self.refuse(reason, FlipResult::RefusedUnhealthy).await;
             }
             gate = Some(result);
         }
-        let now_ms = clock::now_ms();
+        let now_ms = self.clock.now_ms();
         if let (false, Some(last)) = (force, current.service.flipped_at_ms) {
             let allowed = last + self.config.min_flip_interval.as_millis() as u64;
             if now_ms < allowed {
@@ -414,7 +430,7 @@ impl Driver {
                     "flip of {name} to {to} refused: the last flip was {} s ago and min_flip_interval is {} s (allowed from {}); still {from}",
                     (now_ms - last) / 1000,
                     self.config.min_flip_interval.as_secs(),
-                    clock::format_utc(allowed)
+                    format_utc(allowed)
                 );
                 return self.refuse(reason, FlipResult::RefusedInterval).await;
             }
@@ -423,27 +439,30 @@ impl Driver {
         let after = self
             .apply(|s| {
                 s.live = to;
-                s.generation += 1;
+                s.flips = FlipCount(s.flips.0 + 1);
                 s.flipped_at_ms = Some(now_ms);
                 s.phase = Phase::Settling { until_ms };
             })
             .await
-            .map_err(|e| format!("flip of {name} to {to} not done, still {from}: {e}"))
-            .inspect_err(|e| self.emit(Step::Refused { reason: e.clone() }))?;
-        self.stats.flipped(FlipResult::Done);
-        tracing::info!(service = %name, %from, %to, generation = after.service.generation, serial = after.serial, settle_until = %clock::format_utc(until_ms), "flipped");
+            .map_err(|e| {
+                Refusal::new(
+                    RefusalKind::NotWritten,
+                    format!("flip of {name} to {to} not done, still {from}: {e}"),
+                )
+            })
+            .inspect_err(|e| self.emit(Step::Refused(e.clone())))?;
+        self.observed.flipped(FlipResult::Done);
+        tracing::info!(service = %name, %from, %to, flips = %after.service.flips, serial = after.serial, settle_until = %format_utc(until_ms), "flipped");
         let mut reply = self.reply(Outcome::Flipped, &after, gate);
         reply.from = Some(from);
-        self.emit(Step::Flipped {
-            result: Box::new(reply.clone()),
-        });
+        self.emit(Step::Flipped(Box::new(reply.clone())));
         self.pending = None;
         Ok(reply)
     }
 
     /// Refuses a flip: the color stays, a pending target is dropped, the phase stays.
-    async fn refuse(&mut self, reason: String, result: FlipResult) -> Result<Cutover, String> {
-        self.stats.flipped(result);
+    async fn refuse(&mut self, reason: String, result: FlipResult) -> Result<Done, Refusal> {
+        self.observed.flipped(result);
         tracing::warn!(service = %self.config.name, "{reason}");
         let dropped = self
             .apply(|s| {
@@ -456,21 +475,24 @@ impl Driver {
             Ok(_) => reason,
             Err(e) => format!("{reason}; and {e}"),
         };
-        self.emit(Step::Refused {
-            reason: reason.clone(),
-        });
+        let kind = match result {
+            FlipResult::RefusedInterval => RefusalKind::Interval,
+            _ => RefusalKind::Unhealthy,
+        };
+        let refusal = Refusal::new(kind, reason);
+        self.emit(Step::Refused(refusal.clone()));
         self.pending = None;
-        Err(reason)
+        Err(refusal)
     }
 
     async fn apply(
         &self,
         change: impl FnOnce(&mut crate::state::ServiceState),
-    ) -> Result<Current, String> {
+    ) -> Result<Current, Refusal> {
         self.switch
             .apply(&self.config.name, change)
             .await
-            .map_err(|e| format!("not done: {e}"))
+            .map_err(|e| Refusal::new(RefusalKind::NotWritten, format!("not done: {e}")))
     }
 
     fn emit(&self, step: Step) {
@@ -485,39 +507,35 @@ impl Driver {
 
     fn drained_at(&self, current: &Current) -> String {
         match current.service.phase {
-            Phase::Preparing { drained_at_ms, .. } => clock::format_utc(drained_at_ms),
+            Phase::Preparing { drained_at_ms, .. } => format_utc(drained_at_ms),
             _ => "-".into(),
         }
     }
 
-    fn reply(&self, outcome: Outcome, current: &Current, health: Option<ColorHealth>) -> Cutover {
-        Cutover {
+    fn ttl(&self, phase: &Phase) -> u32 {
+        phase.ttl(self.config.ttl, self.config.cutover_ttl)
+    }
+
+    fn reply(&self, outcome: Outcome, current: &Current, health: Option<ColorHealth>) -> Done {
+        Done {
             service: self.config.name.clone(),
             outcome,
-            live: current.service.live,
-            from: None,
-            phase: phase_status(&current.service.phase),
-            ttl: ttl(&self.config, &current.service.phase),
-            generation: current.service.generation,
+            state: current.service.clone(),
+            ttl: self.ttl(&current.service.phase),
             serial: current.serial,
-            cutover: self.pending.filter(|_| {
-                matches!(
-                    current.service.phase,
-                    Phase::Preparing {
-                        target: Some(_),
-                        ..
-                    }
-                )
-            }),
+            from: None,
+            cutover: self
+                .pending
+                .filter(|_| current.service.phase.target().is_some()),
             health,
         }
     }
 }
 
 /// Sleeps until the Unix millisecond `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<u64>) {
+async fn sleep_until(clock: &Clock, deadline: Option<u64>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep(clock::until(deadline)).await,
+        Some(deadline) => tokio::time::sleep(clock.until(deadline)).await,
         None => std::future::pending().await,
     }
 }

@@ -10,59 +10,34 @@ pub mod request;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::clock;
-use crate::metrics::Metrics;
+use crate::clock::Clock;
+use crate::counters::Counters;
 use crate::records::{Lookup, Records, Rendered};
 use crate::rrl::{Limiter, Verdict};
 use crate::stragglers::{Observation, Recorder};
-use request::{ClientSubnet, Edns, Parsed, Request};
-
-/// Largest UDP payload we send, whatever the requester offers: the 2020 DNS flag day value,
-/// which avoids IP fragmentation on practically every path.
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
-/// Largest UDP payload without EDNS (RFC 1035 section 4.2.1).
-const CLASSIC_UDP_PAYLOAD: u16 = 512;
-/// Largest DNS message over TCP: the two-byte length prefix (RFC 1035 section 4.2.2).
-pub const MAX_TCP_MESSAGE: usize = 65535;
-
-pub const OPCODE_QUERY: u8 = 0;
-pub const OPCODE_NOTIFY: u8 = 4;
-pub const OPCODE_UPDATE: u8 = 5;
-
-pub const RCODE_FORMERR: u8 = 1;
-pub const RCODE_NXDOMAIN: u8 = 3;
-pub const RCODE_NOTIMP: u8 = 4;
-pub const RCODE_REFUSED: u8 = 5;
-/// Extended RCODE 16 (RFC 6891 section 9): the high bits travel in the OPT record.
-pub const RCODE_BADVERS: u16 = 16;
-
-const CLASS_IN: u16 = 1;
-pub const TYPE_OPT: u16 = 41;
-/// EDNS Client Subnet option code (RFC 7871).
-pub const OPTION_CLIENT_SUBNET: u16 = 8;
-const TYPE_IXFR: u16 = 251;
-const TYPE_AXFR: u16 = 252;
-
-/// How a request arrived; decides the response size limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp = 0,
-    Tcp = 1,
-}
+use crate::subnet::ClientSubnet;
+use crate::wire::{
+    CLASS_IN, CLASSIC_UDP_PAYLOAD, MAX_TCP_MESSAGE, MAX_UDP_PAYLOAD, OPCODE_QUERY,
+    OPTION_CLIENT_SUBNET, RCODE_BADVERS, RCODE_FORMERR, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_AXFR,
+    TYPE_IXFR, TYPE_OPT, Transport,
+};
+use request::{Edns, Parsed, Request};
 
 /// Answers requests from the current snapshot.
 pub struct Handler {
     records: Arc<Records>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
+    clock: Clock,
     /// Response rate limiting of UDP answers, when on.
     rrl: Option<Arc<Limiter>>,
 }
 
 impl Handler {
-    pub fn new(records: Arc<Records>, metrics: Arc<Metrics>) -> Handler {
+    pub fn new(records: Arc<Records>, counters: Arc<Counters>, clock: Clock) -> Handler {
         Handler {
             records,
-            metrics,
+            counters,
+            clock,
             rrl: None,
         }
     }
@@ -75,7 +50,7 @@ impl Handler {
 
     fn rate_limit(&self, transport: Transport, client: SocketAddr) -> Verdict {
         match (&self.rrl, transport) {
-            (Some(rrl), Transport::Udp) => rrl.check(client.ip(), clock::coarse_now_ms()),
+            (Some(rrl), Transport::Udp) => rrl.check(client.ip(), self.clock.coarse_now_ms()),
             _ => Verdict::Send,
         }
     }
@@ -94,7 +69,7 @@ impl Handler {
         out.clear();
         match request::parse(packet) {
             Parsed::Dropped(reason) => {
-                self.metrics.dropped(reason);
+                self.counters.dropped(reason);
                 false
             }
             Parsed::Error {
@@ -119,7 +94,7 @@ impl Handler {
                     out[2] |= 0x02; // TC
                 }
                 out.extend_from_slice(question.unwrap_or_default());
-                self.metrics.answered(transport, rcode.into());
+                self.counters.answered(transport, rcode.into());
                 true
             }
             Parsed::Request(request) => {
@@ -135,7 +110,7 @@ impl Handler {
                     .finish(0),
                     Verdict::Send => self.answer(&request, client, transport, out, recorder),
                 };
-                self.metrics.answered(transport, rcode);
+                self.counters.answered(transport, rcode);
                 true
             }
         }
@@ -188,11 +163,11 @@ impl Handler {
                 let rendered = node.answer(request.qtype);
                 if let Some(hit) = rendered.hit {
                     let service = &snapshot.services[hit.service as usize];
-                    service.stats.answered(hit.color);
+                    service.observed.answered(hit.color);
                     if hit.long || recorder.is_on() {
-                        let at_ms = clock::coarse_now_ms();
+                        let at_ms = self.clock.coarse_now_ms();
                         if hit.long {
-                            service.stats.long_answer(at_ms);
+                            service.observed.long_answer(at_ms);
                         }
                         recorder.record(Observation {
                             at_ms,
@@ -261,7 +236,7 @@ impl<'r> Reply<'r, '_> {
             .request
             .edns
             .map_or(0, |e| OPT_LEN + subnet_option_len(e.client_subnet));
-        request::HEADER_LEN + self.request.question.len() + opt
+        crate::wire::HEADER_LEN + self.request.question.len() + opt
     }
 
     /// Writes header and question; `counts` are answer, authority, additional (without OPT).

@@ -6,15 +6,11 @@
 //! get NOTIMP. The question name must be uncompressed: in the first question a pointer could
 //! only point back into the header.
 
-use super::{
-    OPCODE_NOTIFY, OPCODE_QUERY, OPCODE_UPDATE, OPTION_CLIENT_SUBNET, RCODE_FORMERR, RCODE_NOTIMP,
-    TYPE_OPT,
+use crate::subnet::ClientSubnet;
+use crate::wire::{
+    Dropped, HEADER_LEN, MAX_NAME_LEN, OPCODE_NOTIFY, OPCODE_QUERY, OPCODE_UPDATE,
+    OPTION_CLIENT_SUBNET, RCODE_FORMERR, RCODE_NOTIMP, TYPE_OPT,
 };
-
-/// DNS header length.
-pub const HEADER_LEN: usize = 12;
-/// RFC 1035 section 3.1: a name is at most 255 octets in wire format.
-const MAX_NAME_LEN: usize = 255;
 
 /// A request that can be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,25 +44,6 @@ pub struct Edns {
     /// DNSSEC OK: copied into the reply's OPT (RFC 3225).
     pub dnssec_ok: bool,
     pub client_subnet: Option<ClientSubnet>,
-}
-
-/// An EDNS Client Subnet option of a query (RFC 7871 section 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientSubnet {
-    /// 1 for IPv4, 2 for IPv6 (IANA address family numbers).
-    pub family: u16,
-    pub source_prefix: u8,
-    /// The address bits, zero beyond the source prefix.
-    pub address: [u8; 16],
-}
-
-/// Why a packet got no reply at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
-    /// Shorter than a DNS header: there is no ID to answer to.
-    Short,
-    /// QR is set: it is a response, and answering responses can loop between servers.
-    Response,
 }
 
 /// What a packet turned out to be.

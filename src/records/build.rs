@@ -9,12 +9,12 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::render::{Section, Tail, negative_soa};
-use super::{Hit, NameKind, Node, Rendered, ServiceView, Snapshot, ZoneView, wire};
+use super::{Generation, Hit, NameKind, Node, Rendered, ServiceView, Snapshot, ZoneView, wire};
 use crate::catalog::{Catalog, service_names};
 use crate::color::Color;
 use crate::config::AnswerMode;
-use crate::metrics::ServiceStats;
-use crate::state::Phase;
+use crate::observed::Observed;
+use crate::state::ServiceState;
 
 /// How deep a CNAME chain inside our own zones is followed before the answer stops.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -24,7 +24,7 @@ const NXDOMAIN: u8 = 3;
 
 /// The live facts a snapshot is built from, besides the catalog.
 pub struct Serving {
-    pub generation: u64,
+    pub generation: Generation,
     /// SOA serial of each catalog zone, in catalog order.
     pub serials: Vec<u32>,
     /// One per catalog service, in catalog order.
@@ -34,13 +34,10 @@ pub struct Serving {
 pub struct ServingService {
     /// Stable for the life of the process (see [`crate::switch`]).
     pub id: u16,
-    pub live: Color,
-    /// The TTL answers carry now.
-    pub ttl: u32,
-    /// The cutover phase: in steady phase the TTL is the normal one, which the drain
-    /// deadline must outlast.
-    pub phase: Phase,
-    pub stats: Arc<ServiceStats>,
+    /// Live color, flips and phase: in steady phase the TTL is the normal one, which the
+    /// drain deadline must outlast.
+    pub state: ServiceState,
+    pub observed: Arc<Observed>,
 }
 
 /// All data at one name, before rendering.
@@ -88,12 +85,11 @@ impl Snapshot {
             .zip(&serving.services)
             .map(|(config, s)| ServiceView {
                 name: config.name.clone(),
-                live: s.live,
-                ttl: s.ttl,
-                phase: s.phase,
+                ttl: s.state.phase.ttl(config.ttl, config.cutover_ttl),
+                state: s.state.clone(),
                 id: s.id,
                 answer: config.answer,
-                stats: s.stats.clone(),
+                observed: s.observed.clone(),
             })
             .collect();
         let apexes = model
@@ -154,9 +150,10 @@ impl<'a> Model<'a> {
             .enumerate()
         {
             let zone_index = catalog.zone_index(config);
-            let negative = negative_ttl(&catalog.zones[zone_index]).min(live.ttl);
+            let ttl = live.state.phase.ttl(config.ttl, config.cutover_ttl);
+            let negative = negative_ttl(&catalog.zones[zone_index]).min(ttl);
             let [blue, green, service] = service_names(config);
-            let live_name = if live.live == Color::Blue {
+            let live_name = if live.state.live == Color::Blue {
                 blue.clone()
             } else {
                 green.clone()
@@ -164,14 +161,14 @@ impl<'a> Model<'a> {
             for (name, color, kind) in [
                 (blue, Color::Blue, NameKind::Color),
                 (green, Color::Green, NameKind::Color),
-                (service, live.live, NameKind::Service),
+                (service, live.state.live, NameKind::Service),
             ] {
                 let hit = Hit {
                     service: index as u16,
                     color,
                     name: kind,
-                    ttl: live.ttl,
-                    long: crate::cutover::is_long(&live.phase),
+                    ttl,
+                    long: live.state.phase.is_long(),
                 };
                 let node = model.node(&name, zone_index, negative);
                 node.hit = Some(hit);
@@ -180,10 +177,10 @@ impl<'a> Model<'a> {
                     // cache keeps the addresses longer than the name that led to them.
                     node.rrsets.insert(
                         RecordType::CNAME.into(),
-                        (live.ttl, vec![RData::CNAME(CNAME(live_name.clone()))]),
+                        (ttl, vec![RData::CNAME(CNAME(live_name.clone()))]),
                     );
                 } else {
-                    address_rrsets(&mut node.rrsets, config.addresses(color), live.ttl);
+                    address_rrsets(&mut node.rrsets, config.addresses(color), ttl);
                 }
             }
         }

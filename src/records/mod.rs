@@ -23,8 +23,8 @@ pub use build::{Serving, ServingService};
 
 use crate::color::Color;
 use crate::config::AnswerMode;
-use crate::metrics::ServiceStats;
-use crate::state::Phase;
+use crate::observed::Observed;
+use crate::state::ServiceState;
 
 /// Holds the current snapshot. Readers never block; a publish is one atomic pointer swap.
 pub struct Records {
@@ -57,14 +57,24 @@ impl Records {
 
 impl std::fmt::Debug for Records {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Records(generation {})", self.load().generation)
+        write!(f, "Records(generation {})", self.load().generation.0)
+    }
+}
+
+/// Which snapshot of this process: 1 at start, one more at every publish. Not persisted
+/// (a service's persisted flip count is [`crate::state::FlipCount`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Generation(pub u64);
+
+impl Generation {
+    pub fn next(self) -> Generation {
+        Generation(self.0 + 1)
     }
 }
 
 /// Every answer of every configured zone and service at one moment.
 pub struct Snapshot {
-    /// Increases with every published snapshot.
-    pub generation: u64,
+    pub generation: Generation,
     /// Lowercase wire-format name -> index into `nodes`.
     names: HashMap<Box<[u8]>, u32, NameHash>,
     nodes: Vec<Node>,
@@ -90,14 +100,20 @@ pub struct ServiceView {
     /// Stable for the life of the process, unlike the position in the snapshot.
     pub id: u16,
     pub name: String,
-    pub live: Color,
+    /// The persisted state this snapshot serves: live color, flips, phase.
+    pub state: ServiceState,
     /// The TTL answers carry in this snapshot.
     pub ttl: u32,
-    /// The cutover phase this snapshot was built in.
-    pub phase: Phase,
     pub answer: AnswerMode,
-    /// Counters shared by every snapshot of the service, so a flip does not reset them.
-    pub stats: Arc<ServiceStats>,
+    /// What the server has seen of the service, shared by every snapshot of it so a flip
+    /// does not reset it.
+    pub observed: Arc<Observed>,
+}
+
+impl ServiceView {
+    pub fn live(&self) -> Color {
+        self.state.live
+    }
 }
 
 /// The answers at one name.

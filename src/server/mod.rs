@@ -1,9 +1,13 @@
 //! Sockets, tasks and shutdown; no DNS semantics.
 //!
-//! [`run`] opens the state file, binds every socket (DNS over UDP and TCP, the admin socket,
-//! the metrics endpoint), logs each, says `ready`, serves until the shutdown token fires, and
-//! then stops accepting, lets queries in flight finish, and removes the admin socket.
+//! [`run`] is the composition root: it binds every socket (DNS over UDP and TCP, the admin
+//! socket, the metrics endpoint) and opens the state file, starts the change path (switch,
+//! cutovers, reload) and the report path (ledger), spawns the query path and the control
+//! plane under a [`Supervisor`], says `ready`, and serves until the shutdown token fires or
+//! a loop fails. Then it stops accepting, lets queries in flight finish, and removes the
+//! admin socket.
 
+mod supervisor;
 mod tcp;
 mod udp;
 
@@ -16,15 +20,18 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use supervisor::{LoopFailed, Supervisor};
 pub use tcp::TcpLimits;
 
 use crate::admin::commands::Context;
 use crate::admin::server::{AdminLimits, AdminSocket, BindError};
 use crate::catalog::Catalog;
-use crate::clock;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::counters::Counters;
 use crate::cutover::Cutovers;
 use crate::dns::Handler;
-use crate::metrics::{self, Exporter, Metrics};
+use crate::metrics::{self, Exporter};
 use crate::reload::Reloader;
 use crate::rrl::Limiter;
 use crate::state::{StateError, StateFile};
@@ -34,7 +41,7 @@ use crate::switch::Switch;
 /// How long shutdown waits for queries and admin requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Why the server could not start.
+/// Why the server could not start, or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -47,130 +54,251 @@ pub enum ServeError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error(transparent)]
+    Loop(#[from] LoopFailed),
 }
 
 /// What the receive loops share: the handler, the counters, and the ledger (when on).
 pub struct QueryPath {
     pub handler: Handler,
-    pub metrics: Arc<Metrics>,
+    pub counters: Arc<Counters>,
     pub ledger: Option<Arc<Ledger>>,
 }
 
-/// Serves `catalog` until `shutdown` is cancelled.
+/// Every socket, bound before anything starts serving, so a bad address fails the start.
+struct Bound {
+    dns: Vec<(UdpSocket, TcpListener)>,
+    admin: AdminSocket,
+    metrics: Option<TcpListener>,
+}
+
+/// The change and report paths, started.
+struct Core {
+    config: Config,
+    clock: Clock,
+    switch: Arc<Switch>,
+    counters: Arc<Counters>,
+    ledger: Option<Arc<Ledger>>,
+    rrl: Option<Arc<Limiter>>,
+    cutovers: Arc<Cutovers>,
+}
+
+/// Serves `catalog` until `shutdown` is cancelled, or until a loop fails.
 pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), ServeError> {
     // A state write past RLIMIT_FSIZE must fail with EFBIG, and so refuse the flip, instead
     // of killing the process.
     // SAFETY: setting a signal's disposition to ignore; no handler code runs.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let config = catalog.config.clone();
-    let state_file = StateFile::open(&config.server.state_file)?;
-    let switch = Arc::new(Switch::start(catalog, state_file, clock::now_ms())?);
-    let metrics = Arc::new(Metrics::default());
+    let clock = Clock::System;
+    let state_file = StateFile::open(&catalog.config.server.state_file)?;
+    let bound = bind(&catalog.config).await?;
+    let tracker = TaskTracker::new();
+    let core = Core::start(catalog, state_file, clock, &shutdown, &tracker)?;
+    let mut loops = Supervisor::new(shutdown.clone());
+    spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker);
+    let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
+    tracing::info!("ready");
+    let outcome = loops.watch().await;
+    if let Err(failed) = &outcome {
+        tracing::error!("{failed}; shutting down");
+    }
+    loops.stop().await;
+    drop(admin);
+    finish(tracker).await;
+    outcome.map_err(ServeError::from)
+}
 
+/// Binds DNS, admin and metrics sockets, logging each.
+async fn bind(config: &Config) -> Result<Bound, ServeError> {
     let mut dns = Vec::new();
     for &addr in &config.server.listen {
-        dns.push(bind_dns(addr).await?);
+        let (udp, tcp) = bind_dns(addr).await?;
+        tracing::info!("listening on udp {}", local(&udp.local_addr(), addr));
+        tracing::info!("listening on tcp {}", local(&tcp.local_addr(), addr));
+        dns.push((udp, tcp));
     }
     let admin = AdminSocket::bind(&config.server.admin_socket, config.server.admin_socket_mode)?;
-    let metrics_listener = match config.server.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
+    let metrics = match config.server.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServeError::Bind {
                     what: "metrics",
                     addr,
                     source,
-                })?,
-        ),
+                })?;
+            tracing::info!(
+                "metrics on http://{}/metrics",
+                local(&listener.local_addr(), addr)
+            );
+            Some(listener)
+        }
         None => None,
     };
+    tracing::info!("admin socket {}", admin.path().display());
+    Ok(Bound {
+        dns,
+        admin,
+        metrics,
+    })
+}
 
-    let tracker = TaskTracker::new();
-    let ledger = config
-        .ledger
-        .enabled
-        .then(|| Ledger::start(config.ledger.capacity, switch.clone(), &shutdown, &tracker));
-    let cutovers = Arc::new(Cutovers::start(switch.clone(), &shutdown, &tracker));
-    let mut handler = Handler::new(switch.records().clone(), metrics.clone());
-    let rrl = config
-        .rrl
-        .enabled
-        .then(|| Arc::new(Limiter::new(&config.rrl)));
-    if let Some(rrl) = &rrl {
+fn local(bound: &io::Result<SocketAddr>, asked: SocketAddr) -> SocketAddr {
+    *bound.as_ref().unwrap_or(&asked)
+}
+
+impl Core {
+    fn start(
+        catalog: Catalog,
+        state_file: StateFile,
+        clock: Clock,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Core, ServeError> {
+        let config = catalog.config.clone();
+        let switch = Arc::new(Switch::start(catalog, state_file, clock.now_ms())?);
+        let ledger = config.ledger.enabled.then(|| {
+            Ledger::start(
+                config.ledger.capacity,
+                switch.records().clone(),
+                clock.clone(),
+                shutdown,
+                tracker,
+            )
+        });
+        let cutovers = Arc::new(Cutovers::start(
+            switch.clone(),
+            clock.clone(),
+            shutdown,
+            tracker,
+        ));
+        let rrl = config
+            .rrl
+            .enabled
+            .then(|| Arc::new(Limiter::new(&config.rrl)));
+        Ok(Core {
+            config,
+            clock,
+            switch,
+            counters: Arc::new(Counters::default()),
+            ledger,
+            rrl,
+            cutovers,
+        })
+    }
+}
+
+/// One UDP receive loop per core and one TCP accept loop per DNS address.
+fn spawn_query_path(
+    core: &Core,
+    dns: Vec<(UdpSocket, TcpListener)>,
+    loops: &mut Supervisor,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let mut handler = Handler::new(
+        core.switch.records().clone(),
+        core.counters.clone(),
+        core.clock.clone(),
+    );
+    if let Some(rrl) = &core.rrl {
         handler = handler.with_rrl(rrl.clone());
     }
     let path = Arc::new(QueryPath {
         handler,
-        metrics: metrics.clone(),
-        ledger: ledger.clone(),
+        counters: core.counters.clone(),
+        ledger: core.ledger.clone(),
     });
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let limits = config.limits.clone();
+    let limits = &core.config.limits;
     let tcp_limits = TcpLimits {
         connections: limits.tcp_connections,
         idle_timeout: limits.tcp_idle_timeout,
         message_timeout: limits.tcp_message_timeout,
     };
     for (udp, tcp) in dns {
-        tracing::info!("listening on udp {}", udp.local_addr().expect("bound"));
-        tracing::info!("listening on tcp {}", tcp.local_addr().expect("bound"));
+        let name = |proto: &str, addr: io::Result<SocketAddr>| {
+            format!("{proto} {}", addr.map_or("?".into(), |a| a.to_string()))
+        };
+        let udp_name = name("udp", udp.local_addr());
+        let tcp_name = name("tcp", tcp.local_addr());
         let udp = Arc::new(udp);
         for _ in 0..workers {
-            tracker.spawn(udp::serve(udp.clone(), path.clone(), shutdown.clone()));
+            loops.spawn(
+                udp_name.clone(),
+                udp::serve(udp.clone(), path.clone(), shutdown.clone()),
+            );
         }
-        tracker.spawn(tcp::serve(
-            tcp,
-            path.clone(),
-            tcp_limits,
-            shutdown.clone(),
-            tracker.clone(),
-        ));
-    }
-    if let Some(listener) = metrics_listener {
-        tracing::info!(
-            "metrics on http://{}/metrics",
-            listener.local_addr().expect("bound")
+        loops.spawn(
+            tcp_name,
+            tcp::serve(
+                tcp,
+                path.clone(),
+                tcp_limits,
+                shutdown.clone(),
+                tracker.clone(),
+            ),
         );
-        let exporter = Exporter {
-            metrics: metrics.clone(),
-            records: switch.records().clone(),
-            ledger: ledger.clone(),
-            rrl: rrl.clone(),
-        };
-        tracker.spawn(metrics::serve(
-            listener,
-            Arc::new(exporter),
-            shutdown.clone(),
-        ));
     }
-    tracing::info!("admin socket {}", admin.path().display());
+}
+
+/// The admin socket, the metrics endpoint and SIGHUP reloads. Returns the admin socket,
+/// whose file goes when it is dropped.
+fn spawn_control_plane(
+    core: &Core,
+    admin: AdminSocket,
+    metrics: Option<TcpListener>,
+    loops: &mut Supervisor,
+    shutdown: &CancellationToken,
+) -> Arc<AdminSocket> {
+    if let Some(listener) = metrics {
+        let exporter = Exporter {
+            counters: core.counters.clone(),
+            records: core.switch.records().clone(),
+            ledger: core.ledger.clone(),
+            rrl: core.rrl.clone(),
+            clock: core.clock.clone(),
+        };
+        loops.spawn(
+            "the metrics endpoint",
+            metrics::serve(listener, Arc::new(exporter), shutdown.clone()),
+        );
+    }
+    let reloader = Arc::new(Reloader::new(core.switch.clone(), core.cutovers.clone()));
+    loops.spawn(
+        "the SIGHUP handler",
+        reload_on_hangup(reloader.clone(), shutdown.clone()),
+    );
+    let limits = &core.config.limits;
     let admin_limits = AdminLimits {
         clients: limits.admin_clients,
         request_timeout: limits.admin_request_timeout,
-        allowed_uids: config.server.admin_allowed_uids.clone(),
-        allowed_gids: config.server.admin_allowed_gids.clone(),
+        allowed_uids: core.config.server.admin_allowed_uids.clone(),
+        allowed_gids: core.config.server.admin_allowed_gids.clone(),
     };
-    let reloader = Arc::new(Reloader::new(switch.clone(), cutovers.clone()));
-    tracker.spawn(reload_on_hangup(reloader.clone(), shutdown.clone()));
     let context = Arc::new(Context {
-        switch: switch.clone(),
-        cutovers,
-        ledger,
+        switch: core.switch.clone(),
+        cutovers: core.cutovers.clone(),
+        ledger: core.ledger.clone(),
         reloader,
+        clock: core.clock.clone(),
     });
-    tracing::info!("ready");
-    let ((), ()) = tokio::join!(
+    let admin = Arc::new(admin);
+    loops.spawn(
+        "the admin socket",
         crate::admin::server::serve(
-            &admin,
+            admin.clone(),
             context,
-            metrics.clone(),
+            core.counters.clone(),
             admin_limits,
-            shutdown.clone()
+            shutdown.clone(),
         ),
-        shutdown.cancelled()
     );
-    drop(admin);
+    admin
+}
 
+/// Lets the work in flight finish, up to [`SHUTDOWN_GRACE`].
+async fn finish(tracker: TaskTracker) {
     tracing::info!(
         "shutting down: waiting up to {} s for queries in flight",
         SHUTDOWN_GRACE.as_secs()
@@ -186,19 +314,19 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         );
     }
     tracing::info!("stopped");
-    Ok(())
 }
 
 /// Reloads on SIGHUP until `shutdown`; the outcome is logged either way.
-async fn reload_on_hangup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+async fn reload_on_hangup(
+    reloader: Arc<Reloader>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install a SIGHUP handler; reload with `flipdns ctl reload`");
-        return;
-    };
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| format!("cannot install a SIGHUP handler: {e}"))?;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = hangups.recv() => {
                 tracing::info!("SIGHUP received: reloading");
                 let _ = reloader.reload().await;

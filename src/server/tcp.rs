@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::QueryPath;
-use crate::dns::{Handler, MAX_TCP_MESSAGE, Transport};
+use crate::dns::Handler;
 use crate::stragglers::Recorder;
+use crate::wire::{MAX_TCP_MESSAGE, Transport};
 
 /// Replies buffered per connection before a write is forced.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -34,18 +35,19 @@ pub struct TcpLimits {
 }
 
 /// Accepts connections until `shutdown`; connections run on `tracker` so shutdown can wait
-/// for the queries in flight.
+/// for the queries in flight. Accept errors (out of file descriptors, a connection reset
+/// before it was accepted) concern one moment, so the loop backs off and goes on.
 pub async fn serve(
     listener: TcpListener,
     path: Arc<QueryPath>,
     limits: TcpLimits,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-) {
+) -> Result<(), String> {
     let permits = Arc::new(Semaphore::new(limits.connections));
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -57,14 +59,14 @@ pub async fn serve(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            path.metrics.tcp_refused.fetch_add(1, Relaxed);
+            path.counters.tcp_refused.fetch_add(1, Relaxed);
             drop(stream); // closed at once: the client tries another server or retries later
             continue;
         };
         let (path, shutdown) = (path.clone(), shutdown.clone());
         tracker.spawn(async move {
-            let metrics = &path.metrics;
-            metrics.tcp_open.fetch_add(1, Relaxed);
+            let counters = &path.counters;
+            counters.tcp_open.fetch_add(1, Relaxed);
             let mut recorder = Recorder::new(path.ledger.as_ref());
             if let Err(Closed::Timeout) = connection(
                 stream,
@@ -76,9 +78,9 @@ pub async fn serve(
             )
             .await
             {
-                metrics.tcp_timeouts.fetch_add(1, Relaxed);
+                counters.tcp_timeouts.fetch_add(1, Relaxed);
             }
-            metrics.tcp_open.fetch_sub(1, Relaxed);
+            counters.tcp_open.fetch_sub(1, Relaxed);
             drop(permit);
         });
     }

@@ -13,16 +13,21 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::QueryPath;
-use crate::dns::{MAX_TCP_MESSAGE, Transport};
 use crate::stragglers::Recorder;
+use crate::wire::{MAX_TCP_MESSAGE, Transport};
 
 /// Largest datagram read whole; anything longer is cut by the kernel and then malformed.
 const MAX_UDP_REQUEST: usize = 65535;
 /// Datagrams answered in a row before the loop yields to other tasks on its thread.
 const BURST: usize = 64;
 
-/// One receive loop; run several per socket to use several cores.
-pub async fn serve(socket: Arc<UdpSocket>, path: Arc<QueryPath>, shutdown: CancellationToken) {
+/// One receive loop; run several per socket to use several cores. Ends with `Ok` at
+/// shutdown, or with why the socket cannot be read any more.
+pub async fn serve(
+    socket: Arc<UdpSocket>,
+    path: Arc<QueryPath>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let mut recorder = Recorder::new(path.ledger.as_ref());
     let mut request = vec![0u8; MAX_UDP_REQUEST];
     let mut response = Vec::with_capacity(MAX_TCP_MESSAGE);
@@ -34,12 +39,9 @@ pub async fn serve(socket: Arc<UdpSocket>, path: Arc<QueryPath>, shutdown: Cance
                 recorder.flush();
                 burst = 0;
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return Ok(()),
                     ready = socket.readable() => {
-                        if let Err(e) = ready {
-                            tracing::error!("udp socket {:?} failed: {e}", socket.local_addr());
-                            return;
-                        }
+                        ready.map_err(|e| format!("the socket failed: {e}"))?;
                     }
                 }
                 continue;

@@ -25,15 +25,16 @@ use std::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::protocol::{ClassCounts, LedgerView, StragglersReport};
-use crate::clock;
+use crate::clock::{Clock, format_utc};
 use crate::color::Color;
 use crate::config::AnswerMode;
-use crate::dns::request::ClientSubnet;
-use crate::records::NameKind;
-use crate::switch::Switch;
+use crate::records::{NameKind, Records};
+use crate::state::FlipCount;
+use crate::subnet::ClientSubnet;
 use batch::Batch;
-use table::{Flip, Table};
+pub use report::{ClassCounts, Report, ResolverClass};
+use table::Table;
+pub use table::{Entry, Flip};
 
 /// Observations a receive loop gathers before handing them over.
 pub const BATCH: usize = 256;
@@ -72,14 +73,27 @@ pub struct Ledger {
     /// Emptied batches, handed back to the receive loops so they need not allocate.
     free: Mutex<Vec<Batch>>,
     dropped: AtomicU64,
-    switch: Arc<Switch>,
+    /// Where each service's latest flip is read from.
+    records: Arc<Records>,
+    clock: Clock,
+}
+
+/// The ledger's own figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerFigures {
+    pub entries: u64,
+    pub capacity: u64,
+    pub evicted: u64,
+    /// Observations dropped because the ledger's queue was full.
+    pub dropped: u64,
 }
 
 impl Ledger {
     /// Starts the ledger task on `tracker`; the ledger holds at most `capacity` entries.
     pub fn start(
         capacity: usize,
-        switch: Arc<Switch>,
+        records: Arc<Records>,
+        clock: Clock,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Arc<Ledger> {
@@ -90,7 +104,8 @@ impl Ledger {
             arrivals: Mutex::new(arrivals),
             free: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
-            switch,
+            records,
+            clock,
         });
         tracker.spawn(ledger.clone().run(shutdown.clone()));
         ledger
@@ -111,7 +126,7 @@ impl Ledger {
     }
 
     async fn run(self: Arc<Ledger>, shutdown: CancellationToken) {
-        self.refresh_flips().await;
+        self.refresh_flips();
         let mut drain = tokio::time::interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = std::time::Instant::now();
@@ -123,7 +138,7 @@ impl Ledger {
             self.drain();
             if last_tick.elapsed() >= TICK {
                 last_tick = std::time::Instant::now();
-                self.refresh_flips().await;
+                self.refresh_flips();
                 self.log_drained();
             }
         }
@@ -158,7 +173,7 @@ impl Ledger {
             let subnet = s
                 .key
                 .subnet()
-                .map(|n| format!(" for {n}"))
+                .map(|n| format!(" for {}", n.display()))
                 .unwrap_or_default();
             tracing::info!(
                 "first straggler for {service}: {}{subnet} still asks for {}, {:.1} s after every TTL expired",
@@ -169,80 +184,79 @@ impl Ledger {
         }
     }
 
-    /// Copies each service's latest flip from the switch into the table. A service seen for
-    /// the first time starts with its flips already logged: they happened before.
-    async fn refresh_flips(&self) {
-        let state = self.switch.state().await;
-        let snapshot = self.switch.records().load_full();
+    /// Copies each service's latest flip from the snapshot into the table. A service seen
+    /// for the first time starts with its flips already logged: they happened before.
+    fn refresh_flips(&self) {
+        let snapshot = self.records.load_full();
         let mut table = self.table();
         for view in &snapshot.services {
-            let Some(service) = state.services.get(&view.name) else {
-                continue;
-            };
+            let state = &view.state;
             let flip = Flip {
-                generation: service.generation,
-                at_ms: service.flipped_at_ms.unwrap_or(0),
-                from: (service.generation > 0).then(|| service.live.other()),
-                to: service.live,
+                flips: state.flips,
+                at_ms: state.flipped_at_ms.unwrap_or(0),
+                from: (state.flips > FlipCount(0)).then(|| state.live.other()),
+                to: state.live,
                 cname: view.answer == AnswerMode::Cname,
             };
             let track = table.track(view.id);
             if track.name.is_empty() {
                 track.name = view.name.clone();
-                track.logged_drained = flip.generation;
-                track.logged_first_straggler = flip.generation;
+                track.logged_drained = flip.flips;
+                track.logged_first_straggler = flip.flips;
             }
             track.flip = flip;
         }
     }
 
-    /// Logs, once per flip, when the old color has left every cache that obeys TTLs.
+    /// Logs, once per flip, when the old color has left every cache that obeys TTLs. The
+    /// lines are gathered under the table lock and written after it is released.
     fn log_drained(&self) {
-        let now = clock::coarse_now_ms();
-        let mut table = self.table();
-        for index in 0..table.services.len() {
-            let track = &table.services[index];
-            let (flip, Some(old)) = (track.flip, track.flip.from) else {
-                continue;
-            };
-            let name = track.name.clone();
-            let drained_at = track.expiry_ms[old.index()].max(flip.at_ms);
-            if track.logged_drained == flip.generation || now < drained_at {
-                continue;
+        let now = self.clock.coarse_now_ms();
+        let mut lines = Vec::new();
+        {
+            let mut table = self.table();
+            for index in 0..table.services.len() {
+                let track = &table.services[index];
+                let (flip, Some(old)) = (track.flip, track.flip.from) else {
+                    continue;
+                };
+                let drained_at = track.expiry_ms[old.index()].max(flip.at_ms);
+                if track.logged_drained == flip.flips || now < drained_at {
+                    continue;
+                }
+                let name = track.name.clone();
+                let counts = report::counts(&table, index as u16, now);
+                table.services[index].logged_drained = flip.flips;
+                lines.push((old, name, drained_at, counts));
             }
-            let counts = report::counts(&table, index as u16, now);
-            table.services[index].logged_drained = flip.generation;
+        }
+        for (old, name, drained_at, counts) in lines {
             tracing::info!(
                 "{old} drained for {name} at {}: {} converged, {} silent, {} overdue, {} stragglers",
-                clock::format_utc(drained_at),
-                counts.converged,
-                counts.silent,
-                counts.overdue,
-                counts.straggler
+                format_utc(drained_at),
+                counts.get(ResolverClass::Converged),
+                counts.get(ResolverClass::Silent),
+                counts.get(ResolverClass::Overdue),
+                counts.get(ResolverClass::Straggler)
             );
         }
     }
 
-    /// The report of `service`; `None` if it is not served.
-    pub async fn report(&self, service: &str, limit: usize) -> Option<StragglersReport> {
-        self.refresh_flips().await;
+    /// The report of `service` with at most `limit` resolvers per listed class, and the
+    /// ledger's figures; `None` if the service is not served.
+    pub fn report(&self, service: &str, limit: usize) -> Option<(Report, LedgerFigures)> {
+        self.refresh_flips();
         self.drain();
-        let id = self.switch.records().load().service(service)?.id;
-        let view = self.view();
-        Some(report::report(
-            &self.table(),
-            id,
-            service,
-            clock::coarse_now_ms(),
-            limit,
-            view,
-        ))
+        let id = self.records.load().service(service)?.id;
+        let figures = self.figures();
+        let report = report::report(&self.table(), id, self.clock.coarse_now_ms(), limit);
+        Some((report, figures))
     }
 
     /// Class counts of the service with id `service`.
     pub fn counts(&self, service: u16) -> ClassCounts {
         self.drain();
-        report::counts(&self.table(), service, clock::coarse_now_ms())
+        report::counts(&self.table(), service, self.clock.coarse_now_ms())
     }
 
     /// Straggling queries of the service with id `service` since start, by the color asked.
@@ -252,9 +266,9 @@ impl Ledger {
             .map_or([0; 2], |t| t.straggler_queries)
     }
 
-    pub fn view(&self) -> LedgerView {
+    pub fn figures(&self) -> LedgerFigures {
         let table = self.table();
-        LedgerView {
+        LedgerFigures {
             entries: table.len() as u64,
             capacity: table.capacity() as u64,
             evicted: table.evicted,
@@ -265,7 +279,7 @@ impl Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ledger({:?})", self.view())
+        write!(f, "Ledger({:?})", self.figures())
     }
 }
 
@@ -337,20 +351,23 @@ impl Drop for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::StateFile;
 
     #[test]
     fn a_full_queue_drops_batches_and_counts_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateFile::open(&dir.path().join("state.json")).unwrap();
-        let switch = Arc::new(Switch::start(crate::fixture::catalog(), state, 0).unwrap());
+        let records = crate::fixture::records();
         // A runtime that is never driven: the ledger task never drains the queue.
         let idle = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let ledger = {
             let _entered = idle.enter();
-            Ledger::start(1000, switch, &CancellationToken::new(), &TaskTracker::new())
+            Ledger::start(
+                1000,
+                records,
+                Clock::System,
+                &CancellationToken::new(),
+                &TaskTracker::new(),
+            )
         };
         let mut recorder = ledger.recorder();
         let observation = |i: usize| Observation {
@@ -367,19 +384,19 @@ mod tests {
         }
         recorder.flush();
         assert_eq!(
-            ledger.view().dropped,
+            ledger.figures().dropped,
             2 * BATCH as u64,
             "two batches did not fit the queue"
         );
         // Draining empties the queue and hands the batches back; recording goes on.
         ledger.drain();
-        let view = ledger.view();
+        let view = ledger.figures();
         assert_eq!(
             (view.entries, view.evicted),
             (1000, (QUEUE_BATCHES * BATCH - 1000) as u64)
         );
         recorder.record(observation(0));
         recorder.flush();
-        assert_eq!(ledger.view().dropped, 2 * BATCH as u64);
+        assert_eq!(ledger.figures().dropped, 2 * BATCH as u64);
     }
 }

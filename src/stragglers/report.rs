@@ -1,10 +1,8 @@
 //! Classes and reports: what the ledger says about the resolvers of one service, relative
-//! to its latest flip.
+//! to its latest flip. Domain values only; the admin layer turns them into replies.
 
 use super::table::{Entry, Flip, ServiceTrack, Table};
-use crate::admin::protocol::{
-    ClassCounts, FlipView, LedgerView, ResolverClass, ResolverView, StragglerView, StragglersReport,
-};
+use crate::state::FlipCount;
 
 /// A silent resolver is overdue when it stays away this many times longer than it would if
 /// it obeyed its TTL (or kept its own rhythm, when that was faster).
@@ -12,13 +10,75 @@ pub const OVERDUE_FACTOR: u64 = 3;
 /// Intervals needed before a resolver's rhythm counts.
 pub const MIN_SAMPLES: u16 = 3;
 
+/// The classes of a resolver after a flip from old color O to new color N at time F, in
+/// the order reports list them (most interesting first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResolverClass {
+    /// Asked for O's color name after every legitimate reason had expired.
+    Straggler,
+    /// Silent, though it re-queried on a regular rhythm before: likely a stale cache.
+    Overdue,
+    /// Its last answer was O and is still within its TTL.
+    Draining,
+    /// Its last answer was O, the TTL has passed, and it has not asked since.
+    Silent,
+    /// Asked after F and got N (or holds N within its TTL).
+    Converged,
+}
+
+impl ResolverClass {
+    pub const ALL: [ResolverClass; 5] = [
+        ResolverClass::Straggler,
+        ResolverClass::Overdue,
+        ResolverClass::Draining,
+        ResolverClass::Silent,
+        ResolverClass::Converged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolverClass::Straggler => "straggler",
+            ResolverClass::Overdue => "overdue",
+            ResolverClass::Draining => "draining",
+            ResolverClass::Silent => "silent",
+            ResolverClass::Converged => "converged",
+        }
+    }
+}
+
+/// Resolvers per class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassCounts([u64; 5]);
+
+impl ClassCounts {
+    pub fn get(&self, class: ResolverClass) -> u64 {
+        self.0[class as usize]
+    }
+
+    fn add(&mut self, class: ResolverClass) {
+        self.0[class as usize] += 1;
+    }
+}
+
+/// A service's report: counts, the drain moment, and the resolvers worth naming.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The latest flip the classes are relative to; `None` before the first.
+    pub flip: Option<Flip>,
+    /// When the last answer with the old color expires in caches that obey TTLs.
+    pub drained_at_ms: Option<u64>,
+    pub drained: bool,
+    pub counts: ClassCounts,
+    /// Straggling queries for the old color's name since the flip.
+    pub straggler_queries: u64,
+    /// Up to `limit` resolvers of each interesting class, worst first.
+    pub resolvers: Vec<(ResolverClass, Entry)>,
+}
+
 /// The class of `entry` against `flip` at `now_ms`; `None` for keys that only ever asked for
 /// a color name (they have no cached service answer to judge).
 pub fn classify(entry: &Entry, flip: &Flip, now_ms: u64) -> Option<ResolverClass> {
-    if flip.generation > 0
-        && entry.straggle_generation == flip.generation as u32
-        && entry.straggle_count > 0
-    {
+    if flip.flips > FlipCount(0) && entry.straggle_flips == flip.flips && entry.straggle_count > 0 {
         return Some(ResolverClass::Straggler);
     }
     if entry.answer_at_ms == 0 {
@@ -58,15 +118,9 @@ pub fn interval_ratio(entry: &Entry) -> Option<f64> {
         .then(|| f64::from(entry.interval_ms) / (f64::from(entry.answer_ttl) * 1000.0))
 }
 
-fn count(counts: &mut ClassCounts, class: ResolverClass) {
-    let slot = match class {
-        ResolverClass::Converged => &mut counts.converged,
-        ResolverClass::Draining => &mut counts.draining,
-        ResolverClass::Silent => &mut counts.silent,
-        ResolverClass::Overdue => &mut counts.overdue,
-        ResolverClass::Straggler => &mut counts.straggler,
-    };
-    *slot += 1;
+/// The observed re-query interval, once there are enough samples.
+pub fn interval_ms(entry: &Entry) -> Option<u32> {
+    (entry.samples >= MIN_SAMPLES).then_some(entry.interval_ms)
 }
 
 /// Counts of every class for `service`.
@@ -75,7 +129,7 @@ pub fn counts(table: &Table, service: u16, now_ms: u64) -> ClassCounts {
     let mut counts = ClassCounts::default();
     for entry in table.entries().filter(|e| e.key.service == service) {
         if let Some(class) = classify(entry, &flip, now_ms) {
-            count(&mut counts, class);
+            counts.add(class);
         }
     }
     counts
@@ -83,24 +137,17 @@ pub fn counts(table: &Table, service: u16, now_ms: u64) -> ClassCounts {
 
 /// The full report for `service`: counts, the drain deadline, and up to `limit` resolvers of
 /// each interesting class (stragglers, overdue, draining), worst first.
-pub fn report(
-    table: &Table,
-    service: u16,
-    name: &str,
-    now_ms: u64,
-    limit: usize,
-    ledger: LedgerView,
-) -> StragglersReport {
+pub fn report(table: &Table, service: u16, now_ms: u64, limit: usize) -> Report {
     let fresh = ServiceTrack::default();
     let track = table.track_of(service).unwrap_or(&fresh);
     let flip = track.flip;
     let mut counts = ClassCounts::default();
-    let mut interesting: Vec<(ResolverClass, u64, ResolverView)> = Vec::new();
+    let mut interesting: Vec<(ResolverClass, u64, &Entry)> = Vec::new();
     for entry in table.entries().filter(|e| e.key.service == service) {
         let Some(class) = classify(entry, &flip, now_ms) else {
             continue;
         };
-        count(&mut counts, class);
+        counts.add(class);
         // Worst first: stragglers by queries, overdue by silence, draining by expiry.
         let rank = match class {
             ResolverClass::Straggler => u64::from(entry.straggle_count),
@@ -108,7 +155,7 @@ pub fn report(
             ResolverClass::Draining => entry.expires_ms(),
             _ => continue,
         };
-        interesting.push((class, rank, view(entry, class)));
+        interesting.push((class, rank, entry));
     }
     interesting.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut resolvers = Vec::new();
@@ -122,46 +169,17 @@ pub fn report(
                 .iter()
                 .filter(|(c, _, _)| *c == class)
                 .take(limit)
-                .map(|(_, _, v)| v.clone()),
+                .map(|(c, _, e)| (*c, **e)),
         );
     }
     let old = flip.from;
     let drained_at_ms = old.map(|o| track.expiry_ms[o.index()].max(flip.at_ms));
-    StragglersReport {
-        service: name.to_string(),
-        flip: (flip.generation > 0).then(|| FlipView {
-            generation: flip.generation,
-            from: flip.from.unwrap_or(flip.to.other()),
-            to: flip.to,
-            at_ms: flip.at_ms,
-        }),
+    Report {
+        flip: (flip.flips > FlipCount(0)).then_some(flip),
         drained_at_ms,
         drained: drained_at_ms.is_none_or(|d| now_ms >= d),
         counts,
         straggler_queries: old.map_or(0, |o| track.straggler_queries[o.index()]),
         resolvers,
-        ledger,
-    }
-}
-
-fn view(entry: &Entry, class: ResolverClass) -> ResolverView {
-    ResolverView {
-        resolver: entry.key.resolver(),
-        subnet: entry.key.subnet(),
-        class,
-        color: entry.answer_color,
-        generation: u64::from(entry.answer_generation),
-        answered_at_ms: entry.answer_at_ms,
-        ttl: entry.answer_ttl,
-        expires_at_ms: entry.expires_ms(),
-        queries: entry.service_queries,
-        interval_ms: (entry.samples >= MIN_SAMPLES).then_some(entry.interval_ms),
-        interval_ratio: interval_ratio(entry),
-        straggler: (class == ResolverClass::Straggler).then_some(StragglerView {
-            count: entry.straggle_count,
-            first_ms: entry.straggle_first_ms,
-            last_ms: entry.straggle_last_ms,
-            late_ms: entry.straggle_late_ms,
-        }),
     }
 }

@@ -15,8 +15,9 @@ use hashbrown::HashTable;
 
 use super::Observation;
 use crate::color::Color;
-use crate::dns::request::ClientSubnet;
 use crate::records::NameKind;
+use crate::state::FlipCount;
+use crate::subnet::ClientSubnet;
 
 /// Entries compared when one must be evicted.
 pub const EVICTION_SAMPLE: usize = 8;
@@ -59,26 +60,13 @@ impl Key {
         v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
     }
 
-    /// The client subnet as `192.0.2.0/24`, when there was one.
-    pub fn subnet(&self) -> Option<String> {
-        match self.subnet_family {
-            1 => Some(format!(
-                "{}/{}",
-                std::net::Ipv4Addr::new(
-                    self.subnet[0],
-                    self.subnet[1],
-                    self.subnet[2],
-                    self.subnet[3]
-                ),
-                self.subnet_prefix
-            )),
-            2 => Some(format!(
-                "{}/{}",
-                std::net::Ipv6Addr::from(self.subnet),
-                self.subnet_prefix
-            )),
-            _ => None,
-        }
+    /// The client subnet, when there was one.
+    pub fn subnet(&self) -> Option<ClientSubnet> {
+        (self.subnet_family != 0).then_some(ClientSubnet {
+            family: self.subnet_family.into(),
+            source_prefix: self.subnet_prefix,
+            address: self.subnet,
+        })
     }
 }
 
@@ -92,8 +80,8 @@ pub struct Entry {
     pub answer_at_ms: u64,
     pub answer_ttl: u32,
     pub answer_color: Color,
-    /// The service's generation (flips so far) when the answer was given.
-    pub answer_generation: u32,
+    /// The service's flip count when the answer was given.
+    pub answer_flips: FlipCount,
     /// TTL of the last answer of any of the service's names.
     pub last_ttl: u32,
     pub service_queries: u32,
@@ -103,8 +91,8 @@ pub struct Entry {
     pub deviation_ms: u32,
     pub samples: u16,
     /// Queries for the old color's name after every legitimate reason expired, for the
-    /// flip of generation `straggle_generation`.
-    pub straggle_generation: u32,
+    /// flip that made the flip count `straggle_flips`.
+    pub straggle_flips: FlipCount,
     pub straggle_count: u32,
     pub straggle_first_ms: u64,
     pub straggle_last_ms: u64,
@@ -121,14 +109,14 @@ impl Entry {
             answer_at_ms: 0,
             answer_ttl: 0,
             answer_color: Color::Blue,
-            answer_generation: 0,
+            answer_flips: FlipCount(0),
             last_ttl: 0,
             service_queries: 0,
             color_queries: 0,
             interval_ms: 0,
             deviation_ms: 0,
             samples: 0,
-            straggle_generation: 0,
+            straggle_flips: FlipCount(0),
             straggle_count: 0,
             straggle_first_ms: 0,
             straggle_last_ms: 0,
@@ -145,8 +133,8 @@ impl Entry {
 /// The latest flip of a service, as the ledger judges answers against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flip {
-    /// Flips of the service so far; 0: never flipped.
-    pub generation: u64,
+    /// The service's flip count after this flip; 0: never flipped.
+    pub flips: FlipCount,
     pub at_ms: u64,
     pub from: Option<Color>,
     pub to: Color,
@@ -157,7 +145,7 @@ pub struct Flip {
 impl Default for Flip {
     fn default() -> Flip {
         Flip {
-            generation: 0,
+            flips: FlipCount(0),
             at_ms: 0,
             from: None,
             to: Color::Blue,
@@ -177,9 +165,9 @@ pub struct ServiceTrack {
     pub straggler_queries: [u64; 2],
     /// The service's name, for log lines; empty until the ledger task first sees it.
     pub name: String,
-    /// Generation whose first straggler, and whose drain, has been logged.
-    pub logged_first_straggler: u64,
-    pub logged_drained: u64,
+    /// The flip whose first straggler, and whose drain, has been logged.
+    pub logged_first_straggler: FlipCount,
+    pub logged_drained: FlipCount,
 }
 
 /// A straggler found while recording, for the log line of a flip's first one.
@@ -279,18 +267,18 @@ impl Table {
                 entry.answer_at_ms = o.at_ms;
                 entry.answer_ttl = o.ttl;
                 entry.answer_color = o.color;
-                // Observations carry no generation (16 bytes each, see `batch`): an answer
-                // after the latest flip belongs to it, one before it to the generation before.
-                entry.answer_generation = if o.at_ms >= flip.at_ms {
-                    flip.generation
+                // Observations carry no flip count (16 bytes each, see `batch`): an answer
+                // after the latest flip belongs to it, one before it to the flip before.
+                entry.answer_flips = if o.at_ms >= flip.at_ms {
+                    flip.flips
                 } else {
-                    flip.generation.saturating_sub(1)
-                } as u32;
+                    FlipCount(flip.flips.0.saturating_sub(1))
+                };
                 entry.service_queries = entry.service_queries.saturating_add(1);
             }
             NameKind::Color => {
                 entry.color_queries = entry.color_queries.saturating_add(1);
-                if flip.generation > 0 && Some(o.color) == flip.from && o.at_ms > flip.at_ms {
+                if flip.flips.0 > 0 && Some(o.color) == flip.from && o.at_ms > flip.at_ms {
                     // Every legitimate reason to ask for the old color's name has expired:
                     // in CNAME mode the CNAME to it, otherwise the TTL last given, from the flip.
                     let expiry = if flip.cname && entry.answer_at_ms > 0 {
@@ -299,8 +287,8 @@ impl Table {
                         flip.at_ms + u64::from(entry.last_ttl.max(o.ttl)) * 1000
                     };
                     if o.at_ms > expiry {
-                        if entry.straggle_generation != flip.generation as u32 {
-                            entry.straggle_generation = flip.generation as u32;
+                        if entry.straggle_flips != flip.flips {
+                            entry.straggle_flips = flip.flips;
                             entry.straggle_count = 0;
                             entry.straggle_first_ms = o.at_ms;
                         }
@@ -326,8 +314,8 @@ impl Table {
         }
         if let Some(s) = straggled.as_mut() {
             track.straggler_queries[s.color.index()] += 1;
-            if track.logged_first_straggler != flip.generation {
-                track.logged_first_straggler = flip.generation;
+            if track.logged_first_straggler != flip.flips {
+                track.logged_first_straggler = flip.flips;
                 s.first_of_flip = true;
             }
         }

@@ -27,56 +27,97 @@ fn assert_unchanged(server: &Server) {
     );
     let status: serde_json::Value =
         serde_json::from_str(&server.ctl_ok(&["status", "--json"])).unwrap();
-    assert_eq!(status["services"][0]["generation"], 0);
+    assert_eq!(status["services"][0]["flips"], 0);
     assert_eq!(status["zones"][0]["serial"], 2026112601);
 }
 
 #[test]
 fn bad_requests_get_an_error_and_change_nothing() {
     let server = Server::start();
-    let cases: [(&[u8], &str); 6] = [
-        (b"this is not json\n", "bad request"),
-        (b"{\"cmd\": \"explode\"}\n", "unknown variant `explode`"),
+    let cases: [(&[u8], &str, &str); 6] = [
+        (b"this is not json\n", "invalid", "bad request"),
+        (
+            b"{\"cmd\": \"explode\"}\n",
+            "invalid",
+            "unknown variant `explode`",
+        ),
         (
             b"{\"cmd\": \"flip\", \"service\": \"nope\", \"to\": \"green\"}\n",
-            "unknown service \\\"nope\\\"",
+            "unknown_service",
+            "unknown service \"nope\"",
         ),
         (
             b"{\"cmd\": \"flip\", \"service\": \"app\", \"to\": \"purple\"}\n",
+            "invalid",
             "unknown variant `purple`",
         ),
         (
             b"{\"cmd\": \"flip\", \"service\": \"app\"}\n",
+            "invalid",
             "missing field `to`",
         ),
         (
             b"{\"cmd\": \"flip\", \"service\": \"app\", \"to\": \"green\", \"colour\": 1}\n",
+            "invalid",
             "unknown field `colour`",
         ),
     ];
-    for (request, expected) in cases {
-        let reply = raw(&server, request);
-        assert!(reply.starts_with("{\"error\":"), "{reply}");
-        assert!(
-            reply.contains(expected),
-            "{reply} should contain {expected}"
-        );
+    for (request, kind, expected) in cases {
+        let reply: serde_json::Value = serde_json::from_str(&raw(&server, request)).unwrap();
+        assert_eq!(reply["error"]["kind"], kind, "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{reply} should say {expected}");
     }
     let line = vec![b'x'; 20_000];
     let reply = raw(&server, &line);
     assert!(reply.contains("request longer than 16384 bytes"), "{reply}");
     assert_unchanged(&server);
 
-    // ctl reports the server's reason on one line and exits non-zero.
+    // ctl reports the server's reason on one line and exits with the kind's code...
     let out = server.ctl(&["flip", "nope", "--to", "green"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(11), "unknown_service");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "flipdns: unknown service \"nope\" (configured: app)\n"
     );
+    // ...and with --json, the error is JSON on stdout.
+    let out = server.ctl(&["flip", "nope", "--to", "green", "--json"]);
+    assert_eq!(out.status.code(), Some(11));
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "unknown_service", "{error}");
     let out = server.ctl(&["flip", "app", "--to", "purple"]);
     assert!(!out.status.success());
     assert_unchanged(&server);
+}
+
+#[test]
+fn version_names_the_server_and_the_protocol() {
+    let server = Server::start();
+    let reply = raw(&server, b"{\"cmd\": \"version\"}\n");
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["ok"]["version"]["protocol"], 1, "{reply}");
+    assert_eq!(
+        reply["ok"]["version"]["server"],
+        env!("CARGO_PKG_VERSION"),
+        "{reply}"
+    );
+    let out = server.ctl_ok(&["version"]);
+    assert_eq!(
+        out,
+        format!("flipdns {} (admin protocol 1)\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_missing_server_is_exit_code_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::ctl(&dir.path().join("nothing.sock"), &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect to admin socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -182,7 +223,7 @@ fn the_socket_is_private_and_not_shared() {
 fn status_reports_every_service_and_zone() {
     let server = Server::start();
     let table = server.ctl_ok(&["status"]);
-    assert!(table.starts_with("app: blue live (192.0.2.10 192.0.2.11 2001:db8::10)\n  phase steady\n  ttl 300 s now (normal 300, cutover 5)\n  generation 0, serial 2026112601, last flip never\n"), "{table}");
+    assert!(table.starts_with("app: blue live (192.0.2.10 192.0.2.11 2001:db8::10)\n  phase steady\n  ttl 300 s now (normal 300, cutover 5)\n  flips 0, serial 2026112601, last flip never\n"), "{table}");
     assert!(
         table.contains("zone svc.example.com. serial 2026112601"),
         "{table}"

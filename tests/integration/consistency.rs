@@ -124,6 +124,6 @@ fn flips_under_load_never_mix_colors_or_go_back() {
     );
     let status: serde_json::Value =
         serde_json::from_str(&server.ctl_ok(&["status", "--json"])).unwrap();
-    assert_eq!(status["services"][0]["generation"], FLIPS);
+    assert_eq!(status["services"][0]["flips"], FLIPS);
     assert_eq!(status["zones"][0]["serial"], 2026112601 + FLIPS as u64);
 }

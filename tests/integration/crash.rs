@@ -55,7 +55,7 @@ fn a_flip_that_cannot_be_written_is_refused_and_changes_nothing() {
     );
     let status = common::service_status(&server, "app");
     assert_eq!(
-        (status["live"].as_str(), status["generation"].as_u64()),
+        (status["live"].as_str(), status["flips"].as_u64()),
         (Some("blue"), Some(0))
     );
 

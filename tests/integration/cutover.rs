@@ -116,10 +116,7 @@ fn a_plain_flip_waits_for_the_drain_then_flips() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(
-        stdout.starts_with("app: blue -> green (generation 1"),
-        "{stdout}"
-    );
+    assert!(stdout.starts_with("app: blue -> green (flip 1"), "{stdout}");
     assert!(
         stderr.contains("app: waiting for caches to drain before the flip to green"),
         "plain progress lines off a terminal: {stderr}"
@@ -196,7 +193,7 @@ fn flip_now_is_immediate_and_rollback_while_settling_too() {
     server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     assert_eq!(live(&server), GREEN_V4);
     let out = server.ctl_ok(&["rollback", "app"]);
-    assert!(out.starts_with("app: green -> blue (generation 2"), "{out}");
+    assert!(out.starts_with("app: green -> blue (flip 2"), "{out}");
     assert_eq!(live(&server), BLUE_V4);
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -305,7 +302,7 @@ fn concurrent_flips_are_serialized() {
         .filter(|r| r["outcome"] == "flipped")
         .map(|r| {
             (
-                r["generation"].as_u64().unwrap(),
+                r["flips"].as_u64().unwrap(),
                 r["live"].as_str().unwrap().to_string(),
             )
         })
@@ -381,7 +378,7 @@ fn the_health_gate_names_each_failing_address() {
     assert!(out.contains("health of green: 2/2 healthy"), "{out}");
     assert_eq!(live(&server), ["127.0.0.2", "127.0.0.3"]);
     let status = service_status(&server, "app");
-    assert_eq!(status["generation"], 3);
+    assert_eq!(status["flips"], 3);
     drop(first);
 }
 

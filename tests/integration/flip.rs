@@ -13,7 +13,7 @@ fn a_flip_changes_the_answer_and_raises_the_serial() {
 
     let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     assert!(
-        out.starts_with("app: blue -> green (generation 1, serial 2026112602); TTL 5 s until "),
+        out.starts_with("app: blue -> green (flip 1, serial 2026112602); TTL 5 s until "),
         "{out}"
     );
     assert_eq!(
@@ -36,7 +36,7 @@ fn a_flip_changes_the_answer_and_raises_the_serial() {
     assert!(
         server
             .log()
-            .contains("flipped service=app from=blue to=green generation=1 serial=2026112602"),
+            .contains("flipped service=app from=blue to=green flips=1 serial=2026112602"),
         "{}",
         server.log()
     );
@@ -53,9 +53,9 @@ fn a_flip_changes_the_answer_and_raises_the_serial() {
 fn a_flip_to_the_live_color_changes_nothing() {
     let server = Server::start();
     let out = server.ctl_ok(&["flip", "app", "--to", "blue", "--now"]);
-    assert_eq!(out, "app: already blue, nothing changed (generation 0)\n");
+    assert_eq!(out, "app: already blue, nothing changed (0 flips so far)\n");
     let out = server.ctl_ok(&["flip", "app", "--to", "blue"]);
-    assert_eq!(out, "app: already blue, nothing changed (generation 0)\n");
+    assert_eq!(out, "app: already blue, nothing changed (0 flips so far)\n");
     assert_eq!(
         server.dig(&["svc.example.com", "SOA"]).soa_serial(),
         Some(2026112601)
@@ -86,7 +86,7 @@ fn an_acknowledged_flip_survives_kill_9() {
     let status = server.ctl_ok(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["services"][0]["live"], "green");
-    assert_eq!(status["services"][0]["generation"], 1);
+    assert_eq!(status["services"][0]["flips"], 1);
 }
 
 #[test]

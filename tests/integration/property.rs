@@ -4,8 +4,9 @@
 
 use std::net::SocketAddr;
 
-use flipdns::dns::{Handler, Transport};
+use flipdns::dns::Handler;
 use flipdns::stragglers::Recorder;
+use flipdns::wire::Transport;
 use hickory_proto::op::Message;
 
 /// xorshift64*: small, seeded, enough for test inputs.

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 
-use flipdns::dns::{Handler, Transport};
+use flipdns::dns::Handler;
+use flipdns::wire::Transport;
 use flipdns::stragglers::Recorder;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,4 +1,4 @@
-//! The durable state file: live colors, generations and zone serials that survive restarts.
+//! The durable state file: the [`State`] that survives restarts, on disk.
 //!
 //! The file is versioned JSON (`{"version": 2, ...}`) and replaced atomically: written to a
 //! temporary file beside it, fsynced, renamed over the old one, and the directory fsynced, so
@@ -15,56 +15,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{FlipCount, Phase, ServiceState, State, ZoneState};
 use crate::color::Color;
 
 /// The version this build writes. Older versions are read and upgraded: version 1 had no
 /// cutover phases, so its services are steady.
 pub const VERSION: u32 = 2;
-
-/// Everything that must survive a restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct State {
-    /// By service name.
-    pub services: BTreeMap<String, ServiceState>,
-    /// By zone origin (`svc.example.com.`).
-    pub zones: BTreeMap<String, ZoneState>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceState {
-    pub live: Color,
-    /// Counts flips of this service; answers are tagged with it so reports can tell which
-    /// flip an answer belongs to.
-    pub generation: u64,
-    /// Unix time of the last flip in milliseconds; `None` before the first.
-    #[serde(default)]
-    pub flipped_at_ms: Option<u64>,
-    /// Where the service is in a cutover; deadlines are Unix milliseconds, so a restart
-    /// resumes with the same ones.
-    pub phase: Phase,
-}
-
-/// The cutover phase of a service (see [`crate::cutover`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Phase {
-    /// Answers carry the normal TTL.
-    #[default]
-    Steady,
-    /// Answers carry the cutover TTL; every cache that obeys TTLs has dropped the last
-    /// normal-TTL answer at `drained_at_ms`. With a `target`, a flip to it is pending.
-    Preparing {
-        since_ms: u64,
-        drained_at_ms: u64,
-        target: Option<Color>,
-        /// The pending flip skips the health gate and the flip interval.
-        #[serde(default)]
-        force: bool,
-    },
-    /// After a flip: answers keep the cutover TTL until `until_ms`, so a rollback is fast.
-    Settling { until_ms: u64 },
-}
 
 /// A service as version 1 wrote it.
 #[derive(Deserialize)]
@@ -74,13 +30,6 @@ struct ServiceStateV1 {
     generation: u64,
     #[serde(default)]
     flipped_at_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneState {
-    /// The SOA serial last served; it only moves forward (RFC 1982 arithmetic).
-    pub serial: u32,
 }
 
 /// The on-disk form of version 2: the state with its version tag.
@@ -245,7 +194,7 @@ pub fn read(path: &Path) -> Result<Option<State>, StateError> {
                 .map(|(name, s)| {
                     let state = ServiceState {
                         live: s.live,
-                        generation: s.generation,
+                        flips: FlipCount(s.generation),
                         flipped_at_ms: s.flipped_at_ms,
                         phase: Phase::Steady,
                     };
@@ -282,11 +231,6 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// `a` is after `b` in RFC 1982 serial number arithmetic.
-pub fn serial_after(a: u32, b: u32) -> bool {
-    a != b && a.wrapping_sub(b) < (1 << 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,7 +241,7 @@ mod tests {
             "app".into(),
             ServiceState {
                 live: Color::Green,
-                generation: 3,
+                flips: FlipCount(3),
                 flipped_at_ms: Some(1_700_000_000_000),
                 phase: Phase::Preparing {
                     since_ms: 1_700_000_001_000,
@@ -334,8 +278,8 @@ mod tests {
         let state = read(&path).unwrap().unwrap();
         let app = &state.services["app"];
         assert_eq!(
-            (app.live, app.generation, app.flipped_at_ms, app.phase),
-            (Color::Green, 2, Some(5), Phase::Steady)
+            (app.live, app.flips, app.flipped_at_ms, app.phase),
+            (Color::Green, FlipCount(2), Some(5), Phase::Steady)
         );
         assert_eq!(state.zones["svc.example.com."].serial, 7);
     }
@@ -374,13 +318,5 @@ mod tests {
         );
         fs::write(&path, "").unwrap();
         assert!(matches!(read(&path), Err(StateError::Corrupt { .. })));
-    }
-
-    #[test]
-    fn serials_compare_in_rfc_1982_arithmetic() {
-        assert!(serial_after(2, 1));
-        assert!(!serial_after(1, 2));
-        assert!(serial_after(0, u32::MAX));
-        assert!(!serial_after(5, 5));
     }
 }

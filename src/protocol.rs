@@ -1,31 +1,40 @@
-//! The admin protocol: request and reply types shared by the server and `flipdns ctl`.
+//! The admin protocol: the request and reply types of the admin socket, shared by the server
+//! and `flipdns ctl`.
 //!
-//! Newline-delimited JSON over a Unix socket: the client writes one request per line and
-//! reads its reply line, in order, on one connection for as long as it likes.
+//! This module is the wire contract and depends on nothing of the daemon (only on [`Color`]),
+//! so clients and scripts can rely on it alone. Newline-delimited JSON over a Unix socket:
+//! the client writes one request per line and reads its reply line, in order, on one
+//! connection for as long as it likes.
 //!
 //! ```text
-//! -> {"cmd": "status"}
-//! <- {"ok": {"generation": 3, "services": [...], "zones": [...]}}
+//! -> {"cmd": "version"}
+//! <- {"ok": {"version": {"server": "0.1.0", "protocol": 1}}}
 //! -> {"cmd": "flip", "service": "app", "to": "green", "now": true}
-//! <- {"ok": {"service": "app", "outcome": "flipped", "live": "green", ...}}
-//! -> {"cmd": "flip", "service": "app", "to": "purple"}
-//! <- {"error": "bad request: unknown variant `purple`, expected `blue` or `green`"}
+//! <- {"ok": {"cutover": {"service": "app", "outcome": "flipped", "live": "green", ...}}}
+//! -> {"cmd": "flip", "service": "nope", "to": "green"}
+//! <- {"error": {"kind": "unknown_service", "message": "unknown service \"nope\" (configured: app, api)"}}
 //! ```
 //!
-//! A flip or rollback that waits for the drain (`"wait": true`, the default) streams
-//! `{"progress": {...}}` lines, at least one a second, before its `ok` or `error` line. A
-//! client that goes away stops the stream, not the cutover: the schedule lives in the server.
+//! Every reply line is one of `{"ok": RESPONSE}`, `{"error": {"kind", "message"}}` or
+//! `{"progress": PROGRESS}`. A flip or rollback that waits for the drain (`"wait": true`, the
+//! default) streams progress lines, at least one a second, before its `ok` or `error` line.
+//! A client that goes away stops the stream, not the cutover: the schedule lives in the
+//! server.
 //!
 //! A request line longer than [`MAX_REQUEST_BYTES`], or one not completed within the
 //! server's `admin_request_timeout`, is answered with an error and the connection closed. A
-//! request that fails changes nothing. This module depends on nothing of the daemon, so the
-//! client and scripts can rely on it alone.
+//! request that fails changes nothing. [`PROTOCOL_VERSION`] changes when a change would
+//! break an existing client.
+#![warn(missing_docs)]
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::color::Color;
+
+/// The version of this protocol; `version` replies with it.
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Longest request line accepted, newline included.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -34,16 +43,24 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    /// The server's version and protocol version.
+    Version,
     /// Every service and zone as served now, or only `service`.
     Status {
+        /// Only this service.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service: Option<String>,
     },
     /// Lower the TTL now: answers carry `cutover_ttl`; replies with the drain deadline.
-    Prepare { service: String },
+    Prepare {
+        /// The service, as named in the config.
+        service: String,
+    },
     /// Make `to` live: prepare, wait for the drain, check health, flip, settle.
     Flip {
+        /// The service, as named in the config.
         service: String,
+        /// The color to make live.
         to: Color,
         /// Flip at once, without waiting for the drain (still settles afterwards).
         #[serde(default)]
@@ -57,18 +74,25 @@ pub enum Request {
     },
     /// Flip back to the other color: at once while settling, otherwise the whole sequence.
     Rollback {
+        /// The service, as named in the config.
         service: String,
+        /// Skip the health gate.
         #[serde(default)]
         force: bool,
+        /// Stream progress until the rollback is done.
         #[serde(default = "yes")]
         wait: bool,
     },
     /// Abandon a pending cutover (or end a settle early): back to steady, normal TTL.
-    Cancel { service: String },
+    Cancel {
+        /// The service, as named in the config.
+        service: String,
+    },
     /// Re-read the config and zone files; apply them only if all of it is valid.
     Reload,
     /// The straggler report of `service`: resolvers by class since its latest flip.
     Stragglers {
+        /// The service, as named in the config.
         service: String,
         /// Resolvers listed per interesting class (default 10).
         #[serde(default)]
@@ -80,46 +104,188 @@ fn yes() -> bool {
     true
 }
 
-/// One reply line: `{"ok": T}`, `{"error": "why"}`, or `{"progress": ...}` before either.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reply<T> {
+/// One reply line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The request succeeded.
     #[serde(rename = "ok")]
-    Ok(T),
+    Ok(Response),
+    /// The request failed and changed nothing (unless the message says otherwise).
     #[serde(rename = "error")]
-    Error(String),
+    Error(Error),
+    /// A step of a cutover being waited for; the `ok` or `error` line follows.
     #[serde(rename = "progress")]
     Progress(Progress),
+}
+
+/// What a successful request returns, by request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Reply to `version`.
+    Version(Version),
+    /// Reply to `status`.
+    Status(Status),
+    /// Reply to `prepare`, `flip`, `rollback` and `cancel`.
+    Cutover(Cutover),
+    /// Reply to `reload`.
+    Reloaded(Reloaded),
+    /// Reply to `stragglers`.
+    Stragglers(StragglersReport),
+}
+
+/// A failed request: a stable `kind` for scripts, a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Error {
+    /// What kind of failure; stable across versions.
+    pub kind: ErrorKind,
+    /// What happened and what to do about it.
+    pub message: String,
+}
+
+impl Error {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The kinds of failure, each with its own `flipdns ctl` exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was not understood (bad JSON, unknown command or field, bad value).
+    Invalid,
+    /// No service of that name is configured.
+    UnknownService,
+    /// The health gate found the target color unhealthy; `--force` overrides.
+    RefusedUnhealthy,
+    /// The flip came within `min_flip_interval` of the last one; `--force` overrides.
+    RefusedInterval,
+    /// Another cutover of the service is pending, or too many commands are queued.
+    Busy,
+    /// The change could not be written to the state file; nothing changed.
+    Io,
+    /// The pending cutover was cancelled while the client waited.
+    Cancelled,
+    /// The server is shutting down; a scheduled cutover resumes when it starts again.
+    ShuttingDown,
+    /// The config or a zone file has problems; the server keeps serving the previous one.
+    InvalidConfig,
+    /// The straggler ledger is off (`[ledger] enabled = false`).
+    LedgerOff,
+    /// This peer may not use the admin socket.
+    Forbidden,
+    /// Too many admin clients are connected.
+    TooManyClients,
+    /// The request did not arrive in time, or was too long.
+    RequestTimeout,
+}
+
+impl ErrorKind {
+    /// Every kind, in exit-code order.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::Invalid,
+        ErrorKind::UnknownService,
+        ErrorKind::RefusedUnhealthy,
+        ErrorKind::RefusedInterval,
+        ErrorKind::Busy,
+        ErrorKind::Io,
+        ErrorKind::Cancelled,
+        ErrorKind::ShuttingDown,
+        ErrorKind::InvalidConfig,
+        ErrorKind::LedgerOff,
+        ErrorKind::Forbidden,
+        ErrorKind::TooManyClients,
+        ErrorKind::RequestTimeout,
+    ];
+
+    /// The exit code of `flipdns ctl` for this kind: 10 and up, one per kind (0 is success,
+    /// 1 an error of the client itself, 2 a usage error, 3 no server to talk to).
+    pub fn exit_code(self) -> u8 {
+        10 + ErrorKind::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("every kind is listed") as u8
+    }
+
+    /// The kind's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::UnknownService => "unknown_service",
+            ErrorKind::RefusedUnhealthy => "refused_unhealthy",
+            ErrorKind::RefusedInterval => "refused_interval",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Io => "io",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::LedgerOff => "ledger_off",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::TooManyClients => "too_many_clients",
+            ErrorKind::RequestTimeout => "request_timeout",
+        }
+    }
+}
+
+/// Reply to `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// The server's version (`flipdns --version`).
+    pub server: String,
+    /// [`PROTOCOL_VERSION`] of the server.
+    pub protocol: u32,
 }
 
 /// Reply to `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    /// Generation of the record set being served.
-    pub generation: u64,
+    /// Snapshots published by this server process so far (starts at 1 at every start).
+    pub snapshot_generation: u64,
+    /// The services asked for.
     pub services: Vec<ServiceStatus>,
+    /// Every zone.
     pub zones: Vec<ZoneStatus>,
 }
 
+/// One service in `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
+    /// The service's name in the config.
     pub name: String,
     /// The name that follows the live color, e.g. `app.svc.example.com.`.
     pub fqdn: String,
+    /// The zone the service lives in.
     pub zone: String,
+    /// The color answered now.
     pub live: Color,
+    /// Where the service is in its cutover.
     pub phase: PhaseStatus,
     /// TTL the service's answers carry now.
     pub ttl: u32,
-    /// The configured normal and cutover TTLs.
+    /// The configured normal TTL.
     pub normal_ttl: u32,
+    /// The configured cutover TTL.
     pub cutover_ttl: u32,
-    /// Flips of this service so far.
-    pub generation: u64,
+    /// Flips of this service so far (persisted; counts across restarts).
+    pub flips: u64,
     /// SOA serial of the service's zone.
     pub serial: u32,
     /// Unix time of the last flip in milliseconds.
     pub flipped_at_ms: Option<u64>,
+    /// The blue addresses.
     pub blue: Vec<IpAddr>,
+    /// The green addresses.
     pub green: Vec<IpAddr>,
     /// Answers given since start, by color.
     pub answers: Answers,
@@ -130,11 +296,26 @@ pub struct ServiceStatus {
     pub resolvers: Option<ClassCounts>,
 }
 
+/// The phases of a cutover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseName {
+    /// Answers carry the normal TTL.
+    Steady,
+    /// Answers carry the cutover TTL, before a flip.
+    Preparing,
+    /// Answers keep the cutover TTL after a flip, so a rollback is immediate.
+    Settling,
+}
+
 /// Where a service is in its cutover.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseStatus {
-    /// `steady`, `preparing` or `settling`.
-    pub name: String,
+    /// The phase.
+    pub name: PhaseName,
+    /// Preparing: since when (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub since_ms: Option<u64>,
     /// Preparing: when every cache that obeys TTLs has dropped the normal-TTL answers.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub drained_at_ms: Option<u64>,
@@ -146,32 +327,47 @@ pub struct PhaseStatus {
     pub settle_until_ms: Option<u64>,
 }
 
+/// Answers given since start, by color.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answers {
+    /// With the blue addresses.
     pub blue: u64,
+    /// With the green addresses.
     pub green: u64,
 }
 
+/// One zone in `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZoneStatus {
+    /// The zone's origin, fully qualified.
     pub origin: String,
+    /// The SOA serial served.
     pub serial: u32,
 }
 
 /// Health of every address of one color.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColorHealth {
+    /// The color checked.
     pub color: Color,
+    /// When (Unix milliseconds).
     pub checked_at_ms: u64,
+    /// Addresses that passed.
     pub healthy: usize,
+    /// Addresses checked.
     pub total: usize,
+    /// Each address's result.
     pub addresses: Vec<AddressHealth>,
 }
 
+/// One address's health check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressHealth {
+    /// The address checked.
     pub address: IpAddr,
+    /// The port checked.
     pub port: u16,
+    /// Whether it passed.
     pub healthy: bool,
     /// `HTTP 200`, `HTTP 503`, `connection refused`, `timeout after 2000 ms`, ...
     pub detail: String,
@@ -180,16 +376,22 @@ pub struct AddressHealth {
 /// Reply to `prepare`, `flip`, `rollback` and `cancel`: what happened, and the service after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cutover {
+    /// The service.
     pub service: String,
+    /// What the command did.
     pub outcome: Outcome,
+    /// The color live now.
     pub live: Color,
     /// For a flip: the color that was live before.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub from: Option<Color>,
+    /// The phase now.
     pub phase: PhaseStatus,
     /// TTL the service's answers carry now.
     pub ttl: u32,
-    pub generation: u64,
+    /// Flips of this service so far.
+    pub flips: u64,
+    /// SOA serial of the service's zone now.
     pub serial: u32,
     /// Identifies a scheduled cutover in progress lines.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -211,7 +413,7 @@ pub enum Outcome {
     Joined,
     /// The color changed.
     Flipped,
-    /// The color asked for was already live: nothing changed, no generation used.
+    /// The color asked for was already live: nothing changed, no flip counted.
     AlreadyLive,
     /// A pending cutover was abandoned, or a settle ended early.
     Cancelled,
@@ -222,28 +424,45 @@ pub enum Outcome {
 /// One progress line of a cutover being waited for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
+    /// The service.
     pub service: String,
+    /// Which cutover (the `cutover` of the `scheduled` reply).
     pub cutover: u64,
+    /// The step reached.
     #[serde(flatten)]
     pub step: Step,
 }
 
+/// The steps of a cutover, as progress lines report them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// Waiting for caches to drain the normal-TTL answers.
     Draining {
+        /// The color the flip will make live.
         target: Color,
+        /// When the drain is complete (Unix milliseconds).
         drained_at_ms: u64,
+        /// Seconds until then.
         seconds_left: u64,
+        /// The TTL answers carry meanwhile.
         ttl: u32,
     },
     /// The health gate ran.
-    Health { health: ColorHealth },
+    Health {
+        /// Its results.
+        health: ColorHealth,
+    },
     /// The flip is done; `result` is also the final reply.
-    Flipped { result: Box<Cutover> },
+    Flipped {
+        /// The final reply.
+        result: Box<Cutover>,
+    },
     /// The flip was refused; the final reply (an error) follows.
-    Refused { reason: String },
+    Refused {
+        /// Why, and what overrides it.
+        reason: String,
+    },
     /// The cutover was cancelled; the final reply (an error) follows.
     Cancelled,
 }
@@ -251,7 +470,9 @@ pub enum Step {
 /// Reply to `reload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reloaded {
+    /// Services the new config adds.
     pub added: Vec<String>,
+    /// Services the new config no longer has.
     pub removed: Vec<String>,
     /// Services whose configuration changed; their color and cutover are kept.
     pub changed: Vec<String>,
@@ -264,34 +485,49 @@ pub struct Reloaded {
 /// Reply to `stragglers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StragglersReport {
+    /// The service.
     pub service: String,
     /// The latest flip the classes are relative to; `None` before the first.
     pub flip: Option<FlipView>,
     /// When the last answer with the old color expires in caches that obey TTLs.
     pub drained_at_ms: Option<u64>,
+    /// Whether that moment has passed.
     pub drained: bool,
+    /// Resolvers by class.
     pub counts: ClassCounts,
     /// Straggling queries for the old color's name since the flip.
     pub straggler_queries: u64,
     /// The worst resolvers of the interesting classes: stragglers, overdue, draining.
     pub resolvers: Vec<ResolverView>,
+    /// The ledger's own figures.
     pub ledger: LedgerView,
 }
 
+/// A flip, as reports refer to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlipView {
-    pub generation: u64,
+    /// The service's flip count after this flip.
+    pub flips: u64,
+    /// The color live before.
     pub from: Color,
+    /// The color live after.
     pub to: Color,
+    /// When (Unix milliseconds).
     pub at_ms: u64,
 }
 
+/// Resolvers per class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassCounts {
+    /// See [`ResolverClass::Converged`].
     pub converged: u64,
+    /// See [`ResolverClass::Draining`].
     pub draining: u64,
+    /// See [`ResolverClass::Silent`].
     pub silent: u64,
+    /// See [`ResolverClass::Overdue`].
     pub overdue: u64,
+    /// See [`ResolverClass::Straggler`].
     pub straggler: u64,
 }
 
@@ -311,30 +547,25 @@ pub enum ResolverClass {
     Converged,
 }
 
-impl ResolverClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResolverClass::Straggler => "straggler",
-            ResolverClass::Overdue => "overdue",
-            ResolverClass::Draining => "draining",
-            ResolverClass::Silent => "silent",
-            ResolverClass::Converged => "converged",
-        }
-    }
-}
-
+/// One resolver in a report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResolverView {
+    /// Its source address.
     pub resolver: IpAddr,
     /// EDNS Client Subnet of its queries, e.g. `192.0.2.0/24`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub subnet: Option<String>,
+    /// Its class.
     pub class: ResolverClass,
-    /// Color, generation, time and TTL of its last answer to the service name.
+    /// Color of its last answer to the service name.
     pub color: Color,
-    pub generation: u64,
+    /// The service's flip count when that answer was given.
+    pub flips: u64,
+    /// When that answer was given (Unix milliseconds).
     pub answered_at_ms: u64,
+    /// The TTL it carried.
     pub ttl: u32,
+    /// When it expires in a cache that obeys TTLs.
     pub expires_at_ms: u64,
     /// Queries for the service name.
     pub queries: u32,
@@ -344,23 +575,32 @@ pub struct ResolverView {
     /// Interval over TTL: well above 1 exposes TTL clamping.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub interval_ratio: Option<f64>,
+    /// Its queries for the old color's name, when a straggler.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub straggler: Option<StragglerView>,
 }
 
+/// A straggler's queries for the old color's name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StragglerView {
+    /// How many.
     pub count: u32,
+    /// The first (Unix milliseconds).
     pub first_ms: u64,
+    /// The last (Unix milliseconds).
     pub last_ms: u64,
     /// How far past expiry its last straggling query came.
     pub late_ms: u32,
 }
 
+/// The ledger's own figures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerView {
+    /// Entries held.
     pub entries: u64,
+    /// Most entries held.
     pub capacity: u64,
+    /// Entries evicted to make room.
     pub evicted: u64,
     /// Observations dropped because the ledger's queue was full.
     pub dropped: u64,
@@ -388,12 +628,9 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
             Request::Status { service: None }
         );
-        let cancel: Request = serde_json::from_str(r#"{"cmd":"cancel","service":"app"}"#).unwrap();
         assert_eq!(
-            cancel,
-            Request::Cancel {
-                service: "app".into()
-            }
+            serde_json::from_str::<Request>(r#"{"cmd":"version"}"#).unwrap(),
+            Request::Version
         );
         for bad in [
             r#"{"cmd":"explode"}"#,
@@ -408,13 +645,18 @@ mod tests {
 
     #[test]
     fn replies_are_ok_error_or_progress() {
+        let version = Response::Version(Version {
+            server: "1.2.3".into(),
+            protocol: PROTOCOL_VERSION,
+        });
         assert_eq!(
-            serde_json::to_string(&Reply::<u8>::Ok(1)).unwrap(),
-            r#"{"ok":1}"#
+            serde_json::to_string(&Reply::Ok(version)).unwrap(),
+            r#"{"ok":{"version":{"server":"1.2.3","protocol":1}}}"#
         );
         assert_eq!(
-            serde_json::to_string(&Reply::<u8>::Error("no".into())).unwrap(),
-            r#"{"error":"no"}"#
+            serde_json::to_string(&Reply::Error(Error::new(ErrorKind::UnknownService, "no")))
+                .unwrap(),
+            r#"{"error":{"kind":"unknown_service","message":"no"}}"#
         );
         let progress = Progress {
             service: "app".into(),
@@ -422,8 +664,22 @@ mod tests {
             step: Step::Cancelled,
         };
         assert_eq!(
-            serde_json::to_string(&Reply::<u8>::Progress(progress)).unwrap(),
+            serde_json::to_string(&Reply::Progress(progress)).unwrap(),
             r#"{"progress":{"service":"app","cutover":1,"step":"cancelled"}}"#
         );
+    }
+
+    #[test]
+    fn each_error_kind_has_its_own_exit_code_and_wire_name() {
+        let mut codes: Vec<u8> = ErrorKind::ALL.iter().map(|k| k.exit_code()).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), ErrorKind::ALL.len());
+        assert!(codes.iter().all(|&c| c >= 10));
+        for kind in ErrorKind::ALL {
+            assert_eq!(
+                serde_json::to_string(&kind).unwrap(),
+                format!("\"{}\"", kind.as_str())
+            );
+        }
     }
 }

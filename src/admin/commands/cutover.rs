@@ -1,0 +1,186 @@
+//! `prepare`, `flip`, `rollback` and `cancel`: sent to the service's cutover task; a flip
+//! that waits streams progress lines until it is done.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tokio::sync::broadcast;
+
+use super::{Context, health, phase, send};
+use crate::cutover::{self, Action, Done, Refusal, RefusalKind};
+use crate::protocol::{
+    Cutover, Error, ErrorKind, Outcome, Progress, Reply, Request, Response, Step,
+};
+
+/// How often a waiting client hears from the server, at least.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn run<W: AsyncWrite + Unpin>(
+    context: &Context,
+    request: Request,
+    out: &mut W,
+) -> io::Result<()> {
+    let (service, action, wait) = match request {
+        Request::Prepare { service } => (service, Action::Prepare, false),
+        Request::Flip {
+            service,
+            to,
+            now,
+            force,
+            wait,
+        } => (service, Action::Flip { to, now, force }, wait),
+        Request::Rollback {
+            service,
+            force,
+            wait,
+        } => (service, Action::Rollback { force }, wait),
+        Request::Cancel { service } => (service, Action::Cancel, false),
+        _ => unreachable!("dispatch sends only cutover commands here"),
+    };
+    // Subscribe before the command runs, so no progress of its cutover is missed.
+    let events = context.cutovers.subscribe(&service);
+    let result = context.cutovers.command(&service, action).await;
+    match (result, events) {
+        (Ok(done), Ok(events))
+            if wait
+                && matches!(
+                    done.outcome,
+                    cutover::Outcome::Scheduled | cutover::Outcome::Joined
+                ) =>
+        {
+            follow(context, reply(&done), events, out).await
+        }
+        (Ok(done), _) => send(out, &Reply::Ok(Response::Cutover(reply(&done)))).await,
+        (Err(refusal), _) => send(out, &Reply::Error(error(&refusal))).await,
+    }
+}
+
+/// Streams the progress of the scheduled cutover in `scheduled` until it ends.
+async fn follow<W: AsyncWrite + Unpin>(
+    context: &Context,
+    scheduled: Cutover,
+    mut events: broadcast::Receiver<cutover::Progress>,
+    out: &mut W,
+) -> io::Result<()> {
+    let (Some(id), Some(target), Some(mut drained_at_ms)) = (
+        scheduled.cutover,
+        scheduled.phase.target,
+        scheduled.phase.drained_at_ms,
+    ) else {
+        return send(out, &Reply::Ok(Response::Cutover(scheduled))).await;
+    };
+    let draining = |drained_at_ms: u64| Progress {
+        service: scheduled.service.clone(),
+        cutover: id,
+        step: Step::Draining {
+            target,
+            drained_at_ms,
+            seconds_left: context.clock.until(drained_at_ms).as_secs(),
+            ttl: scheduled.ttl,
+        },
+    };
+    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => send(out, &Reply::Progress(draining(drained_at_ms))).await?,
+            event = events.recv() => match event {
+                Ok(event) if event.cutover == id => {
+                    if let cutover::Step::Draining { drained_at_ms: later, .. } = event.step {
+                        drained_at_ms = later;
+                    }
+                    send(out, &Reply::Progress(progress(context, &event))).await?;
+                    match event.step {
+                        cutover::Step::Draining { .. } | cutover::Step::Health(_) => {}
+                        cutover::Step::Flipped(done) => {
+                            return send(out, &Reply::Ok(Response::Cutover(reply(&done)))).await;
+                        }
+                        cutover::Step::Refused(refusal) => {
+                            return send(out, &Reply::Error(error(&refusal))).await;
+                        }
+                        cutover::Step::Cancelled => {
+                            let message = format!(
+                                "the cutover of {} to {target} was cancelled",
+                                scheduled.service
+                            );
+                            let error = Error::new(ErrorKind::Cancelled, message);
+                            return send(out, &Reply::Error(error)).await;
+                        }
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    let message = "the server is shutting down; the cutover stays scheduled and resumes when it starts again";
+                    let error = Error::new(ErrorKind::ShuttingDown, message);
+                    return send(out, &Reply::Error(error)).await;
+                }
+            },
+        }
+    }
+}
+
+/// A carried-out command as the reply shows it.
+fn reply(done: &Done) -> Cutover {
+    Cutover {
+        service: done.service.clone(),
+        outcome: match done.outcome {
+            cutover::Outcome::Prepared => Outcome::Prepared,
+            cutover::Outcome::Scheduled => Outcome::Scheduled,
+            cutover::Outcome::Joined => Outcome::Joined,
+            cutover::Outcome::Flipped => Outcome::Flipped,
+            cutover::Outcome::AlreadyLive => Outcome::AlreadyLive,
+            cutover::Outcome::Cancelled => Outcome::Cancelled,
+            cutover::Outcome::NothingToCancel => Outcome::NothingToCancel,
+        },
+        live: done.state.live,
+        from: done.from,
+        phase: phase(&done.state.phase),
+        ttl: done.ttl,
+        flips: done.state.flips.0,
+        serial: done.serial,
+        cutover: done.cutover,
+        health: done.health.as_ref().map(health),
+    }
+}
+
+/// A refusal as the reply shows it.
+fn error(refusal: &Refusal) -> Error {
+    let kind = match refusal.kind {
+        RefusalKind::UnknownService => ErrorKind::UnknownService,
+        RefusalKind::Unhealthy => ErrorKind::RefusedUnhealthy,
+        RefusalKind::Interval => ErrorKind::RefusedInterval,
+        RefusalKind::Busy => ErrorKind::Busy,
+        RefusalKind::NotWritten => ErrorKind::Io,
+        RefusalKind::Cancelled => ErrorKind::Cancelled,
+        RefusalKind::ShuttingDown => ErrorKind::ShuttingDown,
+    };
+    Error::new(kind, refusal.message.clone())
+}
+
+fn progress(context: &Context, event: &cutover::Progress) -> Progress {
+    let step = match &event.step {
+        cutover::Step::Draining {
+            target,
+            drained_at_ms,
+            ttl,
+        } => Step::Draining {
+            target: *target,
+            drained_at_ms: *drained_at_ms,
+            seconds_left: context.clock.until(*drained_at_ms).as_secs(),
+            ttl: *ttl,
+        },
+        cutover::Step::Health(h) => Step::Health { health: health(h) },
+        cutover::Step::Flipped(done) => Step::Flipped {
+            result: Box::new(reply(done)),
+        },
+        cutover::Step::Refused(refusal) => Step::Refused {
+            reason: refusal.message.clone(),
+        },
+        cutover::Step::Cancelled => Step::Cancelled,
+    };
+    Progress {
+        service: event.service.clone(),
+        cutover: event.cutover,
+        step,
+    }
+}

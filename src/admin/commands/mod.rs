@@ -1,0 +1,127 @@
+//! What each admin request does, one file per command; here, the dispatch and the reply
+//! lines. Domain modules return domain values; these files turn them into replies.
+
+mod cutover;
+mod reload;
+mod status;
+mod stragglers;
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::clock::Clock;
+use crate::cutover::Cutovers;
+use crate::observed;
+use crate::protocol::{
+    AddressHealth, ColorHealth, Error, ErrorKind, PROTOCOL_VERSION, PhaseName, PhaseStatus, Reply,
+    Request, Response, Version,
+};
+use crate::reload::Reloader;
+use crate::state::Phase;
+use crate::stragglers::Ledger;
+use crate::switch::Switch;
+
+/// What request handlers need.
+pub struct Context {
+    pub switch: Arc<Switch>,
+    pub cutovers: Arc<Cutovers>,
+    /// `None` when the ledger is off.
+    pub ledger: Option<Arc<Ledger>>,
+    pub reloader: Arc<Reloader>,
+    pub clock: Clock,
+}
+
+/// Runs one request line, writing its reply (and any progress) to `out`. An error is a
+/// write error: the client is gone.
+pub async fn dispatch<W: AsyncWrite + Unpin>(
+    context: &Context,
+    line: &[u8],
+    out: &mut W,
+) -> io::Result<()> {
+    let request: Request = match serde_json::from_slice(line) {
+        Ok(request) => request,
+        Err(e) => {
+            let error = Error::new(ErrorKind::Invalid, format!("bad request: {e}"));
+            return send(out, &Reply::Error(error)).await;
+        }
+    };
+    let reply = match request {
+        Request::Version => Ok(Response::Version(Version {
+            server: env!("CARGO_PKG_VERSION").into(),
+            protocol: PROTOCOL_VERSION,
+        })),
+        Request::Status { service } => status::run(context, service.as_deref())
+            .await
+            .map(Response::Status),
+        Request::Stragglers { service, limit } => {
+            stragglers::run(context, &service, limit).map(Response::Stragglers)
+        }
+        Request::Reload => reload::run(context).await.map(Response::Reloaded),
+        Request::Prepare { .. }
+        | Request::Flip { .. }
+        | Request::Rollback { .. }
+        | Request::Cancel { .. } => return cutover::run(context, request, out).await,
+    };
+    send(out, &reply.map_or_else(Reply::Error, Reply::Ok)).await
+}
+
+/// One reply as the line that goes on the wire.
+pub fn reply_line(reply: &Reply) -> String {
+    let mut line = serde_json::to_string(reply).expect("replies serialize");
+    line.push('\n');
+    line
+}
+
+async fn send<W: AsyncWrite + Unpin>(out: &mut W, reply: &Reply) -> io::Result<()> {
+    out.write_all(reply_line(reply).as_bytes()).await
+}
+
+/// A phase as replies show it.
+fn phase(phase: &Phase) -> PhaseStatus {
+    let name = match phase.name() {
+        crate::state::PhaseName::Steady => PhaseName::Steady,
+        crate::state::PhaseName::Preparing => PhaseName::Preparing,
+        crate::state::PhaseName::Settling => PhaseName::Settling,
+    };
+    let (since_ms, settle_until_ms) = match *phase {
+        Phase::Preparing { since_ms, .. } => (Some(since_ms), None),
+        Phase::Settling { until_ms } => (None, Some(until_ms)),
+        Phase::Steady => (None, None),
+    };
+    PhaseStatus {
+        name,
+        since_ms,
+        drained_at_ms: phase.drained_at_ms(),
+        target: phase.target(),
+        settle_until_ms,
+    }
+}
+
+/// A health check as replies show it.
+fn health(health: &observed::ColorHealth) -> ColorHealth {
+    ColorHealth {
+        color: health.color,
+        checked_at_ms: health.checked_at_ms,
+        healthy: health.healthy(),
+        total: health.addresses.len(),
+        addresses: health
+            .addresses
+            .iter()
+            .map(|a| AddressHealth {
+                address: a.address,
+                port: a.port,
+                healthy: a.healthy,
+                detail: a.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn unknown_service(service: &str) -> Error {
+    Error::new(
+        ErrorKind::UnknownService,
+        format!("unknown service {service:?}"),
+    )
+}

@@ -1,0 +1,27 @@
+//! `reload`: re-read the config and zone files, and say what changed.
+
+use super::Context;
+use crate::protocol::{Error, ErrorKind, Reloaded, ZoneStatus};
+use crate::reload::ReloadError;
+
+pub async fn run(context: &Context) -> Result<Reloaded, Error> {
+    let report = context.reloader.reload().await.map_err(|e| {
+        let kind = match e {
+            ReloadError::Invalid(_) => ErrorKind::InvalidConfig,
+            ReloadError::NotApplied(_) => ErrorKind::Io,
+        };
+        Error::new(kind, e.to_string())
+    })?;
+    let changes = report.changes;
+    Ok(Reloaded {
+        added: changes.added,
+        removed: changes.removed,
+        changed: changes.changed,
+        serials: changes
+            .serials
+            .into_iter()
+            .map(|(origin, serial)| ZoneStatus { origin, serial })
+            .collect(),
+        restart_needed: report.restart_needed,
+    })
+}

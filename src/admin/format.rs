@@ -1,0 +1,381 @@
+//! `flipdns ctl`'s replies for people: status, cutovers, reports, progress.
+
+use std::io::{IsTerminal, Write};
+
+use crate::clock::{self, format_utc};
+use crate::color::Color;
+use crate::protocol::{
+    ColorHealth, Cutover, Outcome, PhaseName, Progress, Reloaded, ResolverClass, ResolverView,
+    Response, ServiceStatus, Status, Step, StragglersReport, Version,
+};
+
+/// Any reply, for a person.
+pub fn response(response: &Response) -> String {
+    match response {
+        Response::Version(v) => version(v),
+        Response::Status(s) => status(s),
+        Response::Cutover(c) => cutover(c),
+        Response::Reloaded(r) => reloaded(r),
+        Response::Stragglers(r) => stragglers(r),
+    }
+}
+
+fn version(v: &Version) -> String {
+    format!("flipdns {} (admin protocol {})\n", v.server, v.protocol)
+}
+
+/// Shows cutover progress on stderr: a bar on a terminal, plain lines otherwise.
+pub struct ProgressView {
+    terminal: bool,
+    /// Seconds to the drain when the wait began: the bar's full width.
+    total: Option<u64>,
+    /// Seconds left at the last plain line, to print one every few seconds only.
+    last_plain: Option<u64>,
+}
+
+impl Default for ProgressView {
+    fn default() -> ProgressView {
+        ProgressView {
+            terminal: std::io::stderr().is_terminal(),
+            total: None,
+            last_plain: None,
+        }
+    }
+}
+
+impl ProgressView {
+    /// Seconds between plain progress lines while draining.
+    const PLAIN_EVERY: u64 = 10;
+    const BAR: usize = 30;
+
+    pub fn show(&mut self, progress: &Progress) {
+        let mut err = std::io::stderr();
+        match &progress.step {
+            Step::Draining {
+                target,
+                drained_at_ms,
+                seconds_left,
+                ttl,
+            } => {
+                let total = *self.total.get_or_insert((*seconds_left).max(1));
+                if self.terminal {
+                    let done =
+                        Self::BAR - (Self::BAR as u64 * seconds_left.min(&total) / total) as usize;
+                    let _ = write!(
+                        err,
+                        "\r{} -> {target} [{}{}] draining, {seconds_left} s left (TTL now {ttl} s)  ",
+                        progress.service,
+                        "#".repeat(done),
+                        ".".repeat(Self::BAR - done)
+                    );
+                } else if self
+                    .last_plain
+                    .is_none_or(|last| last >= seconds_left + Self::PLAIN_EVERY)
+                {
+                    self.last_plain = Some(*seconds_left);
+                    let _ = writeln!(
+                        err,
+                        "{}: waiting for caches to drain before the flip to {target}: {seconds_left} s left (drained at {})",
+                        progress.service,
+                        format_utc(*drained_at_ms)
+                    );
+                }
+            }
+            Step::Health { health } => {
+                self.end_bar();
+                let _ = writeln!(err, "{}: {}", progress.service, format_health(health));
+            }
+            Step::Flipped { .. } | Step::Refused { .. } | Step::Cancelled => self.end_bar(),
+        }
+    }
+
+    fn end_bar(&mut self) {
+        if self.terminal && self.total.is_some() {
+            let _ = writeln!(std::io::stderr());
+            self.total = None;
+        }
+    }
+}
+
+fn seconds_from_now(ms: u64) -> String {
+    let now = clock::now_ms();
+    if ms >= now {
+        format!("{} (in {} s)", format_utc(ms), (ms - now).div_ceil(1000))
+    } else {
+        format!("{} ({} s ago)", format_utc(ms), (now - ms) / 1000)
+    }
+}
+
+/// `health of green: 1/2 healthy; 198.51.100.11 connection refused`.
+pub fn format_health(health: &ColorHealth) -> String {
+    let failing: Vec<String> = health
+        .addresses
+        .iter()
+        .filter(|a| !a.healthy)
+        .map(|a| format!("{} {}", a.address, a.detail))
+        .collect();
+    let mut text = format!(
+        "health of {}: {}/{} healthy",
+        health.color, health.healthy, health.total
+    );
+    if !failing.is_empty() {
+        text.push_str(&format!("; {}", failing.join(", ")));
+    }
+    text
+}
+
+/// Human-readable `status`.
+pub fn status(status: &Status) -> String {
+    let mut out = String::new();
+    for s in &status.services {
+        out.push_str(&service(s));
+    }
+    for z in &status.zones {
+        out.push_str(&format!("zone {} serial {}\n", z.origin, z.serial));
+    }
+    out.push_str(&format!(
+        "snapshot generation {}\n",
+        status.snapshot_generation
+    ));
+    out
+}
+
+fn service(s: &ServiceStatus) -> String {
+    let live = match s.live {
+        Color::Blue => &s.blue,
+        Color::Green => &s.green,
+    };
+    let addresses: Vec<String> = live.iter().map(|a| a.to_string()).collect();
+    let mut out = format!("{}: {} live ({})\n", s.name, s.live, addresses.join(" "));
+    let phase = match (
+        s.phase.name,
+        s.phase.target,
+        s.phase.drained_at_ms,
+        s.phase.settle_until_ms,
+    ) {
+        (PhaseName::Preparing, Some(target), Some(at), _) => {
+            format!("preparing, flip to {target} at {}", seconds_from_now(at))
+        }
+        (PhaseName::Preparing, None, Some(at), _) => {
+            format!("preparing, drained at {}", seconds_from_now(at))
+        }
+        (PhaseName::Settling, _, _, Some(until)) => {
+            format!("settling until {}", seconds_from_now(until))
+        }
+        (name, ..) => phase_name(name).to_string(),
+    };
+    out.push_str(&format!("  phase {phase}\n"));
+    out.push_str(&format!(
+        "  ttl {} s now (normal {}, cutover {})\n",
+        s.ttl, s.normal_ttl, s.cutover_ttl
+    ));
+    let flipped = s.flipped_at_ms.map_or("never".to_string(), format_utc);
+    out.push_str(&format!(
+        "  flips {}, serial {}, last flip {flipped}\n",
+        s.flips, s.serial
+    ));
+    out.push_str(&format!(
+        "  answers blue {}, green {}\n",
+        s.answers.blue, s.answers.green
+    ));
+    for health in &s.health {
+        out.push_str(&format!("  {}\n", format_health(health)));
+    }
+    if let Some(c) = &s.resolvers {
+        out.push_str(&format!(
+            "  resolvers: {} converged, {} draining, {} silent, {} overdue, {} stragglers\n",
+            c.converged, c.draining, c.silent, c.overdue, c.straggler
+        ));
+    }
+    out
+}
+
+/// Human-readable reply to prepare, flip, rollback and cancel.
+pub fn cutover(c: &Cutover) -> String {
+    let name = &c.service;
+    let mut out = match c.outcome {
+        Outcome::Prepared => format!(
+            "{name}: preparing: TTL {} s now; drained at {}\n",
+            c.ttl,
+            c.phase.drained_at_ms.map_or("-".into(), seconds_from_now)
+        ),
+        Outcome::Scheduled | Outcome::Joined => format!(
+            "{name}: flip to {} {} for {}; TTL {} s now. `flipdns ctl status {name}` shows it; `flipdns ctl cancel {name}` abandons it\n",
+            c.phase.target.map_or("-".into(), |t| t.to_string()),
+            if c.outcome == Outcome::Joined {
+                "was already scheduled"
+            } else {
+                "scheduled"
+            },
+            c.phase.drained_at_ms.map_or("-".into(), seconds_from_now),
+            c.ttl
+        ),
+        Outcome::Flipped => format!(
+            "{name}: {} -> {} (flip {}, serial {}); TTL {} s until {}\n",
+            c.from.map_or("-".into(), |f| f.to_string()),
+            c.live,
+            c.flips,
+            c.serial,
+            c.ttl,
+            c.phase.settle_until_ms.map_or("-".into(), format_utc)
+        ),
+        Outcome::AlreadyLive => format!(
+            "{name}: already {}, nothing changed ({} flips so far)\n",
+            c.live, c.flips
+        ),
+        Outcome::Cancelled => format!(
+            "{name}: cancelled; steady, TTL {} s, {} live\n",
+            c.ttl, c.live
+        ),
+        Outcome::NothingToCancel => format!(
+            "{name}: nothing to cancel ({}, {} live)\n",
+            phase_name(c.phase.name),
+            c.live
+        ),
+    };
+    if let Some(health) = &c.health {
+        out.push_str(&format!("{name}: {}\n", format_health(health)));
+    }
+    out
+}
+
+/// Human-readable `stragglers`.
+pub fn stragglers(r: &StragglersReport) -> String {
+    let mut out = String::new();
+    let name = &r.service;
+    match &r.flip {
+        Some(f) => out.push_str(&format!(
+            "{name}: flipped {} -> {} at {} (flip {})\n",
+            f.from,
+            f.to,
+            format_utc(f.at_ms),
+            f.flips
+        )),
+        None => out.push_str(&format!(
+            "{name}: never flipped; classes are relative to the start\n"
+        )),
+    }
+    if let (Some(f), Some(at)) = (&r.flip, r.drained_at_ms) {
+        let when = if r.drained { "drained" } else { "drains" };
+        out.push_str(&format!(
+            "  {} {when} for caches that obey TTLs at {}\n",
+            f.from,
+            seconds_from_now(at)
+        ));
+    }
+    let c = &r.counts;
+    for (class, n) in [
+        ("converged", c.converged),
+        ("draining", c.draining),
+        ("silent", c.silent),
+        ("overdue", c.overdue),
+        ("straggler", c.straggler),
+    ] {
+        out.push_str(&format!("  {class:<10} {n:>8}\n"));
+    }
+    if r.straggler_queries > 0 {
+        out.push_str(&format!(
+            "  {} queries for the old color's name after expiry\n",
+            r.straggler_queries
+        ));
+    }
+    for class in [
+        ResolverClass::Straggler,
+        ResolverClass::Overdue,
+        ResolverClass::Draining,
+    ] {
+        let listed: Vec<&ResolverView> = r.resolvers.iter().filter(|v| v.class == class).collect();
+        if listed.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{}:\n", class_name(class)));
+        for v in listed {
+            out.push_str(&format!("  {}\n", format_resolver(v)));
+        }
+    }
+    let l = &r.ledger;
+    out.push_str(&format!(
+        "ledger: {} of {} entries, {} evicted, {} observations dropped\n",
+        l.entries, l.capacity, l.evicted, l.dropped
+    ));
+    out
+}
+
+fn format_resolver(v: &ResolverView) -> String {
+    let who = match &v.subnet {
+        Some(subnet) => format!("{} for {subnet}", v.resolver),
+        None => v.resolver.to_string(),
+    };
+    let rhythm = match (v.interval_ms, v.interval_ratio) {
+        (Some(ms), Some(ratio)) => format!(
+            "; re-queries every {:.1} s = {ratio:.1} x its TTL",
+            f64::from(ms) / 1000.0
+        ),
+        _ => String::new(),
+    };
+    match (&v.straggler, v.class) {
+        (Some(s), _) => format!(
+            "{who:<22} asked for the old color {} times, first {}, last {}, {:.1} s past expiry{rhythm}",
+            s.count,
+            format_utc(s.first_ms),
+            format_utc(s.last_ms),
+            f64::from(s.late_ms) / 1000.0
+        ),
+        (None, ResolverClass::Draining) => format!(
+            "{who:<22} holds {} (TTL {} s) until {}{rhythm}",
+            v.color,
+            v.ttl,
+            format_utc(v.expires_at_ms)
+        ),
+        (None, _) => format!(
+            "{who:<22} last got {} at {} (TTL {} s), silent since{rhythm}",
+            v.color,
+            format_utc(v.answered_at_ms),
+            v.ttl
+        ),
+    }
+}
+
+/// Human-readable `reload`.
+pub fn reloaded(r: &Reloaded) -> String {
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let mut out = format!(
+        "reloaded: added {}; removed {}; changed {}\n",
+        list(&r.added),
+        list(&r.removed),
+        list(&r.changed)
+    );
+    for zone in &r.serials {
+        out.push_str(&format!("zone {} serial {}\n", zone.origin, zone.serial));
+    }
+    for setting in &r.restart_needed {
+        out.push_str(&format!(
+            "{setting} changed: it takes effect at the next restart\n"
+        ));
+    }
+    out
+}
+
+fn phase_name(name: PhaseName) -> &'static str {
+    match name {
+        PhaseName::Steady => "steady",
+        PhaseName::Preparing => "preparing",
+        PhaseName::Settling => "settling",
+    }
+}
+
+fn class_name(class: ResolverClass) -> &'static str {
+    match class {
+        ResolverClass::Straggler => "straggler",
+        ResolverClass::Overdue => "overdue",
+        ResolverClass::Draining => "draining",
+        ResolverClass::Silent => "silent",
+        ResolverClass::Converged => "converged",
+    }
+}

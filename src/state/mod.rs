@@ -1,0 +1,186 @@
+//! The live state that must survive a restart: each service's color, flip count and cutover
+//! phase, and each zone's SOA serial; and the durable file that holds it ([`file`]).
+//!
+//! This module owns the model and its rules of arithmetic (phases, TTLs, serials); deciding
+//! which change to make is [`crate::cutover`]'s and [`crate::reload`]'s job, and making it
+//! is [`crate::switch`]'s.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::color::Color;
+
+pub use file::{StateError, StateFile};
+
+/// Everything that must survive a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// By service name.
+    pub services: BTreeMap<String, ServiceState>,
+    /// By zone origin (`svc.example.com.`).
+    pub zones: BTreeMap<String, ZoneState>,
+}
+
+/// How many times a service has flipped: 0 before its first flip. Answers and reports are
+/// tagged with it so they can tell which flip an answer belongs to. Persisted, so it keeps
+/// counting across restarts (unlike the snapshot generation, which counts publishes of
+/// this process).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct FlipCount(pub u64);
+
+impl fmt::Display for FlipCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceState {
+    pub live: Color,
+    #[serde(rename = "generation")]
+    pub flips: FlipCount,
+    /// Unix time of the last flip in milliseconds; `None` before the first.
+    #[serde(default)]
+    pub flipped_at_ms: Option<u64>,
+    /// Where the service is in a cutover; deadlines are Unix milliseconds, so a restart
+    /// resumes with the same ones.
+    pub phase: Phase,
+}
+
+impl ServiceState {
+    /// A service first seen, live on `live`, never flipped, steady.
+    pub fn new(live: Color) -> ServiceState {
+        ServiceState {
+            live,
+            flips: FlipCount(0),
+            flipped_at_ms: None,
+            phase: Phase::Steady,
+        }
+    }
+}
+
+/// The cutover phase of a service (see [`crate::cutover`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Phase {
+    /// Answers carry the normal TTL.
+    #[default]
+    Steady,
+    /// Answers carry the cutover TTL; every cache that obeys TTLs has dropped the last
+    /// normal-TTL answer at `drained_at_ms`. With a `target`, a flip to it is pending.
+    Preparing {
+        since_ms: u64,
+        drained_at_ms: u64,
+        target: Option<Color>,
+        /// The pending flip skips the health gate and the flip interval.
+        #[serde(default)]
+        force: bool,
+    },
+    /// After a flip: answers keep the cutover TTL until `until_ms`, so a rollback is fast.
+    Settling { until_ms: u64 },
+}
+
+/// The name of a phase, for status, metrics and replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseName {
+    Steady,
+    Preparing,
+    Settling,
+}
+
+impl PhaseName {
+    pub const ALL: [PhaseName; 3] = [PhaseName::Steady, PhaseName::Preparing, PhaseName::Settling];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::Steady => "steady",
+            PhaseName::Preparing => "preparing",
+            PhaseName::Settling => "settling",
+        }
+    }
+}
+
+impl Phase {
+    pub fn name(&self) -> PhaseName {
+        match self {
+            Phase::Steady => PhaseName::Steady,
+            Phase::Preparing { .. } => PhaseName::Preparing,
+            Phase::Settling { .. } => PhaseName::Settling,
+        }
+    }
+
+    /// The TTL answers carry in this phase, given the service's normal and cutover TTLs.
+    pub fn ttl(&self, normal: u32, cutover: u32) -> u32 {
+        if self.is_long() { normal } else { cutover }
+    }
+
+    /// Whether answers in this phase carry the normal TTL, which a drain must outlast.
+    pub fn is_long(&self) -> bool {
+        matches!(self, Phase::Steady)
+    }
+
+    /// The drain deadline while preparing.
+    pub fn drained_at_ms(&self) -> Option<u64> {
+        match *self {
+            Phase::Preparing { drained_at_ms, .. } => Some(drained_at_ms),
+            _ => None,
+        }
+    }
+
+    /// The color a pending flip will make live.
+    pub fn target(&self) -> Option<Color> {
+        match *self {
+            Phase::Preparing { target, .. } => target,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneState {
+    /// The SOA serial last served; it only moves forward (RFC 1982 arithmetic).
+    pub serial: u32,
+}
+
+/// `a` is after `b` in RFC 1982 serial number arithmetic.
+pub fn serial_after(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < (1 << 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ttl_follows_the_phase() {
+        let preparing = Phase::Preparing {
+            since_ms: 1,
+            drained_at_ms: 301_001,
+            target: Some(Color::Green),
+            force: false,
+        };
+        assert_eq!(Phase::Steady.ttl(300, 5), 300);
+        assert_eq!(preparing.ttl(300, 5), 5);
+        assert_eq!(Phase::Settling { until_ms: 9 }.ttl(300, 5), 5);
+        assert!(Phase::Steady.is_long() && !preparing.is_long());
+        assert_eq!(preparing.name().as_str(), "preparing");
+        assert_eq!(preparing.target(), Some(Color::Green));
+    }
+
+    #[test]
+    fn serials_compare_in_rfc_1982_arithmetic() {
+        assert!(serial_after(2, 1));
+        assert!(!serial_after(1, 2));
+        assert!(serial_after(0, u32::MAX));
+        assert!(!serial_after(5, 5));
+    }
+}
