@@ -20,7 +20,7 @@ pub struct Catalog {
 
 /// The names a service answers: the service name and one per color.
 pub fn service_names(service: &ServiceConfig) -> [Name; 3] {
-    let fqdn = service.fqdn();
+    let fqdn = service.fqdn().clone();
     let color = |c: &str| {
         fqdn.prepend_label(c)
             .expect("a service name is short enough for its color names")
@@ -75,9 +75,9 @@ impl Catalog {
                 .iter()
                 .find(|z| z.origin == service.zone)
                 .expect("service zones are validated");
-            let fqdn = service.fqdn();
+            let fqdn = service.fqdn().clone();
             for other in &config.services[..i] {
-                let theirs = other.fqdn();
+                let theirs = other.fqdn().clone();
                 if fqdn.zone_of(&theirs) || theirs.zone_of(&fqdn) {
                     problems.push(Problem::at(&config.path, service.line, format!(
                         "service `{}` ({fqdn}) overlaps service `{}` ({theirs}, line {}): each service owns its name and the names below it",

@@ -1,0 +1,463 @@
+//! The TOML configuration: its validated model (here), each key with its default and range
+//! ([`read`]), and the table reader that locates every problem ([`table`]).
+//!
+//! Parsing is strict: unknown keys are problems, every value is checked, and every problem is
+//! reported with its line, all in one pass, before any socket is bound. Paths are relative to
+//! the directory of the config file. Zone files are read by [`crate::catalog`], not here.
+
+mod read;
+mod table;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+
+use crate::color::Color;
+use crate::problem::{Problem, Problems};
+
+/// The config file `flipdns serve` and `flipdns check` read when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "zones/flipdns.toml";
+
+/// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Largest TTL RFC 2181 section 8 allows.
+const MAX_TTL: u32 = i32::MAX as u32;
+
+/// A validated configuration. Everything in it has been checked; zone files not yet read.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; problems found later (zone files) are reported beside it.
+    pub path: PathBuf,
+    pub server: Server,
+    pub limits: Limits,
+    pub ledger: LedgerConfig,
+    pub rrl: RrlConfig,
+    pub zones: Vec<ZoneConfig>,
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[server]`: where the server listens and keeps its state.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// DNS addresses; UDP and TCP are bound on each. Port 0 picks one free port for both.
+    pub listen: Vec<SocketAddr>,
+    pub admin_socket: PathBuf,
+    /// File mode of the admin socket; the only access control besides the directory's.
+    pub admin_socket_mode: u32,
+    pub state_file: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    /// When not empty, only peers with one of these uids (checked with SO_PEERCRED), or
+    /// one of `admin_allowed_gids`, may use the admin socket, on top of its file mode.
+    pub admin_allowed_uids: Vec<u32>,
+    pub admin_allowed_gids: Vec<u32>,
+}
+
+/// `[limits]`: every bound a peer can push on that an operator may want to tune.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent DNS-over-TCP connections; more are accepted and closed at once.
+    pub tcp_connections: usize,
+    /// A TCP connection with no query for this long is closed (RFC 7766 section 6.2.3).
+    pub tcp_idle_timeout: Duration,
+    /// Time allowed to receive one whole message once its first byte arrived, and to write
+    /// one reply: a client that stalls mid-message or stops reading is dropped.
+    pub tcp_message_timeout: Duration,
+    /// Concurrent admin socket clients; more are answered with an error and closed.
+    pub admin_clients: usize,
+    /// Time allowed for one admin request line to arrive, and for an idle admin connection.
+    pub admin_request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        read::defaults(read::limits)
+    }
+}
+
+/// One `[[zone]]`: an origin served from an RFC 1035 master file.
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    /// Lowercase, fully qualified.
+    pub origin: Name,
+    pub file: PathBuf,
+    /// Line of the `[[zone]]` table, for problems found later.
+    pub line: usize,
+}
+
+/// One `[[service]]`: a name with a blue and a green address set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// `NAME.ZONE.`, lowercase: the name that follows the live color.
+    pub fqdn: Name,
+    /// Origin of the zone the service lives in (lowercase, fully qualified).
+    pub zone: Name,
+    pub blue: Vec<IpAddr>,
+    pub green: Vec<IpAddr>,
+    /// The color served when the state file has no entry for the service.
+    pub live: Color,
+    pub ttl: u32,
+    pub cutover_ttl: u32,
+    pub settle: Duration,
+    /// A flip within this long of the previous one is refused unless forced (anti-flap).
+    pub min_flip_interval: Duration,
+    pub answer: AnswerMode,
+    pub health: Option<HealthConfig>,
+    /// Line of the `[[service]]` table.
+    pub line: usize,
+}
+
+/// How a service name answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerMode {
+    /// A/AAAA records of the live color.
+    A,
+    /// A CNAME to `LIVE.SERVICE.ZONE`, followed by that name's A/AAAA records: a resolver that
+    /// later asks for the old color's name after the CNAME expired is caught straggling.
+    Cname,
+}
+
+/// `[rrl]`: response rate limiting per source prefix, for UDP (off by default, as in Knot
+/// and BIND; NSD's recommended values are the defaults here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrlConfig {
+    pub enabled: bool,
+    /// Responses a source prefix gets per second before it is limited.
+    pub responses_per_second: u32,
+    /// Every `slip`th limited response is sent truncated (TC, no records) so that real
+    /// clients retry over TCP; the others are dropped. 0 drops them all.
+    pub slip: u32,
+    /// Buckets in the fixed-size table; prefixes that hash alike share one.
+    pub table_size: usize,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RrlConfig {
+    fn default() -> RrlConfig {
+        read::defaults(read::rrl)
+    }
+}
+
+/// `[ledger]`: the straggler ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    pub enabled: bool,
+    /// Most (resolver, client subnet, service) entries kept; beyond it the least recently
+    /// seen go.
+    pub capacity: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> LedgerConfig {
+        read::defaults(read::ledger)
+    }
+}
+
+/// `[service.health]`: how to tell whether an address of a color can take traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub kind: HealthKind,
+    pub port: u16,
+    /// Time allowed for one check of one address.
+    pub timeout: Duration,
+    /// Time between background checks of both colors.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// `GET path` over HTTP/1.1; any 2xx status is healthy.
+    Http { path: String },
+    /// A TCP connection that opens is healthy.
+    Tcp,
+}
+
+impl ServiceConfig {
+    pub fn addresses(&self, color: Color) -> &[IpAddr] {
+        match color {
+            Color::Blue => &self.blue,
+            Color::Green => &self.green,
+        }
+    }
+
+    /// `NAME.ZONE.`, lowercase.
+    pub fn fqdn(&self) -> &Name {
+        &self.fqdn
+    }
+}
+
+fn service_name(name: &str, zone: &Name) -> Result<Name, String> {
+    let relative = Name::from_ascii(name).map_err(|e| e.to_string())?;
+    if relative.is_fqdn() {
+        return Err("a service name is relative to its zone and has no trailing dot".into());
+    }
+    relative
+        .append_domain(zone)
+        .map(|n| n.to_lowercase())
+        .map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Problems(vec![Problem::in_file(path, format!("cannot read: {e}"))]))?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (which only locates relative paths).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
+        let doc = table::Document::new(path, text);
+        let document = match toml::de::DeTable::parse(text) {
+            Ok(document) => document,
+            Err(e) => {
+                doc.problem(e.span().map_or(0, |s| s.start), e.message().trim());
+                return Err(Problems(doc.into_problems()));
+            }
+        };
+        let top = table::Table::top(&doc, document.get_ref());
+        let config = read::config(&top);
+        top.finish();
+        match config {
+            Some(config) if !doc.has_problems() => Ok(config),
+            _ => Err(Problems(doc.into_problems())),
+        }
+    }
+
+    /// The service called `name`, if configured.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// The admin socket named by the config at `path`, found even when the rest of the file is
+/// broken, so that `flipdns ctl reload` can report what is wrong with it.
+pub fn admin_socket_of(path: &Path) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    if let Ok(config) = Config::parse(path, &text) {
+        return Ok(config.server.admin_socket);
+    }
+    // A line `admin_socket = "..."` inside [server], read without the rest of the TOML.
+    let mut in_server = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_server = line == "[server]";
+        } else if let Some(value) = line
+            .strip_prefix("admin_socket")
+            .map(str::trim_start)
+            .and_then(|v| v.strip_prefix('='))
+        {
+            let value = value
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            if in_server && !value.is_empty() {
+                return Ok(base.join(value));
+            }
+        }
+    }
+    Err(format!(
+        "{} names no admin_socket in [server]",
+        path.display()
+    ))
+}
+
+/// Parses `500ms`, `2s`, `10m`, `1h30m`, `1d`: whole numbers with a unit, summed.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("bad duration {text:?}: expected a number with a unit such as 500ms, 2s, 10m, 1h")
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86400),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let part = unit.checked_mul(u32::try_from(number).map_err(|_| bad())?);
+        total = part.and_then(|p| total.checked_add(p)).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = ["127.0.0.1:8053"]
+admin_socket = "run/flipdns.sock"
+state_file = "run/state.json"
+
+[[zone]]
+origin = "svc.example.com."
+file = "svc.example.com.zone"
+
+[[service]]
+name = "app"
+blue = ["192.0.2.10", "2001:db8::10"]
+green = ["198.51.100.10"]
+live = "blue"
+ttl = 300
+cutover_ttl = 5
+settle = "10m"
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("/etc/flipdns/f.toml"), text) {
+            Ok(_) => vec![],
+            Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn good_config_parses_with_paths_relative_to_the_file() {
+        let config = Config::parse(Path::new("/etc/flipdns/f.toml"), GOOD).unwrap();
+        assert_eq!(
+            config.server.admin_socket,
+            Path::new("/etc/flipdns/run/flipdns.sock")
+        );
+        assert_eq!(config.server.admin_socket_mode, 0o600);
+        assert_eq!(
+            config.zones[0].file,
+            Path::new("/etc/flipdns/svc.example.com.zone")
+        );
+        let app = &config.services[0];
+        assert_eq!(app.zone.to_string(), "svc.example.com.");
+        assert_eq!(app.fqdn().to_string(), "app.svc.example.com.");
+        assert_eq!(app.settle, Duration::from_secs(600));
+        assert_eq!(app.line, 11);
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = GOOD
+            .replace("state_file", "stat_file")
+            .replace("\"198.51.100.10\"", "\"198.51.100.300\"")
+            .replace("ttl = 300", "ttl = 300\ncolour = \"red\"");
+        let found = problems(&text);
+        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen, admin_allowed_uids, admin_allowed_gids".to_string()), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("/etc/flipdns/f.toml:14: bad address \"198.51.100.300\"")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("/etc/flipdns/f.toml:17: unknown key `colour`")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|p| p.contains("missing `state_file`")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn values_are_checked() {
+        assert!(
+            problems(&GOOD.replace("cutover_ttl = 5", "cutover_ttl = 500"))[0]
+                .contains("longer than ttl")
+        );
+        assert!(
+            problems(&GOOD.replace("live = \"blue\"", "live = \"purple\""))[0]
+                .contains("unknown color \"purple\"")
+        );
+        assert!(problems(&GOOD.replace("\"10m\"", "\"ten minutes\""))[0].contains("bad duration"));
+        assert!(
+            problems(&GOOD.replace("[\"198.51.100.10\"]", "[]"))[0].contains("has no addresses")
+        );
+        assert!(
+            problems(&GOOD.replace("127.0.0.1:8053", "localhost"))[0]
+                .contains("bad listen address")
+        );
+        assert!(
+            problems(&GOOD.replace("svc.example.com.\"", "svc.example.com\""))[0]
+                .contains("fully qualified")
+        );
+        let twice = format!(
+            "{GOOD}\n[[service]]\nname = \"app\"\nblue = [\"192.0.2.1\"]\ngreen = [\"192.0.2.2\"]\nlive = \"blue\"\nttl = 60\ncutover_ttl = 5\nsettle = \"1m\"\n"
+        );
+        assert!(problems(&twice)[0].contains("configured twice"));
+        assert!(problems("[server\n")[0].starts_with("/etc/flipdns/f.toml:1:"));
+    }
+
+    #[test]
+    fn mistyped_values_say_what_is_expected_without_serde_words() {
+        let found = problems(&GOOD.replace("ttl = 300", "ttl = \"300\""));
+        assert_eq!(
+            found,
+            vec![
+                "/etc/flipdns/f.toml:16: `ttl` in [[service]] must be a whole number (without quotes), not the string \"300\""
+            ]
+        );
+        let found = problems(&format!(
+            "{GOOD}\n[limits]\ntcp_connections = 0\nadmin_clients = true\n"
+        ));
+        assert_eq!(
+            found,
+            vec![
+                "/etc/flipdns/f.toml:21: `tcp_connections` in [limits] must be between 1 and 100000",
+                "/etc/flipdns/f.toml:22: `admin_clients` in [limits] must be a whole number (without quotes), not true",
+            ]
+        );
+        let found = problems(&GOOD.replace("settle = \"10m\"", "settle = 600"));
+        assert!(
+            found[0]
+                .contains("`settle` in [[service]] must be a string in quotes, not the number 600"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_admin_socket_is_found_in_a_broken_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, GOOD.replace("ttl = 300", "ttl = 300\nttl = 5")).unwrap();
+        assert!(
+            Config::load(&path).is_err(),
+            "a duplicate key is a TOML error"
+        );
+        assert_eq!(
+            admin_socket_of(&path),
+            Ok(dir.path().join("run/flipdns.sock"))
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,514 @@
+//! The config's keys: each read here, once, with its default and range, into the model of
+//! [`super`]. A value that is missing, mistyped or out of range is noted with its line and
+//! the reader goes on, so one pass finds every problem.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+
+use super::table::{Document, Table};
+use super::{
+    AnswerMode, Config, HealthConfig, HealthKind, LedgerConfig, Limits, MAX_SOCKET_PATH, MAX_TTL,
+    RrlConfig, Server, ServiceConfig, ZoneConfig, service_name,
+};
+use crate::color::Color;
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+/// Longest settle, flip interval or health interval: a year.
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The whole config.
+pub fn config(top: &Table) -> Option<Config> {
+    let doc = top.doc();
+    let server_table = top.table("server");
+    let server = if server_table.present() {
+        server(&server_table)
+    } else {
+        doc.problem(0, "missing [server] table");
+        None
+    };
+    server_table.finish();
+    let limits = section(top, "limits", limits);
+    let ledger = section(top, "ledger", ledger);
+    let rrl = section(top, "rrl", rrl);
+    let zones = zones(top);
+    let services = services(top, &zones);
+    Some(Config {
+        path: doc.path.to_path_buf(),
+        server: server?,
+        limits,
+        ledger,
+        rrl,
+        zones,
+        services,
+    })
+}
+
+/// Reads the table `[key]` (empty when absent) with `read`, then reports unknown keys.
+fn section<T>(top: &Table, key: &'static str, read: fn(&Table) -> T) -> T {
+    let table = top.table(key);
+    let value = read(&table);
+    table.finish();
+    value
+}
+
+/// The value `read` gives for an absent table: the defaults.
+pub fn defaults<T>(read: fn(&Table) -> T) -> T {
+    let doc = Document::new(std::path::Path::new("defaults"), "");
+    let empty = toml::de::DeTable::default();
+    let top = Table::top(&doc, &empty);
+    read(&top.table("none"))
+}
+
+fn server(t: &Table) -> Option<Server> {
+    let doc = t.doc();
+    let listen = listen(t);
+    let admin_socket = t
+        .require("admin_socket")
+        .then(|| t.path("admin_socket"))
+        .flatten();
+    if let Some(path) = &admin_socket
+        && path.get_ref().as_os_str().len() > MAX_SOCKET_PATH
+    {
+        doc.problem(
+            path.span().start,
+            format!(
+                "admin_socket path {} is {} bytes; Unix sockets allow at most {MAX_SOCKET_PATH}",
+                path.get_ref().display(),
+                path.get_ref().as_os_str().len()
+            ),
+        );
+    }
+    let admin_socket_mode = socket_mode(t);
+    let state_file = t
+        .require("state_file")
+        .then(|| t.path("state_file"))
+        .flatten();
+    let metrics_listen = t.string("metrics_listen").and_then(|m| {
+        m.get_ref().parse::<SocketAddr>().ok().or_else(|| {
+            doc.problem(
+                m.span().start,
+                format!(
+                    "bad metrics_listen {:?}: expected IP:PORT such as \"127.0.0.1:9153\"",
+                    m.get_ref()
+                ),
+            );
+            None
+        })
+    });
+    let ids = 0..=u64::from(u32::MAX);
+    let admin_allowed_uids = t.numbers("admin_allowed_uids", ids.clone());
+    let admin_allowed_gids = t.numbers("admin_allowed_gids", ids);
+    Some(Server {
+        listen: listen?,
+        admin_socket: admin_socket?.into_inner(),
+        admin_socket_mode,
+        state_file: state_file?.into_inner(),
+        metrics_listen,
+        admin_allowed_uids: admin_allowed_uids.into_iter().map(|n| n as u32).collect(),
+        admin_allowed_gids: admin_allowed_gids.into_iter().map(|n| n as u32).collect(),
+    })
+}
+
+fn listen(t: &Table) -> Option<Vec<SocketAddr>> {
+    let doc = t.doc();
+    if !t.require("listen") {
+        return None;
+    }
+    let list = t.strings("listen")?;
+    if list.get_ref().is_empty() {
+        doc.problem(
+            list.span().start,
+            "`listen` is empty: give at least one address such as \"127.0.0.1:8053\"",
+        );
+    }
+    let mut listen = Vec::new();
+    for item in list.into_inner() {
+        match item.get_ref().parse::<SocketAddr>() {
+            Ok(addr) if listen.contains(&addr) => doc.problem(
+                item.span().start,
+                format!("listen address {addr} is given twice"),
+            ),
+            Ok(addr) => listen.push(addr),
+            Err(_) => doc.problem(
+                item.span().start,
+                format!(
+                    "bad listen address {:?}: expected IP:PORT such as \"127.0.0.1:8053\" or \"[::1]:8053\"",
+                    item.get_ref()
+                ),
+            ),
+        }
+    }
+    Some(listen)
+}
+
+fn socket_mode(t: &Table) -> u32 {
+    let Some(mode) = t.string("admin_socket_mode") else {
+        return 0o600;
+    };
+    match u32::from_str_radix(mode.get_ref(), 8) {
+        Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => m,
+        Ok(_) => {
+            t.doc().problem(
+                mode.span().start,
+                "admin_socket_mode must give the owner read and write (0600 to 0777)",
+            );
+            0o600
+        }
+        Err(_) => {
+            t.doc().problem(
+                mode.span().start,
+                format!(
+                    "bad admin_socket_mode {:?}: expected an octal mode such as \"0600\"",
+                    mode.get_ref()
+                ),
+            );
+            0o600
+        }
+    }
+}
+
+pub fn limits(t: &Table) -> Limits {
+    let timeout = 100 * MS..=HOUR;
+    Limits {
+        tcp_connections: t.count("tcp_connections", 100, 1..=100_000),
+        tcp_idle_timeout: t.duration("tcp_idle_timeout", 10 * SECOND, timeout.clone()),
+        tcp_message_timeout: t.duration("tcp_message_timeout", 2 * SECOND, timeout.clone()),
+        admin_clients: t.count("admin_clients", 16, 1..=1024),
+        admin_request_timeout: t.duration("admin_request_timeout", 5 * SECOND, timeout),
+    }
+}
+
+pub fn ledger(t: &Table) -> LedgerConfig {
+    LedgerConfig {
+        enabled: t.boolean("enabled", true),
+        capacity: t.count("capacity", 1_000_000, 1..=100_000_000),
+    }
+}
+
+pub fn rrl(t: &Table) -> RrlConfig {
+    RrlConfig {
+        enabled: t.boolean("enabled", false),
+        responses_per_second: t.count("responses_per_second", 200, 1..=1_000_000) as u32,
+        slip: t.count("slip", 2, 0..=10) as u32,
+        table_size: t.count("table_size", 65536, 16..=1 << 24),
+        ipv4_prefix: t.count("ipv4_prefix", 24, 8..=32) as u8,
+        ipv6_prefix: t.count("ipv6_prefix", 56, 16..=128) as u8,
+    }
+}
+
+fn zones(top: &Table) -> Vec<ZoneConfig> {
+    let doc = top.doc();
+    let mut zones: Vec<ZoneConfig> = Vec::new();
+    let mut origins = HashSet::new();
+    for t in top.tables("zone") {
+        if let Some(zone) = zone(&t) {
+            if !origins.insert(zone.origin.clone()) {
+                let message = format!("zone {} is configured twice", zone.origin);
+                doc.problem_at_line(zone.line, message);
+            }
+            zones.push(zone);
+        }
+        t.finish();
+    }
+    if zones.is_empty() && !doc.has_problems() {
+        doc.problem(
+            0,
+            "no [[zone]] configured: flipdns needs at least one zone to serve",
+        );
+    }
+    zones
+}
+
+fn zone(t: &Table) -> Option<ZoneConfig> {
+    let doc = t.doc();
+    let origin = t.required_string("origin").and_then(|o| {
+        match Name::from_ascii(o.get_ref()) {
+            Ok(name) if name.is_fqdn() && !name.is_root() => Some(name.to_lowercase()),
+            Ok(_) => {
+                doc.problem(o.span().start, format!("zone origin {:?} must be fully qualified, with a trailing dot, and not the root", o.get_ref()));
+                None
+            }
+            Err(e) => {
+                doc.problem(o.span().start, format!("bad zone origin {:?}: {e}", o.get_ref()));
+                None
+            }
+        }
+    });
+    let file = t.require("file").then(|| t.path("file")).flatten();
+    Some(ZoneConfig {
+        origin: origin?,
+        file: file?.into_inner(),
+        line: t.line(),
+    })
+}
+
+fn services(top: &Table, zones: &[ZoneConfig]) -> Vec<ServiceConfig> {
+    let doc = top.doc();
+    let mut services = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for t in top.tables("service") {
+        if let Some(service) = service(&t, zones) {
+            if names.insert(service.name.clone(), service.line).is_some() {
+                let message = format!(
+                    "service `{}` is configured twice; service names identify a service in `flipdns ctl` and the state file, so they are unique across zones",
+                    service.name
+                );
+                doc.problem_at_line(service.line, message);
+            }
+            services.push(service);
+        }
+        t.finish();
+    }
+    services
+}
+
+fn service(t: &Table, zones: &[ZoneConfig]) -> Option<ServiceConfig> {
+    let name = t.required_string("name");
+    let zone = service_zone(t, zones);
+    let (name, fqdn) = match name {
+        Some(n) if n.get_ref().is_empty() => {
+            t.doc().problem(n.span().start, "service name is empty");
+            (None, None)
+        }
+        Some(n) => match zone.as_ref().map(|z| service_name(n.get_ref(), z)) {
+            Some(Err(e)) => {
+                let message = format!("bad service name {:?}: {e}", n.get_ref());
+                t.doc().problem(n.span().start, message);
+                (None, None)
+            }
+            fqdn => (
+                Some(n.get_ref().to_ascii_lowercase()),
+                fqdn.and_then(Result::ok),
+            ),
+        },
+        None => (None, None),
+    };
+    let blue = addresses(t, "blue");
+    let green = addresses(t, "green");
+    let live = t.required_string("live").and_then(|l| {
+        l.get_ref()
+            .parse::<Color>()
+            .map_err(|e| t.doc().problem(l.span().start, e.to_string()))
+            .ok()
+    });
+    let (ttl, cutover_ttl) = ttls(t);
+    let settle = t
+        .require("settle")
+        .then(|| t.ranged_duration("settle", Duration::ZERO..=YEAR))
+        .flatten();
+    let min_flip_interval = t.duration("min_flip_interval", Duration::ZERO, Duration::ZERO..=YEAR);
+    let answer = answer_mode(t);
+    let health_table = t.table("health");
+    let health = health(&health_table);
+    health_table.finish();
+    Some(ServiceConfig {
+        name: name?,
+        fqdn: fqdn?,
+        zone: zone?,
+        blue: blue?,
+        green: green?,
+        live: live?,
+        ttl: ttl?,
+        cutover_ttl: cutover_ttl?,
+        settle: settle?,
+        min_flip_interval,
+        answer: answer?,
+        health: health?,
+        line: t.line(),
+    })
+}
+
+/// The zone a service names, or the only zone there is.
+fn service_zone(t: &Table, zones: &[ZoneConfig]) -> Option<Name> {
+    let list = || {
+        let names: Vec<String> = zones.iter().map(|z| z.origin.to_string()).collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    };
+    match t.string("zone") {
+        Some(z) => {
+            let name = Name::from_ascii(z.get_ref()).map(|n| n.to_lowercase());
+            match name {
+                Ok(name) if name.is_fqdn() && zones.iter().any(|zone| zone.origin == name) => {
+                    Some(name)
+                }
+                _ => {
+                    t.doc().problem(
+                        z.span().start,
+                        format!(
+                            "service zone {:?} is not a configured [[zone]] origin (configured: {})",
+                            z.get_ref(),
+                            list()
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        None if zones.len() == 1 => Some(zones[0].origin.clone()),
+        None if zones.is_empty() => None,
+        None => {
+            t.doc().problem(
+                t.at,
+                format!(
+                    "missing `zone` in [[service]]: with several zones each service names its zone ({})",
+                    list()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `ttl` and `cutover_ttl`, the second no longer than the first.
+fn ttls(t: &Table) -> (Option<u32>, Option<u32>) {
+    let ttl = ttl(t, "ttl");
+    let cutover_ttl = ttl_value(t, "cutover_ttl");
+    let cutover = match (ttl, cutover_ttl) {
+        (Some(ttl), Some((value, at))) if value > ttl => {
+            t.doc().problem(
+                at,
+                format!(
+                    "cutover_ttl {value} is longer than ttl {ttl}: the cutover TTL is the short one"
+                ),
+            );
+            None
+        }
+        (_, value) => value.map(|(v, _)| v),
+    };
+    (ttl, cutover)
+}
+
+fn ttl(t: &Table, key: &'static str) -> Option<u32> {
+    ttl_value(t, key).map(|(v, _)| v)
+}
+
+/// A required TTL in seconds, and where it stands.
+fn ttl_value(t: &Table, key: &'static str) -> Option<(u32, usize)> {
+    if !t.require(key) {
+        return None;
+    }
+    let value = t.integer(key)?;
+    match u32::try_from(*value.get_ref()) {
+        Ok(v) if (1..=MAX_TTL).contains(&v) => Some((v, value.span().start)),
+        _ => {
+            t.doc().problem(
+                value.span().start,
+                format!("{key} must be between 1 and {MAX_TTL} seconds"),
+            );
+            None
+        }
+    }
+}
+
+fn answer_mode(t: &Table) -> Option<AnswerMode> {
+    let Some(answer) = t.string("answer") else {
+        return Some(AnswerMode::A);
+    };
+    match answer.get_ref().as_str() {
+        "a" => Some(AnswerMode::A),
+        "cname" => Some(AnswerMode::Cname),
+        other => {
+            t.doc().problem(
+                answer.span().start,
+                format!("unknown answer mode {other:?}: expected \"a\" or \"cname\""),
+            );
+            None
+        }
+    }
+}
+
+fn addresses(t: &Table, color: &'static str) -> Option<Vec<IpAddr>> {
+    let doc = t.doc();
+    if !t.require(color) {
+        return None;
+    }
+    let list = t.strings(color)?;
+    if list.get_ref().is_empty() {
+        doc.problem(list.span().start, format!("`{color}` has no addresses: a color needs at least one, or flipping to it would take the service off the air"));
+        return None;
+    }
+    let mut addresses = Vec::new();
+    let mut ok = true;
+    for item in list.into_inner() {
+        match item.get_ref().parse::<IpAddr>() {
+            Ok(addr) if addresses.contains(&addr) => {
+                doc.problem(
+                    item.span().start,
+                    format!("address {addr} is listed twice in `{color}`"),
+                );
+                ok = false;
+            }
+            Ok(addr) => addresses.push(addr),
+            Err(_) => {
+                doc.problem(
+                    item.span().start,
+                    format!(
+                        "bad address {:?} in `{color}`: expected an IPv4 or IPv6 address",
+                        item.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(addresses)
+}
+
+/// `[service.health]`: `Some(None)` when absent, `None` when it has problems.
+fn health(t: &Table) -> Option<Option<HealthConfig>> {
+    let port = t.ranged("port", 1..=65535);
+    let kind = t.string("kind");
+    let path = t.string("path");
+    let timeout = t.duration("timeout", 2 * SECOND, 10 * MS..=HOUR);
+    let interval = t.duration("interval", 5 * SECOND, 100 * MS..=YEAR);
+    if !t.present() {
+        return Some(None);
+    }
+    if !t.require("port") {
+        return None;
+    }
+    let kind = match kind.as_ref().map(|k| k.get_ref().as_str()) {
+        Some("http") | None => {
+            let path = path.map_or_else(|| "/".to_string(), |p| p.into_inner());
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                t.doc().problem(
+                    t.at,
+                    format!("health path {path:?} must start with / and hold no spaces"),
+                );
+                None
+            } else {
+                Some(HealthKind::Http { path })
+            }
+        }
+        Some("tcp") => {
+            if let Some(p) = &path {
+                t.doc()
+                    .problem(p.span().start, "`path` is for kind = \"http\" only");
+            }
+            Some(HealthKind::Tcp)
+        }
+        Some(other) => {
+            let at = kind.as_ref().map_or(t.at, |k| k.span().start);
+            t.doc().problem(
+                at,
+                format!("unknown health kind {other:?}: expected \"http\" or \"tcp\""),
+            );
+            None
+        }
+    };
+    Some(Some(HealthConfig {
+        kind: kind?,
+        port: port? as u16,
+        timeout,
+        interval,
+    }))
+}
