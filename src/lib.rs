@@ -7,36 +7,44 @@
 //!
 //! # Layout
 //!
+//! From the ground up; each module imports only modules above it in this list
+//! (`tests/integration/layering.rs` checks there is no cycle).
+//!
 //! ```text
-//! config.rs     the TOML model and its validation, every problem with file:line
-//! zone.rs       zone files -> static records (pure)
-//! catalog.rs    config + zone files, cross-checked: what the server answers for
-//! records/      the immutable snapshot a query is answered from, pre-rendered to wire
-//!               format, and the ArcSwap that holds it
-//! dns/          the request handler: bytes in, bytes out, one snapshot load per query
-//! server/       sockets, tasks, shutdown; no DNS semantics
-//! switch.rs     the change path: serialize, persist, publish, reply
-//! cutover/      the per-service TTL/flip state machine and the task that runs it
-//! health.rs     health checks of a color's addresses (the flip gate, background checks)
-//! reload.rs     SIGHUP and `ctl reload`: validate everything, then swap zones and services
-//! rrl.rs        response rate limiting of UDP answers per source prefix
-//! status.rs     the status report
-//! stragglers/   the bounded resolver ledger and its report (classes since a flip)
-//! clock.rs      wall-clock milliseconds; the coarse clock for the query path
-//! fixture.rs    the shipped example served in memory, for benches, fuzzing, property tests
-//! state.rs      the durable, versioned state file
-//! admin/        the admin protocol, socket server and `flipdns ctl` client
-//! metrics.rs    counters and the Prometheus endpoint
-//! color.rs      Color; problem.rs: located problems in operator files
+//! foundation   clock.rs     wall and monotonic time; the seam tests drive
+//!              color.rs     Color
+//!              problem.rs   located problems in operator files
+//!              wire.rs      DNS protocol numbers and sizes
+//!              subnet.rs    the EDNS Client Subnet of a query
+//!              protocol.rs  the admin wire protocol (depends on nothing of the daemon)
+//! input        config/      the TOML model; each key read once, every problem with file:line
+//!              zone/        zone files -> static records (lexer, reader, checks; pure)
+//!              catalog.rs   config + zone files, cross-checked: what the server answers for
+//! live state   state/       the persisted state (colors, flips, phases, serials) and its file
+//!              observed.rs  what the server saw of each service (answers, drain input, health)
+//!              counters.rs  server-wide counters
+//! query        records/     the immutable snapshot a query is answered from, pre-rendered
+//!              rrl.rs       response rate limiting of UDP answers per source prefix
+//!              dns/         the request handler: bytes in, bytes out, one snapshot load
+//! change       health.rs    health checks of a color's addresses
+//!              switch.rs    the one place a change happens: serialize, persist, publish
+//!              cutover/     the per-service TTL/flip rules and the task that runs them
+//!              reload.rs    SIGHUP and `ctl reload`: validate everything, then swap
+//! report       stragglers/  the bounded resolver ledger and its report
+//!              metrics.rs   the Prometheus endpoint, assembled at scrape time
+//! edges        admin/       the admin socket server, one file per command, `ctl` client
+//!              server/      sockets, supervised loops, shutdown; the composition root
+//!              fixture.rs   the shipped example served in memory (benches, fuzzing)
 //! ```
 //!
 //! # Data flows
 //!
 //! 1. **Query**: socket (`server::udp`, `server::tcp`) -> [`dns::Handler`] -> snapshot
-//!    lookup ([`records::Snapshot`]) -> response bytes; counters are relaxed atomics.
-//! 2. **Change**: admin socket ([`admin::server`]) -> [`cutover::Cutovers`] (one task per
-//!    service: commands, deadlines, health gate) -> [`switch::Switch`] -> new state -> state
-//!    file ([`state::StateFile::save`]) -> new snapshot -> swap -> reply.
+//!    lookup ([`records::Snapshot`]) -> response bytes; counters are relaxed atomics, and
+//!    service answers become observations for the ledger.
+//! 2. **Change**: admin socket ([`admin::server`]) -> command ([`admin::commands`]) ->
+//!    [`cutover::Cutovers`] (one task per service: commands, deadlines, health gate) ->
+//!    [`switch::Switch`] -> new state -> state file -> new snapshot -> swap -> reply.
 //! 3. **Report**: observations (handed over in batches by each receive loop) ->
 //!    [`stragglers::Ledger`] -> classes -> `stragglers` and `status` on the admin socket,
 //!    `/metrics`; snapshot and counters -> `status`, `/metrics`.

@@ -277,3 +277,13 @@ fn only_allowed_uids_may_use_the_socket() {
     let server = Server::start_with(&us);
     server.ctl_ok(&["status"]);
 }
+
+#[test]
+fn the_readme_lists_every_error_kind_with_its_exit_code() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for kind in flipdns::protocol::ErrorKind::ALL {
+        let row = format!("| {} | `{}` |", kind.exit_code(), kind.as_str());
+        assert!(readme.contains(&row), "README lacks the row {row}");
+    }
+}

@@ -11,6 +11,7 @@ mod consistency;
 mod crash;
 mod cutover;
 mod flip;
+mod layering;
 mod metrics;
 mod property;
 mod protocol;
