@@ -17,7 +17,7 @@ use flipdns::color::Color;
 use flipdns::counters::Counters;
 use flipdns::dns::Handler;
 use flipdns::records::NameKind;
-use flipdns::state::StateFile;
+use flipdns::state::Store;
 use flipdns::stragglers::table::Table;
 use flipdns::stragglers::{Ledger, Observation, Recorder};
 use flipdns::switch::Switch;
@@ -40,8 +40,8 @@ struct Setup {
 fn setup() -> Setup {
     let catalog = flipdns::fixture::catalog();
     let dir = tempfile::tempdir().unwrap();
-    let state = StateFile::open(&dir.path().join("state.json")).unwrap();
-    let switch = Arc::new(Switch::start(catalog, state, 0).unwrap());
+    let state = Store::open(&dir.path().join("state.json")).unwrap();
+    let switch = Arc::new(Switch::start(catalog, state, Clock::System).unwrap());
     let running = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

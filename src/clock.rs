@@ -82,6 +82,27 @@ impl Clock {
         }
     }
 
+    /// Milliseconds on the coarse monotonic clock: for the query path.
+    #[inline]
+    pub fn coarse_mono_ms(&self) -> u64 {
+        match self {
+            Clock::System => read_ms(libc::CLOCK_MONOTONIC_COARSE),
+            Clock::Fake(time) => time.mono_ms(),
+        }
+    }
+
+    /// The wall-clock time of the monotonic moment `mono_ms`, as the clocks stand now.
+    pub fn wall_of(&self, mono_ms: u64) -> u64 {
+        let (wall, mono) = (self.now_ms(), self.mono_ms());
+        (wall + mono_ms).saturating_sub(mono)
+    }
+
+    /// The monotonic moment of the wall-clock time `wall_ms`, as the clocks stand now.
+    pub fn mono_of(&self, wall_ms: u64) -> u64 {
+        let (wall, mono) = (self.now_ms(), self.mono_ms());
+        (mono + wall_ms).saturating_sub(wall)
+    }
+
     /// Milliseconds on the monotonic clock, which no wall-clock step moves. Only
     /// differences within one process mean anything.
     pub fn mono_ms(&self) -> u64 {
@@ -91,7 +112,8 @@ impl Clock {
         }
     }
 
-    /// How far a coarse reading can lag the precise clock, in whole milliseconds (at least 1).
+    /// How far a coarse reading (wall or monotonic) can lag the precise clock, in whole
+    /// milliseconds (at least 1).
     pub fn coarse_resolution_ms(&self) -> u64 {
         match self {
             Clock::System => system_coarse_resolution_ms(),

@@ -46,7 +46,7 @@ pub fn records() -> Arc<Records> {
             .enumerate()
             .map(|(id, s)| ServingService {
                 id: id as u16,
-                state: ServiceState::new(s.live),
+                state: ServiceState::new(s.live, s.ttl),
                 observed: Arc::new(Observed::new(0)),
             })
             .collect(),

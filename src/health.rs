@@ -12,12 +12,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::color::Color;
 use crate::config::{HealthConfig, HealthKind, ServiceConfig};
-use crate::observed::{AddressHealth, ColorHealth, Observed};
+use crate::observed::{AddressHealth, ColorHealth};
 
 /// Addresses checked at once by one check of one color.
 pub const MAX_CONCURRENT_CHECKS: usize = 16;
@@ -132,30 +131,4 @@ fn describe(error: &reqwest::Error) -> String {
         source = e.source();
     }
     message
-}
-
-/// Checks both colors of `service` every `interval` into what it has `observed`, until
-/// `shutdown`.
-pub async fn watch(
-    service: ServiceConfig,
-    health: HealthConfig,
-    observed: Arc<Observed>,
-    clock: Clock,
-    shutdown: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(health.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        for color in Color::ALL {
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                result = check_color(&service, &health, color, &clock) => result,
-            };
-            observed.health.set(color, result);
-        }
-    }
 }

@@ -96,7 +96,11 @@ enum CtlCommand {
         no_wait: bool,
     },
     /// Re-read the config and zone files; apply them only if all of them are valid.
-    Reload,
+    Reload {
+        /// Remove services even if they have a cutover in progress (it is dropped).
+        #[arg(long)]
+        force: bool,
+    },
     /// Which resolvers converged on the new color, which may still hold the old one, and
     /// which keep asking for it, since the service's latest flip.
     Stragglers {
@@ -270,7 +274,7 @@ fn request(command: CtlCommand) -> Request {
     match command {
         CtlCommand::Version => Request::Version,
         CtlCommand::Status { service } => Request::Status { service },
-        CtlCommand::Reload => Request::Reload,
+        CtlCommand::Reload { force } => Request::Reload { force },
         CtlCommand::Stragglers { service, limit } => Request::Stragglers {
             service,
             limit: Some(limit),

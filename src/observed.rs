@@ -1,9 +1,9 @@
-//! What the running server has seen of each service: answers by color and the last answer
-//! with the normal TTL (written by the query path), flips by outcome (by the cutover), and
-//! the latest health checks of both colors (by the background checks).
+//! What the running server has seen of each service: answers by color and when the last
+//! answer with the normal TTL expires (written by the query path), flips by outcome (by the
+//! cutover), and the latest health checks of both colors (by the background checks).
 //!
 //! One [`Observed`] per service is shared by every snapshot of it, so a flip or a reload
-//! does not reset it. The cutover reads the last normal-TTL answer as its drain input;
+//! does not reset it. The cutover reads the normal-TTL expiry as its drain input;
 //! `status` and `/metrics` read the rest. Nothing here is persisted: a restart starts
 //! afresh, and the cutover assumes the worst about what it cannot remember.
 
@@ -47,21 +47,24 @@ pub struct Observed {
     answers: [AtomicU64; 2],
     /// Flips, by [`FlipResult`].
     flips: [AtomicU64; 4],
-    /// Unix milliseconds (coarse clock) of the last answer given with the normal TTL: the
-    /// drain deadline is this plus the TTL. Starts at the process start for a service that
-    /// starts steady, because the previous process may have answered just before it
-    /// stopped.
-    last_long_answer_ms: AtomicU64,
+    /// When the last answer given with the normal TTL expires, on the coarse monotonic
+    /// clock (milliseconds): no cache that obeys TTLs holds one after it. An expiry rather
+    /// than a time, so a TTL changed by a reload is counted right. Starts at the process
+    /// start plus the TTL for a service that starts steady, because the previous process
+    /// may have answered just before it stopped.
+    long_expiry_ms: AtomicU64,
     /// Latest background health checks.
     pub health: HealthBoard,
 }
 
 impl Observed {
-    pub fn new(last_long_answer_ms: u64) -> Observed {
+    /// Observations of a service whose normal-TTL answers (as far as is known) expire at
+    /// `long_expiry_ms` on the monotonic clock.
+    pub fn new(long_expiry_ms: u64) -> Observed {
         Observed {
             answers: Default::default(),
             flips: Default::default(),
-            last_long_answer_ms: AtomicU64::new(last_long_answer_ms),
+            long_expiry_ms: AtomicU64::new(long_expiry_ms),
             health: HealthBoard::default(),
         }
     }
@@ -75,17 +78,19 @@ impl Observed {
         self.answers[color.index()].load(Relaxed)
     }
 
-    /// Notes a normal-TTL answer at `now_ms`. On the query path: the shared cache line is
-    /// written at most once per clock tick, not once per query.
+    /// Notes a normal-TTL answer that expires at `expiry_ms` (monotonic). On the query
+    /// path: the shared cache line is written at most once per clock tick, not once per
+    /// query.
     #[inline]
-    pub fn long_answer(&self, now_ms: u64) {
-        if now_ms > self.last_long_answer_ms.load(Relaxed) {
-            self.last_long_answer_ms.fetch_max(now_ms, Relaxed);
+    pub fn long_answer(&self, expiry_ms: u64) {
+        if expiry_ms > self.long_expiry_ms.load(Relaxed) {
+            self.long_expiry_ms.fetch_max(expiry_ms, Relaxed);
         }
     }
 
-    pub fn last_long_answer_ms(&self) -> u64 {
-        self.last_long_answer_ms.load(Relaxed)
+    /// When the last normal-TTL answer expires (monotonic milliseconds).
+    pub fn long_expiry_ms(&self) -> u64 {
+        self.long_expiry_ms.load(Relaxed)
     }
 
     pub fn flipped(&self, result: FlipResult) {

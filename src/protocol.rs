@@ -89,7 +89,11 @@ pub enum Request {
         service: String,
     },
     /// Re-read the config and zone files; apply them only if all of it is valid.
-    Reload,
+    Reload {
+        /// Remove services even if they have a cutover in progress (it is dropped).
+        #[serde(default)]
+        force: bool,
+    },
     /// The straggler report of `service`: resolvers by class since its latest flip.
     Stragglers {
         /// The service, as named in the config.

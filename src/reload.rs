@@ -15,8 +15,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::cutover::Cutovers;
 use crate::problem::Problems;
-use crate::state::StateError;
-use crate::switch::{Reloaded, Switch};
+use crate::switch::{ReloadRefused, Reloaded, Switch};
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +31,7 @@ pub enum ReloadError {
     #[error("reload refused, still serving the previous configuration:\n{0}")]
     Invalid(Problems),
     #[error("reload not applied, still serving the previous configuration: {0}")]
-    NotApplied(StateError),
+    Refused(ReloadRefused),
 }
 
 /// Reloads one server's configuration; one reload at a time.
@@ -52,7 +51,8 @@ impl Reloader {
     }
 
     /// Reloads, logging the outcome; the error lists every problem, one per line.
-    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+    /// With `force`, services with a cutover in progress may be removed.
+    pub async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.busy.lock().await;
         let running = self.switch.catalog();
         let path = running.config.path.clone();
@@ -66,9 +66,9 @@ impl Reloader {
             }
         };
         let (catalog, restart_needed) = keep_running_settings(&running.config, catalog);
-        let changes = self.switch.reload(catalog).await.map_err(|e| {
+        let changes = self.switch.reload(catalog, force).await.map_err(|e| {
             tracing::error!("reload not applied: {e}");
-            ReloadError::NotApplied(e)
+            ReloadError::Refused(e)
         })?;
         self.cutovers.sync();
         for setting in &restart_needed {

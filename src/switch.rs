@@ -1,33 +1,40 @@
 //! The one place a change happens: changes are serialized, persisted, then published.
 //!
 //! Every change (a flip, a TTL change of a cutover, a reload) takes the same path under one
-//! lock: compute the new state, write it to the state file (fsynced), build the new snapshot
-//! and swap it in, and only then return. If the write fails nothing else happens and the old
-//! record set keeps being served; if the process dies after the write, the restart serves
-//! the new one. A reply therefore never claims a change that a crash could undo. Deciding
-//! *which* change to make is [`crate::cutover`]'s and [`crate::reload`]'s job.
+//! lock: compute the new state, append it to the state journal (fsynced), build the new
+//! snapshot and swap it in, and only then return. If the write fails nothing else happens
+//! and the old record set keeps being served; if the process dies after the write, the
+//! restart serves the new one. A reply therefore never claims a change that a crash could
+//! undo. Deciding *which* change to make is [`crate::cutover`]'s and [`crate::reload`]'s job.
+//!
+//! At start the switch assumes the worst about what the previous process did and cannot
+//! say: a service that was steady handed out normal-TTL answers until this start, with the
+//! larger of the TTL it had then and the one configured now; a drain deadline written
+//! before the short TTL was confirmed is moved to cover the same.
 //!
 //! Services are named, never indexed, across calls: a reload may add, remove and reorder
 //! them. Each name gets a small id that stays the same for the life of the process, for the
-//! ledger, and counters that survive flips and reloads.
+//! ledger, and run-time observations that survive flips and reloads.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
 use crate::catalog::Catalog;
+use crate::clock::{Clock, format_utc};
 use crate::config::ServiceConfig;
 use crate::observed::Observed;
 use crate::records::{Generation, Records, Serving, ServingService, Snapshot};
-use crate::state::{ServiceState, State, StateError, StateFile, ZoneState, serial_after};
+use crate::state::store::Delta;
+use crate::state::{Phase, ServiceState, State, StateError, Store, ZoneState, serial_after};
 
-/// Owns the live state and the state file; publishes snapshots to [`Records`].
+/// Owns the live state and its store; publishes snapshots to [`Records`].
 pub struct Switch {
     /// The catalog being served; replaced whole by a reload, under the lock.
     catalog: ArcSwap<Catalog>,
-    state_file: Arc<StateFile>,
+    store: Arc<Store>,
     records: Arc<Records>,
     inner: Mutex<Inner>,
 }
@@ -40,7 +47,6 @@ struct Inner {
     observed: HashMap<String, Arc<Observed>>,
     /// Stable ids by service name, never reused in this process.
     ids: HashMap<String, u16>,
-    started_ms: u64,
 }
 
 /// A service's state and its zone's serial, as of one moment.
@@ -62,36 +68,47 @@ pub enum ChangeError {
 /// What a reload changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reloaded {
+    /// New services, each with the color it starts on and where that came from.
     pub added: Vec<String>,
+    /// Services no longer configured; their state stays in the state file.
     pub removed: Vec<String>,
     pub changed: Vec<String>,
     /// Zones whose serial moved, with the new serial.
     pub serials: Vec<(String, u32)>,
 }
 
+/// Why a reload was not applied. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    #[error(
+        "{} has a cutover in progress ({}); removing it from the config would drop it: finish or cancel it first (`flipdns ctl cancel SERVICE`), or reload with --force",
+        .0.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+        .0.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>().join("; ")
+    )]
+    PendingCutover(Vec<(String, String)>),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 impl Switch {
-    /// Loads the state file (the state file wins over `live` in the config), writes it back
-    /// so an unwritable state directory shows at start rather than at the first flip, and
-    /// builds the first snapshot. `started_ms` is the process start time.
-    pub fn start(
-        catalog: Catalog,
-        state_file: StateFile,
-        started_ms: u64,
-    ) -> Result<Switch, StateError> {
-        let loaded = state_file.load()?.unwrap_or_default();
-        let state = initial_state(&catalog, loaded);
-        state_file.save(&state)?;
+    /// Loads the state (the state file wins over `live` in the config), applies the restart
+    /// rules, writes it back so an unwritable state directory shows at start rather than at
+    /// the first flip, and builds the first snapshot.
+    pub fn start(catalog: Catalog, store: Store, clock: Clock) -> Result<Switch, StateError> {
+        let loaded = store.load()?.unwrap_or_default();
         let mut inner = Inner {
-            state,
+            state: State::default(),
             generation: Generation(1),
             observed: HashMap::new(),
             ids: HashMap::new(),
-            started_ms,
         };
+        inner.state = restart(&catalog, loaded, &clock, &mut inner.observed);
+        store.rewrite(&inner.state)?;
+        log_resumed(&catalog, &inner.state, &clock);
         let records = Arc::new(Records::new(snapshot(&catalog, &mut inner)));
         Ok(Switch {
             catalog: ArcSwap::from_pointee(catalog),
-            state_file: Arc::new(state_file),
+            store: Arc::new(store),
             records,
             inner: Mutex::new(inner),
         })
@@ -142,79 +159,57 @@ impl Switch {
             .config
             .service(service)
             .ok_or_else(|| ChangeError::Gone(service.to_string()))?;
-        let mut next = inner.state.clone();
-        let entry = next
-            .services
-            .get_mut(&config.name)
-            .expect("every configured service has state");
-        let served = |s: &ServiceState| (s.live, s.phase.ttl(config.ttl, config.cutover_ttl));
-        let before = entry.clone();
-        change(entry);
-        if *entry == before {
+        let before = inner.state.services[&config.name].clone();
+        let mut after = before.clone();
+        change(&mut after);
+        if after == before {
             return Ok(current(config, &inner.state)); // nothing to write
         }
-        if served(entry) != served(&before) {
-            let zone = next
-                .zones
-                .get_mut(&config.zone.to_string())
-                .expect("every configured zone has state");
-            zone.serial = zone.serial.wrapping_add(1);
+        let mut delta = Delta::default();
+        let served = |s: &ServiceState| (s.live, s.phase.ttl(config.ttl, config.cutover_ttl));
+        if served(&after) != served(&before) {
+            let origin = config.zone.to_string();
+            let serial = inner.state.zones[&origin].serial.wrapping_add(1);
+            delta.zones.insert(origin, ZoneState { serial });
         }
-        self.persist(&next).await?;
-        inner.state = next;
+        delta.services.insert(config.name.clone(), after);
+        self.persist(delta.clone()).await?;
+        delta_into(&mut inner.state, delta);
         inner.generation = inner.generation.next();
         self.records.publish(snapshot(&catalog, &mut inner));
+        self.compact_if_due(&inner);
         Ok(current(config, &inner.state))
     }
 
     /// Serves `catalog` instead of the current one, in one step: unchanged services keep
     /// their color and cutover, new ones start from the state file or the config, removed
     /// ones are kept in the state file. A zone whose content changed gets a higher serial,
-    /// and no serial goes backwards.
-    pub async fn reload(&self, catalog: Catalog) -> Result<Reloaded, StateError> {
+    /// and no serial goes backwards. A removed service with a cutover in progress refuses
+    /// the reload unless `force`.
+    pub async fn reload(&self, catalog: Catalog, force: bool) -> Result<Reloaded, ReloadRefused> {
         let mut inner = self.inner.lock().await;
         let old = self.catalog.load_full();
-        let mut next = initial_state(&catalog, inner.state.clone());
-        let mut report = Reloaded::default();
-        for service in &catalog.config.services {
-            match old.config.service(&service.name) {
-                None => report.added.push(service.name.clone()),
-                Some(before) if !same_service(before, service) => {
-                    report.changed.push(service.name.clone())
-                }
-                Some(_) => {}
-            }
-        }
-        report.removed = old
+        let pending: Vec<(String, String)> = old
             .config
             .services
             .iter()
             .filter(|s| catalog.config.service(&s.name).is_none())
-            .map(|s| s.name.clone())
+            .filter_map(|s| {
+                let target = inner.state.services.get(&s.name)?.pending()?;
+                Some((s.name.clone(), format!("a flip to {target} is pending")))
+            })
             .collect();
-        for (index, zone) in catalog.zones.iter().enumerate() {
-            let origin = zone.origin.to_string();
-            let Some(old_index) = old.zones.iter().position(|z| z.origin == zone.origin) else {
-                continue;
-            };
-            if zone_unchanged(&old, old_index, &catalog, index) {
-                continue;
-            }
-            let entry = next
-                .zones
-                .get_mut(&origin)
-                .expect("initial_state fills every zone");
-            let bumped = inner
-                .state
-                .zones
-                .get(&origin)
-                .map_or(entry.serial, |z| z.serial.wrapping_add(1));
-            if serial_after(bumped, entry.serial) {
-                entry.serial = bumped;
-            }
-            report.serials.push((origin, entry.serial));
+        if !pending.is_empty() && !force {
+            return Err(ReloadRefused::PendingCutover(pending));
         }
-        self.persist(&next).await?;
+        let (next, report) = reload_plan(&old, &catalog, &inner.state);
+        let delta = Delta {
+            services: changed(&inner.state.services, &next.services),
+            zones: changed(&inner.state.zones, &next.zones),
+        };
+        if delta != Delta::default() {
+            self.persist(delta).await?;
+        }
         inner.state = next;
         inner.generation = inner.generation.next();
         let snapshot = snapshot(&catalog, &mut inner);
@@ -223,13 +218,209 @@ impl Switch {
         Ok(report)
     }
 
-    async fn persist(&self, state: &State) -> Result<(), StateError> {
-        let file = self.state_file.clone();
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || file.save(&state))
+    async fn persist(&self, delta: Delta) -> Result<(), StateError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.record(&delta))
             .await
             .expect("the state writer does not panic")
     }
+
+    /// Rewrites the snapshot in the background once the journal is long enough; the state
+    /// copy is taken under the lock, the writing happens outside it.
+    fn compact_if_due(&self, inner: &Inner) {
+        if !self.store.wants_compaction() {
+            return;
+        }
+        let seq = match self.store.begin_compaction() {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!("state compaction not started: {e}");
+                return;
+            }
+        };
+        let (store, state) = (self.store.clone(), inner.state.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.finish_compaction(&state, seq) {
+                tracing::warn!("state compaction failed (nothing is lost; it is retried): {e}");
+            }
+        });
+    }
+}
+
+/// The state to serve `catalog` with after a start: the loaded state for what it knows,
+/// the config for the rest, and the restart rules for what the previous process could
+/// have done. Fills `observed` with each service's drain input.
+fn restart(
+    catalog: &Catalog,
+    mut state: State,
+    clock: &Clock,
+    observed: &mut HashMap<String, Arc<Observed>>,
+) -> State {
+    let (now, mono) = (clock.now_ms(), clock.mono_ms());
+    let margin = clock.coarse_resolution_ms();
+    for name in state.services.keys() {
+        if catalog.config.service(name).is_none() {
+            tracing::warn!(service = %name, "the state file knows a service the config does not; ignoring it (kept in the file)");
+        }
+    }
+    for config in &catalog.config.services {
+        let service = state
+            .services
+            .entry(config.name.clone())
+            .or_insert_with(|| ServiceState::new(config.live, config.ttl));
+        // Normal-TTL answers the previous process may have given up to now.
+        let worst_ttl_ms = u64::from(service.ttl.max(config.ttl)) * 1000;
+        let long_expiry = match &mut service.phase {
+            Phase::Steady => mono + worst_ttl_ms + margin,
+            Phase::Preparing {
+                drained_at_ms,
+                confirmed,
+                ..
+            } => {
+                if !*confirmed {
+                    *drained_at_ms = (*drained_at_ms).max(now + worst_ttl_ms + margin);
+                    *confirmed = true;
+                }
+                0
+            }
+            Phase::Settling { .. } => 0,
+        };
+        service.ttl = config.ttl;
+        observed.insert(config.name.clone(), Arc::new(Observed::new(long_expiry)));
+    }
+    floor_serials(catalog, &mut state);
+    state
+}
+
+/// Zone serials start at the higher of the zone file's and the state's.
+fn floor_serials(catalog: &Catalog, state: &mut State) {
+    for zone in &catalog.zones {
+        let file_serial = zone.soa.serial;
+        let entry = state
+            .zones
+            .entry(zone.origin.to_string())
+            .or_insert(ZoneState {
+                serial: file_serial,
+            });
+        if serial_after(file_serial, entry.serial) {
+            entry.serial = file_serial;
+        }
+    }
+}
+
+/// Logs every service that resumes in the middle of a cutover.
+fn log_resumed(catalog: &Catalog, state: &State, clock: &Clock) {
+    let now = clock.now_ms();
+    for config in &catalog.config.services {
+        let service = &state.services[&config.name];
+        if let Some(what) = describe_cutover(&service.phase) {
+            let left = |at: u64| at.saturating_sub(now).div_ceil(1000);
+            let when = match service.phase {
+                Phase::Preparing { drained_at_ms, .. } => format!(
+                    "drained at {} (in {} s)",
+                    format_utc(drained_at_ms),
+                    left(drained_at_ms)
+                ),
+                Phase::Settling { until_ms } => {
+                    format!(
+                        "normal TTL at {} (in {} s)",
+                        format_utc(until_ms),
+                        left(until_ms)
+                    )
+                }
+                Phase::Steady => String::new(),
+            };
+            tracing::info!(service = %config.name, live = %service.live, "resumed: {what}, {when}");
+        }
+    }
+}
+
+/// `flip to green pending` / `preparing, no flip pending` / `settling`; `None` when steady.
+fn describe_cutover(phase: &Phase) -> Option<String> {
+    match phase {
+        Phase::Steady => None,
+        Phase::Preparing {
+            target: Some(t), ..
+        } => Some(format!("preparing, flip to {t} pending")),
+        Phase::Preparing { target: None, .. } => Some("preparing, no flip pending".into()),
+        Phase::Settling { .. } => Some("settling after a flip".into()),
+    }
+}
+
+/// The state after a reload from `old` to `new`, and what changed: the current state for
+/// what it knows (colors and cutovers are kept by name), the config for new services, a
+/// higher serial for each zone whose content changed, never a lower one.
+fn reload_plan(old: &Catalog, new: &Catalog, state: &State) -> (State, Reloaded) {
+    let mut next = state.clone();
+    let mut report = Reloaded::default();
+    for service in &new.config.services {
+        let from = if state.services.contains_key(&service.name) {
+            "the state file"
+        } else {
+            "the config"
+        };
+        let entry = next
+            .services
+            .entry(service.name.clone())
+            .or_insert_with(|| ServiceState::new(service.live, service.ttl));
+        entry.ttl = service.ttl;
+        match old.config.service(&service.name) {
+            None => report.added.push(format!(
+                "{} ({} live, from {from})",
+                service.name, entry.live
+            )),
+            Some(before) if !same_service(before, service) => {
+                report.changed.push(service.name.clone())
+            }
+            Some(_) => {}
+        }
+    }
+    report.removed = old
+        .config
+        .services
+        .iter()
+        .filter(|s| new.config.service(&s.name).is_none())
+        .map(|s| s.name.clone())
+        .collect();
+    floor_serials(new, &mut next);
+    for (index, zone) in new.zones.iter().enumerate() {
+        let origin = zone.origin.to_string();
+        let Some(old_index) = old.zones.iter().position(|z| z.origin == zone.origin) else {
+            continue;
+        };
+        if zone_unchanged(old, old_index, new, index) {
+            continue;
+        }
+        let entry = next
+            .zones
+            .get_mut(&origin)
+            .expect("floor_serials fills every zone");
+        let bumped = state
+            .zones
+            .get(&origin)
+            .map_or(entry.serial, |z| z.serial.wrapping_add(1));
+        if serial_after(bumped, entry.serial) {
+            entry.serial = bumped;
+        }
+        report.serials.push((origin, entry.serial));
+    }
+    (next, report)
+}
+
+/// The entries of `next` that differ from `before`.
+fn changed<V: Clone + PartialEq>(
+    before: &BTreeMap<String, V>,
+    next: &BTreeMap<String, V>,
+) -> BTreeMap<String, V> {
+    next.iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn delta_into(state: &mut State, delta: Delta) {
+    state.services.extend(delta.services);
+    state.zones.extend(delta.zones);
 }
 
 fn current(config: &ServiceConfig, state: &State) -> Current {
@@ -278,53 +469,17 @@ fn zone_unchanged(old: &Catalog, a: usize, new: &Catalog, b: usize) -> bool {
         && services(old, &za.origin) == services(new, &zb.origin)
 }
 
-/// The state to serve `catalog` with: `state` for what it knows, the config for the rest.
-/// Zone serials are at least the zone file's.
-fn initial_state(catalog: &Catalog, mut state: State) -> State {
-    for name in state.services.keys() {
-        if catalog.config.service(name).is_none() {
-            tracing::warn!(service = %name, "the state file knows a service the config does not; ignoring it (kept in the file)");
-        }
-    }
-    for service in &catalog.config.services {
-        state
-            .services
-            .entry(service.name.clone())
-            .or_insert_with(|| ServiceState::new(service.live));
-    }
-    for zone in &catalog.zones {
-        let file_serial = zone.soa.serial;
-        let entry = state
-            .zones
-            .entry(zone.origin.to_string())
-            .or_insert(ZoneState {
-                serial: file_serial,
-            });
-        if serial_after(file_serial, entry.serial) {
-            entry.serial = file_serial;
-        }
-    }
-    state
-}
-
 fn snapshot(catalog: &Catalog, inner: &mut Inner) -> Snapshot {
     let mut services = Vec::new();
     for config in &catalog.config.services {
         let next_id = inner.ids.len() as u16;
         let id = *inner.ids.entry(config.name.clone()).or_insert(next_id);
         let state = &inner.state.services[&config.name];
-        // A service first served in steady phase may have given normal-TTL answers from
-        // the previous process up to this start; one in a cutover has a persisted deadline
-        // that already covers them.
-        let last_long_ms = if state.phase.is_long() {
-            inner.started_ms
-        } else {
-            0
-        };
+        // A service added by a reload has given no answers yet.
         let observed = inner
             .observed
             .entry(config.name.clone())
-            .or_insert_with(|| Arc::new(Observed::new(last_long_ms)))
+            .or_insert_with(|| Arc::new(Observed::new(0)))
             .clone();
         services.push(ServingService {
             id,

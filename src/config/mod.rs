@@ -8,6 +8,8 @@
 mod read;
 mod table;
 
+pub use table::show_duration;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

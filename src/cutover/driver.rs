@@ -1,7 +1,11 @@
 //! One task per service that runs its cutover: takes commands one at a time (so concurrent
 //! commands on a service are serialized), wakes at its deadlines, and reports progress.
+//! What to do is decided by [`super::rules`]; this file does it: health checks, state
+//! writes through the switch, timers, events.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,23 +13,20 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Done, Outcome, Progress, Refusal, RefusalKind, Step, drain_deadline, wake_at};
+use super::rules::{self, Facts, Plan, Why};
+use super::{Done, Outcome, Progress, Refusal, RefusalKind, Step};
 use crate::clock::{Clock, format_utc};
 use crate::color::Color;
-use crate::config::ServiceConfig;
+use crate::config::{HealthConfig, ServiceConfig};
 use crate::health;
 use crate::observed::{ColorHealth, FlipResult, Observed};
-use crate::state::{FlipCount, Phase};
+use crate::state::{Phase, ServiceState};
 use crate::switch::{Current, Switch};
 
 /// Commands queued per service before new ones are turned away.
-const COMMAND_QUEUE: usize = 16;
+pub const COMMAND_QUEUE: usize = 16;
 /// Progress events buffered per service for slow followers (they skip, never block).
 const EVENT_BUFFER: usize = 64;
-/// Added to a new drain deadline: covers normal-TTL answers given between reading the clock
-/// and publishing the short TTL (a state write and its fsync). Answers later than that
-/// extend the deadline anyway; this covers a crash before the extension is written.
-const PUBLISH_MARGIN_MS: u64 = 500;
 /// Pause before retrying a deadline whose state write failed.
 const RETRY_AFTER_WRITE_ERROR: Duration = Duration::from_secs(1);
 
@@ -38,12 +39,38 @@ pub enum Action {
     Cancel,
 }
 
+/// Checks a color's addresses: the flip gate and the background checks. The server probes
+/// for real ([`Probe`]); tests script the answers.
+pub trait HealthGate: Send + Sync {
+    fn check<'a>(
+        &'a self,
+        service: &'a ServiceConfig,
+        health: &'a HealthConfig,
+        color: Color,
+    ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>>;
+}
+
+/// Real health checks over the network.
+pub struct Probe(pub Clock);
+
+impl HealthGate for Probe {
+    fn check<'a>(
+        &'a self,
+        service: &'a ServiceConfig,
+        health: &'a HealthConfig,
+        color: Color,
+    ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>> {
+        Box::pin(health::check_color(service, health, color, &self.0))
+    }
+}
+
 type Reply = oneshot::Sender<Result<Done, Refusal>>;
 
 /// The cutover tasks of all services, by service name.
 pub struct Cutovers {
     switch: Arc<Switch>,
     clock: Clock,
+    gate: Arc<dyn HealthGate>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     running: std::sync::Mutex<Running>,
@@ -66,12 +93,14 @@ impl Cutovers {
     pub fn start(
         switch: Arc<Switch>,
         clock: Clock,
+        gate: Arc<dyn HealthGate>,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Cutovers {
         let cutovers = Cutovers {
             switch,
             clock,
+            gate,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             running: Default::default(),
@@ -92,20 +121,22 @@ impl Cutovers {
             token.cancel();
         }
         for config in &catalog.config.services {
+            let Some(observed) = self.switch.observed(&config.name) else {
+                continue;
+            };
             if !running.drivers.contains_key(&config.name) {
                 let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
                 let (events, _) = broadcast::channel(EVENT_BUFFER);
-                let Some(observed) = self.switch.observed(&config.name) else {
-                    continue;
-                };
                 let driver = Driver {
                     config: config.clone(),
-                    observed,
+                    observed: observed.clone(),
                     clock: self.clock.clone(),
+                    gate: self.gate.clone(),
                     switch: self.switch.clone(),
                     events: events.clone(),
                     pending: None,
                     next_id: 1,
+                    held: None,
                 };
                 self.tracker
                     .spawn(driver.run(receiver, self.shutdown.clone()));
@@ -113,15 +144,13 @@ impl Cutovers {
                     .drivers
                     .insert(config.name.clone(), Handle { commands, events });
             }
-            if let (Some(check), Some(observed)) =
-                (&config.health, self.switch.observed(&config.name))
-            {
+            if let Some(check) = &config.health {
                 let token = self.shutdown.child_token();
                 running.watchers.insert(config.name.clone(), token.clone());
-                let (config, check, clock) = (config.clone(), check.clone(), self.clock.clone());
-                self.tracker.spawn(async move {
-                    health::watch(config, check, observed, clock, token).await
-                });
+                let (config, check) = (config.clone(), check.clone());
+                let gate = self.gate.clone();
+                self.tracker
+                    .spawn(async move { watch(&*gate, &config, &check, &observed, token).await });
             }
         }
     }
@@ -142,7 +171,7 @@ impl Cutovers {
         answer.await.map_err(|_| {
             Refusal::new(
                 RefusalKind::ShuttingDown,
-                "the server is shutting down, or the service was removed",
+                "the server is shutting down, or the service was removed; a scheduled cutover resumes when it starts again",
             )
         })?
     }
@@ -177,17 +206,45 @@ impl Cutovers {
     }
 }
 
+/// Checks both colors of `service` every `interval` into what it has `observed`, until
+/// `shutdown`.
+async fn watch(
+    gate: &dyn HealthGate,
+    service: &ServiceConfig,
+    check: &HealthConfig,
+    observed: &Observed,
+    shutdown: CancellationToken,
+) {
+    loop {
+        for color in Color::ALL {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = gate.check(service, check, color) => result,
+            };
+            observed.health.set(color, result);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(check.interval) => {}
+        }
+    }
+}
+
 /// The task of one service.
 struct Driver {
     /// The service's config, refreshed from the switch at every step (a reload may change it).
     config: ServiceConfig,
     observed: Arc<Observed>,
     clock: Clock,
+    gate: Arc<dyn HealthGate>,
     switch: Arc<Switch>,
     events: broadcast::Sender<Progress>,
     /// Id of the pending flip, for progress events.
     pending: Option<u64>,
     next_id: u64,
+    /// The persisted wall-clock deadline being waited for, and the monotonic moment it was
+    /// then: the task waits for both, so a step of the wall clock cannot make it early.
+    held: Option<(u64, u64)>,
 }
 
 impl Driver {
@@ -202,24 +259,17 @@ impl Driver {
                 return;
             };
             self.config = config;
-            if matches!(
-                current.service.phase,
-                Phase::Preparing {
-                    target: Some(_),
-                    ..
-                }
-            ) && self.pending.is_none()
-            {
+            if current.service.pending().is_some() && self.pending.is_none() {
                 self.pending = Some(self.new_id()); // resumed after a restart
             }
-            let wake = wake_at(&current.service.phase);
+            let wake = self.wake_at(&current.service.phase);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 command = commands.recv() => {
                     let Some((action, reply)) = command else { return };
                     let _ = reply.send(self.act(action, &current).await);
                 }
-                _ = sleep_until(&self.clock, wake) => {
+                _ = self.sleep_until(wake) => {
                     if let Err(e) = self.wake(&current).await {
                         tracing::error!(service = %self.config.name, "{e}; retrying");
                         tokio::time::sleep(RETRY_AFTER_WRITE_ERROR).await;
@@ -234,129 +284,123 @@ impl Driver {
         self.next_id - 1
     }
 
-    async fn act(&mut self, action: Action, current: &Current) -> Result<Done, Refusal> {
-        let live = current.service.live;
-        let pending = match current.service.phase {
-            Phase::Preparing {
-                target: Some(target),
-                drained_at_ms,
-                ..
-            } => Some((target, drained_at_ms)),
-            _ => None,
-        };
-        match action {
-            Action::Prepare => match current.service.phase {
-                Phase::Preparing { .. } => Ok(self.reply(Outcome::Prepared, current, None)),
-                _ => {
-                    let now = self.prepare(None, false, current).await?;
-                    Ok(self.reply(Outcome::Prepared, &now, None))
-                }
-            },
-            Action::Flip { to, now, force } => match pending {
-                Some((target, drained_at_ms)) if target != to => {
-                    Err(self.busy(target, drained_at_ms))
-                }
-                Some(_) if now => self.flip(to, force, current).await,
-                Some(_) => Ok(self.reply(Outcome::Joined, current, None)),
-                None if to == live => Ok(self.reply(Outcome::AlreadyLive, current, None)),
-                None if now => self.flip(to, force, current).await,
-                None => self.schedule(to, force, current).await,
-            },
-            Action::Rollback { force } => match (pending, current.service.phase) {
-                (Some((target, drained_at_ms)), _) => Err(self.busy(target, drained_at_ms)),
-                // Settling: caches hold only short-TTL answers, so going back needs no wait.
-                (None, Phase::Settling { .. }) => self.flip(live.other(), force, current).await,
-                (None, _) => self.schedule(live.other(), force, current).await,
-            },
-            Action::Cancel => {
-                if current.service.phase == Phase::Steady {
-                    return Ok(self.reply(Outcome::NothingToCancel, current, None));
-                }
-                let now = self.apply(|s| s.phase = Phase::Steady).await?;
-                if let Some((target, _)) = pending {
-                    self.observed.flipped(FlipResult::Cancelled);
-                    self.emit(Step::Cancelled);
-                    self.pending = None;
-                    tracing::info!(service = %self.config.name, %target, "pending flip cancelled: back to the normal TTL");
-                } else {
-                    tracing::info!(service = %self.config.name, "cutover ended early: back to the normal TTL");
-                }
-                Ok(self.reply(Outcome::Cancelled, &now, None))
+    /// The monotonic moment of the wall-clock time `wall_ms`, fixed the first time it is
+    /// asked, so that later steps of the wall clock do not move it.
+    fn hold(&mut self, wall_ms: u64) -> u64 {
+        match self.held {
+            Some((wall, mono)) if wall == wall_ms => mono,
+            _ => {
+                let mono = self.clock.mono_of(wall_ms);
+                self.held = Some((wall_ms, mono));
+                mono
             }
         }
     }
 
-    /// Schedules a flip to `to` at the drain deadline.
-    async fn schedule(
-        &mut self,
-        to: Color,
-        force: bool,
-        current: &Current,
-    ) -> Result<Done, Refusal> {
-        self.pending = Some(self.new_id());
-        let now = self
-            .prepare(Some(to), force, current)
-            .await
-            .inspect_err(|_| self.pending = None)?;
-        tracing::info!(service = %self.config.name, %to, drained_at = %self.drained_at(&now), "flip scheduled");
-        Ok(self.reply(Outcome::Scheduled, &now, None))
+    /// When the drain of a pending flip is complete, monotonic: the persisted deadline and
+    /// every normal-TTL answer seen since, whichever is later.
+    fn drained_mono(&mut self, drained_at_ms: u64) -> u64 {
+        let seen = self.observed.long_expiry_ms() + self.clock.coarse_resolution_ms();
+        self.hold(drained_at_ms).max(seen)
     }
 
-    fn busy(&self, target: Color, drained_at_ms: u64) -> Refusal {
-        let name = &self.config.name;
-        Refusal::new(
-            RefusalKind::Busy,
-            format!(
-                "a cutover of {name} to {target} is pending (drains at {}); cancel it first with `flipdns ctl cancel {name}`",
-                format_utc(drained_at_ms)
-            ),
-        )
+    /// When the task must act next (monotonic): a pending flip at its drain, or the end of
+    /// a settle.
+    fn wake_at(&mut self, phase: &Phase) -> Option<u64> {
+        match *phase {
+            Phase::Preparing {
+                target: Some(_),
+                drained_at_ms,
+                ..
+            } => Some(self.drained_mono(drained_at_ms)),
+            Phase::Settling { until_ms } => Some(self.hold(until_ms)),
+            _ => None,
+        }
     }
 
-    /// Enters `preparing`: persists the drain deadline, then publishes the short TTL, then
-    /// extends the deadline if a normal-TTL answer went out after the estimate.
+    async fn sleep_until(&self, wake: Option<u64>) {
+        match wake {
+            Some(at) => {
+                let left = at.saturating_sub(self.clock.mono_ms());
+                tokio::time::sleep(Duration::from_millis(left)).await
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn facts<'a>(&'a self, state: &'a ServiceState) -> Facts<'a> {
+        let seen = self.observed.long_expiry_ms() + self.clock.coarse_resolution_ms();
+        Facts {
+            config: &self.config,
+            state,
+            now_ms: self.clock.now_ms(),
+            long_expiry_ms: self.clock.wall_of(seen),
+        }
+    }
+
+    async fn act(&mut self, action: Action, current: &Current) -> Result<Done, Refusal> {
+        let plan = rules::command(action, &self.facts(&current.service));
+        match plan {
+            Plan::Reply(outcome) => Ok(self.done(outcome, current, None)),
+            Plan::Refuse(refusal) => Err(refusal),
+            Plan::Prepare { target, force } => self.prepare(target, force, current).await,
+            Plan::Flip { to, force, why } => self.flip(to, force, why, current).await,
+            Plan::Cancel => self.cancel(current).await,
+        }
+    }
+
+    /// Enters (or stays in) `preparing`: writes the drain deadline, which publishes the
+    /// short TTL, then confirms the deadline with every normal-TTL answer that went out
+    /// before the publish.
     async fn prepare(
         &mut self,
         target: Option<Color>,
         force: bool,
         current: &Current,
-    ) -> Result<Current, Refusal> {
-        let since_ms = self.clock.now_ms();
-        let mut drained_at_ms = drain_deadline(&self.config, &self.observed, &self.clock);
-        if current.service.phase.is_long() {
-            // Normal-TTL answers go out until the short TTL is published, after this write.
-            drained_at_ms = drained_at_ms.max(
-                since_ms
-                    + u64::from(self.config.ttl) * 1000
-                    + self.clock.coarse_resolution_ms()
-                    + PUBLISH_MARGIN_MS,
-            );
+    ) -> Result<Done, Refusal> {
+        if target.is_some() {
+            self.pending = Some(self.new_id());
         }
+        let phase = rules::preparing(&self.facts(&current.service), target, force);
         let mut now = self
-            .apply(|s| {
-                s.phase = Phase::Preparing {
-                    since_ms,
-                    drained_at_ms,
-                    target,
-                    force,
-                }
-            })
-            .await?;
-        let late = drain_deadline(&self.config, &self.observed, &self.clock);
-        if late > drained_at_ms {
-            now = self.extend(late).await?;
+            .apply(|s| s.phase = phase)
+            .await
+            .inspect_err(|_| self.pending = None)?;
+        if let Phase::Preparing {
+            confirmed: false, ..
+        } = now.service.phase
+        {
+            let exact = self.facts(&now.service).long_expiry_ms;
+            now = self
+                .apply(|s| {
+                    if let Phase::Preparing {
+                        drained_at_ms,
+                        confirmed,
+                        ..
+                    } = &mut s.phase
+                    {
+                        *drained_at_ms = (*drained_at_ms).max(exact);
+                        *confirmed = true;
+                    }
+                })
+                .await?;
         }
-        tracing::info!(service = %self.config.name, ttl = self.config.cutover_ttl, drained_at = %self.drained_at(&now), "preparing");
-        Ok(now)
-    }
-
-    async fn extend(&mut self, drained_at: u64) -> Result<Current, Refusal> {
-        self.apply(|s| {
-            if let Phase::Preparing { drained_at_ms, .. } = &mut s.phase {
-                *drained_at_ms = drained_at;
+        let drained_at = now
+            .service
+            .phase
+            .drained_at_ms()
+            .map_or("-".into(), format_utc);
+        let outcome = match target {
+            Some(to) => {
+                tracing::info!(service = %self.config.name, %to, %drained_at, "flip scheduled");
+                Outcome::Scheduled
             }
-        })
-        .await
+            None => {
+                tracing::info!(service = %self.config.name, ttl = self.config.cutover_ttl, %drained_at, "preparing");
+                Outcome::Prepared
+            }
+        };
+        Ok(self.done(outcome, &now, None))
     }
 
     /// A deadline arrived: flip a pending cutover whose caches have drained, or end a settle.
@@ -368,33 +412,29 @@ impl Driver {
                 force,
                 ..
             } => {
-                let late = drain_deadline(&self.config, &self.observed, &self.clock);
-                if late > drained_at_ms {
+                let drained = self.drained_mono(drained_at_ms);
+                if self.clock.mono_ms() < drained {
                     // A normal-TTL answer left after the deadline was set (a query in flight
-                    // during the switch to the short TTL): wait for it too.
-                    let now = self.extend(late).await?;
+                    // during the switch to the short TTL): wait for it too, and say so.
+                    let later = self.clock.wall_of(drained);
+                    let now = self
+                        .apply(|s| {
+                            if let Phase::Preparing { drained_at_ms, .. } = &mut s.phase {
+                                *drained_at_ms = (*drained_at_ms).max(later);
+                            }
+                        })
+                        .await?;
                     self.emit(Step::Draining {
                         target: to,
-                        drained_at_ms: late,
+                        drained_at_ms: later,
                         ttl: self.ttl(&now.service.phase),
                     });
                     return Ok(());
                 }
-                if let Err(e) = self.flip(to, force, current).await {
-                    let still = self.switch.service(&self.config.name).await;
-                    if let Some((_, still)) = still
-                        && matches!(
-                            still.service.phase,
-                            Phase::Preparing {
-                                target: Some(_),
-                                ..
-                            }
-                        )
-                    {
-                        return Err(e); // not refused but failed (the state write): retry later
-                    }
+                match self.flip(to, force, Why::Drained, current).await {
+                    Err(refusal) if refusal.kind == RefusalKind::NotWritten => Err(refusal),
+                    _ => Ok(()),
                 }
-                Ok(())
             }
             Phase::Settling { .. } => {
                 self.apply(|s| s.phase = Phase::Steady).await?;
@@ -406,89 +446,96 @@ impl Driver {
     }
 
     /// Flips to `to` now, behind the health gate and the flip interval unless `force`.
-    async fn flip(&mut self, to: Color, force: bool, current: &Current) -> Result<Done, Refusal> {
-        let name = self.config.name.clone();
+    async fn flip(
+        &mut self,
+        to: Color,
+        force: bool,
+        why: Why,
+        current: &Current,
+    ) -> Result<Done, Refusal> {
         let from = current.service.live;
-        let mut gate = None;
+        let mut health = None;
         if let (false, Some(check)) = (force, &self.config.health) {
-            let result = health::check_color(&self.config, check, to, &self.clock).await;
+            let result = self.gate.check(&self.config, check, to).await;
             self.emit(Step::Health(result.clone()));
-            if !result.all_healthy() {
-                let reason = format!(
-                    "flip of {name} to {to} refused: unhealthy {}; still {from}",
-                    result.failing()
-                );
-                return self.refuse(reason, FlipResult::RefusedUnhealthy).await;
-            }
-            gate = Some(result);
+            health = Some(result);
         }
-        let now_ms = self.clock.now_ms();
-        if let (false, Some(last)) = (force, current.service.flipped_at_ms) {
-            let allowed = last + self.config.min_flip_interval.as_millis() as u64;
-            if now_ms < allowed {
-                let reason = format!(
-                    "flip of {name} to {to} refused: the last flip was {} s ago and min_flip_interval is {} s (allowed from {}); still {from}",
-                    (now_ms - last) / 1000,
-                    self.config.min_flip_interval.as_secs(),
-                    format_utc(allowed)
-                );
-                return self.refuse(reason, FlipResult::RefusedInterval).await;
-            }
+        if let Err(refusal) = rules::gate(
+            &self.facts(&current.service),
+            to,
+            force,
+            why,
+            health.as_ref(),
+        ) {
+            return self.refuse(refusal, current).await;
         }
-        let until_ms = now_ms + self.config.settle.as_millis() as u64;
-        let after = self
-            .apply(|s| {
-                s.live = to;
-                s.flips = FlipCount(s.flips.0 + 1);
-                s.flipped_at_ms = Some(now_ms);
-                s.phase = Phase::Settling { until_ms };
-            })
-            .await
-            .map_err(|e| {
-                Refusal::new(
+        let next = rules::flipped(&self.facts(&current.service), to);
+        let name = self.config.name.clone();
+        let after = match self.apply(|s| *s = next).await {
+            Ok(after) => after,
+            Err(e) => {
+                let refusal = Refusal::new(
                     RefusalKind::NotWritten,
-                    format!("flip of {name} to {to} not done, still {from}: {e}"),
-                )
-            })
-            .inspect_err(|e| self.emit(Step::Refused(e.clone())))?;
+                    format!(
+                        "flip of {name} to {to} not done: {}; {}",
+                        e.message,
+                        rules::left_in(&self.config, &current.service)
+                    ),
+                );
+                self.emit(Step::Refused(refusal.clone()));
+                return Err(refusal);
+            }
+        };
         self.observed.flipped(FlipResult::Done);
-        tracing::info!(service = %name, %from, %to, flips = %after.service.flips, serial = after.serial, settle_until = %format_utc(until_ms), "flipped");
-        let mut reply = self.reply(Outcome::Flipped, &after, gate);
-        reply.from = Some(from);
-        self.emit(Step::Flipped(Box::new(reply.clone())));
+        let settle_until = match after.service.phase {
+            Phase::Settling { until_ms } => format_utc(until_ms),
+            _ => "-".into(),
+        };
+        tracing::info!(service = %name, %from, %to, flips = %after.service.flips, serial = after.serial, %settle_until, "flipped");
+        let mut done = self.done(Outcome::Flipped, &after, health);
+        done.from = Some(from);
+        done.cutover = self.pending;
+        self.emit(Step::Flipped(Box::new(done.clone())));
         self.pending = None;
-        Ok(reply)
+        Ok(done)
     }
 
-    /// Refuses a flip: the color stays, a pending target is dropped, the phase stays.
-    async fn refuse(&mut self, reason: String, result: FlipResult) -> Result<Done, Refusal> {
-        self.observed.flipped(result);
-        tracing::warn!(service = %self.config.name, "{reason}");
-        let dropped = self
-            .apply(|s| {
-                if let Phase::Preparing { target, .. } = &mut s.phase {
-                    *target = None;
-                }
-            })
-            .await;
-        let reason = match dropped {
-            Ok(_) => reason,
-            Err(e) => format!("{reason}; and {e}"),
+    /// Refuses a flip: the color stays, a pending target is dropped, the phase stays; the
+    /// refusal says so and how to get the normal TTL back.
+    async fn refuse(&mut self, refusal: Refusal, current: &Current) -> Result<Done, Refusal> {
+        self.observed.flipped(match refusal.kind {
+            RefusalKind::Interval => FlipResult::RefusedInterval,
+            _ => FlipResult::RefusedUnhealthy,
+        });
+        let left = match self.apply(|s| s.phase = rules::refused(s.phase)).await {
+            Ok(after) => rules::left_in(&self.config, &after.service),
+            Err(e) => format!(
+                "{}; and the pending flip could not be dropped: {}",
+                rules::left_in(&self.config, &current.service),
+                e.message
+            ),
         };
-        let kind = match result {
-            FlipResult::RefusedInterval => RefusalKind::Interval,
-            _ => RefusalKind::Unhealthy,
-        };
-        let refusal = Refusal::new(kind, reason);
+        let refusal = Refusal::new(refusal.kind, format!("{}; {left}", refusal.message));
+        tracing::warn!(service = %self.config.name, "{}", refusal.message);
         self.emit(Step::Refused(refusal.clone()));
         self.pending = None;
         Err(refusal)
     }
 
-    async fn apply(
-        &self,
-        change: impl FnOnce(&mut crate::state::ServiceState),
-    ) -> Result<Current, Refusal> {
+    async fn cancel(&mut self, current: &Current) -> Result<Done, Refusal> {
+        let now = self.apply(|s| s.phase = Phase::Steady).await?;
+        if let Some(target) = current.service.pending() {
+            self.observed.flipped(FlipResult::Cancelled);
+            self.emit(Step::Cancelled);
+            self.pending = None;
+            tracing::info!(service = %self.config.name, %target, "pending flip cancelled: back to the normal TTL");
+        } else {
+            tracing::info!(service = %self.config.name, "cutover ended early: back to the normal TTL");
+        }
+        Ok(self.done(Outcome::Cancelled, &now, None))
+    }
+
+    async fn apply(&self, change: impl FnOnce(&mut ServiceState)) -> Result<Current, Refusal> {
         self.switch
             .apply(&self.config.name, change)
             .await
@@ -505,18 +552,11 @@ impl Driver {
         }
     }
 
-    fn drained_at(&self, current: &Current) -> String {
-        match current.service.phase {
-            Phase::Preparing { drained_at_ms, .. } => format_utc(drained_at_ms),
-            _ => "-".into(),
-        }
-    }
-
     fn ttl(&self, phase: &Phase) -> u32 {
         phase.ttl(self.config.ttl, self.config.cutover_ttl)
     }
 
-    fn reply(&self, outcome: Outcome, current: &Current, health: Option<ColorHealth>) -> Done {
+    fn done(&self, outcome: Outcome, current: &Current, health: Option<ColorHealth>) -> Done {
         Done {
             service: self.config.name.clone(),
             outcome,
@@ -524,18 +564,8 @@ impl Driver {
             ttl: self.ttl(&current.service.phase),
             serial: current.serial,
             from: None,
-            cutover: self
-                .pending
-                .filter(|_| current.service.phase.target().is_some()),
+            cutover: self.pending.filter(|_| current.service.pending().is_some()),
             health,
         }
-    }
-}
-
-/// Sleeps until the Unix millisecond `deadline`, or forever without one.
-async fn sleep_until(clock: &Clock, deadline: Option<u64>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep(clock.until(deadline)).await,
-        None => std::future::pending().await,
     }
 }

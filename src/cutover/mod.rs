@@ -5,46 +5,42 @@
 //!            prepare / flip                 drained_at reached,           flip_time + settle
 //!  steady ------------------> preparing ---- healthy, interval ok ----> settling -----------> steady
 //!  (ttl)                      (cutover_ttl)   flip                       (cutover_ttl)          (ttl)
-//!    ^                          |   ^  health or interval refused:         |
-//!    +--------- cancel ---------+   +- stays preparing, target dropped     +-- rollback: flip at once
+//!    ^                          |   ^  refused: stays preparing,           |
+//!    +--------- cancel ---------+   +- no flip pending (and says so)       +-- rollback: flip at once
 //! ```
 //!
-//! `drained_at` is the last moment a normal-TTL answer was handed out, plus the normal TTL:
-//! after it no cache that obeys TTLs holds one. The query path notes that moment
-//! ([`crate::observed::Observed::long_answer`]); the phase and its deadlines live in the
-//! state file, so a restart resumes the same schedule. This module holds the rules and the
-//! values a command returns; the per-service task that applies them is in [`driver`].
-//! Nothing here builds admin replies: the admin layer turns these values into them.
+//! # The promises
+//!
+//! - **I1**: no answer with the new color is sent before `drained_at`, and `drained_at`
+//!   never moves earlier than the latest normal-TTL answer plus the TTL it carried, whatever
+//!   happens in between: restarts, kill -9, reloads, commands in any order, wall-clock steps.
+//!   The query path notes when its last normal-TTL answer expires, on the monotonic clock
+//!   ([`crate::observed::Observed::long_answer`]); a new deadline covers it and is only
+//!   ever extended; within a process every deadline is also held on the monotonic clock.
+//!   A deadline is written before the short TTL is published and confirmed by a second
+//!   write after it; at start, the server assumes a steady service answered with the larger
+//!   of its old and new TTL until that moment, and so does an unconfirmed deadline
+//!   ([`crate::switch`]). Only `--now` skips the drain, on purpose.
+//! - **I2**: a flip records when the last answer of the old color expires
+//!   (`old_expires_ms`); the straggler report says "drained" only after it.
+//! - **I3**: a rollback while settling is immediate and the anti-flap rule never refuses
+//!   it; a flip to the other color while settling is the same rollback. Every refusal names
+//!   what overrides it and the state the service is left in.
+//! - **I4**: a reload never drops a pending cutover (removing such a service is refused
+//!   unless forced) and never changes a live color ([`crate::switch::Switch::reload`]).
+//!
+//! The rules are [`rules`], pure functions of config, state and time; the per-service task
+//! that applies them is [`driver`]. Nothing here builds admin replies: the admin layer
+//! turns these values into them.
 
 mod driver;
+pub mod rules;
 
-pub use driver::{Action, Cutovers};
+pub use driver::{Action, COMMAND_QUEUE, Cutovers, HealthGate, Probe};
 
-use crate::clock::Clock;
 use crate::color::Color;
-use crate::config::ServiceConfig;
-use crate::observed::{ColorHealth, Observed};
-use crate::state::{Phase, ServiceState};
-
-/// When the service's task must act next: a pending flip at its drain deadline, or the end
-/// of a settle.
-pub fn wake_at(phase: &Phase) -> Option<u64> {
-    match *phase {
-        Phase::Preparing {
-            target: Some(_),
-            drained_at_ms,
-            ..
-        } => Some(drained_at_ms),
-        Phase::Settling { until_ms } => Some(until_ms),
-        _ => None,
-    }
-}
-
-/// The drain deadline from what the query path saw: the last normal-TTL answer, plus the
-/// TTL, plus the coarse clock's resolution (the query path reads the coarse clock).
-pub fn drain_deadline(config: &ServiceConfig, observed: &Observed, clock: &Clock) -> u64 {
-    observed.last_long_answer_ms() + u64::from(config.ttl) * 1000 + clock.coarse_resolution_ms()
-}
+use crate::observed::ColorHealth;
+use crate::state::ServiceState;
 
 /// What a cutover command did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,39 +145,4 @@ pub enum Step {
     Refused(Refusal),
     /// The cutover was cancelled.
     Cancelled,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_follow_the_phase() {
-        let preparing = Phase::Preparing {
-            since_ms: 1,
-            drained_at_ms: 301_001,
-            target: Some(Color::Green),
-            force: false,
-        };
-        assert_eq!(wake_at(&preparing), Some(301_001));
-        assert_eq!(
-            wake_at(&Phase::Preparing {
-                since_ms: 1,
-                drained_at_ms: 2,
-                target: None,
-                force: false
-            }),
-            None
-        );
-        assert_eq!(wake_at(&Phase::Settling { until_ms: 9 }), Some(9));
-        let config = crate::fixture::catalog().config.services[0].clone();
-        let observed = Observed::new(1_000_000);
-        observed.long_answer(1_000_500);
-        observed.long_answer(1_000_400); // never backwards
-        let clock = Clock::System;
-        assert_eq!(
-            drain_deadline(&config, &observed, &clock),
-            1_000_500 + u64::from(config.ttl) * 1000 + clock.coarse_resolution_ms()
-        );
-    }
 }

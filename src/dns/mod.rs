@@ -50,7 +50,7 @@ impl Handler {
 
     fn rate_limit(&self, transport: Transport, client: SocketAddr) -> Verdict {
         match (&self.rrl, transport) {
-            (Some(rrl), Transport::Udp) => rrl.check(client.ip(), self.clock.coarse_now_ms()),
+            (Some(rrl), Transport::Udp) => rrl.check(client.ip(), self.clock.coarse_mono_ms()),
             _ => Verdict::Send,
         }
     }
@@ -165,9 +165,11 @@ impl Handler {
                     let service = &snapshot.services[hit.service as usize];
                     service.observed.answered(hit.color);
                     if hit.long || recorder.is_on() {
-                        let at_ms = self.clock.coarse_now_ms();
+                        let at_ms = self.clock.coarse_mono_ms();
                         if hit.long {
-                            service.observed.long_answer(at_ms);
+                            service
+                                .observed
+                                .long_answer(at_ms + u64::from(hit.ttl) * 1000);
                         }
                         recorder.record(Observation {
                             at_ms,

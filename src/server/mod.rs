@@ -29,12 +29,12 @@ use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::counters::Counters;
-use crate::cutover::Cutovers;
+use crate::cutover::{Cutovers, Probe};
 use crate::dns::Handler;
 use crate::metrics::{self, Exporter};
 use crate::reload::Reloader;
 use crate::rrl::Limiter;
-use crate::state::{StateError, StateFile};
+use crate::state::{StateError, Store};
 use crate::stragglers::Ledger;
 use crate::switch::Switch;
 
@@ -90,10 +90,10 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     // SAFETY: setting a signal's disposition to ignore; no handler code runs.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let clock = Clock::System;
-    let state_file = StateFile::open(&catalog.config.server.state_file)?;
+    let store = Store::open(&catalog.config.server.state_file)?;
     let bound = bind(&catalog.config).await?;
     let tracker = TaskTracker::new();
-    let core = Core::start(catalog, state_file, clock, &shutdown, &tracker)?;
+    let core = Core::start(catalog, store, clock, &shutdown, &tracker)?;
     let mut loops = Supervisor::new(shutdown.clone());
     spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker);
     let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
@@ -150,13 +150,13 @@ fn local(bound: &io::Result<SocketAddr>, asked: SocketAddr) -> SocketAddr {
 impl Core {
     fn start(
         catalog: Catalog,
-        state_file: StateFile,
+        store: Store,
         clock: Clock,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Core, ServeError> {
         let config = catalog.config.clone();
-        let switch = Arc::new(Switch::start(catalog, state_file, clock.now_ms())?);
+        let switch = Arc::new(Switch::start(catalog, store, clock.clone())?);
         let ledger = config.ledger.enabled.then(|| {
             Ledger::start(
                 config.ledger.capacity,
@@ -169,6 +169,7 @@ impl Core {
         let cutovers = Arc::new(Cutovers::start(
             switch.clone(),
             clock.clone(),
+            Arc::new(Probe(clock.clone())),
             shutdown,
             tracker,
         ));
@@ -329,7 +330,7 @@ async fn reload_on_hangup(
             _ = shutdown.cancelled() => return Ok(()),
             _ = hangups.recv() => {
                 tracing::info!("SIGHUP received: reloading");
-                let _ = reloader.reload().await;
+                let _ = reloader.reload(false).await;
             }
         }
     }

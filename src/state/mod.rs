@@ -1,11 +1,12 @@
 //! The live state that must survive a restart: each service's color, flip count and cutover
-//! phase, and each zone's SOA serial; and the durable file that holds it ([`file`]).
+//! phase, and each zone's SOA serial; and the durable store that holds it ([`store`]).
 //!
 //! This module owns the model and its rules of arithmetic (phases, TTLs, serials); deciding
 //! which change to make is [`crate::cutover`]'s and [`crate::reload`]'s job, and making it
 //! is [`crate::switch`]'s.
 
-pub mod file;
+pub mod disk;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::color::Color;
 
-pub use file::{StateError, StateFile};
+pub use store::{StateError, Store};
 
 /// Everything that must survive a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,7 +46,6 @@ impl fmt::Display for FlipCount {
 #[serde(deny_unknown_fields)]
 pub struct ServiceState {
     pub live: Color,
-    #[serde(rename = "generation")]
     pub flips: FlipCount,
     /// Unix time of the last flip in milliseconds; `None` before the first.
     #[serde(default)]
@@ -53,17 +53,35 @@ pub struct ServiceState {
     /// Where the service is in a cutover; deadlines are Unix milliseconds, so a restart
     /// resumes with the same ones.
     pub phase: Phase,
+    /// The normal TTL in effect when this was written (0: not known, from an older file).
+    /// After a restart the server assumes it handed out answers with the larger of this and
+    /// the configured `ttl` until it started, so lowering `ttl` across a restart cannot make
+    /// a drain too short.
+    #[serde(default)]
+    pub ttl: u32,
+    /// When every answer with the color that was live before the latest flip has expired
+    /// in caches that obey TTLs, as far as this server's own answers go; `None` before the
+    /// first flip. The straggler report says "drained" only after it.
+    #[serde(default)]
+    pub old_expires_ms: Option<u64>,
 }
 
 impl ServiceState {
-    /// A service first seen, live on `live`, never flipped, steady.
-    pub fn new(live: Color) -> ServiceState {
+    /// A service first seen, live on `live`, never flipped, steady, with normal TTL `ttl`.
+    pub fn new(live: Color, ttl: u32) -> ServiceState {
         ServiceState {
             live,
             flips: FlipCount(0),
             flipped_at_ms: None,
             phase: Phase::Steady,
+            ttl,
+            old_expires_ms: None,
         }
+    }
+
+    /// Whether a flip is scheduled.
+    pub fn pending(&self) -> Option<Color> {
+        self.phase.target()
     }
 }
 
@@ -83,6 +101,11 @@ pub enum Phase {
         /// The pending flip skips the health gate and the flip interval.
         #[serde(default)]
         force: bool,
+        /// `drained_at_ms` was written after the short TTL was published, so it covers every
+        /// normal-TTL answer. While `false` (a crash between the two writes), a restart
+        /// assumes normal-TTL answers were given until it started.
+        #[serde(default)]
+        confirmed: bool,
     },
     /// After a flip: answers keep the cutover TTL until `until_ms`, so a rollback is fast.
     Settling { until_ms: u64 },
@@ -167,6 +190,7 @@ mod tests {
             drained_at_ms: 301_001,
             target: Some(Color::Green),
             force: false,
+            confirmed: true,
         };
         assert_eq!(Phase::Steady.ttl(300, 5), 300);
         assert_eq!(preparing.ttl(300, 5), 5);

@@ -49,7 +49,8 @@ pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// One service answer, as the query path saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observation {
-    /// Unix milliseconds, coarse clock.
+    /// Milliseconds on the coarse monotonic clock (one clock read per answer, the same the
+    /// drain input takes); the ledger task turns it into wall-clock time.
     pub at_ms: u64,
     /// The source address of the query: the resolver.
     pub resolver: IpAddr,
@@ -120,9 +121,11 @@ impl Ledger {
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table
-            .lock()
-            .expect("the ledger lock is never poisoned: recording does not panic")
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Batch>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn run(self: Arc<Ledger>, shutdown: CancellationToken) {
@@ -146,19 +149,21 @@ impl Ledger {
 
     /// Applies every batch that has arrived and hands the emptied batches back.
     fn drain(&self) {
-        let arrivals = self.arrivals.lock().expect("arrivals lock");
+        let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
         while let Ok(mut batch) = arrivals.try_recv() {
             self.apply(&batch);
             batch.clear();
-            self.free.lock().expect("free list lock").push(batch);
+            self.free().push(batch);
         }
     }
 
     fn apply(&self, batch: &Batch) {
         let mut first = None;
+        let to_wall = self.clock.wall_of(0);
         {
             let mut table = self.table();
-            for observation in batch.iter() {
+            for mut observation in batch.iter() {
+                observation.at_ms += to_wall;
                 if let Some(straggled) = table.record(&observation).filter(|s| s.first_of_flip) {
                     first = Some(straggled);
                 }
@@ -322,12 +327,7 @@ impl Recorder {
         if self.batch.is_empty() {
             return;
         }
-        let fresh = ledger
-            .free
-            .lock()
-            .expect("free list lock")
-            .pop()
-            .unwrap_or_default();
+        let fresh = ledger.free().pop().unwrap_or_default();
         let full = std::mem::replace(&mut self.batch, fresh);
         if let Err(e) = ledger.queue.try_send(full) {
             let mut lost = match e {
@@ -337,7 +337,7 @@ impl Recorder {
                 .dropped
                 .fetch_add(lost.iter().count() as u64, Relaxed);
             lost.clear();
-            ledger.free.lock().expect("free list lock").push(lost);
+            ledger.free().push(lost);
         }
     }
 }

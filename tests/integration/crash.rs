@@ -69,14 +69,10 @@ fn a_flip_that_cannot_be_written_is_refused_and_changes_nothing() {
 
 /// The live color the state file holds, if it is readable.
 fn persisted(dir: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(dir.join("run/state.json"))
-        .expect("the state file is never missing after the first start");
-    let state: serde_json::Value =
-        serde_json::from_str(&text).expect("the state file is never half-written");
-    state["services"]["app"]["live"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let state = flipdns::state::store::read_state(&dir.join("run/state.json"))
+        .expect("the state is never half-written")
+        .expect("the state is never missing after the first start");
+    state.services["app"].live.to_string()
 }
 
 #[test]

@@ -265,16 +265,39 @@ fn a_settle_survives_kill_9_and_ends_on_time() {
 fn the_flip_interval_refuses_a_second_flip_unless_forced() {
     let server = start("min_flip_interval = \"1h\"");
     server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    assert!(
+        eventually(Duration::from_secs(6), || ttl(&server) == 4),
+        "the settle ends"
+    );
     let out = server.ctl(&["flip", "app", "--to", "blue", "--now"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(13), "refused_interval");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refused: the last flip was 0 s ago and min_flip_interval is 3600 s"),
+        err.contains("refused: the last flip was 3 s ago and min_flip_interval is 1h")
+            || err.contains("refused: the last flip was 4 s ago and min_flip_interval is 1h"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`--force` overrides; still green, steady with TTL 4 s"),
         "{err}"
     );
     assert_eq!(live(&server), GREEN_V4);
     server.ctl_ok(&["flip", "app", "--to", "blue", "--now", "--force"]);
     assert_eq!(live(&server), BLUE_V4);
+}
+
+/// Issue 9: with `min_flip_interval` set, `rollback` right after a flip was refused. The
+/// settle exists so that a rollback is immediate: it is never refused by the interval.
+#[test]
+fn a_rollback_while_settling_is_never_refused_by_the_flip_interval() {
+    let server = start("min_flip_interval = \"30m\"");
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    let out = server.ctl_ok(&["rollback", "app"]);
+    assert!(out.starts_with("app: green -> blue (flip 2"), "{out}");
+    assert_eq!(live(&server), BLUE_V4);
+    // A flip to the other color while settling is the same rollback.
+    let out = server.ctl_ok(&["flip", "app", "--to", "green"]);
+    assert!(out.starts_with("app: blue -> green (flip 3"), "{out}");
 }
 
 #[test]
@@ -345,7 +368,7 @@ fn the_health_gate_names_each_failing_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(
-            "flip of app to green refused: unhealthy 127.0.0.3 (connection refused); still blue"
+            "flip of app to green refused: unhealthy 127.0.0.3 (connection refused); `--force` skips the health gate; still blue, steady with TTL 4 s"
         ),
         "{err}"
     );
@@ -404,7 +427,7 @@ fn a_scheduled_flip_refused_by_health_stays_preparing() {
     );
     assert!(
         err.contains(
-            "flip of app to green refused: unhealthy 127.0.0.1 (connection refused); still blue"
+            "flip of app to green refused: unhealthy 127.0.0.1 (connection refused); `--force` skips the health gate; still blue; the TTL stays 1 s with no flip pending: `flipdns ctl cancel app` restores 2 s"
         ),
         "{err}"
     );

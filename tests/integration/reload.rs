@@ -50,7 +50,7 @@ fn a_reload_adds_removes_and_changes_services_and_keeps_colors() {
     let out = server.ctl_ok(&["reload"]);
     assert_eq!(
         out.lines().next().unwrap(),
-        "reloaded: added web; removed api; changed app",
+        "reloaded: added web (green live, from the config); removed api; changed app",
         "{out}"
     );
     assert_eq!(

@@ -58,7 +58,7 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
         Request::Stragglers { service, limit } => {
             stragglers::run(context, &service, limit).map(Response::Stragglers)
         }
-        Request::Reload => reload::run(context).await.map(Response::Reloaded),
+        Request::Reload { force } => reload::run(context, force).await.map(Response::Reloaded),
         Request::Prepare { .. }
         | Request::Flip { .. }
         | Request::Rollback { .. }

@@ -3,12 +3,14 @@
 use super::Context;
 use crate::protocol::{Error, ErrorKind, Reloaded, ZoneStatus};
 use crate::reload::ReloadError;
+use crate::switch::ReloadRefused;
 
-pub async fn run(context: &Context) -> Result<Reloaded, Error> {
-    let report = context.reloader.reload().await.map_err(|e| {
+pub async fn run(context: &Context, force: bool) -> Result<Reloaded, Error> {
+    let report = context.reloader.reload(force).await.map_err(|e| {
         let kind = match e {
             ReloadError::Invalid(_) => ErrorKind::InvalidConfig,
-            ReloadError::NotApplied(_) => ErrorKind::Io,
+            ReloadError::Refused(ReloadRefused::PendingCutover(_)) => ErrorKind::Busy,
+            ReloadError::Refused(ReloadRefused::State(_)) => ErrorKind::Io,
         };
         Error::new(kind, e.to_string())
     })?;

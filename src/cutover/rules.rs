@@ -1,0 +1,365 @@
+//! The rules of the cutover, as pure functions of the service's config, its persisted
+//! state and the time: what a command does, where a drain deadline falls, the state a flip
+//! leaves, and the words of every refusal. The driver carries them out; the model-based
+//! test checks them against the invariants in the module docs.
+
+use super::{Action, Outcome, Refusal, RefusalKind};
+use crate::clock::format_utc;
+use crate::color::Color;
+use crate::config::ServiceConfig;
+use crate::config::show_duration;
+use crate::observed::ColorHealth;
+use crate::state::{FlipCount, Phase, ServiceState};
+
+/// What the rules need to know about one service at one moment.
+pub struct Facts<'a> {
+    pub config: &'a ServiceConfig,
+    pub state: &'a ServiceState,
+    /// Wall-clock now, in Unix milliseconds.
+    pub now_ms: u64,
+    /// When the last normal-TTL answer this process gave expires (wall clock, coarse
+    /// resolution added); in the past when there was none.
+    pub long_expiry_ms: u64,
+}
+
+/// What a command comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing changes; the reply says this.
+    Reply(Outcome),
+    Refuse(Refusal),
+    /// Lower the TTL (or keep it low), with a flip to `target` pending if there is one.
+    Prepare {
+        target: Option<Color>,
+        force: bool,
+    },
+    /// Flip to `to` now.
+    Flip {
+        to: Color,
+        force: bool,
+        why: Why,
+    },
+    /// Back to the normal TTL, dropping a pending flip.
+    Cancel,
+}
+
+/// Why a flip happens now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The operator said `--now`: the drain is skipped on purpose.
+    Now,
+    /// While settling every cached answer is short: going back needs no wait, and the
+    /// anti-flap rule does not apply (it is the escape hatch).
+    Rollback,
+    /// The drain deadline of a scheduled flip has passed.
+    Drained,
+}
+
+/// What `action` comes to for the service in `facts`.
+pub fn command(action: Action, facts: &Facts) -> Plan {
+    let state = facts.state;
+    let (live, pending, settling) = (
+        state.live,
+        state.pending(),
+        matches!(state.phase, Phase::Settling { .. }),
+    );
+    match action {
+        Action::Prepare => match state.phase {
+            Phase::Preparing { .. } => Plan::Reply(Outcome::Prepared),
+            _ => Plan::Prepare {
+                target: None,
+                force: false,
+            },
+        },
+        Action::Flip { to, now, force } => match pending {
+            Some(target) if target != to => Plan::Refuse(busy(facts, target)),
+            Some(_) if now => Plan::Flip {
+                to,
+                force,
+                why: Why::Now,
+            },
+            Some(_) => Plan::Reply(Outcome::Joined),
+            None if to == live => Plan::Reply(Outcome::AlreadyLive),
+            None if settling => Plan::Flip {
+                to,
+                force,
+                why: Why::Rollback,
+            },
+            None if now => Plan::Flip {
+                to,
+                force,
+                why: Why::Now,
+            },
+            None => Plan::Prepare {
+                target: Some(to),
+                force,
+            },
+        },
+        Action::Rollback { force } => match pending {
+            Some(target) => Plan::Refuse(busy(facts, target)),
+            None if settling => Plan::Flip {
+                to: live.other(),
+                force,
+                why: Why::Rollback,
+            },
+            None => Plan::Prepare {
+                target: Some(live.other()),
+                force,
+            },
+        },
+        Action::Cancel => match state.phase {
+            Phase::Steady => Plan::Reply(Outcome::NothingToCancel),
+            _ => Plan::Cancel,
+        },
+    }
+}
+
+/// The preparing phase to write. A deadline already set never moves earlier; a new one
+/// covers every normal-TTL answer seen, and, from steady, those that go out until the short
+/// TTL is published (after this write): it is confirmed by a second write after that.
+pub fn preparing(facts: &Facts, target: Option<Color>, force: bool) -> Phase {
+    let (now, ttl_ms) = (facts.now_ms, u64::from(facts.config.ttl) * 1000);
+    match facts.state.phase {
+        Phase::Preparing {
+            since_ms,
+            drained_at_ms,
+            confirmed,
+            ..
+        } => Phase::Preparing {
+            since_ms,
+            drained_at_ms: drained_at_ms.max(facts.long_expiry_ms),
+            target,
+            force,
+            confirmed,
+        },
+        Phase::Steady => Phase::Preparing {
+            since_ms: now,
+            drained_at_ms: facts.long_expiry_ms.max(now + ttl_ms + 1),
+            target,
+            force,
+            confirmed: false,
+        },
+        Phase::Settling { .. } => Phase::Preparing {
+            since_ms: now,
+            drained_at_ms: facts.long_expiry_ms.max(now),
+            target,
+            force,
+            confirmed: true,
+        },
+    }
+}
+
+/// The health gate and the anti-flap rule, unless `force`; a rollback while settling is
+/// never refused by the anti-flap rule.
+pub fn gate(
+    facts: &Facts,
+    to: Color,
+    force: bool,
+    why: Why,
+    health: Option<&ColorHealth>,
+) -> Result<(), Refusal> {
+    let name = &facts.config.name;
+    if let Some(health) = health.filter(|h| !force && !h.all_healthy()) {
+        return Err(Refusal::new(
+            RefusalKind::Unhealthy,
+            format!(
+                "flip of {name} to {to} refused: unhealthy {}; `--force` skips the health gate",
+                health.failing()
+            ),
+        ));
+    }
+    let interval = facts.config.min_flip_interval.as_millis() as u64;
+    if let (false, false, Some(last)) = (force, why == Why::Rollback, facts.state.flipped_at_ms) {
+        let allowed = last + interval;
+        if facts.now_ms < allowed {
+            return Err(Refusal::new(
+                RefusalKind::Interval,
+                format!(
+                    "flip of {name} to {to} refused: the last flip was {} s ago and min_flip_interval is {} (allowed from {}); `--force` overrides",
+                    (facts.now_ms - last) / 1000,
+                    show_duration(facts.config.min_flip_interval),
+                    format_utc(allowed)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The state a flip to `to` leaves: one more flip, settling with the short TTL, and the
+/// moment the old color's last answer expires (its answers carried the TTL in effect until
+/// now; normal-TTL ones expire at `long_expiry_ms`).
+pub fn flipped(facts: &Facts, to: Color) -> ServiceState {
+    let config = facts.config;
+    let state = facts.state;
+    let now = facts.now_ms;
+    let current_ttl_ms = u64::from(state.phase.ttl(config.ttl, config.cutover_ttl)) * 1000;
+    ServiceState {
+        live: to,
+        flips: FlipCount(state.flips.0 + 1),
+        flipped_at_ms: Some(now),
+        phase: Phase::Settling {
+            until_ms: now + config.settle.as_millis() as u64,
+        },
+        ttl: config.ttl,
+        old_expires_ms: Some((now + current_ttl_ms + 1).max(facts.long_expiry_ms)),
+    }
+}
+
+/// After a refused flip: a pending target is dropped; the phase and its short TTL stay, so
+/// a retry is as fast (and the reply says how to get the normal TTL back).
+pub fn refused(phase: Phase) -> Phase {
+    match phase {
+        Phase::Preparing {
+            since_ms,
+            drained_at_ms,
+            confirmed,
+            ..
+        } => Phase::Preparing {
+            since_ms,
+            drained_at_ms,
+            target: None,
+            force: false,
+            confirmed,
+        },
+        other => other,
+    }
+}
+
+/// `still blue, preparing with TTL 2 s and no flip pending; `flipdns ctl cancel app`
+/// restores TTL 60 s`: the state a refusal leaves, and how to leave it.
+pub fn left_in(config: &ServiceConfig, state: &ServiceState) -> String {
+    let name = &config.name;
+    let live = state.live;
+    match state.phase {
+        Phase::Steady => format!("still {live}, steady with TTL {} s", config.ttl),
+        Phase::Preparing { target: None, .. } => format!(
+            "still {live}; the TTL stays {} s with no flip pending: `flipdns ctl cancel {name}` restores {} s",
+            config.cutover_ttl, config.ttl
+        ),
+        Phase::Preparing {
+            target: Some(t), ..
+        } => format!(
+            "still {live}, preparing with TTL {} s and a flip to {t} pending",
+            config.cutover_ttl
+        ),
+        Phase::Settling { until_ms } => format!(
+            "still {live}, settling with TTL {} s until {}",
+            config.cutover_ttl,
+            format_utc(until_ms)
+        ),
+    }
+}
+
+fn busy(facts: &Facts, target: Color) -> Refusal {
+    let name = &facts.config.name;
+    let when = facts
+        .state
+        .phase
+        .drained_at_ms()
+        .map_or("-".into(), format_utc);
+    Refusal::new(
+        RefusalKind::Busy,
+        format!(
+            "a cutover of {name} to {target} is pending (drains at {when}); cancel it first with `flipdns ctl cancel {name}`; {}",
+            left_in(facts.config, facts.state)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config() -> ServiceConfig {
+        let mut config = crate::fixture::catalog().config.services[1].clone(); // api: ttl 60
+        config.min_flip_interval = Duration::from_secs(1800);
+        config
+    }
+
+    fn facts<'a>(config: &'a ServiceConfig, state: &'a ServiceState, now: u64) -> Facts<'a> {
+        Facts {
+            config,
+            state,
+            now_ms: now,
+            long_expiry_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_deadline_never_moves_earlier() {
+        let config = config();
+        let mut state = ServiceState::new(Color::Blue, 60);
+        state.phase = Phase::Preparing {
+            since_ms: 0,
+            drained_at_ms: 120_000,
+            target: None,
+            force: false,
+            confirmed: true,
+        };
+        let f = facts(&config, &state, 70_000);
+        let again = preparing(&f, Some(Color::Green), false);
+        assert_eq!(again.drained_at_ms(), Some(120_000), "prepare, then flip");
+    }
+
+    #[test]
+    fn a_rollback_while_settling_is_immediate_and_not_refused_by_the_interval() {
+        let config = config();
+        let mut state = ServiceState::new(Color::Green, 60);
+        state.flipped_at_ms = Some(1_000);
+        state.phase = Phase::Settling { until_ms: 600_000 };
+        let f = facts(&config, &state, 2_000);
+        let plan = command(Action::Rollback { force: false }, &f);
+        assert_eq!(
+            plan,
+            Plan::Flip {
+                to: Color::Blue,
+                force: false,
+                why: Why::Rollback
+            }
+        );
+        assert!(gate(&f, Color::Blue, false, Why::Rollback, None).is_ok());
+        // A flip to the other color while settling is the same rollback.
+        let plan = command(
+            Action::Flip {
+                to: Color::Blue,
+                now: false,
+                force: false,
+            },
+            &f,
+        );
+        assert!(
+            matches!(
+                plan,
+                Plan::Flip {
+                    why: Why::Rollback,
+                    ..
+                }
+            ),
+            "{plan:?}"
+        );
+        // Outside the settle the anti-flap rule holds, and says what overrides it.
+        let refused = gate(&f, Color::Blue, false, Why::Now, None).unwrap_err();
+        assert!(refused.message.contains("`--force` overrides"), "{refused}");
+    }
+
+    #[test]
+    fn every_refusal_says_what_state_it_leaves() {
+        let config = config();
+        let state = ServiceState {
+            phase: Phase::Preparing {
+                since_ms: 0,
+                drained_at_ms: 1,
+                target: None,
+                force: false,
+                confirmed: true,
+            },
+            ..ServiceState::new(Color::Blue, 60)
+        };
+        assert_eq!(
+            left_in(&config, &state),
+            "still blue; the TTL stays 5 s with no flip pending: `flipdns ctl cancel api` restores 60 s"
+        );
+    }
+}
