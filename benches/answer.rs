@@ -52,6 +52,7 @@ fn setup() -> Setup {
             1_000_000,
             switch.records().clone(),
             Clock::System,
+            flipdns::stragglers::DRAIN_EVERY,
             &CancellationToken::new(),
             &TaskTracker::new(),
         )
@@ -66,6 +67,7 @@ fn setup() -> Setup {
             1_000_000,
             switch.records().clone(),
             Clock::System,
+            flipdns::stragglers::DRAIN_EVERY,
             &CancellationToken::new(),
             &TaskTracker::new(),
         )

@@ -112,6 +112,22 @@ impl Clock {
         }
     }
 
+    /// Which boot of the machine the monotonic clock counts from: its milliseconds mean the
+    /// same to every process of one boot (from `/proc/sys/kernel/random/boot_id`; 0 where
+    /// that cannot be read, which never matches a held deadline).
+    pub fn boot(&self) -> u64 {
+        match self {
+            Clock::System => {
+                static BOOT: OnceLock<u64> = OnceLock::new();
+                *BOOT.get_or_init(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                        .map_or(0, |id| fnv(id.trim().as_bytes()))
+                })
+            }
+            Clock::Fake(_) => 1,
+        }
+    }
+
     /// How far a coarse reading (wall or monotonic) can lag the precise clock, in whole
     /// milliseconds (at least 1).
     pub fn coarse_resolution_ms(&self) -> u64 {
@@ -125,6 +141,13 @@ impl Clock {
     pub fn until(&self, deadline_ms: u64) -> Duration {
         Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()))
     }
+}
+
+/// FNV-1a, for turning a boot id into a number.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn read_ms(clock: libc::clockid_t) -> u64 {

@@ -231,19 +231,28 @@ fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) 
         },
     };
     let request = request(command);
-    let waits = matches!(
-        request,
+    let following = match &request {
         Request::Flip {
+            service,
             wait: true,
             now: false,
             ..
-        } | Request::Rollback { wait: true, .. }
-    );
-    if waits && std::io::stderr().is_terminal() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "(Ctrl-C detaches: the cutover goes on in the server)"
-        );
+        }
+        | Request::Rollback {
+            service,
+            wait: true,
+            ..
+        } => Some(service.clone()),
+        _ => None,
+    };
+    if let Some(service) = &following {
+        detach_on_interrupt(service);
+        if std::io::stderr().is_terminal() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "(Ctrl-C detaches: the cutover goes on in the server)"
+            );
+        }
     }
     let mut view = ProgressView::default();
     let result = Client::connect(&socket)
@@ -263,11 +272,46 @@ fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) 
                     let e = Error::new(ErrorKind::Io, other.to_string());
                     let _ = say(&json_line(&Reply::Error(e)));
                 }
+                (false, ClientError::NoReply | ClientError::Io(_)) if following.is_some() => {
+                    let service = following.as_deref().unwrap_or_default();
+                    complain(&format!(
+                        "{error}; the cutover is persisted in the server and goes on (or resumes when it starts again): `flipdns ctl status {service}` shows it"
+                    ))
+                }
                 (false, _) => complain(&error.to_string()),
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// The message Ctrl-C prints while a cutover is followed, ready before the signal.
+static DETACHED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    if let Some(message) = DETACHED.get() {
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is never freed.
+        unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(130) };
+}
+
+/// Makes Ctrl-C say that the cutover goes on in the server, and how to follow or stop it.
+fn detach_on_interrupt(service: &str) {
+    let _ = DETACHED.set(
+        format!(
+            "\n{service}: detached; the cutover goes on in the server: `flipdns ctl status {service}` follows it, `flipdns ctl cancel {service}` abandons it\n"
+        )
+        .into_bytes(),
+    );
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        )
+    };
 }
 
 fn request(command: CtlCommand) -> Request {

@@ -196,6 +196,24 @@ impl Exporter {
             "TTL the service's answers carry now.",
             per_service(services, |s| s.ttl.into()),
         )?;
+        family(
+            e,
+            "flipdns_flip_pending",
+            "1 while a flip is scheduled (preparing with a target), 0 otherwise: preparing with 0 here is a cutover that waits for nobody.",
+            per_service(services, |s| s.state.pending().is_some() as i64),
+        )?;
+        family(
+            e,
+            "flipdns_preparing_since_timestamp_seconds",
+            "Unix time the service entered preparing; absent when it is not preparing.",
+            services.iter().filter_map(|s| match s.state.phase {
+                crate::state::Phase::Preparing { since_ms, .. } => Some((
+                    vec![("service", s.name.as_str())],
+                    gauge((since_ms / 1000) as i64),
+                )),
+                _ => None,
+            }),
+        )?;
         let deadline = |s: &ServiceView| s.state.phase.drained_at_ms();
         family(
             e,

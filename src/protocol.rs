@@ -495,8 +495,15 @@ pub struct StragglersReport {
     pub flip: Option<FlipView>,
     /// When the last answer with the old color expires in caches that obey TTLs.
     pub drained_at_ms: Option<u64>,
-    /// Whether that moment has passed.
+    /// Whether that moment has passed: every old-color answer the server could have given
+    /// has expired. Never true before.
     pub drained: bool,
+    /// Whether the ledger can have seen every resolver that holds the old color: `false`
+    /// when it started less than a normal TTL before the flip (after a restart), and then
+    /// the classes count only the resolvers seen since.
+    pub complete: bool,
+    /// When the ledger started (Unix milliseconds).
+    pub ledger_started_ms: u64,
     /// Resolvers by class.
     pub counts: ClassCounts,
     /// Straggling queries for the old color's name since the flip.

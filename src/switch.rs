@@ -36,7 +36,10 @@ pub struct Switch {
     catalog: ArcSwap<Catalog>,
     store: Arc<Store>,
     records: Arc<Records>,
+    clock: Clock,
     inner: Mutex<Inner>,
+    /// Snapshot rewrites running in the background, so shutdown can wait for them.
+    background: tokio_util::task::TaskTracker,
 }
 
 struct Inner {
@@ -54,6 +57,8 @@ struct Inner {
 pub struct Current {
     pub service: ServiceState,
     pub serial: u32,
+    /// The phase's deadline (drain or settle end) on the monotonic clock.
+    pub deadline_mono: Option<u64>,
 }
 
 /// Why a change was not made. Nothing changed in either case.
@@ -110,7 +115,9 @@ impl Switch {
             catalog: ArcSwap::from_pointee(catalog),
             store: Arc::new(store),
             records,
+            clock,
             inner: Mutex::new(inner),
+            background: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -136,7 +143,7 @@ impl Switch {
         let inner = self.inner.lock().await;
         let catalog = self.catalog.load();
         let config = catalog.config.service(name)?.clone();
-        let current = current(&config, &inner.state);
+        let current = inner.current(&config);
         Some((config, current))
     }
 
@@ -162,8 +169,9 @@ impl Switch {
         let before = inner.state.services[&config.name].clone();
         let mut after = before.clone();
         change(&mut after);
+        hold(&mut after, &self.clock);
         if after == before {
-            return Ok(current(config, &inner.state)); // nothing to write
+            return Ok(inner.current(config)); // nothing to write
         }
         let mut delta = Delta::default();
         let served = |s: &ServiceState| (s.live, s.phase.ttl(config.ttl, config.cutover_ttl));
@@ -178,7 +186,7 @@ impl Switch {
         inner.generation = inner.generation.next();
         self.records.publish(snapshot(&catalog, &mut inner));
         self.compact_if_due(&inner);
-        Ok(current(config, &inner.state))
+        Ok(inner.current(config))
     }
 
     /// Serves `catalog` instead of the current one, in one step: unchanged services keep
@@ -202,7 +210,7 @@ impl Switch {
         if !pending.is_empty() && !force {
             return Err(ReloadRefused::PendingCutover(pending));
         }
-        let (next, report) = reload_plan(&old, &catalog, &inner.state);
+        let (next, report) = reload_plan(&old, &catalog, &inner.state, &self.clock);
         let delta = Delta {
             services: changed(&inner.state.services, &next.services),
             zones: changed(&inner.state.zones, &next.zones),
@@ -216,6 +224,13 @@ impl Switch {
         self.catalog.store(Arc::new(catalog));
         self.records.publish(snapshot);
         Ok(report)
+    }
+
+    /// Waits for background snapshot rewrites to finish (at shutdown).
+    pub async fn quiesce(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.background.reopen();
     }
 
     async fn persist(&self, delta: Delta) -> Result<(), StateError> {
@@ -239,7 +254,7 @@ impl Switch {
             }
         };
         let (store, state) = (self.store.clone(), inner.state.clone());
-        tokio::task::spawn_blocking(move || {
+        self.background.spawn_blocking(move || {
             if let Err(e) = store.finish_compaction(&state, seq) {
                 tracing::warn!("state compaction failed (nothing is lost; it is retried): {e}");
             }
@@ -268,8 +283,12 @@ fn restart(
             .services
             .entry(config.name.clone())
             .or_insert_with(|| ServiceState::new(config.live, config.ttl));
-        // Normal-TTL answers the previous process may have given up to now.
+        // Normal-TTL answers the previous process may have given up to now, and those of the
+        // live color that an earlier `--now` flip left in caches.
         let worst_ttl_ms = u64::from(service.ttl.max(config.ttl)) * 1000;
+        let left = service
+            .expires_mono(service.live, clock.boot(), |w| clock.mono_of(w))
+            .unwrap_or(0);
         let long_expiry = match &mut service.phase {
             Phase::Steady => mono + worst_ttl_ms + margin,
             Phase::Preparing {
@@ -284,8 +303,10 @@ fn restart(
                 0
             }
             Phase::Settling { .. } => 0,
-        };
+        }
+        .max(left);
         service.ttl = config.ttl;
+        hold(service, clock);
         observed.insert(config.name.clone(), Arc::new(Observed::new(long_expiry)));
     }
     floor_serials(catalog, &mut state);
@@ -321,7 +342,7 @@ fn log_resumed(catalog: &Catalog, state: &State, clock: &Clock) {
                     format_utc(drained_at_ms),
                     left(drained_at_ms)
                 ),
-                Phase::Settling { until_ms } => {
+                Phase::Settling { until_ms, .. } => {
                     format!(
                         "normal TTL at {} (in {} s)",
                         format_utc(until_ms),
@@ -350,7 +371,7 @@ fn describe_cutover(phase: &Phase) -> Option<String> {
 /// The state after a reload from `old` to `new`, and what changed: the current state for
 /// what it knows (colors and cutovers are kept by name), the config for new services, a
 /// higher serial for each zone whose content changed, never a lower one.
-fn reload_plan(old: &Catalog, new: &Catalog, state: &State) -> (State, Reloaded) {
+fn reload_plan(old: &Catalog, new: &Catalog, state: &State, clock: &Clock) -> (State, Reloaded) {
     let mut next = state.clone();
     let mut report = Reloaded::default();
     for service in &new.config.services {
@@ -363,6 +384,19 @@ fn reload_plan(old: &Catalog, new: &Catalog, state: &State) -> (State, Reloaded)
             .services
             .entry(service.name.clone())
             .or_insert_with(|| ServiceState::new(service.live, service.ttl));
+        if service.ttl < entry.ttl {
+            // Answers with the longer TTL may be cached for that long still: a restart
+            // must not forget them.
+            let expiry =
+                clock.mono_ms() + u64::from(entry.ttl) * 1000 + clock.coarse_resolution_ms();
+            entry.keep_expiry(
+                entry.live,
+                expiry,
+                clock.boot(),
+                clock.now_ms(),
+                clock.mono_ms(),
+            );
+        }
         entry.ttl = service.ttl;
         match old.config.service(&service.name) {
             None => report.added.push(format!(
@@ -423,11 +457,22 @@ fn delta_into(state: &mut State, delta: Delta) {
     state.zones.extend(delta.zones);
 }
 
-fn current(config: &ServiceConfig, state: &State) -> Current {
-    Current {
-        service: state.services[&config.name].clone(),
-        serial: state.zones[&config.zone.to_string()].serial,
+impl Inner {
+    fn current(&self, config: &ServiceConfig) -> Current {
+        let service = self.state.services[&config.name].clone();
+        Current {
+            deadline_mono: service.phase.held().map(|h| h.mono_ms),
+            service,
+            serial: self.state.zones[&config.zone.to_string()].serial,
+        }
     }
+}
+
+/// Holds the deadline of `service`'s phase on the monotonic clock: the moment it is written
+/// (or loaded after a restart in another boot) is when its wall-clock value is taken to
+/// mean a monotonic one; later wall-clock steps do not move it.
+fn hold(service: &mut ServiceState, clock: &Clock) {
+    service.hold(clock.boot(), |wall| clock.mono_of(wall));
 }
 
 /// The same service but for where it is written.

@@ -156,9 +156,13 @@ fn service(s: &ServiceStatus) -> String {
         (PhaseName::Preparing, Some(target), Some(at), _) => {
             format!("preparing, flip to {target} at {}", seconds_from_now(at))
         }
-        (PhaseName::Preparing, None, Some(at), _) => {
-            format!("preparing, drained at {}", seconds_from_now(at))
-        }
+        (PhaseName::Preparing, None, Some(at), _) => format!(
+            "preparing since {}, no flip pending (drained at {}); the TTL stays {} s until a flip or `flipdns ctl cancel {}`",
+            s.phase.since_ms.map_or("-".into(), format_utc),
+            seconds_from_now(at),
+            s.cutover_ttl,
+            s.name
+        ),
         (PhaseName::Settling, _, _, Some(until)) => {
             format!("settling until {}", seconds_from_now(until))
         }
@@ -254,6 +258,14 @@ pub fn stragglers(r: &StragglersReport) -> String {
         None => out.push_str(&format!(
             "{name}: never flipped; classes are relative to the start\n"
         )),
+    }
+    if let (Some(f), false) = (&r.flip, r.complete) {
+        out.push_str(&format!(
+            "  incomplete: the ledger started at {}, less than a TTL before the flip at {}; resolvers that got {} before it are not counted\n",
+            format_utc(r.ledger_started_ms),
+            format_utc(f.at_ms),
+            f.from
+        ));
     }
     if let (Some(f), Some(at)) = (&r.flip, r.drained_at_ms) {
         let when = if r.drained { "drained" } else { "drains" };

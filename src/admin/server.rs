@@ -206,10 +206,10 @@ async fn client(
         };
         let refusal = match read {
             Ok(Ok(Line::Complete)) => {
-                let done = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    done = dispatch(context, &line, &mut write) => done,
-                };
+                // Not cut off at shutdown: a request finishes, and one that follows a
+                // cutover tells its client the server is stopping (the shutdown grace
+                // bounds the wait).
+                let done = dispatch(context, &line, &mut write).await;
                 if done.is_err() {
                     return; // the client went away; a cutover it started goes on
                 }

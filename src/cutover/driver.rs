@@ -136,7 +136,6 @@ impl Cutovers {
                     events: events.clone(),
                     pending: None,
                     next_id: 1,
-                    held: None,
                 };
                 self.tracker
                     .spawn(driver.run(receiver, self.shutdown.clone()));
@@ -242,9 +241,6 @@ struct Driver {
     /// Id of the pending flip, for progress events.
     pending: Option<u64>,
     next_id: u64,
-    /// The persisted wall-clock deadline being waited for, and the monotonic moment it was
-    /// then: the task waits for both, so a step of the wall clock cannot make it early.
-    held: Option<(u64, u64)>,
 }
 
 impl Driver {
@@ -262,7 +258,7 @@ impl Driver {
             if current.service.pending().is_some() && self.pending.is_none() {
                 self.pending = Some(self.new_id()); // resumed after a restart
             }
-            let wake = self.wake_at(&current.service.phase);
+            let wake = self.wake_at(&current);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 command = commands.recv() => {
@@ -284,36 +280,30 @@ impl Driver {
         self.next_id - 1
     }
 
-    /// The monotonic moment of the wall-clock time `wall_ms`, fixed the first time it is
-    /// asked, so that later steps of the wall clock do not move it.
-    fn hold(&mut self, wall_ms: u64) -> u64 {
-        match self.held {
-            Some((wall, mono)) if wall == wall_ms => mono,
-            _ => {
-                let mono = self.clock.mono_of(wall_ms);
-                self.held = Some((wall_ms, mono));
-                mono
-            }
-        }
-    }
-
-    /// When the drain of a pending flip is complete, monotonic: the persisted deadline and
-    /// every normal-TTL answer seen since, whichever is later.
-    fn drained_mono(&mut self, drained_at_ms: u64) -> u64 {
+    /// When the drain of a pending flip is complete, monotonic: the persisted deadline (as
+    /// the switch holds it on the monotonic clock, so a wall-clock step cannot bring it
+    /// closer) and every normal-TTL answer seen since, whichever is later.
+    fn drained_mono(&self, current: &Current) -> u64 {
         let seen = self.observed.long_expiry_ms() + self.clock.coarse_resolution_ms();
-        self.hold(drained_at_ms).max(seen)
+        let held = current.deadline_mono.unwrap_or_else(|| {
+            let wall = current.service.phase.drained_at_ms().unwrap_or(0);
+            self.clock.mono_of(wall)
+        });
+        held.max(seen)
     }
 
     /// When the task must act next (monotonic): a pending flip at its drain, or the end of
     /// a settle.
-    fn wake_at(&mut self, phase: &Phase) -> Option<u64> {
-        match *phase {
+    fn wake_at(&self, current: &Current) -> Option<u64> {
+        match current.service.phase {
             Phase::Preparing {
-                target: Some(_),
-                drained_at_ms,
-                ..
-            } => Some(self.drained_mono(drained_at_ms)),
-            Phase::Settling { until_ms } => Some(self.hold(until_ms)),
+                target: Some(_), ..
+            } => Some(self.drained_mono(current)),
+            Phase::Settling { until_ms, .. } => Some(
+                current
+                    .deadline_mono
+                    .unwrap_or_else(|| self.clock.mono_of(until_ms)),
+            ),
             _ => None,
         }
     }
@@ -328,18 +318,32 @@ impl Driver {
         }
     }
 
-    fn facts<'a>(&'a self, state: &'a ServiceState) -> Facts<'a> {
-        let seen = self.observed.long_expiry_ms() + self.clock.coarse_resolution_ms();
+    /// What the rules need. The normal-TTL expiry is everything known: what this process
+    /// saw, what the state remembers of the live color (a `--now` flip's exposure, a TTL
+    /// lowered by a reload), and, while preparing, the persisted drain deadline (it covers
+    /// what a previous process gave), all on the monotonic clock.
+    fn facts<'a>(&'a self, current: &'a Current) -> Facts<'a> {
+        let clock = &self.clock;
+        let mut seen = self.observed.long_expiry_ms() + clock.coarse_resolution_ms();
+        let service = &current.service;
+        if let Some(left) = service.expires_mono(service.live, clock.boot(), |w| clock.mono_of(w)) {
+            seen = seen.max(left);
+        }
+        if let Phase::Preparing { .. } = service.phase {
+            seen = seen.max(self.drained_mono(current));
+        }
         Facts {
             config: &self.config,
-            state,
+            state: &current.service,
             now_ms: self.clock.now_ms(),
-            long_expiry_ms: self.clock.wall_of(seen),
+            now_mono: self.clock.mono_ms(),
+            boot: self.clock.boot(),
+            long_expiry_mono: seen,
         }
     }
 
     async fn act(&mut self, action: Action, current: &Current) -> Result<Done, Refusal> {
-        let plan = rules::command(action, &self.facts(&current.service));
+        let plan = rules::command(action, &self.facts(current));
         match plan {
             Plan::Reply(outcome) => Ok(self.done(outcome, current, None)),
             Plan::Refuse(refusal) => Err(refusal),
@@ -361,7 +365,7 @@ impl Driver {
         if target.is_some() {
             self.pending = Some(self.new_id());
         }
-        let phase = rules::preparing(&self.facts(&current.service), target, force);
+        let phase = rules::preparing(&self.facts(current), target, force);
         let mut now = self
             .apply(|s| s.phase = phase)
             .await
@@ -370,20 +374,8 @@ impl Driver {
             confirmed: false, ..
         } = now.service.phase
         {
-            let exact = self.facts(&now.service).long_expiry_ms;
-            now = self
-                .apply(|s| {
-                    if let Phase::Preparing {
-                        drained_at_ms,
-                        confirmed,
-                        ..
-                    } = &mut s.phase
-                    {
-                        *drained_at_ms = (*drained_at_ms).max(exact);
-                        *confirmed = true;
-                    }
-                })
-                .await?;
+            let phase = rules::confirmed(&self.facts(&now));
+            now = self.apply(|s| s.phase = phase).await?;
         }
         let drained_at = now
             .service
@@ -408,25 +400,18 @@ impl Driver {
         match current.service.phase {
             Phase::Preparing {
                 target: Some(to),
-                drained_at_ms,
                 force,
                 ..
             } => {
-                let drained = self.drained_mono(drained_at_ms);
+                let drained = self.drained_mono(current);
                 if self.clock.mono_ms() < drained {
                     // A normal-TTL answer left after the deadline was set (a query in flight
                     // during the switch to the short TTL): wait for it too, and say so.
-                    let later = self.clock.wall_of(drained);
-                    let now = self
-                        .apply(|s| {
-                            if let Phase::Preparing { drained_at_ms, .. } = &mut s.phase {
-                                *drained_at_ms = (*drained_at_ms).max(later);
-                            }
-                        })
-                        .await?;
+                    let phase = rules::extended(&self.facts(current), drained);
+                    let now = self.apply(|s| s.phase = phase).await?;
                     self.emit(Step::Draining {
                         target: to,
-                        drained_at_ms: later,
+                        drained_at_ms: now.service.phase.drained_at_ms().unwrap_or_default(),
                         ttl: self.ttl(&now.service.phase),
                     });
                     return Ok(());
@@ -460,16 +445,10 @@ impl Driver {
             self.emit(Step::Health(result.clone()));
             health = Some(result);
         }
-        if let Err(refusal) = rules::gate(
-            &self.facts(&current.service),
-            to,
-            force,
-            why,
-            health.as_ref(),
-        ) {
+        if let Err(refusal) = rules::gate(&self.facts(current), to, force, why, health.as_ref()) {
             return self.refuse(refusal, current).await;
         }
-        let next = rules::flipped(&self.facts(&current.service), to);
+        let next = rules::flipped(&self.facts(current), to);
         let name = self.config.name.clone();
         let after = match self.apply(|s| *s = next).await {
             Ok(after) => after,
@@ -488,7 +467,7 @@ impl Driver {
         };
         self.observed.flipped(FlipResult::Done);
         let settle_until = match after.service.phase {
-            Phase::Settling { until_ms } => format_utc(until_ms),
+            Phase::Settling { until_ms, .. } => format_utc(until_ms),
             _ => "-".into(),
         };
         tracing::info!(service = %name, %from, %to, flips = %after.service.flips, serial = after.serial, %settle_until, "flipped");

@@ -21,8 +21,10 @@
 //!   write after it; at start, the server assumes a steady service answered with the larger
 //!   of its old and new TTL until that moment, and so does an unconfirmed deadline
 //!   ([`crate::switch`]). Only `--now` skips the drain, on purpose.
-//! - **I2**: a flip records when the last answer of the old color expires
-//!   (`old_expires_ms`); the straggler report says "drained" only after it.
+//! - **I2**: a flip records, for the color it leaves, when the last answer of that color
+//!   any process of this server gave expires (`expires_ms`, kept across later flips, so the
+//!   exposure a `--now` flip leaves is not forgotten); the straggler report says "drained"
+//!   only after it.
 //! - **I3**: a rollback while settling is immediate and the anti-flap rule never refuses
 //!   it; a flip to the other color while settling is the same rollback. Every refusal names
 //!   what overrides it and the state the service is left in.

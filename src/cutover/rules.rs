@@ -9,17 +9,44 @@ use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::config::show_duration;
 use crate::observed::ColorHealth;
-use crate::state::{FlipCount, Phase, ServiceState};
+use crate::state::{FlipCount, Held, Phase, ServiceState};
 
-/// What the rules need to know about one service at one moment.
+/// What the rules need to know about one service at one moment. Deadlines and expiries are
+/// compared and computed on the monotonic clock (a wall-clock step would make a wall-clock
+/// comparison lie) and written with both values ([`Held`]).
 pub struct Facts<'a> {
     pub config: &'a ServiceConfig,
     pub state: &'a ServiceState,
     /// Wall-clock now, in Unix milliseconds.
     pub now_ms: u64,
-    /// When the last normal-TTL answer this process gave expires (wall clock, coarse
-    /// resolution added); in the past when there was none.
-    pub long_expiry_ms: u64,
+    /// Monotonic now, in milliseconds since boot.
+    pub now_mono: u64,
+    /// Which boot the monotonic clock counts from.
+    pub boot: u64,
+    /// When every normal-TTL answer known of expires, monotonic (coarse resolution added);
+    /// in the past when there was none.
+    pub long_expiry_mono: u64,
+}
+
+impl Facts<'_> {
+    /// The monotonic moment `mono` with its wall-clock value as the clocks stand now.
+    pub fn at(&self, mono: u64) -> Held {
+        Held {
+            boot: self.boot,
+            wall_ms: (self.now_ms + mono).saturating_sub(self.now_mono),
+            mono_ms: mono,
+        }
+    }
+
+    /// A persisted moment on the monotonic clock: as it was held in this boot, or its
+    /// wall-clock value read with the clocks as they stand now.
+    pub fn mono(&self, wall_ms: u64, held: Option<Held>) -> u64 {
+        held.filter(|h| h.boot == self.boot && h.wall_ms == wall_ms)
+            .map_or_else(
+                || (self.now_mono + wall_ms).saturating_sub(self.now_ms),
+                |h| h.mono_ms,
+            )
+    }
 }
 
 /// What a command comes to.
@@ -118,35 +145,71 @@ pub fn command(action: Action, facts: &Facts) -> Plan {
 /// covers every normal-TTL answer seen, and, from steady, those that go out until the short
 /// TTL is published (after this write): it is confirmed by a second write after that.
 pub fn preparing(facts: &Facts, target: Option<Color>, force: bool) -> Phase {
-    let (now, ttl_ms) = (facts.now_ms, u64::from(facts.config.ttl) * 1000);
-    match facts.state.phase {
+    let (now, ttl_ms) = (facts.now_mono, u64::from(facts.config.ttl) * 1000);
+    let (since_ms, drained, confirmed) = match facts.state.phase {
         Phase::Preparing {
             since_ms,
             drained_at_ms,
             confirmed,
+            held,
             ..
-        } => Phase::Preparing {
+        } => (
             since_ms,
-            drained_at_ms: drained_at_ms.max(facts.long_expiry_ms),
-            target,
-            force,
+            facts.mono(drained_at_ms, held).max(facts.long_expiry_mono),
             confirmed,
-        },
-        Phase::Steady => Phase::Preparing {
-            since_ms: now,
-            drained_at_ms: facts.long_expiry_ms.max(now + ttl_ms + 1),
-            target,
-            force,
-            confirmed: false,
-        },
-        Phase::Settling { .. } => Phase::Preparing {
-            since_ms: now,
-            drained_at_ms: facts.long_expiry_ms.max(now),
-            target,
-            force,
-            confirmed: true,
-        },
+        ),
+        Phase::Steady => (
+            facts.now_ms,
+            facts.long_expiry_mono.max(now + ttl_ms + 1),
+            false,
+        ),
+        Phase::Settling { .. } => (facts.now_ms, facts.long_expiry_mono.max(now), true),
+    };
+    let held = facts.at(drained);
+    Phase::Preparing {
+        since_ms,
+        drained_at_ms: held.wall_ms,
+        target,
+        force,
+        confirmed,
+        held: Some(held),
     }
+}
+
+/// The preparing phase after the short TTL is published: the deadline covers every
+/// normal-TTL answer that went out before, and is confirmed.
+pub fn confirmed(facts: &Facts) -> Phase {
+    let mut phase = preparing(facts, facts.state.pending(), false);
+    if let (
+        Phase::Preparing {
+            confirmed, force, ..
+        },
+        Phase::Preparing {
+            force: was_forced, ..
+        },
+    ) = (&mut phase, facts.state.phase)
+    {
+        *confirmed = true;
+        *force = was_forced;
+    }
+    phase
+}
+
+/// The preparing phase with its drain deadline moved to the monotonic moment `later` (a
+/// normal-TTL answer that left after the deadline was set).
+pub fn extended(facts: &Facts, later: u64) -> Phase {
+    let mut phase = facts.state.phase;
+    if let Phase::Preparing {
+        drained_at_ms,
+        held,
+        ..
+    } = &mut phase
+    {
+        let at = facts.at(facts.mono(*drained_at_ms, *held).max(later));
+        *drained_at_ms = at.wall_ms;
+        *held = Some(at);
+    }
+    phase
 }
 
 /// The health gate and the anti-flap rule, unless `force`; a rollback while settling is
@@ -176,7 +239,7 @@ pub fn gate(
                 RefusalKind::Interval,
                 format!(
                     "flip of {name} to {to} refused: the last flip was {} s ago and min_flip_interval is {} (allowed from {}); `--force` overrides",
-                    (facts.now_ms - last) / 1000,
+                    facts.now_ms.saturating_sub(last) / 1000,
                     show_duration(facts.config.min_flip_interval),
                     format_utc(allowed)
                 ),
@@ -188,21 +251,36 @@ pub fn gate(
 
 /// The state a flip to `to` leaves: one more flip, settling with the short TTL, and the
 /// moment the old color's last answer expires (its answers carried the TTL in effect until
-/// now; normal-TTL ones expire at `long_expiry_ms`).
+/// now; normal-TTL ones expire at `long_expiry_ms`; and an earlier exposure of the same color
+/// is kept).
 pub fn flipped(facts: &Facts, to: Color) -> ServiceState {
     let config = facts.config;
     let state = facts.state;
-    let now = facts.now_ms;
     let current_ttl_ms = u64::from(state.phase.ttl(config.ttl, config.cutover_ttl)) * 1000;
+    let from = state.live.index();
+    let (mut expires_ms, mut expires_held) = (state.expires_ms, state.expires_held);
+    let earlier = if expires_ms[from] > 0 {
+        facts.mono(expires_ms[from], expires_held[from])
+    } else {
+        0
+    };
+    let expiry = facts.at(earlier
+        .max(facts.now_mono + current_ttl_ms + 1)
+        .max(facts.long_expiry_mono));
+    expires_ms[from] = expiry.wall_ms;
+    expires_held[from] = Some(expiry);
+    let until = facts.at(facts.now_mono + config.settle.as_millis() as u64);
     ServiceState {
         live: to,
         flips: FlipCount(state.flips.0 + 1),
-        flipped_at_ms: Some(now),
+        flipped_at_ms: Some(facts.now_ms),
         phase: Phase::Settling {
-            until_ms: now + config.settle.as_millis() as u64,
+            until_ms: until.wall_ms,
+            held: Some(until),
         },
         ttl: config.ttl,
-        old_expires_ms: Some((now + current_ttl_ms + 1).max(facts.long_expiry_ms)),
+        expires_ms,
+        expires_held,
     }
 }
 
@@ -214,6 +292,7 @@ pub fn refused(phase: Phase) -> Phase {
             since_ms,
             drained_at_ms,
             confirmed,
+            held,
             ..
         } => Phase::Preparing {
             since_ms,
@@ -221,6 +300,7 @@ pub fn refused(phase: Phase) -> Phase {
             target: None,
             force: false,
             confirmed,
+            held,
         },
         other => other,
     }
@@ -243,7 +323,7 @@ pub fn left_in(config: &ServiceConfig, state: &ServiceState) -> String {
             "still {live}, preparing with TTL {} s and a flip to {t} pending",
             config.cutover_ttl
         ),
-        Phase::Settling { until_ms } => format!(
+        Phase::Settling { until_ms, .. } => format!(
             "still {live}, settling with TTL {} s until {}",
             config.cutover_ttl,
             format_utc(until_ms)
@@ -283,7 +363,9 @@ mod tests {
             config,
             state,
             now_ms: now,
-            long_expiry_ms: 0,
+            now_mono: now,
+            boot: 1,
+            long_expiry_mono: 0,
         }
     }
 
@@ -297,6 +379,7 @@ mod tests {
             target: None,
             force: false,
             confirmed: true,
+            held: None,
         };
         let f = facts(&config, &state, 70_000);
         let again = preparing(&f, Some(Color::Green), false);
@@ -308,7 +391,10 @@ mod tests {
         let config = config();
         let mut state = ServiceState::new(Color::Green, 60);
         state.flipped_at_ms = Some(1_000);
-        state.phase = Phase::Settling { until_ms: 600_000 };
+        state.phase = Phase::Settling {
+            until_ms: 600_000,
+            held: None,
+        };
         let f = facts(&config, &state, 2_000);
         let plan = command(Action::Rollback { force: false }, &f);
         assert_eq!(
@@ -354,6 +440,7 @@ mod tests {
                 target: None,
                 force: false,
                 confirmed: true,
+                held: None,
             },
             ..ServiceState::new(Color::Blue, 60)
         };

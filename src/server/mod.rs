@@ -105,6 +105,7 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     loops.stop().await;
     drop(admin);
     finish(tracker).await;
+    core.switch.quiesce().await;
     outcome.map_err(ServeError::from)
 }
 
@@ -162,6 +163,7 @@ impl Core {
                 config.ledger.capacity,
                 switch.records().clone(),
                 clock.clone(),
+                crate::stragglers::DRAIN_EVERY,
                 shutdown,
                 tracker,
             )
@@ -283,6 +285,7 @@ fn spawn_control_plane(
         ledger: core.ledger.clone(),
         reloader,
         clock: core.clock.clone(),
+        shutdown: shutdown.clone(),
     });
     let admin = Arc::new(admin);
     loops.spawn(

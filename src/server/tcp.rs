@@ -134,6 +134,11 @@ async fn connection(
         let len = timeout(limits.message_timeout, read)
             .await
             .map_err(|_| Closed::Timeout)??;
+        if len == 0 {
+            // Not a DNS message; a client sending these would hold its slot forever by
+            // resetting the idle timer. Close at once, as NSD does.
+            return Ok(());
+        }
         if handler.handle(
             &message[..len],
             peer,

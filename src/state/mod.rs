@@ -59,11 +59,20 @@ pub struct ServiceState {
     /// a drain too short.
     #[serde(default)]
     pub ttl: u32,
-    /// When every answer with the color that was live before the latest flip has expired
-    /// in caches that obey TTLs, as far as this server's own answers go; `None` before the
-    /// first flip. The straggler report says "drained" only after it.
+    /// Per color (blue, green), Unix milliseconds: when the last answer of the service name
+    /// with that color, as far as this server in any process could have given it, expires
+    /// in caches that obey TTLs; 0 when not known. Written for the color a flip leaves, so
+    /// an exposure a `--now` flip left is remembered across later flips and restarts. The
+    /// straggler report says a color "drained" only after it.
     #[serde(default)]
-    pub old_expires_ms: Option<u64>,
+    pub expires_ms: [u64; 2],
+    /// `expires_ms` on the monotonic clock of the boot that wrote them.
+    #[serde(default, skip_serializing_if = "no_held")]
+    pub expires_held: [Option<Held>; 2],
+}
+
+fn no_held(held: &[Option<Held>; 2]) -> bool {
+    held.iter().all(Option::is_none)
 }
 
 impl ServiceState {
@@ -75,8 +84,58 @@ impl ServiceState {
             flipped_at_ms: None,
             phase: Phase::Steady,
             ttl,
-            old_expires_ms: None,
+            expires_ms: [0; 2],
+            expires_held: [None; 2],
         }
+    }
+
+    /// Holds the phase's deadline and the colors' expiries on the monotonic clock of `boot`
+    /// (see [`Phase::hold`]).
+    pub fn hold(&mut self, boot: u64, mono_of: impl Fn(u64) -> u64) {
+        self.phase.hold(boot, &mono_of);
+        for (wall_ms, held) in self.expires_ms.iter().zip(&mut self.expires_held) {
+            if *wall_ms > 0 && held.is_none_or(|h| h.wall_ms != *wall_ms || h.boot != boot) {
+                *held = Some(Held {
+                    boot,
+                    wall_ms: *wall_ms,
+                    mono_ms: mono_of(*wall_ms),
+                });
+            }
+        }
+    }
+
+    /// Notes that answers of `color` may be cached until the monotonic moment `mono` (of
+    /// `boot`; `now_ms` and `now_mono` say how the clocks stand), unless a later expiry is
+    /// already noted.
+    pub fn keep_expiry(&mut self, color: Color, mono: u64, boot: u64, now_ms: u64, now_mono: u64) {
+        let mono_of = |wall: u64| (now_mono + wall).saturating_sub(now_ms);
+        let known = self.expires_mono(color, boot, mono_of).unwrap_or(0);
+        if mono > known {
+            let wall_ms = (now_ms + mono).saturating_sub(now_mono);
+            self.expires_ms[color.index()] = wall_ms;
+            self.expires_held[color.index()] = Some(Held {
+                boot,
+                wall_ms,
+                mono_ms: mono,
+            });
+        }
+    }
+
+    /// When the last answer of `color` expires, on the monotonic clock of `boot` (taken
+    /// from the wall-clock value with `mono_of` when it was held in another boot); `None`
+    /// when not known.
+    pub fn expires_mono(
+        &self,
+        color: Color,
+        boot: u64,
+        mono_of: impl Fn(u64) -> u64,
+    ) -> Option<u64> {
+        let wall_ms = self.expires_ms[color.index()];
+        (wall_ms > 0).then(|| {
+            self.expires_held[color.index()]
+                .filter(|h| h.boot == boot && h.wall_ms == wall_ms)
+                .map_or_else(|| mono_of(wall_ms), |h| h.mono_ms)
+        })
     }
 
     /// Whether a flip is scheduled.
@@ -106,9 +165,30 @@ pub enum Phase {
         /// assumes normal-TTL answers were given until it started.
         #[serde(default)]
         confirmed: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held: Option<Held>,
     },
     /// After a flip: answers keep the cutover TTL until `until_ms`, so a rollback is fast.
-    Settling { until_ms: u64 },
+    Settling {
+        until_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held: Option<Held>,
+    },
+}
+
+/// A phase's deadline on the monotonic clock of the boot that wrote it, beside its
+/// wall-clock value: a restart in the same boot waits on the monotonic clock, so a step of
+/// the wall clock (even while the server was down) cannot bring a deadline closer. After a
+/// reboot only the wall-clock value is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Held {
+    /// Which boot ([`crate::clock::Clock::boot`]).
+    pub boot: u64,
+    /// The wall-clock deadline this was taken from.
+    pub wall_ms: u64,
+    /// The same moment on the monotonic clock (milliseconds since boot).
+    pub mono_ms: u64,
 }
 
 /// The name of a phase, for status, metrics and replies.
@@ -158,6 +238,43 @@ impl Phase {
         }
     }
 
+    /// The wall-clock deadline of the phase: the drain, or the end of the settle.
+    pub fn deadline_ms(&self) -> Option<u64> {
+        match *self {
+            Phase::Preparing { drained_at_ms, .. } => Some(drained_at_ms),
+            Phase::Settling { until_ms, .. } => Some(until_ms),
+            Phase::Steady => None,
+        }
+    }
+
+    /// The deadline held on the monotonic clock, when it was held for the current value.
+    pub fn held(&self) -> Option<Held> {
+        let held = match *self {
+            Phase::Preparing { held, .. } | Phase::Settling { held, .. } => held,
+            Phase::Steady => None,
+        };
+        held.filter(|h| Some(h.wall_ms) == self.deadline_ms())
+    }
+
+    /// Holds the deadline on the monotonic clock: keeps what was held for it in `boot`, or
+    /// takes it now with `mono_of`.
+    pub fn hold(&mut self, boot: u64, mono_of: &impl Fn(u64) -> u64) {
+        let Some(wall_ms) = self.deadline_ms() else {
+            return;
+        };
+        if self.held().is_some_and(|h| h.boot == boot) {
+            return;
+        }
+        let fresh = Some(Held {
+            boot,
+            wall_ms,
+            mono_ms: mono_of(wall_ms),
+        });
+        if let Phase::Preparing { held, .. } | Phase::Settling { held, .. } = self {
+            *held = fresh;
+        }
+    }
+
     /// The color a pending flip will make live.
     pub fn target(&self) -> Option<Color> {
         match *self {
@@ -191,10 +308,18 @@ mod tests {
             target: Some(Color::Green),
             force: false,
             confirmed: true,
+            held: None,
         };
         assert_eq!(Phase::Steady.ttl(300, 5), 300);
         assert_eq!(preparing.ttl(300, 5), 5);
-        assert_eq!(Phase::Settling { until_ms: 9 }.ttl(300, 5), 5);
+        assert_eq!(
+            Phase::Settling {
+                until_ms: 9,
+                held: None
+            }
+            .ttl(300, 5),
+            5
+        );
         assert!(Phase::Steady.is_long() && !preparing.is_long());
         assert_eq!(preparing.name().as_str(), "preparing");
         assert_eq!(preparing.target(), Some(Color::Green));

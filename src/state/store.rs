@@ -494,7 +494,8 @@ fn read_snapshot(path: &Path) -> Result<Option<(State, u64)>, StateError> {
                         flipped_at_ms: s.flipped_at_ms,
                         phase: s.phase,
                         ttl: 0,
-                        old_expires_ms: None,
+                        expires_ms: [0; 2],
+                        expires_held: [None; 2],
                     };
                     (name, state)
                 })
@@ -551,9 +552,11 @@ mod tests {
                     target: Some(Color::Blue),
                     force: false,
                     confirmed: true,
+                    held: None,
                 },
                 ttl: 300,
-                old_expires_ms: Some(1_700_000_005_000),
+                expires_ms: [1_700_000_005_000, 0],
+                expires_held: [None; 2],
             },
         );
         state

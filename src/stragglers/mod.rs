@@ -77,6 +77,8 @@ pub struct Ledger {
     /// Where each service's latest flip is read from.
     records: Arc<Records>,
     clock: Clock,
+    /// When this ledger began (wall clock): answers before it are not in it.
+    started_ms: u64,
 }
 
 /// The ledger's own figures.
@@ -91,10 +93,13 @@ pub struct LedgerFigures {
 
 impl Ledger {
     /// Starts the ledger task on `tracker`; the ledger holds at most `capacity` entries.
+    /// The task applies arrived batches every `drain_every` ([`DRAIN_EVERY`] in the
+    /// server; tests on a fake clock pass longer).
     pub fn start(
         capacity: usize,
         records: Arc<Records>,
         clock: Clock,
+        drain_every: Duration,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Arc<Ledger> {
@@ -106,9 +111,10 @@ impl Ledger {
             free: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
             records,
+            started_ms: clock.now_ms(),
             clock,
         });
-        tracker.spawn(ledger.clone().run(shutdown.clone()));
+        tracker.spawn(ledger.clone().run(drain_every, shutdown.clone()));
         ledger
     }
 
@@ -128,9 +134,9 @@ impl Ledger {
         self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn run(self: Arc<Ledger>, shutdown: CancellationToken) {
+    async fn run(self: Arc<Ledger>, drain_every: Duration, shutdown: CancellationToken) {
         self.refresh_flips();
-        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        let mut drain = tokio::time::interval(drain_every);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = std::time::Instant::now();
         loop {
@@ -199,6 +205,7 @@ impl Ledger {
             let flip = Flip {
                 flips: state.flips,
                 at_ms: state.flipped_at_ms.unwrap_or(0),
+                old_expires_ms: state.expires_ms[state.live.other().index()],
                 from: (state.flips > FlipCount(0)).then(|| state.live.other()),
                 to: state.live,
                 cname: view.answer == AnswerMode::Cname,
@@ -209,6 +216,15 @@ impl Ledger {
                 track.logged_drained = flip.flips;
                 track.logged_first_straggler = flip.flips;
             }
+            if track.flip.flips != flip.flips || track.old_expires_mono == 0 {
+                // Not known (a state from before the expiries were kept): a normal TTL from
+                // the flip.
+                let clock = &self.clock;
+                let unknown = flip.at_ms + u64::from(state.ttl) * 1000;
+                track.old_expires_mono = state
+                    .expires_mono(state.live.other(), clock.boot(), |w| clock.mono_of(w))
+                    .unwrap_or_else(|| clock.mono_of(unknown));
+            }
             track.flip = flip;
         }
     }
@@ -216,7 +232,7 @@ impl Ledger {
     /// Logs, once per flip, when the old color has left every cache that obeys TTLs. The
     /// lines are gathered under the table lock and written after it is released.
     fn log_drained(&self) {
-        let now = self.clock.coarse_now_ms();
+        let (now, mono) = (self.clock.coarse_now_ms(), self.clock.mono_ms());
         let mut lines = Vec::new();
         {
             let mut table = self.table();
@@ -225,8 +241,8 @@ impl Ledger {
                 let (flip, Some(old)) = (track.flip, track.flip.from) else {
                     continue;
                 };
-                let drained_at = track.expiry_ms[old.index()].max(flip.at_ms);
-                if track.logged_drained == flip.flips || now < drained_at {
+                let drained_at = report::drained_at(track, old);
+                if track.logged_drained == flip.flips || mono < track.old_expires_mono {
                     continue;
                 }
                 let name = track.name.clone();
@@ -252,9 +268,23 @@ impl Ledger {
     pub fn report(&self, service: &str, limit: usize) -> Option<(Report, LedgerFigures)> {
         self.refresh_flips();
         self.drain();
-        let id = self.records.load().service(service)?.id;
+        let snapshot = self.records.load();
+        let view = snapshot.service(service)?;
         let figures = self.figures();
-        let report = report::report(&self.table(), id, self.clock.coarse_now_ms(), limit);
+        let mut report = report::report(
+            &self.table(),
+            view.id,
+            self.clock.coarse_now_ms(),
+            self.clock.mono_ms(),
+            limit,
+        );
+        // Resolvers that got the old color before the ledger started are not in it: a
+        // ledger that started less than a normal TTL before the flip cannot be complete.
+        let ttl_ms = u64::from(view.state.ttl) * 1000;
+        report.complete = report
+            .flip
+            .is_none_or(|f| self.started_ms + ttl_ms <= f.at_ms);
+        report.ledger_started_ms = self.started_ms;
         Some((report, figures))
     }
 
@@ -365,6 +395,7 @@ mod tests {
                 1000,
                 records,
                 Clock::System,
+                DRAIN_EVERY,
                 &CancellationToken::new(),
                 &TaskTracker::new(),
             )

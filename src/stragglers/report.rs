@@ -65,9 +65,17 @@ impl ClassCounts {
 pub struct Report {
     /// The latest flip the classes are relative to; `None` before the first.
     pub flip: Option<Flip>,
-    /// When the last answer with the old color expires in caches that obey TTLs.
+    /// When the last answer with the old color expires in caches that obey TTLs: the later
+    /// of what the flip recorded (every answer any process could have given) and what the
+    /// ledger saw.
     pub drained_at_ms: Option<u64>,
+    /// Whether that moment has passed; never said without it.
     pub drained: bool,
+    /// Whether the ledger saw every resolver that could hold the old color (it started at
+    /// least a normal TTL before the flip).
+    pub complete: bool,
+    /// When the ledger started (wall clock).
+    pub ledger_started_ms: u64,
     pub counts: ClassCounts,
     /// Straggling queries for the old color's name since the flip.
     pub straggler_queries: u64,
@@ -123,6 +131,15 @@ pub fn interval_ms(entry: &Entry) -> Option<u32> {
     (entry.samples >= MIN_SAMPLES).then_some(entry.interval_ms)
 }
 
+/// When the last answer of `old` expires for caches that obey TTLs: what the flip recorded
+/// (it covers answers no ledger saw, such as those of a process before a restart) or what
+/// the ledger saw, whichever is later.
+pub fn drained_at(track: &ServiceTrack, old: crate::color::Color) -> u64 {
+    track.expiry_ms[old.index()]
+        .max(track.flip.at_ms)
+        .max(track.flip.old_expires_ms)
+}
+
 /// Counts of every class for `service`.
 pub fn counts(table: &Table, service: u16, now_ms: u64) -> ClassCounts {
     let flip = table.track_of(service).map(|t| t.flip).unwrap_or_default();
@@ -137,7 +154,7 @@ pub fn counts(table: &Table, service: u16, now_ms: u64) -> ClassCounts {
 
 /// The full report for `service`: counts, the drain deadline, and up to `limit` resolvers of
 /// each interesting class (stragglers, overdue, draining), worst first.
-pub fn report(table: &Table, service: u16, now_ms: u64, limit: usize) -> Report {
+pub fn report(table: &Table, service: u16, now_ms: u64, mono_ms: u64, limit: usize) -> Report {
     let fresh = ServiceTrack::default();
     let track = table.track_of(service).unwrap_or(&fresh);
     let flip = track.flip;
@@ -173,11 +190,13 @@ pub fn report(table: &Table, service: u16, now_ms: u64, limit: usize) -> Report 
         );
     }
     let old = flip.from;
-    let drained_at_ms = old.map(|o| track.expiry_ms[o.index()].max(flip.at_ms));
+    let drained_at_ms = old.map(|o| drained_at(track, o));
     Report {
         flip: (flip.flips > FlipCount(0)).then_some(flip),
         drained_at_ms,
-        drained: drained_at_ms.is_none_or(|d| now_ms >= d),
+        drained: old.is_none() || mono_ms >= track.old_expires_mono,
+        complete: true,
+        ledger_started_ms: 0,
         counts,
         straggler_queries: old.map_or(0, |o| track.straggler_queries[o.index()]),
         resolvers,

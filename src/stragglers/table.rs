@@ -136,6 +136,9 @@ pub struct Flip {
     /// The service's flip count after this flip; 0: never flipped.
     pub flips: FlipCount,
     pub at_ms: u64,
+    /// When the last answer of the old color this server (in any process) could have
+    /// given expires, as the flip recorded it in the state.
+    pub old_expires_ms: u64,
     pub from: Option<Color>,
     pub to: Color,
     /// The service answers a CNAME to the live color's name.
@@ -147,6 +150,7 @@ impl Default for Flip {
         Flip {
             flips: FlipCount(0),
             at_ms: 0,
+            old_expires_ms: 0,
             from: None,
             to: Color::Blue,
             cname: false,
@@ -165,6 +169,9 @@ pub struct ServiceTrack {
     pub straggler_queries: [u64; 2],
     /// The service's name, for log lines; empty until the ledger task first sees it.
     pub name: String,
+    /// [`Flip::old_expires_ms`] on the monotonic clock, fixed when the ledger first saw the
+    /// flip, so a later wall-clock step cannot make "drained" come early.
+    pub old_expires_mono: u64,
     /// The flip whose first straggler, and whose drain, has been logged.
     pub logged_first_straggler: FlipCount,
     pub logged_drained: FlipCount,

@@ -83,6 +83,13 @@ async fn follow<W: AsyncWrite + Unpin>(
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     loop {
         tokio::select! {
+            _ = context.shutdown.cancelled() => {
+                let error = Error::new(ErrorKind::ShuttingDown, format!(
+                    "the server is shutting down; the flip of {} to {target} is persisted and resumes when it starts again (`flipdns ctl status {}` shows it)",
+                    scheduled.service, scheduled.service
+                ));
+                return send(out, &Reply::Error(error)).await;
+            }
             _ = ticker.tick() => send(out, &Reply::Progress(draining(drained_at_ms))).await?,
             event = events.recv() => match event {
                 Ok(event) if event.cutover == id => {
@@ -110,8 +117,10 @@ async fn follow<W: AsyncWrite + Unpin>(
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {
-                    let message = "the server is shutting down; the cutover stays scheduled and resumes when it starts again";
-                    let error = Error::new(ErrorKind::ShuttingDown, message);
+                    let error = Error::new(ErrorKind::ShuttingDown, format!(
+                        "the server is shutting down; the flip of {} to {target} is persisted and resumes when it starts again (`flipdns ctl status {}` shows it)",
+                        scheduled.service, scheduled.service
+                    ));
                     return send(out, &Reply::Error(error)).await;
                 }
             },

@@ -31,6 +31,8 @@ pub struct Context {
     pub ledger: Option<Arc<Ledger>>,
     pub reloader: Arc<Reloader>,
     pub clock: Clock,
+    /// Fires at shutdown: a client following a cutover is told before the socket closes.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Runs one request line, writing its reply (and any progress) to `out`. An error is a
@@ -87,7 +89,7 @@ fn phase(phase: &Phase) -> PhaseStatus {
     };
     let (since_ms, settle_until_ms) = match *phase {
         Phase::Preparing { since_ms, .. } => (Some(since_ms), None),
-        Phase::Settling { until_ms } => (None, Some(until_ms)),
+        Phase::Settling { until_ms, .. } => (None, Some(until_ms)),
         Phase::Steady => (None, None),
     };
     PhaseStatus {

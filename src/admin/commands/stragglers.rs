@@ -36,6 +36,8 @@ pub fn run(
         }),
         drained_at_ms: report.drained_at_ms,
         drained: report.drained,
+        complete: report.complete,
+        ledger_started_ms: report.ledger_started_ms,
         counts: counts(&report.counts),
         straggler_queries: report.straggler_queries,
         resolvers: report

@@ -198,8 +198,20 @@ impl Server {
         std::mem::replace(&mut self.dir, dir)
     }
 
+    /// SIGTERM, waiting for the exit; returns the directory to start again in.
+    pub fn sigterm(mut self) -> TempDir {
+        let status = self.signal_and_wait(libc::SIGTERM);
+        assert!(status.success(), "SIGTERM exits 0: {status}");
+        let dir = tempfile::Builder::new().tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
     /// Sends `signal` and waits for the exit status.
     pub fn stop_with(mut self, signal: i32) -> std::process::ExitStatus {
+        self.signal_and_wait(signal)
+    }
+
+    fn signal_and_wait(&mut self, signal: i32) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(10);

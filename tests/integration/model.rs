@@ -1,0 +1,573 @@
+//! The cutover's promises (I1–I4 in `src/cutover/mod.rs`) against random sequences of
+//! everything that can happen to a service: answers with the normal and the short TTL,
+//! prepare, flip, flip --now, rollback, cancel, reload, restart, kill -9, time passing,
+//! wall-clock steps, health going up and down.
+//!
+//! The real switch, state store (on tmpfs where there is one), cutover tasks, ledger and
+//! query handler run in process on a fake clock (tokio's paused time), so minutes pass in
+//! microseconds. A reference model keeps the ground truth no restart can forget: every
+//! answer handed out, with its color, TTL and expiry. After every step it checks:
+//! - I1: a flip from O (other than one asked for with `--now`, or one made while a `--now`
+//!   flip's exposure lasts) comes after every normal-TTL answer of O has expired;
+//! - I2: the straggler report says "drained" only after every answer of O has expired;
+//! - I3: a rollback while settling flips at once (or is refused by health, never by the
+//!   interval);
+//! - I4: a reload keeps every live color and pending flip, and refuses to drop one;
+//! - the state on disk, the snapshot and the answer served agree;
+//! - liveness: with health up, a pending flip has happened once its deadline (as the model
+//!   computes it, restarts included) is well past.
+//!
+//! Seeded and reproducible: a failure names its seed and step; `FLIPDNS_MODEL_SEED=N`
+//! replays one sequence, `FLIPDNS_MODEL_SEQUENCES=N` runs more.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use flipdns::catalog::Catalog;
+use flipdns::clock::{Clock, FakeTime};
+use flipdns::color::Color;
+use flipdns::config::{Config, HealthConfig, ServiceConfig};
+use flipdns::counters::Counters;
+use flipdns::cutover::{Action, Cutovers, HealthGate, Outcome, RefusalKind};
+use flipdns::dns::Handler;
+use flipdns::observed::{AddressHealth, ColorHealth};
+use flipdns::reload::Reloader;
+use flipdns::state::{Phase, Store};
+use flipdns::stragglers::{Ledger, Recorder};
+use flipdns::switch::Switch;
+use flipdns::wire::Transport;
+use hickory_proto::op::Message;
+use hickory_proto::rr::RData;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const TTL: u32 = 60;
+const CUTOVER_TTL: u32 = 5;
+const ZONE: &str =
+    "$TTL 3600\n@ IN SOA ns1 hostmaster 1 7200 900 1209600 60\n  IN NS ns1\nns1 IN A 192.0.2.53\n";
+
+fn config_text(ttl: u32, with_api: bool) -> String {
+    let api = if with_api {
+        "[[service]]\nname = \"api\"\nblue = [\"192.0.2.20\"]\ngreen = [\"198.51.100.20\"]\nlive = \"blue\"\nttl = 30\ncutover_ttl = 5\nsettle = \"30s\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_socket = \"s\"\nstate_file = \"state.json\"\n[ledger]\ncapacity = 1000\n[[zone]]\norigin = \"svc.example.com.\"\nfile = \"svc.zone\"\n[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\"]\ngreen = [\"198.51.100.10\"]\nlive = \"blue\"\nttl = {ttl}\ncutover_ttl = {CUTOVER_TTL}\nsettle = \"30s\"\nmin_flip_interval = \"2m\"\n[service.health]\nkind = \"tcp\"\nport = 9\n{api}"
+    )
+}
+
+/// A health gate whose answer the test sets.
+struct Scripted(AtomicBool);
+
+impl HealthGate for Scripted {
+    fn check<'a>(
+        &'a self,
+        service: &'a ServiceConfig,
+        health: &'a HealthConfig,
+        color: Color,
+    ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>> {
+        let healthy = self.0.load(Relaxed);
+        Box::pin(async move {
+            ColorHealth {
+                color,
+                checked_at_ms: 0,
+                addresses: service
+                    .addresses(color)
+                    .iter()
+                    .map(|&address| AddressHealth {
+                        address,
+                        port: health.port,
+                        healthy,
+                        detail: if healthy { "ok" } else { "down" }.into(),
+                    })
+                    .collect(),
+            }
+        })
+    }
+}
+
+/// One server process, in process.
+struct Running {
+    switch: Arc<Switch>,
+    cutovers: Arc<Cutovers>,
+    reloader: Reloader,
+    handler: Handler,
+    ledger: Arc<Ledger>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+struct World {
+    dir: PathBuf,
+    clock: Clock,
+    time: Arc<FakeTime>,
+    gate: Arc<Scripted>,
+    running: Option<Running>,
+    config_ttl: u32,
+    with_api: bool,
+}
+
+impl World {
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("flipdns.toml")
+    }
+
+    fn write_config(&self) {
+        std::fs::write(
+            self.config_path(),
+            config_text(self.config_ttl, self.with_api),
+        )
+        .unwrap();
+    }
+
+    fn start(&mut self) {
+        let catalog = Config::load(&self.config_path())
+            .and_then(Catalog::load)
+            .unwrap();
+        let store = Store::open(&self.dir.join("state.json")).unwrap();
+        let switch = Arc::new(Switch::start(catalog, store, self.clock.clone()).unwrap());
+        let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let gate: Arc<dyn HealthGate> = self.gate.clone();
+        let cutovers = Arc::new(Cutovers::start(
+            switch.clone(),
+            self.clock.clone(),
+            gate,
+            &shutdown,
+            &tracker,
+        ));
+        let ledger = Ledger::start(
+            1000,
+            switch.records().clone(),
+            self.clock.clone(),
+            Duration::from_secs(3600), // reports drain the queue themselves
+            &shutdown,
+            &tracker,
+        );
+        let handler = Handler::new(
+            switch.records().clone(),
+            Arc::new(Counters::default()),
+            self.clock.clone(),
+        );
+        self.running = Some(Running {
+            reloader: Reloader::new(switch.clone(), cutovers.clone()),
+            switch,
+            cutovers,
+            handler,
+            ledger,
+            shutdown,
+            tracker,
+        });
+    }
+
+    /// Stops the process: its tasks end, its memory is gone; only the disk remains.
+    async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown.cancel();
+            running.tracker.close();
+            running.tracker.wait().await;
+            running.switch.quiesce().await;
+        }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("started")
+    }
+}
+
+/// What one answer said.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    color: Color,
+    ttl: u32,
+}
+
+fn ask(running: &Running, resolver: u8) -> Answer {
+    let packet = flipdns::fixture::query("app.svc.example.com", 1);
+    let client = SocketAddr::new(IpAddr::from([10, 0, 0, resolver]), 5353);
+    let mut out = Vec::new();
+    let mut recorder = Recorder::new(Some(&running.ledger));
+    assert!(
+        running
+            .handler
+            .handle(&packet, client, Transport::Udp, &mut out, &mut recorder)
+    );
+    recorder.flush();
+    let message = Message::from_vec(&out).unwrap();
+    let record = &message.answers[0];
+    let color = match &record.data {
+        RData::A(a) if a.0.octets()[0] == 192 => Color::Blue,
+        RData::A(_) => Color::Green,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    Answer {
+        color,
+        ttl: record.ttl,
+    }
+}
+
+/// The ground truth: every answer handed out, in monotonic milliseconds.
+#[derive(Debug, Default)]
+struct Truth {
+    /// Per color: when the last normal-TTL answer expires.
+    long_expiry: [u64; 2],
+    /// Per color: when the last answer of any TTL expires.
+    expiry: [u64; 2],
+    /// Per color: a `--now` flip from it left its normal-TTL answers in caches, on the
+    /// operator's say-so, until this moment; a rollback while settling (immediate by I3)
+    /// before then is exempt from I1.
+    exposed_until: [u64; 2],
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Ask,
+    Prepare,
+    Flip { now: bool },
+    Rollback,
+    Cancel,
+    Reload,
+    Restart,
+    Kill9,
+    Wait(u64),
+    WallClockJump(i64),
+    Health(bool),
+}
+
+fn step(rng: &mut Rng) -> Step {
+    match rng.below(100) {
+        0..=24 => Step::Ask,
+        25..=31 => Step::Prepare,
+        32..=41 => Step::Flip {
+            now: rng.below(3) == 0,
+        },
+        42..=48 => Step::Rollback,
+        49..=53 => Step::Cancel,
+        54..=58 => Step::Reload,
+        59..=62 => Step::Restart,
+        63..=66 => Step::Kill9,
+        67..=90 => Step::Wait([500, 3_000, 20_000, 61_000, 200_000][rng.below(5) as usize]),
+        91..=94 => Step::WallClockJump([-90_000, -5_000, 5_000, 90_000][rng.below(4) as usize]),
+        _ => Step::Health(rng.below(3) != 0),
+    }
+}
+
+fn tmp_root() -> Option<&'static Path> {
+    let shm = Path::new("/dev/shm");
+    shm.is_dir().then_some(shm)
+}
+
+#[test]
+fn the_cutover_keeps_its_promises_in_random_sequences() {
+    let sequences: u64 = std::env::var("FLIPDNS_MODEL_SEQUENCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let seeds: Vec<u64> = match std::env::var("FLIPDNS_MODEL_SEED") {
+        Ok(seed) => vec![seed.parse().unwrap()],
+        Err(_) => (1..=sequences).collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let mut steps = 0;
+    for seed in seeds {
+        steps += runtime.block_on(sequence(seed));
+    }
+    eprintln!("model: {steps} steps checked");
+}
+
+async fn sequence(seed: u64) -> usize {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("flipdns-model");
+    let dir = match tmp_root() {
+        Some(root) => builder.tempdir_in(root),
+        None => builder.tempdir(),
+    }
+    .unwrap();
+    std::fs::write(dir.path().join("svc.zone"), ZONE).unwrap();
+    let (clock, time) = Clock::fake(1_800_000_000_000);
+    let mut world = World {
+        dir: dir.path().to_path_buf(),
+        clock,
+        time,
+        gate: Arc::new(Scripted(AtomicBool::new(true))),
+        running: None,
+        config_ttl: TTL,
+        with_api: true,
+    };
+    world.write_config();
+    world.start();
+    let mut truth = Truth::default();
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut live = Color::Blue;
+    let count = 20 + rng.below(30) as usize;
+    for index in 0..count {
+        let step = step(&mut rng);
+        let context = format!("seed {seed}, step {index} ({step:?})");
+        let before = world
+            .running()
+            .switch
+            .service("app")
+            .await
+            .unwrap()
+            .1
+            .service;
+        let outcome = apply(&mut world, &mut truth, step).await;
+        let after = world
+            .running()
+            .switch
+            .service("app")
+            .await
+            .unwrap()
+            .1
+            .service;
+        if std::env::var("FLIPDNS_MODEL_SEED").is_ok() {
+            eprintln!(
+                "{index:3} t={:>8} {step:?} -> {outcome:?}\n    {:?}\n    truth {truth:?}",
+                world.clock.mono_ms(),
+                after
+            );
+        }
+        check(
+            &world, &mut truth, &mut live, step, &before, &after, outcome, &context,
+        )
+        .await;
+    }
+    // Liveness: health up, and long enough for every deadline to pass.
+    world.gate.0.store(true, Relaxed);
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    let last = world
+        .running()
+        .switch
+        .service("app")
+        .await
+        .unwrap()
+        .1
+        .service;
+    assert_eq!(
+        last.pending(),
+        None,
+        "seed {seed}: a pending flip with health up has happened 400 s on ({last:?})"
+    );
+    world.stop().await;
+    count
+}
+
+/// What a command step returned: `Ok(outcome)` or `Err(kind)`; `None` for other steps.
+type StepOutcome = Option<Result<Outcome, RefusalKind>>;
+
+async fn command(world: &World, action: Action) -> StepOutcome {
+    Some(
+        world
+            .running()
+            .cutovers
+            .command("app", action)
+            .await
+            .map(|d| d.outcome)
+            .map_err(|r| r.kind),
+    )
+}
+
+async fn apply(world: &mut World, truth: &mut Truth, step: Step) -> StepOutcome {
+    match step {
+        Step::Ask => {
+            let answer = ask(world.running(), 1 + (world.clock.mono_ms() % 3) as u8);
+            note(truth, world, answer);
+            None
+        }
+        Step::Prepare => command(world, Action::Prepare).await,
+        Step::Flip { now } => {
+            let current = world.running().switch.service("app").await.unwrap().1;
+            let to = current
+                .service
+                .pending()
+                .unwrap_or(current.service.live.other());
+            command(
+                world,
+                Action::Flip {
+                    to,
+                    now,
+                    force: false,
+                },
+            )
+            .await
+        }
+        Step::Rollback => command(world, Action::Rollback { force: false }).await,
+        Step::Cancel => command(world, Action::Cancel).await,
+        Step::Reload => {
+            let api_pending = world
+                .running()
+                .switch
+                .service("api")
+                .await
+                .and_then(|(_, c)| c.service.pending());
+            world.config_ttl = if world.config_ttl == TTL { 30 } else { TTL };
+            if api_pending.is_none() {
+                world.with_api = !world.with_api;
+            }
+            world.write_config();
+            let reloaded = world.running().reloader.reload(false).await;
+            assert!(reloaded.is_ok(), "{reloaded:?}");
+            None
+        }
+        Step::Restart | Step::Kill9 => {
+            if let Step::Kill9 = step {
+                // A command in flight when the process dies.
+                let cutovers = world.running().cutovers.clone();
+                let in_flight = tokio::spawn(async move {
+                    let _ = cutovers
+                        .command(
+                            "app",
+                            Action::Flip {
+                                to: Color::Green,
+                                now: false,
+                                force: false,
+                            },
+                        )
+                        .await;
+                });
+                tokio::task::yield_now().await;
+                world.stop().await;
+                in_flight.abort();
+                let _ = in_flight.await;
+            }
+            world.stop().await;
+            world.start();
+            None
+        }
+        Step::Wait(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            None
+        }
+        Step::WallClockJump(ms) => {
+            world.time.step(ms);
+            None
+        }
+        Step::Health(up) => {
+            world.gate.0.store(up, Relaxed);
+            None
+        }
+    }
+}
+
+fn note(truth: &mut Truth, world: &World, answer: Answer) {
+    let now = world.clock.mono_ms();
+    let expiry = now + u64::from(answer.ttl) * 1000;
+    let c = answer.color.index();
+    truth.expiry[c] = truth.expiry[c].max(expiry);
+    if answer.ttl != CUTOVER_TTL {
+        truth.long_expiry[c] = truth.long_expiry[c].max(expiry);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn check(
+    world: &World,
+    truth: &mut Truth,
+    live: &mut Color,
+    step: Step,
+    before: &flipdns::state::ServiceState,
+    after: &flipdns::state::ServiceState,
+    outcome: StepOutcome,
+    context: &str,
+) {
+    let running = world.running();
+    let now = world.clock.mono_ms();
+    // State on disk, snapshot and answer agree.
+    let disk = flipdns::state::store::read_state(&world.dir.join("state.json"))
+        .unwrap()
+        .unwrap();
+    let snapshot = running.switch.records().load_full();
+    let view = snapshot.service("app").unwrap();
+    assert_eq!(&disk.services["app"], after, "{context}: disk and state");
+    assert_eq!(view.state, *after, "{context}: snapshot and state");
+    let answer = ask(running, 9);
+    note(truth, world, answer);
+    assert_eq!(answer.color, after.live, "{context}: the answer's color");
+    let ttl = after.phase.ttl(world.config_ttl, CUTOVER_TTL);
+    assert_eq!(answer.ttl, ttl, "{context}: the answer's TTL");
+
+    // I1: a flip from `old` comes after every normal-TTL answer of `old` expired.
+    if after.live != *live {
+        let old = *live;
+        let at = world
+            .clock
+            .mono_of(after.flipped_at_ms.expect("a flip has a time"));
+        let asked_now = matches!(step, Step::Flip { now: true });
+        let rollback = matches!(before.phase, Phase::Settling { .. });
+        if asked_now {
+            let exposed = &mut truth.exposed_until[old.index()];
+            *exposed = (*exposed).max(truth.long_expiry[old.index()]);
+        } else if !(rollback && at < truth.exposed_until[old.index()]) {
+            assert!(
+                at + 1 >= truth.long_expiry[old.index()],
+                "{context}: I1: flipped from {old} at {at} before its last normal-TTL answer expired at {}",
+                truth.long_expiry[old.index()]
+            );
+        }
+        *live = after.live;
+    }
+
+    // I2: "drained" only once every answer of the old color has expired.
+    if let Some((report, _)) = running.ledger.report("app", 10)
+        && let Some(flip) = report.flip
+        && report.drained
+    {
+        let old = flip.from.unwrap_or(flip.to.other());
+        if old != after.live {
+            assert!(
+                now + 1 >= truth.expiry[old.index()],
+                "{context}: I2: the report says {old} drained at {now}, but an answer of it expires at {}",
+                truth.expiry[old.index()]
+            );
+        }
+    }
+
+    // I3: a rollback while settling flips at once, or is refused by health only.
+    if let (Step::Rollback, Phase::Settling { .. }) = (step, before.phase) {
+        match outcome {
+            Some(Ok(Outcome::Flipped)) => {}
+            Some(Err(RefusalKind::Unhealthy)) if !world.gate.0.load(Relaxed) => {}
+            other => panic!("{context}: I3: a rollback while settling gave {other:?}"),
+        }
+    }
+    if let Some(Err(RefusalKind::Interval)) = outcome {
+        assert!(
+            !matches!(before.phase, Phase::Settling { .. }),
+            "{context}: I3: the anti-flap rule refused a rollback while settling"
+        );
+    }
+
+    // I4: a reload changes no color and keeps a pending flip.
+    if let Step::Reload = step {
+        assert_eq!(after.live, before.live, "{context}: I4: color");
+        assert_eq!(
+            after.pending(),
+            before.pending(),
+            "{context}: I4: pending flip"
+        );
+    }
+}
