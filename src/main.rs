@@ -35,6 +35,11 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Read the durable state (snapshot and journal, merged) without a running server.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Talk to a running server through its admin socket.
     Ctl {
         /// Admin socket path [default: admin_socket of --config].
@@ -48,6 +53,16 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Print the state as JSON: live colors, flips, phases, deadlines, serials.
+    Show {
+        /// Config whose state_file to read.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
 }
 
@@ -127,6 +142,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => exit(serve(&config)),
         Command::Check { config } => exit(check(&config)),
+        Command::State {
+            command: StateCommand::Show { config },
+        } => exit(show_state(&config)),
         Command::Ctl {
             socket,
             config,
@@ -203,6 +221,24 @@ async fn signals(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.cancel();
+}
+
+fn show_state(config: &Path) -> Result<(), String> {
+    let config = Config::load(config).map_err(|p| format!("invalid configuration:\n{p}"))?;
+    let path = &config.server.state_file;
+    let state = flipdns::state::store::read_state(path)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "state file {}: none yet (the server has not started)",
+                path.display()
+            )
+        })?;
+    let json = serde_json::json!({
+        "services": state.services,
+        "zones": state.zones,
+    });
+    say(&json_line(&json)).map_err(|e| format!("cannot write to stdout: {e}"))
 }
 
 fn check(config: &Path) -> Result<(), String> {

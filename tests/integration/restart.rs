@@ -288,3 +288,26 @@ fn a_zero_length_tcp_message_closes_the_connection_at_once() {
         .unwrap();
     assert!(crate::common::read_reply(&mut stream).is_ok());
 }
+
+#[test]
+fn state_show_prints_the_snapshot_and_the_journal_merged() {
+    let server = start(30, "");
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    let out = Command::new(BIN)
+        .args(["state", "show", "--config"])
+        .arg(server.config())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["services"]["app"]["live"], "green", "{state}");
+    assert_eq!(state["services"]["app"]["flips"], 1, "{state}");
+    assert_eq!(
+        state["services"]["app"]["phase"]["name"], "settling",
+        "{state}"
+    );
+}
