@@ -25,8 +25,8 @@ pub enum Clock {
     Fake(Arc<FakeTime>),
 }
 
-/// A test's time: tokio's (pausable) clock, plus a wall-clock offset that [`FakeTime::step`]
-/// changes.
+/// A test's time: tokio's (pausable) clock, less the spans it was frozen, plus a wall-clock
+/// offset that [`FakeTime::step`] changes.
 #[derive(Debug)]
 pub struct FakeTime {
     /// Wall-clock milliseconds at `start`.
@@ -34,6 +34,8 @@ pub struct FakeTime {
     start: tokio::time::Instant,
     /// Wall-clock steps so far, in milliseconds (negative: stepped back).
     step_ms: AtomicI64,
+    /// Milliseconds of tokio time spent frozen so far, and since when it is frozen now.
+    frozen: std::sync::Mutex<(u64, Option<tokio::time::Instant>)>,
 }
 
 impl FakeTime {
@@ -42,8 +44,25 @@ impl FakeTime {
         self.step_ms.fetch_add(ms, Relaxed);
     }
 
+    /// Stops both clocks until [`FakeTime::thaw`], whatever tokio's time does meanwhile (it
+    /// moves on its own under `tokio::time::pause` while a test waits for a thread).
+    pub fn freeze(&self) {
+        let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        frozen.1.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// Lets both clocks move with tokio's time again.
+    pub fn thaw(&self) {
+        let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(since) = frozen.1.take() {
+            frozen.0 += since.elapsed().as_millis() as u64;
+        }
+    }
+
     fn mono_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        let frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        let now = frozen.1.unwrap_or_else(tokio::time::Instant::now);
+        (now.duration_since(self.start).as_millis() as u64).saturating_sub(frozen.0)
     }
 
     fn wall_ms(&self) -> u64 {
@@ -59,6 +78,7 @@ impl Clock {
             base_wall_ms: wall_ms,
             start: tokio::time::Instant::now(),
             step_ms: AtomicI64::new(0),
+            frozen: std::sync::Mutex::new((0, None)),
         });
         (Clock::Fake(time.clone()), time)
     }

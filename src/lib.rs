@@ -13,6 +13,7 @@
 //! ```text
 //! foundation   clock.rs     wall and monotonic time; the seam tests drive
 //!              color.rs     Color
+//!              logging.rs   the log sink: a bounded queue to a thread of its own
 //!              problem.rs   located problems in operator files
 //!              wire.rs      DNS protocol numbers and sizes
 //!              subnet.rs    the EDNS Client Subnet of a query
@@ -59,6 +60,7 @@ pub mod cutover;
 pub mod dns;
 pub mod fixture;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod observed;
 pub mod problem;

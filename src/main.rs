@@ -184,12 +184,16 @@ fn load(config: &Path) -> Result<Catalog, String> {
 }
 
 fn serve(config: &Path) -> Result<(), String> {
+    // Log lines go through a bounded queue to a thread of their own: a stderr that fails or
+    // stops being read drops lines (counted), never a signal, a reply or an answer.
+    flipdns::logging::start(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLIPDNS_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(flipdns::logging::Sink)
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let catalog = load(config)?;
@@ -197,16 +201,19 @@ fn serve(config: &Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
         flipdns::server::run(catalog, shutdown)
             .await
             .map_err(|e| e.to_string())
-    })
+    });
+    flipdns::logging::finish(std::time::Duration::from_millis(500));
+    served
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT.
+/// Cancels `shutdown` on SIGTERM or SIGINT, then says so: a signal is acted on before
+/// anything is logged about it.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -216,11 +223,12 @@ async fn signals(shutdown: CancellationToken) {
         tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
     shutdown.cancel();
+    tracing::info!("{name} received");
 }
 
 fn show_state(config: &Path) -> Result<(), String> {

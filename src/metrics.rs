@@ -282,7 +282,16 @@ impl Exporter {
         ] {
             family(e, name, help, [(vec![], counter(value.load(Relaxed)))])?;
         }
-        Ok(())
+        let (queue_full, write_failed) = crate::logging::dropped();
+        family(
+            e,
+            "flipdns_log_lines_dropped",
+            "Log lines dropped: the log queue was full (stderr slow or not read), or writing failed.",
+            [
+                (vec![("reason", "queue_full")], counter(queue_full)),
+                (vec![("reason", "write_failed")], counter(write_failed)),
+            ],
+        )
     }
 
     fn ledger(

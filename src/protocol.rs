@@ -108,6 +108,21 @@ fn yes() -> bool {
     true
 }
 
+impl Request {
+    /// Whether the request changes something (a cutover command or a reload): those get
+    /// the admin slot kept free of readers.
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Request::Prepare { .. }
+                | Request::Flip { .. }
+                | Request::Rollback { .. }
+                | Request::Cancel { .. }
+                | Request::Reload { .. }
+        )
+    }
+}
+
 /// One reply line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {

@@ -8,6 +8,7 @@
 //! running values stay.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
@@ -32,6 +33,11 @@ pub enum ReloadError {
     Invalid(Problems),
     #[error("reload not applied, still serving the previous configuration: {0}")]
     Refused(ReloadRefused),
+    #[error(
+        "reload abandoned, still serving the previous configuration: reading the config and zone files took longer than {:?} (limits.reload_timeout; is one of them a FIFO, or on a hung mount?)",
+        .0
+    )]
+    TimedOut(Duration),
 }
 
 /// Reloads one server's configuration; one reload at a time.
@@ -56,7 +62,22 @@ impl Reloader {
         let _one_at_a_time = self.busy.lock().await;
         let running = self.switch.catalog();
         let path = running.config.path.clone();
-        let catalog = match Config::load(&path).and_then(Catalog::load) {
+        // Files are read on a blocking thread, never on the threads that answer queries, and
+        // only for so long.
+        let read = tokio::task::spawn_blocking(move || Config::load(&path).and_then(Catalog::load));
+        let path = running.config.path.clone();
+        let limit = running.config.limits.reload_timeout;
+        let loaded = match tokio::time::timeout(limit, read).await {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(_)) | Err(_) => {
+                tracing::error!(
+                    "reload abandoned: reading {} and its zone files took longer than {limit:?}",
+                    path.display()
+                );
+                return Err(ReloadError::TimedOut(limit));
+            }
+        };
+        let catalog = match loaded {
             Ok(catalog) => catalog,
             Err(problems) => {
                 for problem in &problems.0 {

@@ -241,17 +241,18 @@ impl Switch {
     }
 
     /// Rewrites the snapshot in the background once the journal is long enough; the state
-    /// copy is taken under the lock, the writing happens outside it.
+    /// copy is taken under the lock, the writing happens outside it. A compaction that cannot
+    /// start loses nothing; it is tried again after the next change (and logged by the
+    /// background task, never under the lock).
     fn compact_if_due(&self, inner: &Inner) {
         if !self.store.wants_compaction() {
             return;
         }
-        let seq = match self.store.begin_compaction() {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::warn!("state compaction not started: {e}");
-                return;
-            }
+        let Ok(seq) = self.store.begin_compaction() else {
+            self.background.spawn(async {
+                tracing::warn!("state compaction not started; it is retried after the next change");
+            });
+            return;
         };
         let (store, state) = (self.store.clone(), inner.state.clone());
         self.background.spawn_blocking(move || {
@@ -542,4 +543,48 @@ fn snapshot(catalog: &Catalog, inner: &mut Inner) -> Snapshot {
         services,
     };
     Snapshot::build(catalog, &serving)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::color::Color;
+    use crate::state::disk::{FaultyDisk, Op};
+    use crate::state::store::read_state;
+
+    /// A flip whose write fails at any call of the write protocol is refused, the old color
+    /// keeps being served, and the disk says the old color too: a restart serves what the
+    /// reply said.
+    #[tokio::test]
+    async fn a_flip_that_cannot_be_written_leaves_disk_and_answers_as_the_reply_says() {
+        for op in [Op::Append, Op::SyncFile] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.json");
+            let disk = Arc::new(FaultyDisk::default());
+            let store = Store::open_on(&path, disk.clone()).unwrap();
+            let switch = Switch::start(crate::fixture::catalog(), store, Clock::System).unwrap();
+            disk.fail(op, 0);
+            let flipped = switch.apply("app", |s| s.live = Color::Green).await;
+            assert!(flipped.is_err(), "{op:?}: refused");
+            let served = switch.records().load().service("app").unwrap().live();
+            assert_eq!(served, Color::Blue, "{op:?}: still served");
+            assert_eq!(
+                read_state(&path).unwrap().unwrap().services["app"].live,
+                Color::Blue,
+                "{op:?}: on disk"
+            );
+            drop(switch);
+            let restarted = Switch::start(
+                crate::fixture::catalog(),
+                Store::open(&path).unwrap(),
+                Clock::System,
+            )
+            .unwrap();
+            assert_eq!(
+                restarted.records().load().service("app").unwrap().live(),
+                Color::Blue,
+                "{op:?}: after a restart"
+            );
+        }
+    }
 }

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::commands::{Context, dispatch, reply_line};
 use crate::counters::Counters;
+use crate::logging::Throttle;
 use crate::protocol::{Error, ErrorKind, MAX_REQUEST_BYTES, Reply};
 
 /// Why the admin socket could not be bound.
@@ -131,7 +132,12 @@ impl AdminLimits {
     }
 }
 
-/// Serves admin clients until `shutdown`, then waits for requests in progress.
+/// Refused admin clients are logged at most once a second, with how many were held back.
+static REFUSALS: Throttle = Throttle::new(Duration::from_secs(1));
+
+/// Serves admin clients until `shutdown`, then waits for requests in progress. Beyond the
+/// client limit, one more connection is taken for changes only, so clients that hold every
+/// slot (without reading their replies, say) cannot lock out a flip or a rollback.
 pub async fn serve(
     socket: Arc<AdminSocket>,
     context: Arc<Context>,
@@ -140,6 +146,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let permits = Arc::new(Semaphore::new(limits.clients));
+    let reserved = Arc::new(Semaphore::new(1));
     let tracker = TaskTracker::new();
     loop {
         let mut stream = tokio::select! {
@@ -153,7 +160,11 @@ pub async fn serve(
                 }
             },
         };
-        let permit = permits.clone().try_acquire_owned();
+        let permit = permits
+            .clone()
+            .try_acquire_owned()
+            .map(|p| (p, false))
+            .or_else(|_| reserved.clone().try_acquire_owned().map(|p| (p, true)));
         let refusal = match (&permit, limits.refuse(&stream)) {
             (_, Some(reason)) => Some(reason),
             (Err(_), None) => Some(Error::new(
@@ -167,7 +178,11 @@ pub async fn serve(
         };
         if let Some(reason) = refusal {
             counters.admin_refused.fetch_add(1, Relaxed);
-            tracing::warn!("admin client refused: {reason}");
+            if let Some(held_back) = REFUSALS.admit() {
+                tracing::warn!(
+                    "admin client refused: {reason} ({held_back} more since the last such line)"
+                );
+            }
             tracker.spawn(async move {
                 let line = reply_line(&Reply::Error(reason));
                 let _ =
@@ -178,8 +193,11 @@ pub async fn serve(
         }
         let (context, shutdown, timeout) =
             (context.clone(), shutdown.clone(), limits.request_timeout);
+        let Ok((permit, changes_only)) = permit else {
+            continue;
+        };
         tracker.spawn(async move {
-            client(stream, &context, timeout, &shutdown).await;
+            client(stream, &context, timeout, changes_only, &shutdown).await;
             drop(permit);
         });
     }
@@ -193,6 +211,7 @@ async fn client(
     stream: UnixStream,
     context: &Context,
     timeout: Duration,
+    changes_only: bool,
     shutdown: &CancellationToken,
 ) {
     let (read, mut write) = stream.into_split();
@@ -209,7 +228,7 @@ async fn client(
                 // Not cut off at shutdown: a request finishes, and one that follows a
                 // cutover tells its client the server is stopping (the shutdown grace
                 // bounds the wait).
-                let done = dispatch(context, &line, &mut write).await;
+                let done = dispatch(context, &line, &mut write, changes_only).await;
                 if done.is_err() {
                     return; // the client went away; a cutover it started goes on
                 }
@@ -225,9 +244,8 @@ async fn client(
             ),
         };
         let error = Error::new(ErrorKind::RequestTimeout, refusal);
-        let _ = write
-            .write_all(reply_line(&Reply::Error(error)).as_bytes())
-            .await;
+        let line = reply_line(&Reply::Error(error));
+        let _ = tokio::time::timeout(timeout, write.write_all(line.as_bytes())).await;
         return;
     }
 }

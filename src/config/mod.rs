@@ -69,8 +69,12 @@ pub struct Limits {
     pub tcp_message_timeout: Duration,
     /// Concurrent admin socket clients; more are answered with an error and closed.
     pub admin_clients: usize,
-    /// Time allowed for one admin request line to arrive, and for an idle admin connection.
+    /// Time allowed for one admin request line to arrive, for an idle admin connection, and
+    /// to write one reply line.
     pub admin_request_timeout: Duration,
+    /// Time allowed for a reload to read the config and zone files; beyond it the reload is
+    /// abandoned and the server keeps serving what it had.
+    pub reload_timeout: Duration,
 }
 
 impl Default for Limits {

@@ -179,7 +179,8 @@ pub fn limits(t: &Table) -> Limits {
         tcp_idle_timeout: t.duration("tcp_idle_timeout", 10 * SECOND, timeout.clone()),
         tcp_message_timeout: t.duration("tcp_message_timeout", 2 * SECOND, timeout.clone()),
         admin_clients: t.count("admin_clients", 16, 1..=1024),
-        admin_request_timeout: t.duration("admin_request_timeout", 5 * SECOND, timeout),
+        admin_request_timeout: t.duration("admin_request_timeout", 5 * SECOND, timeout.clone()),
+        reload_timeout: t.duration("reload_timeout", 10 * SECOND, timeout),
     }
 }
 

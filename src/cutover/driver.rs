@@ -136,6 +136,7 @@ impl Cutovers {
                     events: events.clone(),
                     pending: None,
                     next_id: 1,
+                    notes: Vec::new(),
                 };
                 self.tracker
                     .spawn(driver.run(receiver, self.shutdown.clone()));
@@ -241,6 +242,9 @@ struct Driver {
     /// Id of the pending flip, for progress events.
     pending: Option<u64>,
     next_id: u64,
+    /// Log lines of the step in progress, written once its reply has gone: nothing is
+    /// logged between a change and its reply.
+    notes: Vec<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Driver {
@@ -264,14 +268,28 @@ impl Driver {
                 command = commands.recv() => {
                     let Some((action, reply)) = command else { return };
                     let _ = reply.send(self.act(action, &current).await);
+                    self.log();
                 }
                 _ = self.sleep_until(wake) => {
-                    if let Err(e) = self.wake(&current).await {
+                    let woken = self.wake(&current).await;
+                    self.log();
+                    if let Err(e) = woken {
                         tracing::error!(service = %self.config.name, "{e}; retrying");
                         tokio::time::sleep(RETRY_AFTER_WRITE_ERROR).await;
                     }
                 }
             }
+        }
+    }
+
+    /// Logs `line` once the step in progress has replied.
+    fn later(&mut self, line: impl FnOnce() + Send + Sync + 'static) {
+        self.notes.push(Box::new(line));
+    }
+
+    fn log(&mut self) {
+        for line in self.notes.drain(..) {
+            line();
         }
     }
 
@@ -384,11 +402,15 @@ impl Driver {
             .map_or("-".into(), format_utc);
         let outcome = match target {
             Some(to) => {
-                tracing::info!(service = %self.config.name, %to, %drained_at, "flip scheduled");
+                let name = self.config.name.clone();
+                self.later(
+                    move || tracing::info!(service = %name, %to, %drained_at, "flip scheduled"),
+                );
                 Outcome::Scheduled
             }
             None => {
-                tracing::info!(service = %self.config.name, ttl = self.config.cutover_ttl, %drained_at, "preparing");
+                let (name, ttl) = (self.config.name.clone(), self.config.cutover_ttl);
+                self.later(move || tracing::info!(service = %name, ttl, %drained_at, "preparing"));
                 Outcome::Prepared
             }
         };
@@ -421,9 +443,18 @@ impl Driver {
                     _ => Ok(()),
                 }
             }
-            Phase::Settling { .. } => {
+            Phase::Settling { until_ms, .. } => {
+                let until = current
+                    .deadline_mono
+                    .unwrap_or_else(|| self.clock.mono_of(until_ms));
+                if self.clock.mono_ms() < until {
+                    return Ok(()); // woken early: wait again
+                }
                 self.apply(|s| s.phase = Phase::Steady).await?;
-                tracing::info!(service = %self.config.name, ttl = self.config.ttl, "settled: back to the normal TTL");
+                let (name, ttl) = (self.config.name.clone(), self.config.ttl);
+                self.later(
+                    move || tracing::info!(service = %name, ttl, "settled: back to the normal TTL"),
+                );
                 Ok(())
             }
             _ => Ok(()),
@@ -470,7 +501,9 @@ impl Driver {
             Phase::Settling { until_ms, .. } => format_utc(until_ms),
             _ => "-".into(),
         };
-        tracing::info!(service = %name, %from, %to, flips = %after.service.flips, serial = after.serial, %settle_until, "flipped");
+        let (flips, serial) = (after.service.flips, after.serial);
+        let logged = name.clone();
+        self.later(move || tracing::info!(service = %logged, %from, %to, %flips, serial, %settle_until, "flipped"));
         let mut done = self.done(Outcome::Flipped, &after, health);
         done.from = Some(from);
         done.cutover = self.pending;
@@ -495,7 +528,8 @@ impl Driver {
             ),
         };
         let refusal = Refusal::new(refusal.kind, format!("{}; {left}", refusal.message));
-        tracing::warn!(service = %self.config.name, "{}", refusal.message);
+        let (name, message) = (self.config.name.clone(), refusal.message.clone());
+        self.later(move || tracing::warn!(service = %name, "{message}"));
         self.emit(Step::Refused(refusal.clone()));
         self.pending = None;
         Err(refusal)
@@ -507,9 +541,11 @@ impl Driver {
             self.observed.flipped(FlipResult::Cancelled);
             self.emit(Step::Cancelled);
             self.pending = None;
-            tracing::info!(service = %self.config.name, %target, "pending flip cancelled: back to the normal TTL");
+            let name = self.config.name.clone();
+            self.later(move || tracing::info!(service = %name, %target, "pending flip cancelled: back to the normal TTL"));
         } else {
-            tracing::info!(service = %self.config.name, "cutover ended early: back to the normal TTL");
+            let name = self.config.name.clone();
+            self.later(move || tracing::info!(service = %name, "cutover ended early: back to the normal TTL"));
         }
         Ok(self.done(Outcome::Cancelled, &now, None))
     }

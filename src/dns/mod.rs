@@ -42,6 +42,11 @@ impl Handler {
         }
     }
 
+    /// The clock the handler reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Limits UDP responses with `rrl`.
     pub fn with_rrl(mut self, rrl: Arc<Limiter>) -> Handler {
         self.rrl = Some(rrl);

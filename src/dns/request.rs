@@ -9,7 +9,7 @@
 use crate::subnet::ClientSubnet;
 use crate::wire::{
     Dropped, HEADER_LEN, MAX_NAME_LEN, OPCODE_NOTIFY, OPCODE_QUERY, OPCODE_UPDATE,
-    OPTION_CLIENT_SUBNET, RCODE_FORMERR, RCODE_NOTIMP, TYPE_OPT,
+    OPTION_CLIENT_SUBNET, RCODE_FORMERR, RCODE_NOTIMP, TYPE_IXFR, TYPE_OPT,
 };
 
 /// A request that can be answered.
@@ -105,33 +105,13 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
     let qclass = u16::from_be_bytes([packet[name_end + 2], packet[name_end + 3]]);
 
     let formerr = error(RCODE_FORMERR, Some(question));
-    let mut at = question_end;
-    for _ in 0..u32::from(count(6)) + u32::from(count(8)) {
-        match record(packet, at) {
-            Some(r) => at = r.end,
-            None => return formerr,
-        }
+    let counts = [count(6), count(8), count(10)];
+    if !sections_fit(opcode, qtype, counts) {
+        return formerr;
     }
-    let mut edns = None;
-    for _ in 0..count(10) {
-        let Some(r) = record(packet, at) else {
-            return formerr;
-        };
-        if r.rtype == TYPE_OPT {
-            // One OPT, owned by the root (RFC 6891 section 6.1.1).
-            if edns.is_some() || r.name_end != at + 1 || packet[at] != 0 {
-                return formerr;
-            }
-            match opt(r.class, r.ttl, &packet[r.end - r.rdata_len..r.end]) {
-                Some(e) => edns = Some(e),
-                None => return formerr,
-            }
-        }
-        at = r.end;
-    }
-    if at != packet.len() {
-        return formerr; // trailing bytes the counts do not account for
-    }
+    let Some(edns) = records(packet, question_end, counts) else {
+        return formerr;
+    };
     Parsed::Request(Request {
         id,
         opcode,
@@ -142,6 +122,49 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         qclass,
         edns,
     })
+}
+
+/// Whether the answer and authority sections hold what a request of `opcode` may carry:
+/// nothing in a query but the client's SOA in an IXFR's authority section (RFC 1995), at
+/// most the SOA in a NOTIFY's answer (RFC 1996); an UPDATE's sections are its own (it is
+/// refused anyway). A query with records there is malformed, as NSD and Knot say.
+fn sections_fit(opcode: u8, qtype: u16, [answers, authority, _]: [u16; 3]) -> bool {
+    match opcode {
+        OPCODE_QUERY if qtype == TYPE_IXFR => answers == 0 && authority <= 1,
+        OPCODE_QUERY => answers == 0 && authority == 0,
+        OPCODE_NOTIFY => answers <= 1 && authority == 0,
+        _ => true,
+    }
+}
+
+/// Bounds-checks every record after the question, and reads the OPT record: one at most,
+/// owned by the root, in the additional section only (RFC 6891 section 6.1.1). `None` when
+/// anything is malformed; `Some(None)` without EDNS.
+fn records(
+    packet: &[u8],
+    mut at: usize,
+    [answers, authority, additional]: [u16; 3],
+) -> Option<Option<Edns>> {
+    for _ in 0..u32::from(answers) + u32::from(authority) {
+        let r = record(packet, at)?;
+        if r.rtype == TYPE_OPT {
+            return None;
+        }
+        at = r.end;
+    }
+    let mut edns = None;
+    for _ in 0..additional {
+        let r = record(packet, at)?;
+        if r.rtype == TYPE_OPT {
+            if edns.is_some() || r.name_end != at + 1 || packet[at] != 0 {
+                return None;
+            }
+            edns = Some(opt(r.class, r.ttl, &packet[r.end - r.rdata_len..r.end])?);
+        }
+        at = r.end;
+    }
+    // Trailing bytes the counts do not account for are malformed too.
+    (at == packet.len()).then_some(edns)
 }
 
 /// End of the uncompressed question name at offset 12, or `None` if it is malformed.
@@ -351,8 +374,16 @@ mod tests {
         assert!(formerr(&good[..good.len() - 1]), "truncated question");
         assert!(formerr(&[&good[..], &[0]].concat()), "trailing garbage");
         let mut overrun = good.clone();
-        overrun[7] = 1; // one answer record that is not there
+        overrun[11] = 1; // one additional record that is not there
         assert!(formerr(&overrun));
+        let mut answer = good.clone();
+        answer[7] = 1;
+        answer.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4]);
+        assert!(formerr(&answer), "a query with an answer record");
+        let mut authority = answer.clone();
+        authority[7] = 0;
+        authority[9] = 1;
+        assert!(formerr(&authority), "a query with an authority record");
         let mut pointer = good.clone();
         pointer[12] = 0xC0;
         assert!(formerr(&pointer), "pointer in the question");

@@ -171,6 +171,10 @@ impl<'a> Model<'a> {
                     long: live.state.phase.is_long(),
                 };
                 let node = model.node(&name, zone_index, negative);
+                // The service name may exist already as the parent of `blue.SERVICE`, with
+                // the zone's negative TTL: its NODATA answers too carry at most the
+                // service's TTL, or a cache would hold "no AAAA" past a flip that adds one.
+                node.negative_ttl = negative;
                 node.hit = Some(hit);
                 if kind == NameKind::Service && config.answer == AnswerMode::Cname {
                     // The CNAME and the addresses that follow it carry the same TTL, so no

@@ -286,6 +286,7 @@ fn spawn_control_plane(
         reloader,
         clock: core.clock.clone(),
         shutdown: shutdown.clone(),
+        write_timeout: limits.admin_request_timeout,
     });
     let admin = Arc::new(admin);
     loops.spawn(

@@ -21,10 +21,12 @@ use tokio_util::task::TaskTracker;
 use super::QueryPath;
 use crate::dns::Handler;
 use crate::stragglers::Recorder;
-use crate::wire::{MAX_TCP_MESSAGE, Transport};
+use crate::wire::Transport;
 
 /// Replies buffered per connection before a write is forced.
 const WRITE_BUFFER: usize = 16 * 1024;
+/// Message and answer buffer kept between messages; larger ones are given back.
+const KEPT_BUFFER: usize = 4 * 1024;
 
 /// The TCP bounds from `[limits]`.
 #[derive(Debug, Clone, Copy)]
@@ -109,10 +111,13 @@ async fn connection(
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER, write);
-    let mut message = vec![0u8; MAX_TCP_MESSAGE];
-    let mut response = Vec::with_capacity(MAX_TCP_MESSAGE);
+    // Sized by what arrives, not by the largest message possible: a flood of connections
+    // costs what its messages need.
+    let mut message = Vec::new();
+    let mut response = Vec::new();
     loop {
         if reader.buffer().is_empty() {
+            // TCP is the slow path: hand what there is over while the client is quiet.
             recorder.flush();
             timeout(limits.message_timeout, writer.flush())
                 .await
@@ -128,7 +133,8 @@ async fn connection(
         }
         let read = async {
             let len = reader.read_u16().await? as usize;
-            reader.read_exact(&mut message[..len]).await?;
+            message.resize(len, 0);
+            reader.read_exact(&mut message).await?;
             Ok::<usize, io::Error>(len)
         };
         let len = timeout(limits.message_timeout, read)
@@ -154,5 +160,8 @@ async fn connection(
                 .await
                 .map_err(|_| Closed::Timeout)??;
         }
+        // A large message or answer does not keep its buffer for the life of the connection.
+        message.shrink_to(KEPT_BUFFER);
+        response.shrink_to(KEPT_BUFFER);
     }
 }

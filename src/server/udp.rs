@@ -3,11 +3,12 @@
 //! Work is bounded by construction: each loop handles one datagram at a time with buffers it
 //! allocated once, and there is no task per datagram. When every loop is busy, datagrams wait
 //! in the socket's receive buffer and the kernel drops what does not fit, which is the right
-//! place to shed load. A loop reads until the socket is empty, and only then waits; that idle
-//! moment is when it hands its straggler observations over.
+//! place to shed load. A loop reads until the socket is empty, and only then waits; its
+//! straggler observations are handed over by size or age (see [`crate::stragglers`]).
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -36,12 +37,20 @@ pub async fn serve(
         let (len, peer) = match socket.try_recv_from(&mut request) {
             Ok(received) => received,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                recorder.flush();
+                let clock = path.handler.clock();
+                recorder.flush_if_due(clock.coarse_mono_ms());
                 burst = 0;
+                // While idle, a batch is handed over when it falls due.
+                let due = recorder
+                    .due_ms()
+                    .map(|due| Duration::from_millis(due.saturating_sub(clock.coarse_mono_ms())));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     ready = socket.readable() => {
                         ready.map_err(|e| format!("the socket failed: {e}"))?;
+                    }
+                    _ = tokio::time::sleep(due.unwrap_or(Duration::MAX)), if due.is_some() => {
+                        recorder.flush();
                     }
                 }
                 continue;

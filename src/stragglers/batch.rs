@@ -40,6 +40,11 @@ impl Batch {
         }
     }
 
+    /// Monotonic milliseconds of the first observation (meaningless when empty).
+    pub fn since_ms(&self) -> u64 {
+        self.base_ms
+    }
+
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }

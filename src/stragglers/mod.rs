@@ -38,8 +38,12 @@ pub use table::{Entry, Flip};
 
 /// Observations a receive loop gathers before handing them over.
 pub const BATCH: usize = 256;
+/// A batch is handed over when full, or once its first observation is this old (a loop
+/// that idles hands over what it has after this long): by size or time, never by each brief
+/// idle moment, which at ordinary rates made batches of one and filled the queue.
+pub const HANDOVER_AFTER_MS: u64 = 20;
 /// Batches queued for the ledger task before new ones are dropped.
-pub const QUEUE_BATCHES: usize = 64;
+pub const QUEUE_BATCHES: usize = 256;
 /// How often the ledger task refreshes flips and checks for drained colors.
 const TICK: Duration = Duration::from_secs(1);
 /// How often the ledger task applies the batches that have arrived. Observations reach the
@@ -348,6 +352,19 @@ impl Recorder {
         if self.ledger.is_some() && !self.batch.push(&observation) {
             self.flush();
             self.batch.push(&observation);
+        }
+    }
+
+    /// When the batch is due to be handed over (monotonic milliseconds), if it holds any.
+    pub fn due_ms(&self) -> Option<u64> {
+        (self.ledger.is_some() && !self.batch.is_empty())
+            .then(|| self.batch.since_ms() + HANDOVER_AFTER_MS)
+    }
+
+    /// Hands the batch over if it is due at `now_ms` (monotonic).
+    pub fn flush_if_due(&mut self, now_ms: u64) {
+        if self.due_ms().is_some_and(|due| now_ms >= due) {
+            self.flush();
         }
     }
 

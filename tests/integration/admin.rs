@@ -166,23 +166,75 @@ fn clients_beyond_the_limit_are_turned_away() {
         ..Setup::default()
     };
     let server = Server::start_with(&setup);
-    let held: Vec<UnixStream> = (0..2)
+    // Two clients hold the slots; a third gets the one kept for changes.
+    let held: Vec<UnixStream> = (0..3)
         .map(|_| UnixStream::connect(server.socket()).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(100));
-    let mut third = UnixStream::connect(server.socket()).unwrap();
-    third
+    let mut fourth = UnixStream::connect(server.socket()).unwrap();
+    fourth
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut reply = String::new();
-    third.read_to_string(&mut reply).unwrap();
+    fourth.read_to_string(&mut reply).unwrap();
     assert!(
         reply.contains("too many admin clients (limit 2)"),
         "{reply}"
     );
+    // The reserved slot takes changes only.
+    let mut third = &held[2];
+    third.write_all(b"{\"cmd\": \"status\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(third).read_line(&mut line).unwrap();
+    assert!(line.contains("the slot kept for changes"), "{line}");
     drop(held);
     std::thread::sleep(Duration::from_millis(100));
     assert_unchanged(&server);
+}
+
+/// Issue 15: clients that send requests and never read the replies held every slot for
+/// good, and `flip` got "too many admin clients". Replies now have a write timeout, and one
+/// slot is kept for changes.
+#[test]
+fn clients_that_never_read_cannot_lock_out_a_flip() {
+    let setup = Setup {
+        extra: "[limits]\nadmin_clients = 2\nadmin_request_timeout = \"1s\"\n".into(),
+        ..Setup::default()
+    };
+    let server = Server::start_with(&setup);
+    let greedy: Vec<_> = (0..2)
+        .map(|_| {
+            let mut stream = UnixStream::connect(server.socket()).unwrap();
+            std::thread::spawn(move || {
+                for _ in 0..20_000 {
+                    if stream.write_all(b"{\"cmd\": \"status\"}\n").is_err() {
+                        break;
+                    }
+                }
+                stream // held open, never read
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    assert!(out.starts_with("app: blue -> green"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "at once, on the kept slot"
+    );
+    // The greedy clients lose their connections to the write timeout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.ctl(&["status"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "status works again once they are dropped"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for thread in greedy {
+        drop(thread.join().unwrap());
+    }
 }
 
 #[test]

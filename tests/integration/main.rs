@@ -10,6 +10,7 @@ mod check;
 mod consistency;
 mod crash;
 mod cutover;
+mod faults;
 mod flip;
 mod layering;
 mod metrics;

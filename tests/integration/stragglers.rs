@@ -86,7 +86,7 @@ fn classes_after_a_flip(answer: &str, net: u8) {
     );
     let pin = find(&source(14), None);
     assert_eq!(pin["class"], "straggler");
-    assert!(pin["straggler"]["count"].as_u64().unwrap() >= 5, "{pin}");
+    assert!(pin["straggler"]["count"].as_u64().unwrap() >= 3, "{pin}");
     assert!(pin["straggler"]["late_ms"].as_u64().unwrap() > 0);
     assert_eq!(
         find(&source(15), Some("192.0.2.0/24"))["class"],

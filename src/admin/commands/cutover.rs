@@ -51,8 +51,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
         {
             follow(context, reply(&done), events, out).await
         }
-        (Ok(done), _) => send(out, &Reply::Ok(Response::Cutover(reply(&done)))).await,
-        (Err(refusal), _) => send(out, &Reply::Error(error(&refusal))).await,
+        (Ok(done), _) => send(context, out, &Reply::Ok(Response::Cutover(reply(&done)))).await,
+        (Err(refusal), _) => send(context, out, &Reply::Error(error(&refusal))).await,
     }
 }
 
@@ -68,7 +68,7 @@ async fn follow<W: AsyncWrite + Unpin>(
         scheduled.phase.target,
         scheduled.phase.drained_at_ms,
     ) else {
-        return send(out, &Reply::Ok(Response::Cutover(scheduled))).await;
+        return send(context, out, &Reply::Ok(Response::Cutover(scheduled))).await;
     };
     let draining = |drained_at_ms: u64| Progress {
         service: scheduled.service.clone(),
@@ -88,22 +88,22 @@ async fn follow<W: AsyncWrite + Unpin>(
                     "the server is shutting down; the flip of {} to {target} is persisted and resumes when it starts again (`flipdns ctl status {}` shows it)",
                     scheduled.service, scheduled.service
                 ));
-                return send(out, &Reply::Error(error)).await;
+                return send(context, out, &Reply::Error(error)).await;
             }
-            _ = ticker.tick() => send(out, &Reply::Progress(draining(drained_at_ms))).await?,
+            _ = ticker.tick() => send(context, out, &Reply::Progress(draining(drained_at_ms))).await?,
             event = events.recv() => match event {
                 Ok(event) if event.cutover == id => {
                     if let cutover::Step::Draining { drained_at_ms: later, .. } = event.step {
                         drained_at_ms = later;
                     }
-                    send(out, &Reply::Progress(progress(context, &event))).await?;
+                    send(context, out, &Reply::Progress(progress(context, &event))).await?;
                     match event.step {
                         cutover::Step::Draining { .. } | cutover::Step::Health(_) => {}
                         cutover::Step::Flipped(done) => {
-                            return send(out, &Reply::Ok(Response::Cutover(reply(&done)))).await;
+                            return send(context, out, &Reply::Ok(Response::Cutover(reply(&done)))).await;
                         }
                         cutover::Step::Refused(refusal) => {
-                            return send(out, &Reply::Error(error(&refusal))).await;
+                            return send(context, out, &Reply::Error(error(&refusal))).await;
                         }
                         cutover::Step::Cancelled => {
                             let message = format!(
@@ -111,7 +111,7 @@ async fn follow<W: AsyncWrite + Unpin>(
                                 scheduled.service
                             );
                             let error = Error::new(ErrorKind::Cancelled, message);
-                            return send(out, &Reply::Error(error)).await;
+                            return send(context, out, &Reply::Error(error)).await;
                         }
                     }
                 }
@@ -121,7 +121,7 @@ async fn follow<W: AsyncWrite + Unpin>(
                         "the server is shutting down; the flip of {} to {target} is persisted and resumes when it starts again (`flipdns ctl status {}` shows it)",
                         scheduled.service, scheduled.service
                     ));
-                    return send(out, &Reply::Error(error)).await;
+                    return send(context, out, &Reply::Error(error)).await;
                 }
             },
         }

@@ -33,22 +33,33 @@ pub struct Context {
     pub clock: Clock,
     /// Fires at shutdown: a client following a cutover is told before the socket closes.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Time allowed to write one reply line (`admin_request_timeout`).
+    pub write_timeout: std::time::Duration,
 }
 
 /// Runs one request line, writing its reply (and any progress) to `out`. An error is a
-/// write error: the client is gone.
+/// write error: the client is gone. With `changes_only` (a client on the reserved slot),
+/// only requests that change something are taken.
 pub async fn dispatch<W: AsyncWrite + Unpin>(
     context: &Context,
     line: &[u8],
     out: &mut W,
+    changes_only: bool,
 ) -> io::Result<()> {
     let request: Request = match serde_json::from_slice(line) {
         Ok(request) => request,
         Err(e) => {
             let error = Error::new(ErrorKind::Invalid, format!("bad request: {e}"));
-            return send(out, &Reply::Error(error)).await;
+            return send(context, out, &Reply::Error(error)).await;
         }
     };
+    if changes_only && !request.changes_state() {
+        let error = Error::new(
+            ErrorKind::TooManyClients,
+            "too many admin clients: this connection holds the slot kept for changes (prepare, flip, rollback, cancel, reload); try again",
+        );
+        return send(context, out, &Reply::Error(error)).await;
+    }
     let reply = match request {
         Request::Version => Ok(Response::Version(Version {
             server: env!("CARGO_PKG_VERSION").into(),
@@ -57,16 +68,16 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
         Request::Status { service } => status::run(context, service.as_deref())
             .await
             .map(Response::Status),
-        Request::Stragglers { service, limit } => {
-            stragglers::run(context, &service, limit).map(Response::Stragglers)
-        }
+        Request::Stragglers { service, limit } => stragglers::run(context, &service, limit)
+            .await
+            .map(Response::Stragglers),
         Request::Reload { force } => reload::run(context, force).await.map(Response::Reloaded),
         Request::Prepare { .. }
         | Request::Flip { .. }
         | Request::Rollback { .. }
         | Request::Cancel { .. } => return cutover::run(context, request, out).await,
     };
-    send(out, &reply.map_or_else(Reply::Error, Reply::Ok)).await
+    send(context, out, &reply.map_or_else(Reply::Error, Reply::Ok)).await
 }
 
 /// One reply as the line that goes on the wire.
@@ -76,8 +87,21 @@ pub fn reply_line(reply: &Reply) -> String {
     line
 }
 
-async fn send<W: AsyncWrite + Unpin>(out: &mut W, reply: &Reply) -> io::Result<()> {
-    out.write_all(reply_line(reply).as_bytes()).await
+/// Writes one reply line, within the write timeout: a client that does not read its
+/// replies loses its connection instead of holding its slot.
+async fn send<W: AsyncWrite + Unpin>(
+    context: &Context,
+    out: &mut W,
+    reply: &Reply,
+) -> io::Result<()> {
+    let line = reply_line(reply);
+    match tokio::time::timeout(context.write_timeout, out.write_all(line.as_bytes())).await {
+        Ok(written) => written,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client does not read its replies",
+        )),
+    }
 }
 
 /// A phase as replies show it.

@@ -10,7 +10,9 @@ pub async fn run(context: &Context, force: bool) -> Result<Reloaded, Error> {
         let kind = match e {
             ReloadError::Invalid(_) => ErrorKind::InvalidConfig,
             ReloadError::Refused(ReloadRefused::PendingCutover(_)) => ErrorKind::Busy,
-            ReloadError::Refused(ReloadRefused::State(_)) => ErrorKind::Io,
+            ReloadError::Refused(ReloadRefused::State(_)) | ReloadError::TimedOut(_) => {
+                ErrorKind::Io
+            }
         };
         Error::new(kind, e.to_string())
     })?;

@@ -9,7 +9,7 @@ use crate::stragglers::{self as ledger, Entry, ResolverClass, report};
 /// Resolvers listed per class unless the request says otherwise.
 const DEFAULT_LIMIT: usize = 10;
 
-pub fn run(
+pub async fn run(
     context: &Context,
     service: &str,
     limit: Option<usize>,
@@ -23,6 +23,12 @@ pub fn run(
             "the straggler ledger is off ([ledger] enabled = false)",
         )
     })?;
+    // Observations reach the ledger within HANDOVER_AFTER_MS of the answer: wait that long,
+    // so the report includes the answers given just before it was asked for.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        ledger::HANDOVER_AFTER_MS + 5,
+    ))
+    .await;
     let (report, figures) = ledger
         .report(service, limit.unwrap_or(DEFAULT_LIMIT))
         .ok_or_else(|| unknown_service(service))?;

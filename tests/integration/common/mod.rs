@@ -4,10 +4,12 @@
 #![allow(dead_code)] // each test module uses a different part of the harness
 
 mod dig;
+
 mod server;
 mod stubs;
 mod wire;
 
+pub use dig::dig;
 pub use server::*;
 pub use stubs::*;
 pub use wire::*;
