@@ -4,10 +4,14 @@
 //! collides with a service's names, and no zone hides names of another. It holds no live
 //! state (colors, serials); [`crate::records`] combines the two into a snapshot.
 
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
 use hickory_proto::rr::Name;
 
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, ServiceConfig, TsigKeyConfig};
 use crate::problem::{Problem, Problems};
+use crate::tsig::{self, Key};
 use crate::zone::Zone;
 
 /// A validated config and its zones, in config order.
@@ -16,6 +20,8 @@ pub struct Catalog {
     pub config: Config,
     /// `zones[i]` is the content of `config.zones[i]`.
     pub zones: Vec<Zone>,
+    /// The TSIG keys of `config.tsig_keys`, with their secrets read.
+    pub keys: Vec<Arc<Key>>,
 }
 
 /// The names a service answers: the service name and one per color.
@@ -39,12 +45,23 @@ impl Catalog {
                 Err(p) => problems.extend(p.0),
             }
         }
+        let mut keys = Vec::new();
+        for key in &config.tsig_keys {
+            match load_key(&config, key) {
+                Ok(k) => keys.push(Arc::new(k)),
+                Err(p) => problems.push(p),
+            }
+        }
         if !problems.is_empty() {
             return Err(Problems(problems));
         }
         Catalog::check(&config, &zones, &mut problems);
         if problems.is_empty() {
-            Ok(Catalog { config, zones })
+            Ok(Catalog {
+                config,
+                zones,
+                keys,
+            })
         } else {
             Err(Problems(problems))
         }
@@ -104,6 +121,11 @@ impl Catalog {
         }
     }
 
+    /// The key called `name`.
+    pub fn key(&self, name: &Name) -> Option<&Arc<Key>> {
+        self.keys.iter().find(|k| &k.name == name)
+    }
+
     /// Index of the zone a service lives in.
     pub fn zone_index(&self, service: &ServiceConfig) -> usize {
         self.zones
@@ -111,6 +133,52 @@ impl Catalog {
             .position(|z| z.origin == service.zone)
             .expect("service zones are validated")
     }
+}
+
+/// Reads a key's secret file: base64, not readable by others (a secret anyone on the
+/// machine can read is no secret).
+fn load_key(config: &Config, key: &TsigKeyConfig) -> Result<Key, Problem> {
+    let at = |message: String| Problem::at(&config.path, key.line, message);
+    let file = key.secret_file.display();
+    let metadata = std::fs::metadata(&key.secret_file).map_err(|e| {
+        at(format!(
+            "TSIG key {}: cannot read secret_file {file}: {e}",
+            key.name
+        ))
+    })?;
+    if metadata.permissions().mode() & 0o004 != 0 {
+        return Err(at(format!(
+            "TSIG key {}: secret_file {file} is readable by everyone (mode {:o}); `chmod o-rwx {file}`",
+            key.name,
+            metadata.permissions().mode() & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(&key.secret_file).map_err(|e| {
+        at(format!(
+            "TSIG key {}: cannot read secret_file {file}: {e}",
+            key.name
+        ))
+    })?;
+    let secret = data_encoding::BASE64
+        .decode(text.trim().as_bytes())
+        .map_err(|e| {
+            at(format!(
+                "TSIG key {}: secret_file {file} is not base64: {e}",
+                key.name
+            ))
+        })?;
+    if secret.is_empty() {
+        return Err(at(format!(
+            "TSIG key {}: secret_file {file} is empty",
+            key.name
+        )));
+    }
+    let algorithm = tsig::ALGORITHMS
+        .iter()
+        .find(|(name, _)| *name == key.algorithm)
+        .map(|(_, a)| a.clone())
+        .expect("the config reader checked the algorithm");
+    Ok(Key::new(key.name.clone(), algorithm, secret))
 }
 
 #[cfg(test)]

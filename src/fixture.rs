@@ -30,12 +30,13 @@ pub fn catalog() -> Catalog {
     Catalog {
         config,
         zones: vec![zone],
+        keys: Vec::new(),
     }
 }
 
 /// The example's records, every service steady on its configured color.
 pub fn records() -> Arc<Records> {
-    let catalog = catalog();
+    let catalog = Arc::new(catalog());
     let serving = Serving {
         generation: Generation(1),
         serials: catalog.zones.iter().map(|z| z.soa.serial).collect(),
@@ -50,6 +51,7 @@ pub fn records() -> Arc<Records> {
                 observed: Arc::new(Observed::new(0)),
             })
             .collect(),
+        histories: Vec::new(),
     };
     Arc::new(Records::new(Snapshot::build(&catalog, &serving)))
 }

@@ -73,5 +73,6 @@ pub mod state;
 pub mod stragglers;
 pub mod subnet;
 pub mod switch;
+pub mod tsig;
 pub mod wire;
 pub mod zone;

@@ -26,7 +26,10 @@ use crate::catalog::Catalog;
 use crate::clock::{Clock, format_utc};
 use crate::config::ServiceConfig;
 use crate::observed::Observed;
-use crate::records::{Generation, Records, Serving, ServingService, Snapshot};
+use crate::records::content::{self, service_records};
+use crate::records::{
+    Diff, Digest, Generation, History, Records, Serving, ServingService, Snapshot,
+};
 use crate::state::store::Delta;
 use crate::state::{Phase, ServiceState, State, StateError, Store, ZoneState, serial_after};
 
@@ -50,6 +53,8 @@ struct Inner {
     observed: HashMap<String, Arc<Observed>>,
     /// Stable ids by service name, never reused in this process.
     ids: HashMap<String, u16>,
+    /// The IXFR history of each zone, by origin: the changes this process made.
+    histories: HashMap<String, History>,
 }
 
 /// A service's state and its zone's serial, as of one moment.
@@ -106,13 +111,15 @@ impl Switch {
             generation: Generation(1),
             observed: HashMap::new(),
             ids: HashMap::new(),
+            histories: HashMap::new(),
         };
         inner.state = restart(&catalog, loaded, &clock, &mut inner.observed);
         store.rewrite(&inner.state)?;
         log_resumed(&catalog, &inner.state, &clock);
+        let catalog = Arc::new(catalog);
         let records = Arc::new(Records::new(snapshot(&catalog, &mut inner)));
         Ok(Switch {
-            catalog: ArcSwap::from_pointee(catalog),
+            catalog: ArcSwap::new(catalog),
             store: Arc::new(store),
             records,
             clock,
@@ -174,15 +181,38 @@ impl Switch {
             return Ok(inner.current(config)); // nothing to write
         }
         let mut delta = Delta::default();
-        let served = |s: &ServiceState| (s.live, s.phase.ttl(config.ttl, config.cutover_ttl));
-        if served(&after) != served(&before) {
+        let ttl = |s: &ServiceState| s.phase.ttl(config.ttl, config.cutover_ttl);
+        let mut diff = None;
+        if (after.live, ttl(&after)) != (before.live, ttl(&before)) {
             let origin = config.zone.to_string();
-            let serial = inner.state.zones[&origin].serial.wrapping_add(1);
-            delta.zones.insert(origin, ZoneState { serial });
+            let zone = &inner.state.zones[&origin];
+            let serial = zone.serial.wrapping_add(1);
+            let old = service_records(config, before.live, ttl(&before));
+            let new = service_records(config, after.live, ttl(&after));
+            let digest = Digest(zone.digest).replace(Digest::of(&old), Digest::of(&new));
+            delta.zones.insert(
+                origin.clone(),
+                ZoneState {
+                    serial,
+                    digest: digest.0,
+                },
+            );
+            if !catalog.config.secondaries.is_empty() {
+                after.await_fleet(&before, ttl(&before), ttl(&after), serial);
+            }
+            let data = &catalog.zones[catalog.zone_index(config)];
+            let soa = |serial| content::soa_record(data, serial).rdata;
+            diff = Some((
+                origin,
+                Diff::between(soa(zone.serial), soa(serial), old, new),
+            ));
         }
         delta.services.insert(config.name.clone(), after);
         self.persist(delta.clone()).await?;
         delta_into(&mut inner.state, delta);
+        if let Some((origin, diff)) = diff {
+            inner.remember(&catalog, &origin, diff);
+        }
         inner.generation = inner.generation.next();
         self.records.publish(snapshot(&catalog, &mut inner));
         self.compact_if_due(&inner);
@@ -218,10 +248,41 @@ impl Switch {
         if delta != Delta::default() {
             self.persist(delta).await?;
         }
+        let catalog = Arc::new(catalog);
+        // What changed in each zone whose serial moved, for IXFR.
+        let mut diffs = Vec::new();
+        for (origin, _) in &report.serials {
+            let index = |c: &Catalog| c.zones.iter().position(|z| z.origin.to_string() == *origin);
+            let (Some(a), Some(b)) = (index(&old), index(&catalog)) else {
+                continue;
+            };
+            let soa = |c: &Catalog, i: usize, state: &State| {
+                content::soa_record(&c.zones[i], state.zones[origin].serial).rdata
+            };
+            let records = |c: &Catalog, i: usize, state: &State| {
+                content::zone_records(c, i, served(c, state)).collect()
+            };
+            let diff = Diff::between(
+                soa(&old, a, &inner.state),
+                soa(&catalog, b, &next),
+                records(&old, a, &inner.state),
+                records(&catalog, b, &next),
+            );
+            diffs.push((origin.clone(), diff));
+        }
         inner.state = next;
         inner.generation = inner.generation.next();
+        inner.histories.retain(|origin, _| {
+            catalog
+                .zones
+                .iter()
+                .any(|z| z.origin.to_string() == *origin)
+        });
+        for (origin, diff) in diffs {
+            inner.remember(&catalog, &origin, diff);
+        }
         let snapshot = snapshot(&catalog, &mut inner);
-        self.catalog.store(Arc::new(catalog));
+        self.catalog.store(catalog);
         self.records.publish(snapshot);
         Ok(report)
     }
@@ -272,6 +333,7 @@ fn restart(
     clock: &Clock,
     observed: &mut HashMap<String, Arc<Observed>>,
 ) -> State {
+    let loaded = state.clone();
     let (now, mono) = (clock.now_ms(), clock.mono_ms());
     let margin = clock.coarse_resolution_ms();
     for name in state.services.keys() {
@@ -310,24 +372,55 @@ fn restart(
         hold(service, clock);
         observed.insert(config.name.clone(), Arc::new(Observed::new(long_expiry)));
     }
-    floor_serials(catalog, &mut state);
+    settle_zones(catalog, &mut state, &loaded);
     state
 }
 
-/// Zone serials start at the higher of the zone file's and the state's.
-fn floor_serials(catalog: &Catalog, state: &mut State) {
-    for zone in &catalog.zones {
-        let file_serial = zone.soa.serial;
-        let entry = state
-            .zones
-            .entry(zone.origin.to_string())
-            .or_insert(ZoneState {
-                serial: file_serial,
-            });
-        if serial_after(file_serial, entry.serial) {
-            entry.serial = file_serial;
+/// Sets each zone's serial and digest for serving `catalog` with `state`: at least the
+/// zone file's serial, and one more than in `previous` when the content differs from what
+/// was served under the serial there (a change made while the server was down, or by a
+/// reload), so a secondary never keeps other content under the same serial. Returns the
+/// zones, known in `previous`, whose serial moved.
+fn settle_zones(catalog: &Catalog, state: &mut State, previous: &State) -> Vec<(String, u32)> {
+    let mut moved = Vec::new();
+    for (index, zone) in catalog.zones.iter().enumerate() {
+        let origin = zone.origin.to_string();
+        let digest = content::zone_digest(catalog, index, served(catalog, state)).0;
+        let file = zone.soa.serial;
+        let known = previous.zones.get(&origin);
+        let mut serial = known.map_or(file, |z| z.serial);
+        if known.is_some_and(|z| z.digest != 0 && z.digest != digest) {
+            serial = serial.wrapping_add(1);
         }
+        if serial_after(file, serial) {
+            serial = file;
+        }
+        if known.is_some_and(|z| z.serial != serial) {
+            moved.push((origin.clone(), serial));
+        }
+        state.zones.insert(origin, ZoneState { serial, digest });
     }
+    moved
+}
+
+/// Each service of `catalog` as `state` serves it: config index, live color, TTL.
+fn served<'a>(
+    catalog: &'a Catalog,
+    state: &'a State,
+) -> impl Iterator<Item = (usize, crate::color::Color, u32)> + 'a {
+    catalog
+        .config
+        .services
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            let service = &state.services[&config.name];
+            (
+                index,
+                service.live,
+                service.phase.ttl(config.ttl, config.cutover_ttl),
+            )
+        })
 }
 
 /// Logs every service that resumes in the middle of a cutover.
@@ -417,28 +510,7 @@ fn reload_plan(old: &Catalog, new: &Catalog, state: &State, clock: &Clock) -> (S
         .filter(|s| new.config.service(&s.name).is_none())
         .map(|s| s.name.clone())
         .collect();
-    floor_serials(new, &mut next);
-    for (index, zone) in new.zones.iter().enumerate() {
-        let origin = zone.origin.to_string();
-        let Some(old_index) = old.zones.iter().position(|z| z.origin == zone.origin) else {
-            continue;
-        };
-        if zone_unchanged(old, old_index, new, index) {
-            continue;
-        }
-        let entry = next
-            .zones
-            .get_mut(&origin)
-            .expect("floor_serials fills every zone");
-        let bumped = state
-            .zones
-            .get(&origin)
-            .map_or(entry.serial, |z| z.serial.wrapping_add(1));
-        if serial_after(bumped, entry.serial) {
-            entry.serial = bumped;
-        }
-        report.serials.push((origin, entry.serial));
-    }
+    report.serials = settle_zones(new, &mut next, state);
     (next, report)
 }
 
@@ -459,6 +531,23 @@ fn delta_into(state: &mut State, delta: Delta) {
 }
 
 impl Inner {
+    /// Adds `diff` to the IXFR history of zone `origin`, within the zone's bounds.
+    fn remember(&mut self, catalog: &Catalog, origin: &str, diff: Diff) {
+        let Some(zone) = catalog
+            .zones
+            .iter()
+            .position(|z| z.origin.to_string() == origin)
+        else {
+            return;
+        };
+        let limit = catalog.config.limits.ixfr_history;
+        self.histories.entry(origin.to_string()).or_default().push(
+            diff,
+            limit,
+            content::zone_size(catalog, zone),
+        );
+    }
+
     fn current(&self, config: &ServiceConfig) -> Current {
         let service = self.state.services[&config.name].clone();
         Current {
@@ -487,35 +576,7 @@ fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
     }
 }
 
-/// Whether zone `a` of `old` and zone `b` of `new` serve the same data: same zone file
-/// content and the same services.
-fn zone_unchanged(old: &Catalog, a: usize, new: &Catalog, b: usize) -> bool {
-    let (za, zb) = (&old.zones[a], &new.zones[b]);
-    let services = |catalog: &Catalog, origin| -> Vec<ServiceConfig> {
-        catalog
-            .config
-            .services
-            .iter()
-            .filter(|s| &s.zone == origin)
-            .map(|s| ServiceConfig {
-                line: 0,
-                ..s.clone()
-            })
-            .collect()
-    };
-    let records = |zone: &crate::zone::Zone| {
-        zone.records
-            .iter()
-            .map(|r| (r.name.clone(), r.ttl, r.rdata.clone()))
-            .collect::<Vec<_>>()
-    };
-    za.soa == zb.soa
-        && za.soa_ttl == zb.soa_ttl
-        && records(za) == records(zb)
-        && services(old, &za.origin) == services(new, &zb.origin)
-}
-
-fn snapshot(catalog: &Catalog, inner: &mut Inner) -> Snapshot {
+fn snapshot(catalog: &Arc<Catalog>, inner: &mut Inner) -> Snapshot {
     let mut services = Vec::new();
     for config in &catalog.config.services {
         let next_id = inner.ids.len() as u16;
@@ -541,6 +602,14 @@ fn snapshot(catalog: &Catalog, inner: &mut Inner) -> Snapshot {
             .map(|z| inner.state.zones[&z.origin.to_string()].serial)
             .collect(),
         services,
+        histories: catalog
+            .zones
+            .iter()
+            .map(|z| {
+                let history = inner.histories.get(&z.origin.to_string());
+                Arc::new(history.cloned().unwrap_or_default())
+            })
+            .collect(),
     };
     Snapshot::build(catalog, &serving)
 }

@@ -39,6 +39,11 @@ pub struct Config {
     pub rrl: RrlConfig,
     pub zones: Vec<ZoneConfig>,
     pub services: Vec<ServiceConfig>,
+    /// `[[secondary]]`: who may transfer the zones, and whom a change is NOTIFYed to.
+    pub secondaries: Vec<SecondaryConfig>,
+    /// `[[tsig_key]]`: the keys transfers, NOTIFY and signed queries may use.
+    pub tsig_keys: Vec<TsigKeyConfig>,
+    pub fleet: FleetConfig,
 }
 
 /// `[server]`: where the server listens and keeps its state.
@@ -55,6 +60,9 @@ pub struct Server {
     /// one of `admin_allowed_gids`, may use the admin socket, on top of its file mode.
     pub admin_allowed_uids: Vec<u32>,
     pub admin_allowed_gids: Vec<u32>,
+    /// This server's name in NSID (RFC 5001) and `id.server`/`hostname.bind` CH TXT
+    /// answers, so that ns1 and ns2 can be told apart; off when `None`.
+    pub identity: Option<String>,
 }
 
 /// `[limits]`: every bound a peer can push on that an operator may want to tune.
@@ -75,11 +83,64 @@ pub struct Limits {
     /// Time allowed for a reload to read the config and zone files; beyond it the reload is
     /// abandoned and the server keeps serving what it had.
     pub reload_timeout: Duration,
+    /// Zone transfers served at once; more are answered SERVFAIL (the secondary retries).
+    pub transfers: usize,
+    /// Time allowed for one whole outgoing zone transfer; a secondary that reads slower is
+    /// cut off (and retries).
+    pub transfer_timeout: Duration,
+    /// Changes kept per zone for IXFR (RFC 1995); an older serial gets the whole zone. The
+    /// history also never holds more records than the zone, when a whole zone is as cheap.
+    pub ixfr_history: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         read::defaults(read::limits)
+    }
+}
+
+/// One `[[secondary]]`: a name server that serves copies of the zones by zone transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondaryConfig {
+    /// How status, replies and logs name it (its address when not given).
+    pub name: String,
+    /// Where NOTIFY and SOA checks go; transfers are allowed from its IP, any port.
+    pub address: SocketAddr,
+    /// The TSIG key its transfers must be signed with, and ours to it are signed with.
+    pub key: Option<Name>,
+    pub line: usize,
+}
+
+/// One `[[tsig_key]]`. The secret is in its own file, never in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsigKeyConfig {
+    /// Lowercase, fully qualified, as on the wire.
+    pub name: Name,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: String,
+    /// Base64 of the secret; the file must not be readable by others.
+    pub secret_file: PathBuf,
+    pub line: usize,
+}
+
+/// `[fleet]`: how the primary keeps its secondaries current, and how long a cutover waits
+/// for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// How long a cutover waits for every secondary: a flip's reply for them to serve the
+    /// new color, a pending flip for them to confirm the short TTL (then it is refused).
+    pub wait: Duration,
+    /// NOTIFYs sent again when a secondary does not answer, the first `notify_retry` after,
+    /// doubling each time.
+    pub notify_retries: u32,
+    pub notify_retry: Duration,
+    /// How often each secondary's SOA serial is checked between changes.
+    pub check_interval: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> FleetConfig {
+        read::defaults(read::fleet)
     }
 }
 
@@ -366,7 +427,7 @@ settle = "10m"
             .replace("\"198.51.100.10\"", "\"198.51.100.300\"")
             .replace("ttl = 300", "ttl = 300\ncolour = \"red\"");
         let found = problems(&text);
-        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen, admin_allowed_uids, admin_allowed_gids".to_string()), "{found:?}");
+        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen, admin_allowed_uids, admin_allowed_gids, identity".to_string()), "{found:?}");
         assert!(
             found
                 .iter()

@@ -10,8 +10,9 @@ use hickory_proto::rr::Name;
 
 use super::table::{Document, Table};
 use super::{
-    AnswerMode, Config, HealthConfig, HealthKind, LedgerConfig, Limits, MAX_SOCKET_PATH, MAX_TTL,
-    RrlConfig, Server, ServiceConfig, ZoneConfig, service_name,
+    AnswerMode, Config, FleetConfig, HealthConfig, HealthKind, LedgerConfig, Limits,
+    MAX_SOCKET_PATH, MAX_TTL, RrlConfig, SecondaryConfig, Server, ServiceConfig, TsigKeyConfig,
+    ZoneConfig, service_name,
 };
 use crate::color::Color;
 
@@ -35,8 +36,11 @@ pub fn config(top: &Table) -> Option<Config> {
     let limits = section(top, "limits", limits);
     let ledger = section(top, "ledger", ledger);
     let rrl = section(top, "rrl", rrl);
+    let fleet = section(top, "fleet", fleet);
     let zones = zones(top);
     let services = services(top, &zones);
+    let tsig_keys = tsig_keys(top);
+    let secondaries = secondaries(top, &tsig_keys);
     Some(Config {
         path: doc.path.to_path_buf(),
         server: server?,
@@ -45,6 +49,9 @@ pub fn config(top: &Table) -> Option<Config> {
         rrl,
         zones,
         services,
+        secondaries,
+        tsig_keys,
+        fleet,
     })
 }
 
@@ -103,6 +110,17 @@ fn server(t: &Table) -> Option<Server> {
     let ids = 0..=u64::from(u32::MAX);
     let admin_allowed_uids = t.numbers("admin_allowed_uids", ids.clone());
     let admin_allowed_gids = t.numbers("admin_allowed_gids", ids);
+    let identity = t.string("identity").and_then(|i| {
+        let text = i.get_ref();
+        if text.is_empty() || text.len() > 255 || !text.is_ascii() {
+            doc.problem(
+                i.span().start,
+                "`identity` must be 1 to 255 ASCII characters, such as \"ns1.example.net\"",
+            );
+            return None;
+        }
+        Some(i.into_inner())
+    });
     Some(Server {
         listen: listen?,
         admin_socket: admin_socket?.into_inner(),
@@ -111,6 +129,7 @@ fn server(t: &Table) -> Option<Server> {
         metrics_listen,
         admin_allowed_uids: admin_allowed_uids.into_iter().map(|n| n as u32).collect(),
         admin_allowed_gids: admin_allowed_gids.into_iter().map(|n| n as u32).collect(),
+        identity,
     })
 }
 
@@ -180,8 +199,130 @@ pub fn limits(t: &Table) -> Limits {
         tcp_message_timeout: t.duration("tcp_message_timeout", 2 * SECOND, timeout.clone()),
         admin_clients: t.count("admin_clients", 16, 1..=1024),
         admin_request_timeout: t.duration("admin_request_timeout", 5 * SECOND, timeout.clone()),
-        reload_timeout: t.duration("reload_timeout", 10 * SECOND, timeout),
+        reload_timeout: t.duration("reload_timeout", 10 * SECOND, timeout.clone()),
+        transfers: t.count("transfers", 8, 1..=1024),
+        transfer_timeout: t.duration("transfer_timeout", 120 * SECOND, timeout),
+        ixfr_history: t.count("ixfr_history", 100, 0..=100_000),
     }
+}
+
+pub fn fleet(t: &Table) -> FleetConfig {
+    FleetConfig {
+        wait: t.duration("wait", 30 * SECOND, SECOND..=HOUR),
+        notify_retries: t.count("notify_retries", 5, 0..=20) as u32,
+        notify_retry: t.duration("notify_retry", SECOND, 10 * MS..=HOUR),
+        check_interval: t.duration("check_interval", 10 * SECOND, 100 * MS..=HOUR),
+    }
+}
+
+fn tsig_keys(top: &Table) -> Vec<TsigKeyConfig> {
+    let doc = top.doc();
+    let mut keys: Vec<TsigKeyConfig> = Vec::new();
+    for t in top.tables("tsig_key") {
+        let name = t
+            .required_string("name")
+            .and_then(|n| match Name::from_ascii(n.get_ref()) {
+                Ok(name) if !name.is_root() => Some(fqdn(name)),
+                _ => {
+                    doc.problem(
+                        n.span().start,
+                        format!(
+                            "bad key name {:?}: expected a domain name such as \"xfr-key\"",
+                            n.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
+        let algorithm = t.required_string("algorithm").and_then(|a| {
+            let known = crate::tsig::ALGORITHMS.iter().any(|(n, _)| n == a.get_ref());
+            if !known {
+                doc.problem(a.span().start, format!("unknown TSIG algorithm {:?}: expected hmac-sha256, hmac-sha384 or hmac-sha512", a.get_ref()));
+            }
+            known.then(|| a.into_inner())
+        });
+        if t.has("secret") {
+            t.string("secret");
+            doc.problem(t.at, "a TSIG secret is never written in the config: put its base64 in a file readable only by flipdns and name it with `secret_file`");
+        }
+        let secret_file = t
+            .require("secret_file")
+            .then(|| t.path("secret_file"))
+            .flatten();
+        if let (Some(name), Some(algorithm), Some(secret_file)) = (name, algorithm, secret_file) {
+            if keys.iter().any(|k| k.name == name) {
+                doc.problem_at_line(t.line(), format!("TSIG key {name} is configured twice"));
+            }
+            keys.push(TsigKeyConfig {
+                name,
+                algorithm,
+                secret_file: secret_file.into_inner(),
+                line: t.line(),
+            });
+        }
+        t.finish();
+    }
+    keys
+}
+
+/// A key name as it arrives on the wire: lowercase, fully qualified.
+fn fqdn(name: Name) -> Name {
+    let mut name = name.to_lowercase();
+    name.set_fqdn(true);
+    name
+}
+
+fn secondaries(top: &Table, keys: &[TsigKeyConfig]) -> Vec<SecondaryConfig> {
+    let doc = top.doc();
+    let mut secondaries: Vec<SecondaryConfig> = Vec::new();
+    for t in top.tables("secondary") {
+        let address = t.required_string("address").and_then(|a| {
+            let text = a.get_ref();
+            let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
+                text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+            });
+            if parsed.is_none() {
+                doc.problem(a.span().start, format!("bad secondary address {text:?}: expected an IP address with an optional port, such as \"192.0.2.53\" or \"192.0.2.53:5353\""));
+            }
+            parsed
+        });
+        let key = t.string("key").and_then(|k| {
+            let name = Name::from_ascii(k.get_ref()).ok().map(fqdn);
+            let known = name
+                .as_ref()
+                .is_some_and(|n| keys.iter().any(|key| &key.name == n));
+            if !known {
+                let names: Vec<String> = keys.iter().map(|k| k.name.to_string()).collect();
+                doc.problem(
+                    k.span().start,
+                    format!(
+                        "secondary key {:?} is not a configured [[tsig_key]] (configured: {})",
+                        k.get_ref(),
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                );
+            }
+            name.filter(|_| known)
+        });
+        let name = t.string("name").map(|n| n.into_inner());
+        if let Some(address) = address {
+            if secondaries.iter().any(|s| s.address == address) {
+                doc.problem_at_line(t.line(), format!("secondary {address} is configured twice"));
+            }
+            secondaries.push(SecondaryConfig {
+                name: name.unwrap_or_else(|| address.to_string()),
+                address,
+                key,
+                line: t.line(),
+            });
+        }
+        t.finish();
+    }
+    secondaries
 }
 
 pub fn ledger(t: &Table) -> LedgerConfig {

@@ -281,6 +281,7 @@ pub fn flipped(facts: &Facts, to: Color) -> ServiceState {
         ttl: config.ttl,
         expires_ms,
         expires_held,
+        fleet: state.fleet,
     }
 }
 

@@ -2,17 +2,14 @@
 //! serial, rendered into the answers of every name.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{Name, RData, RecordType};
 
+use super::content::{History, service_rrsets};
 use super::render::{Section, Tail, negative_soa};
-use super::{Generation, Hit, NameKind, Node, Rendered, ServiceView, Snapshot, ZoneView, wire};
-use crate::catalog::{Catalog, service_names};
-use crate::color::Color;
-use crate::config::AnswerMode;
+use super::{Generation, Hit, Node, Rendered, ServiceView, Snapshot, ZoneView, wire};
+use crate::catalog::Catalog;
 use crate::observed::Observed;
 use crate::state::ServiceState;
 
@@ -29,6 +26,8 @@ pub struct Serving {
     pub serials: Vec<u32>,
     /// One per catalog service, in catalog order.
     pub services: Vec<ServingService>,
+    /// The IXFR history of each catalog zone, in catalog order (empty when not given).
+    pub histories: Vec<Arc<History>>,
 }
 
 pub struct ServingService {
@@ -59,7 +58,7 @@ struct Model<'a> {
 
 impl Snapshot {
     /// Renders every answer of `catalog` as `serving` says.
-    pub fn build(catalog: &Catalog, serving: &Serving) -> Snapshot {
+    pub fn build(catalog: &Arc<Catalog>, serving: &Serving) -> Snapshot {
         let model = Model::new(catalog, serving);
         let mut names = HashMap::default();
         let mut nodes = Vec::with_capacity(model.nodes.len());
@@ -71,11 +70,13 @@ impl Snapshot {
             .zones
             .iter()
             .zip(&serving.serials)
-            .map(|(zone, &serial)| ZoneView {
+            .enumerate()
+            .map(|(index, (zone, &serial))| ZoneView {
                 origin: zone.origin.clone(),
                 serial,
                 apex_len: wire(&zone.origin).len(),
                 negative_soa: negative_soa(&soa_rdata(zone, serial), negative_ttl(zone)),
+                history: serving.histories.get(index).cloned().unwrap_or_default(),
             })
             .collect();
         let services = catalog
@@ -98,6 +99,7 @@ impl Snapshot {
             .map(|(k, &v)| (k.clone().into_boxed_slice(), v as u16))
             .collect();
         Snapshot {
+            catalog: catalog.clone(),
             generation: serving.generation,
             names,
             nodes,
@@ -152,17 +154,7 @@ impl<'a> Model<'a> {
             let zone_index = catalog.zone_index(config);
             let ttl = live.state.phase.ttl(config.ttl, config.cutover_ttl);
             let negative = negative_ttl(&catalog.zones[zone_index]).min(ttl);
-            let [blue, green, service] = service_names(config);
-            let live_name = if live.state.live == Color::Blue {
-                blue.clone()
-            } else {
-                green.clone()
-            };
-            for (name, color, kind) in [
-                (blue, Color::Blue, NameKind::Color),
-                (green, Color::Green, NameKind::Color),
-                (service, live.state.live, NameKind::Service),
-            ] {
+            for (name, color, kind, rdatas) in service_rrsets(config, live.state.live) {
                 let hit = Hit {
                     service: index as u16,
                     color,
@@ -174,17 +166,16 @@ impl<'a> Model<'a> {
                 // The service name may exist already as the parent of `blue.SERVICE`, with
                 // the zone's negative TTL: its NODATA answers too carry at most the
                 // service's TTL, or a cache would hold "no AAAA" past a flip that adds one.
+                // A CNAME and the addresses that follow it carry the same TTL, so no cache
+                // keeps the addresses longer than the name that led to them.
                 node.negative_ttl = negative;
                 node.hit = Some(hit);
-                if kind == NameKind::Service && config.answer == AnswerMode::Cname {
-                    // The CNAME and the addresses that follow it carry the same TTL, so no
-                    // cache keeps the addresses longer than the name that led to them.
-                    node.rrsets.insert(
-                        RecordType::CNAME.into(),
-                        (ttl, vec![RData::CNAME(CNAME(live_name.clone()))]),
-                    );
-                } else {
-                    address_rrsets(&mut node.rrsets, config.addresses(color), ttl);
+                for rdata in rdatas {
+                    node.rrsets
+                        .entry(rdata.record_type().into())
+                        .or_insert((ttl, Vec::new()))
+                        .1
+                        .push(rdata);
                 }
             }
         }
@@ -364,19 +355,5 @@ impl<'a> Model<'a> {
             }
             candidate = candidate.base_name();
         }
-    }
-}
-
-fn address_rrsets(rrsets: &mut BTreeMap<u16, (u32, Vec<RData>)>, addresses: &[IpAddr], ttl: u32) {
-    for address in addresses {
-        let (rtype, rdata) = match *address {
-            IpAddr::V4(v4) => (RecordType::A, RData::A(A(v4))),
-            IpAddr::V6(v6) => (RecordType::AAAA, RData::AAAA(AAAA(v6))),
-        };
-        rrsets
-            .entry(rtype.into())
-            .or_insert((ttl, Vec::new()))
-            .1
-            .push(rdata);
     }
 }

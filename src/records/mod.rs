@@ -10,6 +10,7 @@
 //! writes responses around what it finds here.
 
 mod build;
+pub mod content;
 mod render;
 
 use std::collections::HashMap;
@@ -20,7 +21,9 @@ use arc_swap::{ArcSwap, Guard};
 use hickory_proto::rr::Name;
 
 pub use build::{Serving, ServingService};
+pub use content::{Diff, Digest, History, ZoneRecord};
 
+use crate::catalog::Catalog;
 use crate::color::Color;
 use crate::config::AnswerMode;
 use crate::observed::Observed;
@@ -74,6 +77,9 @@ impl Generation {
 
 /// Every answer of every configured zone and service at one moment.
 pub struct Snapshot {
+    /// What the snapshot was built from: zone transfers read the zones' content from it,
+    /// and signed requests their keys.
+    pub catalog: Arc<Catalog>,
     pub generation: Generation,
     /// Lowercase wire-format name -> index into `nodes`.
     names: HashMap<Box<[u8]>, u32, NameHash>,
@@ -93,6 +99,8 @@ pub struct ZoneView {
     /// The SOA record after its owner name (type, class, TTL, length, data), with the
     /// negative-caching TTL of RFC 2308, for NXDOMAIN answers at names not known in advance.
     negative_soa: Box<[u8]>,
+    /// The latest changes, up to `serial`, for IXFR.
+    pub history: Arc<History>,
 }
 
 /// One service as this snapshot serves it.
@@ -199,6 +207,28 @@ impl Snapshot {
 
     pub fn service(&self, name: &str) -> Option<&ServiceView> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The zone whose apex is `name` (lowercase wire format).
+    pub fn zone_at(&self, name: &[u8]) -> Option<usize> {
+        self.apexes.get(name).map(|&z| z as usize)
+    }
+
+    /// The SOA record of zone `zone` with the serial this snapshot serves.
+    pub fn soa(&self, zone: usize) -> ZoneRecord {
+        content::soa_record(&self.catalog.zones[zone], self.zones[zone].serial)
+    }
+
+    /// Every record of zone `zone` but the SOA, as this snapshot answers them.
+    pub fn zone_records(&self, zone: usize) -> impl Iterator<Item = ZoneRecord> + '_ {
+        content::zone_records(
+            &self.catalog,
+            zone,
+            self.services
+                .iter()
+                .enumerate()
+                .map(|(index, s)| (index, s.live(), s.ttl)),
+        )
     }
 }
 

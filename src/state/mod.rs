@@ -69,6 +69,33 @@ pub struct ServiceState {
     /// `expires_ms` on the monotonic clock of the boot that wrote them.
     #[serde(default, skip_serializing_if = "no_held")]
     pub expires_held: [Option<Held>; 2],
+    /// A change of the service not yet seen served by every secondary: until it is, a
+    /// prepare's drain is not proven and a flip's old color is not drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetWait>,
+}
+
+/// A change the secondaries must be seen to serve (see [`ServiceState::fleet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetWait {
+    /// The zone serial that carries the change: a secondary serving it, or a later one,
+    /// has it.
+    pub serial: u32,
+    pub change: FleetChange,
+    /// The TTL of the answers the change replaces: for that long after the last secondary
+    /// took the change, caches may hold what it answered before.
+    pub ttl: u32,
+}
+
+/// What a [`FleetWait`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetChange {
+    /// The short TTL of a prepare: the drain counts from when the fleet has it.
+    Prepare,
+    /// The new color of a flip: the old one drains from when the fleet has it.
+    Flip,
 }
 
 fn no_held(held: &[Option<Held>; 2]) -> bool {
@@ -86,6 +113,42 @@ impl ServiceState {
             ttl,
             expires_ms: [0; 2],
             expires_held: [None; 2],
+            fleet: None,
+        }
+    }
+
+    /// Notes what the secondaries must confirm after the change from `before` (answers
+    /// with TTL `before_ttl`) to this state (with `after_ttl`), published in `serial`: a
+    /// new color, or a lower TTL. A prepare that ended without a flip has nothing left to
+    /// prove.
+    pub fn await_fleet(
+        &mut self,
+        before: &ServiceState,
+        before_ttl: u32,
+        after_ttl: u32,
+        serial: u32,
+    ) {
+        let change = if self.live != before.live {
+            Some(FleetChange::Flip)
+        } else if after_ttl < before_ttl {
+            Some(FleetChange::Prepare)
+        } else {
+            None
+        };
+        match change {
+            Some(change) => {
+                self.fleet = Some(FleetWait {
+                    serial,
+                    change,
+                    ttl: before_ttl,
+                })
+            }
+            None if !matches!(self.phase, Phase::Preparing { .. })
+                && self.fleet.is_some_and(|w| w.change == FleetChange::Prepare) =>
+            {
+                self.fleet = None
+            }
+            None => {}
         }
     }
 
@@ -289,6 +352,15 @@ impl Phase {
 pub struct ZoneState {
     /// The SOA serial last served; it only moves forward (RFC 1982 arithmetic).
     pub serial: u32,
+    /// What the zone served under that serial ([`crate::records::Digest`]); 0 when not
+    /// known. Content that changed while the server was down gets a new serial at start,
+    /// or a secondary would keep the old content under the same serial.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub digest: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `a` is after `b` in RFC 1982 serial number arithmetic.

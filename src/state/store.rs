@@ -496,6 +496,7 @@ fn read_snapshot(path: &Path) -> Result<Option<(State, u64)>, StateError> {
                         ttl: 0,
                         expires_ms: [0; 2],
                         expires_held: [None; 2],
+                        fleet: None,
                     };
                     (name, state)
                 })
@@ -557,11 +558,20 @@ mod tests {
                 ttl: 300,
                 expires_ms: [1_700_000_005_000, 0],
                 expires_held: [None; 2],
+                fleet: Some(crate::state::FleetWait {
+                    serial: 7,
+                    change: crate::state::FleetChange::Prepare,
+                    ttl: 300,
+                }),
             },
         );
-        state
-            .zones
-            .insert("svc.example.com.".into(), ZoneState { serial: 2026112603 });
+        state.zones.insert(
+            "svc.example.com.".into(),
+            ZoneState {
+                serial: 2026112603,
+                digest: 0,
+            },
+        );
         state
     }
 
@@ -572,6 +582,7 @@ mod tests {
                 "svc.example.com.".to_string(),
                 ZoneState {
                     serial: 2026112603 + flips as u32,
+                    digest: 0,
                 },
             )]),
         }
