@@ -1,5 +1,5 @@
 //! Server-wide counters: responses by transport and RCODE, packets dropped, TCP and admin
-//! connections turned away. Relaxed atomics bumped where things happen; read when
+//! connections turned away, TSIG results, zone transfers. Relaxed atomics bumped where things happen; read when
 //! `/metrics` is scraped.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -24,6 +24,63 @@ pub struct Counters {
     pub tcp_timeouts: AtomicU64,
     /// Admin clients turned away (limit reached, or a peer not allowed).
     pub admin_refused: AtomicU64,
+    /// Signed requests, by what their TSIG check said ([`TSIG_RESULTS`]).
+    tsig: [AtomicU64; TSIG_RESULTS.len()],
+    /// Outgoing zone transfers, by [`TransferResult`].
+    transfers: [AtomicU64; TransferResult::ALL.len()],
+}
+
+/// What a signed request's TSIG check can say.
+pub const TSIG_RESULTS: [&str; 6] = [
+    "none",
+    "malformed",
+    "badkey",
+    "badsig",
+    "badtime",
+    "badtrunc",
+];
+
+/// How an outgoing zone transfer went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferResult {
+    /// The whole zone, asked by AXFR.
+    Axfr = 0,
+    /// The changes since the secondary's serial.
+    Ixfr = 1,
+    /// The whole zone for an IXFR whose serial the history does not reach.
+    IxfrFull = 2,
+    /// The SOA alone: the secondary was up to date.
+    UpToDate = 3,
+    /// Not a configured secondary, or not signed with its key.
+    Refused = 4,
+    /// Over `[limits] transfers`: answered SERVFAIL.
+    Busy = 5,
+    /// Cut off: the connection failed or `transfer_timeout` passed.
+    Failed = 6,
+}
+
+impl TransferResult {
+    pub const ALL: [TransferResult; 7] = [
+        TransferResult::Axfr,
+        TransferResult::Ixfr,
+        TransferResult::IxfrFull,
+        TransferResult::UpToDate,
+        TransferResult::Refused,
+        TransferResult::Busy,
+        TransferResult::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferResult::Axfr => "axfr",
+            TransferResult::Ixfr => "ixfr",
+            TransferResult::IxfrFull => "ixfr_full",
+            TransferResult::UpToDate => "up_to_date",
+            TransferResult::Refused => "refused",
+            TransferResult::Busy => "busy",
+            TransferResult::Failed => "failed",
+        }
+    }
 }
 
 impl Counters {
@@ -54,5 +111,29 @@ impl Counters {
 
     pub fn dropped_by(&self, reason: Dropped) -> u64 {
         self.dropped[reason as usize].load(Relaxed)
+    }
+
+    /// Counts a signed request's TSIG result (one of [`TSIG_RESULTS`]).
+    pub fn tsig(&self, result: &str) {
+        if let Some(i) = TSIG_RESULTS.iter().position(|&r| r == result) {
+            self.tsig[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn tsig_results(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        TSIG_RESULTS
+            .iter()
+            .zip(&self.tsig)
+            .map(|(&name, count)| (name, count.load(Relaxed)))
+    }
+
+    pub fn transfer(&self, result: TransferResult) {
+        self.transfers[result as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn transfers(&self) -> impl Iterator<Item = (TransferResult, u64)> + '_ {
+        TransferResult::ALL
+            .into_iter()
+            .map(|r| (r, self.transfers[r as usize].load(Relaxed)))
     }
 }

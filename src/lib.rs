@@ -17,6 +17,7 @@
 //!              problem.rs   located problems in operator files
 //!              wire.rs      DNS protocol numbers and sizes
 //!              subnet.rs    the EDNS Client Subnet of a query
+//!              tsig.rs      TSIG keys, checking signed requests, signing responses
 //!              protocol.rs  the admin wire protocol (depends on nothing of the daemon)
 //! input        config/      the TOML model; each key read once, every problem with file:line
 //!              zone/        zone files -> static records (lexer, reader, checks; pure)
@@ -24,11 +25,14 @@
 //! live state   state/       the persisted state (colors, flips, phases, serials) and its file
 //!              observed.rs  what the server saw of each service (answers, drain input, health)
 //!              counters.rs  server-wide counters
-//! query        records/     the immutable snapshot a query is answered from, pre-rendered
+//! query        records/     the immutable snapshot a query is answered from, pre-rendered,
+//!                           and each zone's content, digest and IXFR history
 //!              rrl.rs       response rate limiting of UDP answers per source prefix
+//!              transfer.rs  outgoing AXFR/IXFR as a stream of messages from one snapshot
 //!              dns/         the request handler: bytes in, bytes out, one snapshot load
 //! change       health.rs    health checks of a color's addresses
 //!              switch.rs    the one place a change happens: serialize, persist, publish
+//!              fleet/       the secondaries: NOTIFY, the serial each serves, who is behind
 //!              cutover/     the per-service TTL/flip rules and the task that runs them
 //!              reload.rs    SIGHUP and `ctl reload`: validate everything, then swap
 //! report       stragglers/  the bounded resolver ledger and its report
@@ -46,7 +50,11 @@
 //! 2. **Change**: admin socket ([`admin::server`]) -> command ([`admin::commands`]) ->
 //!    [`cutover::Cutovers`] (one task per service: commands, deadlines, health gate) ->
 //!    [`switch::Switch`] -> new state -> state file -> new snapshot -> swap -> reply.
-//! 3. **Report**: observations (handed over in batches by each receive loop) ->
+//! 3. **Transfer**: a publish -> [`fleet`] NOTIFYs every secondary -> it asks IXFR over TCP
+//!    -> [`dns::Handler::serve`] checks its address and TSIG key -> [`transfer::Transfer`]
+//!    streams the changes from the snapshot's history (or the whole zone) -> the fleet asks
+//!    its SOA serial until it serves the change -> the cutover waiting on it goes on.
+//! 4. **Report**: observations (handed over in batches by each receive loop) ->
 //!    [`stragglers::Ledger`] -> classes -> `stragglers` and `status` on the admin socket,
 //!    `/metrics`; snapshot and counters -> `status`, `/metrics`.
 
@@ -59,6 +67,7 @@ pub mod counters;
 pub mod cutover;
 pub mod dns;
 pub mod fixture;
+pub mod fleet;
 pub mod health;
 pub mod logging;
 pub mod metrics;
@@ -73,6 +82,7 @@ pub mod state;
 pub mod stragglers;
 pub mod subnet;
 pub mod switch;
+pub mod transfer;
 pub mod tsig;
 pub mod wire;
 pub mod zone;

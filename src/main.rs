@@ -98,6 +98,9 @@ enum CtlCommand {
         /// Return once the flip is scheduled instead of following it.
         #[arg(long)]
         no_wait: bool,
+        /// Return once the flip is done here, without waiting for the secondaries.
+        #[arg(long)]
+        no_wait_secondaries: bool,
     },
     /// Flip back to the other color: at once while settling, otherwise the whole sequence.
     Rollback {
@@ -109,6 +112,9 @@ enum CtlCommand {
         /// Return once the rollback is scheduled instead of following it.
         #[arg(long)]
         no_wait: bool,
+        /// Return once the rollback is done here, without waiting for the secondaries.
+        #[arg(long)]
+        no_wait_secondaries: bool,
     },
     /// Re-read the config and zone files; apply them only if all of them are valid.
     Reload {
@@ -279,7 +285,6 @@ fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) 
         Request::Flip {
             service,
             wait: true,
-            now: false,
             ..
         }
         | Request::Rollback {
@@ -303,6 +308,8 @@ fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) 
         .and_then(|mut client| client.call_with_progress(&request, |p| view.show(p)));
     match result {
         Ok(response) => match print_reply(json, &response) {
+            // Done here, but not everywhere: scripts must not take it for a full success.
+            Ok(()) if secondaries_behind(&response) => ExitCode::from(SECONDARIES_BEHIND),
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE, // stdout went away; the request was carried out
         },
@@ -358,6 +365,13 @@ fn detach_on_interrupt(service: &str) {
     };
 }
 
+/// The exit code of a flip that is done here while secondaries do not serve it.
+const SECONDARIES_BEHIND: u8 = 5;
+
+fn secondaries_behind(response: &Response) -> bool {
+    matches!(response, Response::Cutover(c) if c.fleet.as_ref().is_some_and(|f| f.waited && !f.behind.is_empty()))
+}
+
 fn request(command: CtlCommand) -> Request {
     match command {
         CtlCommand::Version => Request::Version,
@@ -374,21 +388,25 @@ fn request(command: CtlCommand) -> Request {
             now,
             force,
             no_wait,
+            no_wait_secondaries,
         } => Request::Flip {
             service,
             to,
             now,
             force,
             wait: !no_wait,
+            wait_secondaries: !no_wait_secondaries,
         },
         CtlCommand::Rollback {
             service,
             force,
             no_wait,
+            no_wait_secondaries,
         } => Request::Rollback {
             service,
             force,
             wait: !no_wait,
+            wait_secondaries: !no_wait_secondaries,
         },
         CtlCommand::Cancel { service } => Request::Cancel { service },
     }

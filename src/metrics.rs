@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::color::Color;
 use crate::counters::Counters;
+use crate::fleet::Fleet;
 use crate::observed::FlipResult;
 use crate::records::{Records, ServiceView, Snapshot};
 use crate::rrl::Limiter;
@@ -45,6 +46,7 @@ pub struct Exporter {
     pub ledger: Option<Arc<Ledger>>,
     /// `None` when rate limiting is off.
     pub rrl: Option<Arc<Limiter>>,
+    pub fleet: Arc<Fleet>,
     pub clock: Clock,
 }
 
@@ -294,6 +296,85 @@ impl Exporter {
         )
     }
 
+    /// Zone transfers, TSIG, and each secondary's copy of each zone.
+    fn fleet(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.counters;
+        family(
+            e,
+            "flipdns_transfers",
+            "Outgoing zone transfers, by result: axfr, ixfr, ixfr_full (the whole zone for an IXFR), up_to_date, refused, busy, failed.",
+            c.transfers()
+                .map(|(r, n)| (vec![("result", r.as_str())], counter(n))),
+        )?;
+        family(
+            e,
+            "flipdns_tsig_requests",
+            "Signed requests, by the TSIG check's result: none (valid), badkey, badsig, badtime, badtrunc, malformed.",
+            c.tsig_results()
+                .map(|(r, n)| (vec![("error", r)], counter(n))),
+        )?;
+        let status = self.fleet.status();
+        let now = self.clock.now_ms();
+        // (secondary, zone) names, and the link and our serial, per row.
+        let rows: Vec<([String; 2], &crate::fleet::Link, u32)> = status
+            .iter()
+            .flat_map(|s| {
+                s.zones
+                    .iter()
+                    .map(|(zone, link, serial)| ([s.name.clone(), zone.to_string()], link, *serial))
+            })
+            .collect();
+        fn labels(names: &[String; 2]) -> Labels<'_> {
+            vec![
+                ("secondary", names[0].as_str()),
+                ("zone", names[1].as_str()),
+            ]
+        }
+        family(
+            e,
+            "flipdns_secondary_serial",
+            "SOA serial a secondary answered with, by secondary and zone (absent until it answered).",
+            rows.iter().filter_map(|(names, link, _)| {
+                link.serves
+                    .map(|(serial, _)| (labels(names), gauge(serial.into())))
+            }),
+        )?;
+        family(
+            e,
+            "flipdns_secondary_behind_seconds",
+            "How long a secondary has served an older serial than ours (0 when current).",
+            rows.iter().map(|(names, link, _)| {
+                let behind = link
+                    .behind_since_ms
+                    .map_or(0, |since| now.saturating_sub(since) / 1000);
+                (labels(names), gauge(behind as i64))
+            }),
+        )?;
+        family(
+            e,
+            "flipdns_secondary_current",
+            "1 when a secondary serves our serial of the zone, else 0.",
+            rows.iter().map(|(names, link, serial)| {
+                let current = link.serves.is_some_and(|(s, _)| s == *serial);
+                (labels(names), gauge(current as i64))
+            }),
+        )?;
+        family(
+            e,
+            "flipdns_secondary_notifies",
+            "NOTIFY messages sent to a secondary.",
+            rows.iter()
+                .map(|(names, link, _)| (labels(names), counter(link.notifies))),
+        )?;
+        family(
+            e,
+            "flipdns_secondary_errors",
+            "Failed NOTIFYs and SOA queries to a secondary.",
+            rows.iter()
+                .map(|(names, link, _)| (labels(names), counter(link.errors))),
+        )
+    }
+
     fn ledger(
         &self,
         e: &mut DescriptorEncoder,
@@ -388,6 +469,7 @@ impl Collector for Exporter {
         self.cutovers(&mut e, services)?;
         self.zones(&mut e, &snapshot)?;
         self.connections(&mut e)?;
+        self.fleet(&mut e)?;
         if let Some(ledger) = &self.ledger {
             self.ledger(&mut e, ledger, services)?;
         }

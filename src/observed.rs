@@ -20,14 +20,17 @@ pub enum FlipResult {
     RefusedUnhealthy = 1,
     RefusedInterval = 2,
     Cancelled = 3,
+    /// A secondary did not confirm the short TTL in time.
+    RefusedSecondaries = 4,
 }
 
 impl FlipResult {
-    pub const ALL: [FlipResult; 4] = [
+    pub const ALL: [FlipResult; 5] = [
         FlipResult::Done,
         FlipResult::RefusedUnhealthy,
         FlipResult::RefusedInterval,
         FlipResult::Cancelled,
+        FlipResult::RefusedSecondaries,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl FlipResult {
             FlipResult::RefusedUnhealthy => "refused_unhealthy",
             FlipResult::RefusedInterval => "refused_interval",
             FlipResult::Cancelled => "cancelled",
+            FlipResult::RefusedSecondaries => "refused_secondaries",
         }
     }
 }
@@ -46,7 +50,7 @@ pub struct Observed {
     /// Answers given, by color.
     answers: [AtomicU64; 2],
     /// Flips, by [`FlipResult`].
-    flips: [AtomicU64; 4],
+    flips: [AtomicU64; FlipResult::ALL.len()],
     /// When the last answer given with the normal TTL expires, on the coarse monotonic
     /// clock (milliseconds): no cache that obeys TTLs holds one after it. An expiry rather
     /// than a time, so a TTL changed by a reload is counted right. Starts at the process

@@ -71,6 +71,9 @@ pub enum Request {
         /// Stream progress until the flip is done; `false` replies once it is scheduled.
         #[serde(default = "yes")]
         wait: bool,
+        /// After the flip, wait (up to `[fleet] wait`) until every secondary serves it.
+        #[serde(default = "yes")]
+        wait_secondaries: bool,
     },
     /// Flip back to the other color: at once while settling, otherwise the whole sequence.
     Rollback {
@@ -82,6 +85,9 @@ pub enum Request {
         /// Stream progress until the rollback is done.
         #[serde(default = "yes")]
         wait: bool,
+        /// After the flip, wait (up to `[fleet] wait`) until every secondary serves it.
+        #[serde(default = "yes")]
+        wait_secondaries: bool,
     },
     /// Abandon a pending cutover (or end a settle early): back to steady, normal TTL.
     Cancel {
@@ -208,11 +214,14 @@ pub enum ErrorKind {
     TooManyClients,
     /// The request did not arrive in time, or was too long.
     RequestTimeout,
+    /// A pending flip was refused: a secondary did not confirm the short TTL within
+    /// `[fleet] wait`, so the drain is not proven; `--force` overrides.
+    SecondariesBehind,
 }
 
 impl ErrorKind {
     /// Every kind, in exit-code order.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::Invalid,
         ErrorKind::UnknownService,
         ErrorKind::RefusedUnhealthy,
@@ -226,6 +235,7 @@ impl ErrorKind {
         ErrorKind::Forbidden,
         ErrorKind::TooManyClients,
         ErrorKind::RequestTimeout,
+        ErrorKind::SecondariesBehind,
     ];
 
     /// The exit code of `flipdns ctl` for this kind: 10 and up, one per kind (0 is success,
@@ -253,6 +263,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::TooManyClients => "too_many_clients",
             ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::SecondariesBehind => "secondaries_behind",
         }
     }
 }
@@ -275,6 +286,83 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Every zone.
     pub zones: Vec<ZoneStatus>,
+    /// Every configured secondary.
+    #[serde(default)]
+    pub secondaries: Vec<SecondaryStatus>,
+}
+
+/// One secondary in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondaryStatus {
+    /// Its name in the config (its address when not named).
+    pub name: String,
+    /// Where NOTIFY and SOA queries go.
+    pub address: String,
+    /// The TSIG key used with it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key: Option<String>,
+    /// Its copy of each zone.
+    pub zones: Vec<SecondaryZone>,
+}
+
+/// A secondary's copy of one zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondaryZone {
+    /// The zone.
+    pub origin: String,
+    /// Our serial.
+    pub serial: u32,
+    /// The serial its SOA answer gave, and when (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub serves: Option<u32>,
+    /// When `serves` was last asked (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub checked_at_ms: Option<u64>,
+    /// Serials it is behind ours (0 when current; absent when unknown).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lag: Option<u32>,
+    /// Since when it has served an older serial than ours (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub behind_since_ms: Option<u64>,
+    /// The last NOTIFY sent to it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notify: Option<NotifyStatus>,
+    /// The last zone transfer it took: serial, when, and `axfr`, `ixfr`, `ixfr_full` or
+    /// `up_to_date`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub transferred: Option<TransferStatus>,
+    /// The last error asking it, and when (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// When that error happened.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error_at_ms: Option<u64>,
+    /// Failed NOTIFYs and SOA queries since start.
+    pub errors: u64,
+}
+
+/// The last NOTIFY to a secondary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyStatus {
+    /// The serial it announced.
+    pub serial: u32,
+    /// When it was last sent (Unix milliseconds).
+    pub at_ms: u64,
+    /// Tries so far.
+    pub tries: u32,
+    /// Whether the secondary acknowledged it.
+    pub acked: bool,
+}
+
+/// The last zone transfer a secondary took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferStatus {
+    /// The serial it brought.
+    pub serial: u32,
+    /// When it finished (Unix milliseconds).
+    pub at_ms: u64,
+    /// `axfr`, `ixfr`, `ixfr_full` or `up_to_date`.
+    pub kind: String,
 }
 
 /// One service in `status`.
@@ -313,6 +401,21 @@ pub struct ServiceStatus {
     /// Resolvers by class since the latest flip, when the ledger is on.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub resolvers: Option<ClassCounts>,
+    /// A change not yet seen served by every secondary.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fleet: Option<FleetWaitStatus>,
+}
+
+/// A change of a service the secondaries have not all been seen to serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetWaitStatus {
+    /// The serial that carries it.
+    pub serial: u32,
+    /// `prepare` (the short TTL: the drain is not proven yet), `flip` (the new color: the
+    /// old one is not drained yet), or `prepare and flip`.
+    pub change: String,
+    /// The secondaries not serving it, and why.
+    pub behind: Vec<String>,
 }
 
 /// The phases of a cutover.
@@ -418,6 +521,32 @@ pub struct Cutover {
     /// The health gate's results, when it ran.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub health: Option<ColorHealth>,
+    /// After a flip: which secondaries serve it. With any `behind`, the flip is done here
+    /// and `flipdns ctl` exits 5.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fleet: Option<FleetConvergence>,
+}
+
+/// Which secondaries serve a flip's serial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetConvergence {
+    /// The flip's serial.
+    pub serial: u32,
+    /// Secondaries that serve it, with how long after the flip they were seen to.
+    pub converged: Vec<Converged>,
+    /// Secondaries that did not within the wait, and why.
+    pub behind: Vec<String>,
+    /// Whether the reply waited for them (`false` with `--no-wait-secondaries`).
+    pub waited: bool,
+}
+
+/// A secondary seen serving a flip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Converged {
+    /// The secondary's name.
+    pub name: String,
+    /// Milliseconds from the flip to when it was seen serving it.
+    pub after_ms: u64,
 }
 
 /// What a cutover command did.
@@ -466,6 +595,23 @@ pub enum Step {
         seconds_left: u64,
         /// The TTL answers carry meanwhile.
         ttl: u32,
+    },
+    /// The drain is over here, but these secondaries have not been seen serving the short
+    /// TTL: the flip waits for them (up to `[fleet] wait`).
+    Secondaries {
+        /// The serial with the short TTL.
+        serial: u32,
+        /// The secondaries behind, and why.
+        behind: Vec<String>,
+    },
+    /// After the flip: a secondary serves it now.
+    Secondary {
+        /// The flip's serial.
+        serial: u32,
+        /// The secondary's name.
+        name: String,
+        /// Milliseconds from the flip.
+        after_ms: u64,
     },
     /// The health gate ran.
     Health {
@@ -647,7 +793,8 @@ mod tests {
                 to: Color::Green,
                 now: false,
                 force: false,
-                wait: true
+                wait: true,
+                wait_secondaries: true
             }
         );
         assert_eq!(

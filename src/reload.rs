@@ -3,7 +3,8 @@
 //!
 //! Nothing changes unless everything is valid: a problem anywhere leaves the server serving
 //! exactly what it had, and the reply and the log name each problem with file and line.
-//! Zones and services take effect; `[server]`, `[limits]` and `[ledger]` are bound to
+//! Zones, services, secondaries, keys and `server.identity` take effect; the rest of
+//! `[server]`, `[limits]` and `[ledger]` are bound to
 //! sockets and tables at start, so changes there are reported as needing a restart and the
 //! running values stay.
 
@@ -15,6 +16,7 @@ use tokio::sync::Mutex;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::cutover::Cutovers;
+use crate::fleet::Fleet;
 use crate::problem::Problems;
 use crate::switch::{ReloadRefused, Reloaded, Switch};
 
@@ -44,14 +46,16 @@ pub enum ReloadError {
 pub struct Reloader {
     switch: Arc<Switch>,
     cutovers: Arc<Cutovers>,
+    fleet: Arc<Fleet>,
     busy: Mutex<()>,
 }
 
 impl Reloader {
-    pub fn new(switch: Arc<Switch>, cutovers: Arc<Cutovers>) -> Reloader {
+    pub fn new(switch: Arc<Switch>, cutovers: Arc<Cutovers>, fleet: Arc<Fleet>) -> Reloader {
         Reloader {
             switch,
             cutovers,
+            fleet,
             busy: Mutex::new(()),
         }
     }
@@ -92,6 +96,7 @@ impl Reloader {
             ReloadError::Refused(e)
         })?;
         self.cutovers.sync();
+        self.fleet.sync(&self.switch.catalog());
         for setting in &restart_needed {
             tracing::warn!("reload: {setting} changed; it takes effect at the next restart");
         }
@@ -149,7 +154,10 @@ fn keep_running_settings(running: &Config, mut catalog: Catalog) -> (Catalog, Ve
             changed.push(setting.to_string());
         }
     }
+    // The identity is not bound to anything: it may change.
+    let identity = catalog.config.server.identity.take();
     catalog.config.server = running.server.clone();
+    catalog.config.server.identity = identity;
     catalog.config.limits = running.limits.clone();
     catalog.config.ledger = running.ledger.clone();
     catalog.config.rrl = running.rrl.clone();

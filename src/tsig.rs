@@ -60,6 +60,11 @@ impl Key {
         .expect("configured keys use a supported algorithm")
     }
 
+    /// Whether `other` is the same key: name, algorithm and secret.
+    pub fn same(&self, other: &Key) -> bool {
+        self.name == other.name && self.algorithm == other.algorithm && self.secret == other.secret
+    }
+
     /// Length of this algorithm's MAC.
     fn mac_len(&self) -> usize {
         match self.algorithm {

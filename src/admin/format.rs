@@ -6,7 +6,7 @@ use crate::clock::{self, format_utc};
 use crate::color::Color;
 use crate::protocol::{
     ColorHealth, Cutover, Outcome, PhaseName, Progress, Reloaded, ResolverClass, ResolverView,
-    Response, ServiceStatus, Status, Step, StragglersReport, Version,
+    Response, SecondaryStatus, ServiceStatus, Status, Step, StragglersReport, Version,
 };
 
 /// Any reply, for a person.
@@ -81,6 +81,29 @@ impl ProgressView {
                     );
                 }
             }
+            Step::Secondaries { serial, behind } => {
+                self.end_bar();
+                let _ = writeln!(
+                    err,
+                    "{}: waiting for {} secondar{} to serve serial {serial}: {}",
+                    progress.service,
+                    behind.len(),
+                    if behind.len() == 1 { "y" } else { "ies" },
+                    behind.join("; ")
+                );
+            }
+            Step::Secondary {
+                serial,
+                name,
+                after_ms,
+            } => {
+                self.end_bar();
+                let _ = writeln!(
+                    err,
+                    "{}: secondary {name} serves serial {serial} ({after_ms} ms after the flip)",
+                    progress.service
+                );
+            }
             Step::Health { health } => {
                 self.end_bar();
                 let _ = writeln!(err, "{}: {}", progress.service, format_health(health));
@@ -132,6 +155,9 @@ pub fn status(status: &Status) -> String {
     }
     for z in &status.zones {
         out.push_str(&format!("zone {} serial {}\n", z.origin, z.serial));
+    }
+    for s in &status.secondaries {
+        out.push_str(&secondary(s));
     }
     out.push_str(&format!(
         "snapshot generation {}\n",
@@ -191,6 +217,74 @@ fn service(s: &ServiceStatus) -> String {
             c.converged, c.draining, c.silent, c.overdue, c.straggler
         ));
     }
+    if let Some(wait) = &s.fleet {
+        let what = match wait.change.as_str() {
+            "prepare" => "the short TTL (the drain is not proven until they do)",
+            "flip" => "the flip (the old color is not drained until they do)",
+            _ => "the short TTL and the last flip",
+        };
+        out.push_str(&format!(
+            "  secondaries behind serial {} with {what}: {}\n",
+            wait.serial,
+            if wait.behind.is_empty() {
+                "none now".into()
+            } else {
+                wait.behind.join("; ")
+            }
+        ));
+    }
+    out
+}
+
+/// `secondary ns2 (192.0.2.53:53, key xfr-key): svc.example.com. serves 7 (current) ...`
+fn secondary(s: &SecondaryStatus) -> String {
+    let key = s
+        .key
+        .as_ref()
+        .map_or(String::new(), |k| format!(", key {k}"));
+    let mut out = format!("secondary {} ({}{key})\n", s.name, s.address);
+    for z in &s.zones {
+        let serves = match (z.serves, z.lag) {
+            (Some(serial), Some(0)) => format!("serves {serial} (current)"),
+            (Some(serial), Some(lag)) => format!(
+                "serves {serial}, {lag} behind {}{}",
+                z.serial,
+                z.behind_since_ms
+                    .map_or(String::new(), |t| format!(" since {}", format_utc(t)))
+            ),
+            _ => format!("serial not known yet (ours {})", z.serial),
+        };
+        out.push_str(&format!("  {} {serves}\n", z.origin));
+        if let Some(n) = &z.notify {
+            out.push_str(&format!(
+                "    last NOTIFY serial {} at {} ({} tr{}, {})\n",
+                n.serial,
+                format_utc(n.at_ms),
+                n.tries,
+                if n.tries == 1 { "y" } else { "ies" },
+                if n.acked {
+                    "acknowledged"
+                } else {
+                    "not acknowledged"
+                }
+            ));
+        }
+        if let Some(t) = &z.transferred {
+            out.push_str(&format!(
+                "    last transfer serial {} at {} ({})\n",
+                t.serial,
+                format_utc(t.at_ms),
+                t.kind
+            ));
+        }
+        if let (Some(e), Some(at)) = (&z.error, z.error_at_ms) {
+            out.push_str(&format!(
+                "    last error at {}: {e} ({} errors)\n",
+                format_utc(at),
+                z.errors
+            ));
+        }
+    }
     out
 }
 
@@ -239,6 +333,32 @@ pub fn cutover(c: &Cutover) -> String {
     };
     if let Some(health) = &c.health {
         out.push_str(&format!("{name}: {}\n", format_health(health)));
+    }
+    if let Some(fleet) = &c.fleet {
+        for converged in &fleet.converged {
+            out.push_str(&format!(
+                "{name}: secondary {} serves serial {} ({} ms after the flip)\n",
+                converged.name, fleet.serial, converged.after_ms
+            ));
+        }
+        let count = fleet.behind.len();
+        let secondaries = if count == 1 {
+            "secondary"
+        } else {
+            "secondaries"
+        };
+        if count > 0 && fleet.waited {
+            out.push_str(&format!(
+                "{name}: FLIPPED HERE ONLY: {count} {secondaries} did not serve serial {} in time: {}\n",
+                fleet.serial,
+                fleet.behind.join("; ")
+            ));
+        } else if count > 0 {
+            out.push_str(&format!(
+                "{name}: not waiting for the secondaries; {count} {secondaries} do not serve serial {} yet (`flipdns ctl status` follows them)\n",
+                fleet.serial
+            ));
+        }
     }
     out
 }

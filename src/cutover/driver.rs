@@ -18,6 +18,7 @@ use super::{Done, Outcome, Progress, Refusal, RefusalKind, Step};
 use crate::clock::{Clock, format_utc};
 use crate::color::Color;
 use crate::config::{HealthConfig, ServiceConfig};
+use crate::fleet::Fleet;
 use crate::health;
 use crate::observed::{ColorHealth, FlipResult, Observed};
 use crate::state::{Phase, ServiceState};
@@ -69,6 +70,7 @@ type Reply = oneshot::Sender<Result<Done, Refusal>>;
 /// The cutover tasks of all services, by service name.
 pub struct Cutovers {
     switch: Arc<Switch>,
+    fleet: Arc<Fleet>,
     clock: Clock,
     gate: Arc<dyn HealthGate>,
     shutdown: CancellationToken,
@@ -92,6 +94,7 @@ impl Cutovers {
     /// Starts one task per service (and its background health checks) on `tracker`.
     pub fn start(
         switch: Arc<Switch>,
+        fleet: Arc<Fleet>,
         clock: Clock,
         gate: Arc<dyn HealthGate>,
         shutdown: &CancellationToken,
@@ -99,6 +102,7 @@ impl Cutovers {
     ) -> Cutovers {
         let cutovers = Cutovers {
             switch,
+            fleet,
             clock,
             gate,
             shutdown: shutdown.clone(),
@@ -133,6 +137,8 @@ impl Cutovers {
                     clock: self.clock.clone(),
                     gate: self.gate.clone(),
                     switch: self.switch.clone(),
+                    fleet: self.fleet.clone(),
+                    fleet_since: None,
                     events: events.clone(),
                     pending: None,
                     next_id: 1,
@@ -238,6 +244,9 @@ struct Driver {
     clock: Clock,
     gate: Arc<dyn HealthGate>,
     switch: Arc<Switch>,
+    fleet: Arc<Fleet>,
+    /// Since when (monotonic) a drained flip waits for secondaries to confirm the short TTL.
+    fleet_since: Option<u64>,
     events: broadcast::Sender<Progress>,
     /// Id of the pending flip, for progress events.
     pending: Option<u64>,
@@ -253,8 +262,9 @@ impl Driver {
         mut commands: mpsc::Receiver<(Action, Reply)>,
         shutdown: CancellationToken,
     ) {
+        let mut fleet_news = self.fleet.changes();
         loop {
-            let Some((config, current)) = self.switch.service(&self.config.name).await else {
+            let Some((config, mut current)) = self.switch.service(&self.config.name).await else {
                 tracing::info!(service = %self.config.name, "removed from the config: its cutover task ends");
                 return;
             };
@@ -262,9 +272,16 @@ impl Driver {
             if current.service.pending().is_some() && self.pending.is_none() {
                 self.pending = Some(self.new_id()); // resumed after a restart
             }
+            match self.fleet_confirms(&current).await {
+                Ok(Some(now)) => current = now,
+                Ok(None) => {}
+                Err(e) => tracing::error!(service = %self.config.name, "{e}; retrying"),
+            }
+            self.log();
             let wake = self.wake_at(&current);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                changed = fleet_news.changed() => if changed.is_err() { return },
                 command = commands.recv() => {
                     let Some((action, reply)) = command else { return };
                     let _ = reply.send(self.act(action, &current).await);
@@ -310,13 +327,58 @@ impl Driver {
         held.max(seen)
     }
 
-    /// When the task must act next (monotonic): a pending flip at its drain, or the end of
-    /// a settle.
+    /// When every secondary serves the change the service waits for, writes what that
+    /// proves (the drain counts from now, or the old color drains from now) and returns
+    /// the state after it.
+    async fn fleet_confirms(&mut self, current: &Current) -> Result<Option<Current>, Refusal> {
+        let Some(wait) = current.service.fleet else {
+            return Ok(None);
+        };
+        if !self.fleet.behind(&self.config.zone, wait.serial).is_empty() {
+            return Ok(None);
+        }
+        let next = rules::fleet_confirmed(&self.facts(current), wait);
+        let now = self.apply(|s| *s = next).await?;
+        let (name, serial) = (self.config.name.clone(), wait.serial);
+        let until = match (wait.prepare_ttl, now.service.phase) {
+            (Some(_), Phase::Preparing { drained_at_ms, .. }) => {
+                format!("drained at {}", format_utc(drained_at_ms))
+            }
+            _ => {
+                let old = now.service.live.other();
+                let at = now.service.expires_ms[old.index()];
+                format!("{old} drains at {}", format_utc(at))
+            }
+        };
+        self.later(move || tracing::info!(service = %name, serial, "every secondary serves the change: {until}"));
+        Ok(Some(now))
+    }
+
+    /// The secondaries that keep a pending flip's drain from being proven (their short TTL
+    /// is not confirmed), unless the flip is forced.
+    fn unconfirmed(&self, current: &Current, force: bool) -> Option<(u32, Vec<String>)> {
+        let wait = current
+            .service
+            .fleet
+            .filter(|w| w.prepare_ttl.is_some() && !force)?;
+        let behind = self.fleet.behind(&self.config.zone, wait.serial);
+        (!behind.is_empty()).then(|| (wait.serial, behind.iter().map(|b| b.to_string()).collect()))
+    }
+
+    fn fleet_wait_ms(&self) -> u64 {
+        self.switch.catalog().config.fleet.wait.as_millis() as u64
+    }
+
+    /// When the task must act next (monotonic): a pending flip at its drain (or when its
+    /// wait for the secondaries runs out), or the end of a settle.
     fn wake_at(&self, current: &Current) -> Option<u64> {
         match current.service.phase {
             Phase::Preparing {
                 target: Some(_), ..
-            } => Some(self.drained_mono(current)),
+            } => Some(match self.fleet_since {
+                Some(since) => self.drained_mono(current).max(since + self.fleet_wait_ms()),
+                None => self.drained_mono(current),
+            }),
             Phase::Settling { until_ms, .. } => Some(
                 current
                     .deadline_mono
@@ -438,6 +500,32 @@ impl Driver {
                     });
                     return Ok(());
                 }
+                if let Some((serial, behind)) = self.unconfirmed(current, force) {
+                    let now = self.clock.mono_ms();
+                    let since = match self.fleet_since {
+                        Some(since) => since,
+                        None => {
+                            self.emit(Step::Secondaries {
+                                serial,
+                                behind: behind.clone(),
+                            });
+                            self.fleet_since = Some(now);
+                            now
+                        }
+                    };
+                    let waited = Duration::from_millis(self.fleet_wait_ms());
+                    if now < since + waited.as_millis() as u64 {
+                        return Ok(()); // woken again by the fleet, or when the wait runs out
+                    }
+                    self.fleet_since = None;
+                    let refusal =
+                        rules::fleet_refusal(&self.facts(current), to, serial, &behind, waited);
+                    return match self.refuse(refusal, current).await {
+                        Err(refusal) if refusal.kind == RefusalKind::NotWritten => Err(refusal),
+                        _ => Ok(()),
+                    };
+                }
+                self.fleet_since = None;
                 match self.flip(to, force, Why::Drained, current).await {
                     Err(refusal) if refusal.kind == RefusalKind::NotWritten => Err(refusal),
                     _ => Ok(()),
@@ -517,6 +605,7 @@ impl Driver {
     async fn refuse(&mut self, refusal: Refusal, current: &Current) -> Result<Done, Refusal> {
         self.observed.flipped(match refusal.kind {
             RefusalKind::Interval => FlipResult::RefusedInterval,
+            RefusalKind::SecondariesBehind => FlipResult::RefusedSecondaries,
             _ => FlipResult::RefusedUnhealthy,
         });
         let left = match self.apply(|s| s.phase = rules::refused(s.phase)).await {
@@ -536,6 +625,7 @@ impl Driver {
     }
 
     async fn cancel(&mut self, current: &Current) -> Result<Done, Refusal> {
+        self.fleet_since = None;
         let now = self.apply(|s| s.phase = Phase::Steady).await?;
         if let Some(target) = current.service.pending() {
             self.observed.flipped(FlipResult::Cancelled);

@@ -20,11 +20,16 @@
 //!   A deadline is written before the short TTL is published and confirmed by a second
 //!   write after it; at start, the server assumes a steady service answered with the larger
 //!   of its old and new TTL until that moment, and so does an unconfirmed deadline
-//!   ([`crate::switch`]). Only `--now` skips the drain, on purpose.
+//!   ([`crate::switch`]). Only `--now` skips the drain, on purpose. With secondaries, the
+//!   short TTL must also be seen served by every one of them ([`crate::fleet`]): the change
+//!   waits in the state ([`crate::state::FleetWait`]) until then, and the deadline is moved
+//!   to that moment plus the normal TTL; a flip does not happen before (it waits up to
+//!   `[fleet] wait`, then is refused), unless forced.
 //! - **I2**: a flip records, for the color it leaves, when the last answer of that color
 //!   any process of this server gave expires (`expires_ms`, kept across later flips, so the
 //!   exposure a `--now` flip leaves is not forgotten); the straggler report says "drained"
-//!   only after it.
+//!   only after it, and, with secondaries, only after every one serves the flip plus the TTL
+//!   the old answers carried.
 //! - **I3**: a rollback while settling is immediate and the anti-flap rule never refuses
 //!   it; a flip to the other color while settling is the same rollback. Every refusal names
 //!   what overrides it and the state the service is left in.
@@ -102,6 +107,8 @@ pub enum RefusalKind {
     Busy,
     /// The state file could not be written; nothing changed.
     NotWritten,
+    /// A secondary did not confirm the short TTL in time; `--force` overrides.
+    SecondariesBehind,
     /// The cutover being followed was cancelled.
     Cancelled,
     /// The server is stopping (or the service was removed).
@@ -139,6 +146,8 @@ pub enum Step {
         drained_at_ms: u64,
         ttl: u32,
     },
+    /// The drain is over here; waiting for these secondaries to serve the short TTL.
+    Secondaries { serial: u32, behind: Vec<String> },
     /// The health gate ran.
     Health(ColorHealth),
     /// The flip is done.

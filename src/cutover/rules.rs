@@ -9,7 +9,7 @@ use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::config::show_duration;
 use crate::observed::ColorHealth;
-use crate::state::{FlipCount, Held, Phase, ServiceState};
+use crate::state::{FleetWait, FlipCount, Held, Phase, ServiceState};
 
 /// What the rules need to know about one service at one moment. Deadlines and expiries are
 /// compared and computed on the monotonic clock (a wall-clock step would make a wall-clock
@@ -210,6 +210,45 @@ pub fn extended(facts: &Facts, later: u64) -> Phase {
         *held = Some(at);
     }
     phase
+}
+
+/// The state once every secondary serves the change `wait` waited for, now: a prepare's
+/// drain counts from now (a secondary handed out the normal TTL until it had the short
+/// one), and a flip's old color drains from now (it answered the old color until then).
+pub fn fleet_confirmed(facts: &Facts, wait: FleetWait) -> ServiceState {
+    let mut next = facts.state.clone();
+    next.fleet = None;
+    let until = |ttl: u32| facts.now_mono + u64::from(ttl) * 1000 + 1;
+    if let (Some(ttl), Phase::Preparing { .. }) = (wait.prepare_ttl, next.phase) {
+        next.phase = extended(facts, until(ttl));
+    }
+    if let Some(ttl) = wait.flip_ttl {
+        let old = next.live.other();
+        next.keep_expiry(old, until(ttl), facts.boot, facts.now_ms, facts.now_mono);
+    }
+    next
+}
+
+/// The refusal of a pending flip whose short TTL the secondaries `behind` have not been
+/// seen to serve within `waited`.
+pub fn fleet_refusal(
+    facts: &Facts,
+    to: Color,
+    serial: u32,
+    behind: &[String],
+    waited: std::time::Duration,
+) -> Refusal {
+    let count = behind.len();
+    Refusal::new(
+        RefusalKind::SecondariesBehind,
+        format!(
+            "flip of {} to {to} refused: the drain is not proven: {count} secondar{} did not serve serial {serial} (the short TTL) within {}: {}; `--force` flips without them",
+            facts.config.name,
+            if count == 1 { "y" } else { "ies" },
+            show_duration(waited),
+            behind.join("; ")
+        ),
+    )
 }
 
 /// The health gate and the anti-flap rule, unless `force`; a rollback while settling is

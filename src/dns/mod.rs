@@ -4,6 +4,11 @@
 //! snapshot once, find the answer, write the response into a caller-owned buffer, count it.
 //! It allocates nothing, takes no lock and logs nothing, so any transport (tokio sockets
 //! today, batched system calls tomorrow, a fuzzer) can drive it.
+//!
+//! Off that path, and allowed to allocate: TSIG-signed requests (checked against the keys,
+//! answered and signed, or answered NOTAUTH with the TSIG error), and zone transfers, which
+//! only a configured secondary gets, and which [`Handler::serve`] hands back to the TCP
+//! connection as a [`Transfer`] to stream.
 
 pub mod request;
 
@@ -11,17 +16,35 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::counters::Counters;
-use crate::records::{Lookup, Records, Rendered};
+use crate::counters::{Counters, TransferResult};
+use crate::records::{Lookup, Records, Rendered, Snapshot};
 use crate::rrl::{Limiter, Verdict};
 use crate::stragglers::{Observation, Recorder};
 use crate::subnet::ClientSubnet;
+use crate::transfer::{Asked, Transfer};
+use crate::tsig::{self, Check, Signed};
 use crate::wire::{
-    CLASS_IN, CLASSIC_UDP_PAYLOAD, MAX_TCP_MESSAGE, MAX_UDP_PAYLOAD, OPCODE_QUERY,
-    OPTION_CLIENT_SUBNET, RCODE_BADVERS, RCODE_FORMERR, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_AXFR,
-    TYPE_IXFR, TYPE_OPT, Transport,
+    CLASS_CH, CLASS_IN, CLASSIC_UDP_PAYLOAD, MAX_TCP_MESSAGE, MAX_UDP_PAYLOAD, OPCODE_QUERY,
+    OPTION_CLIENT_SUBNET, OPTION_NSID, RCODE_BADVERS, RCODE_FORMERR, RCODE_NOTAUTH, RCODE_NXDOMAIN,
+    RCODE_REFUSED, TYPE_AXFR, TYPE_IXFR, TYPE_OPT, TYPE_SOA, TYPE_TXT, Transport,
 };
 use request::{Edns, Parsed, Request};
+
+/// What a request came to.
+pub enum Handled {
+    /// No reply at all.
+    Nothing,
+    /// The reply is in the output buffer.
+    Reply,
+    /// A zone transfer: stream its messages on this connection.
+    Transfer(Box<Transfer>),
+}
+
+/// The answer to a well-formed request.
+enum Answered {
+    Rcode(u16),
+    Transfer(Box<Transfer>),
+}
 
 /// Answers requests from the current snapshot.
 pub struct Handler {
@@ -61,8 +84,9 @@ impl Handler {
     }
 
     /// Writes the response to `packet` from `client` into `out` (cleared first) and returns
-    /// `true`, or returns `false` when the packet gets no reply at all. Service answers are
-    /// handed to `recorder` for the straggler ledger.
+    /// `true`, or returns `false` when the packet gets no reply at all (a zone transfer too:
+    /// only [`Handler::serve`] hands those out). Service answers are handed to `recorder`
+    /// for the straggler ledger.
     pub fn handle(
         &self,
         packet: &[u8],
@@ -71,11 +95,26 @@ impl Handler {
         out: &mut Vec<u8>,
         recorder: &mut Recorder,
     ) -> bool {
+        matches!(
+            self.serve(packet, client, transport, out, recorder),
+            Handled::Reply
+        )
+    }
+
+    /// [`Handler::handle`], with zone transfers handed back to stream.
+    pub fn serve(
+        &self,
+        packet: &[u8],
+        client: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+        recorder: &mut Recorder,
+    ) -> Handled {
         out.clear();
         match request::parse(packet) {
             Parsed::Dropped(reason) => {
                 self.counters.dropped(reason);
-                false
+                Handled::Nothing
             }
             Parsed::Error {
                 id,
@@ -86,7 +125,7 @@ impl Handler {
             } => {
                 let verdict = self.rate_limit(transport, client);
                 if verdict == Verdict::Drop {
-                    return false;
+                    return Handled::Nothing;
                 }
                 let flags = Flags {
                     opcode,
@@ -100,61 +139,100 @@ impl Handler {
                 }
                 out.extend_from_slice(question.unwrap_or_default());
                 self.counters.answered(transport, rcode.into());
-                true
+                Handled::Reply
             }
             Parsed::Request(request) => {
                 let rcode = match self.rate_limit(transport, client) {
-                    Verdict::Drop => return false,
+                    Verdict::Drop => return Handled::Nothing,
                     // Truncated: the client retries over TCP, which a spoofer cannot.
-                    Verdict::Slip => Reply {
-                        request: &request,
-                        limit: 0,
-                        out,
+                    Verdict::Slip => Reply::new(&request, 0, out, None)
+                        .start_flags(0, false, true, [1, 0, 0, 0])
+                        .finish(0),
+                    Verdict::Send => {
+                        match self.checked(packet, &request, client, transport, out, recorder) {
+                            Answered::Rcode(rcode) => rcode,
+                            Answered::Transfer(transfer) => return Handled::Transfer(transfer),
+                        }
                     }
-                    .start_flags(0, false, true, [1, 0, 0, 0])
-                    .finish(0),
-                    Verdict::Send => self.answer(&request, client, transport, out, recorder),
                 };
                 self.counters.answered(transport, rcode);
-                true
+                Handled::Reply
             }
         }
     }
 
-    /// Answers a well-formed request; returns the (extended) RCODE sent.
-    fn answer(
+    /// Answers a request, checking its TSIG first when it is signed: a good signature gets
+    /// a signed answer, a bad one NOTAUTH with the TSIG error (RFC 8945 section 5.2).
+    fn checked(
         &self,
+        packet: &[u8],
         request: &Request<'_>,
         client: SocketAddr,
         transport: Transport,
         out: &mut Vec<u8>,
         recorder: &mut Recorder,
-    ) -> u16 {
+    ) -> Answered {
+        let snapshot = self.records.load();
+        let Some(at) = request.tsig_at else {
+            return self.answer(request, &snapshot, client, transport, None, out, recorder);
+        };
+        let now = self.clock.now_ms() / 1000;
+        let check = tsig::check(packet, at, &snapshot.catalog.keys, now);
+        self.counters.tsig(check.error_name());
+        let signed = match check {
+            Check::Valid(signed) => signed,
+            Check::Malformed => {
+                let reply = Reply::new(request, usize::MAX, out, None);
+                return Answered::Rcode(reply.bare(RCODE_FORMERR.into(), false));
+            }
+            failed => {
+                let rcode =
+                    Reply::new(request, usize::MAX, out, None).bare(RCODE_NOTAUTH.into(), false);
+                tsig::append_error(out, &failed, now);
+                return Answered::Rcode(rcode);
+            }
+        };
+        let answered = self.answer(
+            request,
+            &snapshot,
+            client,
+            transport,
+            Some(&signed),
+            out,
+            recorder,
+        );
+        if let Answered::Rcode(_) = answered {
+            signed.sign(out, now);
+        }
+        answered
+    }
+
+    /// Answers a well-formed request from `snapshot` (signed by `signed`, when it was);
+    /// returns the (extended) RCODE sent, or the transfer to stream.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &self,
+        request: &Request<'_>,
+        snapshot: &Arc<Snapshot>,
+        client: SocketAddr,
+        transport: Transport,
+        signed: Option<&Signed>,
+        out: &mut Vec<u8>,
+        recorder: &mut Recorder,
+    ) -> Answered {
         let limit = match (transport, request.edns) {
             (Transport::Tcp, _) => MAX_TCP_MESSAGE,
             (Transport::Udp, Some(edns)) => edns.udp_size.min(MAX_UDP_PAYLOAD) as usize,
             (Transport::Udp, None) => CLASSIC_UDP_PAYLOAD as usize,
         };
-        let reply = Reply {
-            request,
-            limit,
-            out,
-        };
+        // A signed answer has room kept for its signature.
+        let limit = limit - signed.map_or(0, |s| s.key.record_len(0));
+        let identity = snapshot.catalog.config.server.identity.as_deref();
+        let nsid = identity.filter(|_| request.edns.is_some_and(|e| e.nsid));
+        let reply = Reply::new(request, limit, out, nsid.map(str::as_bytes));
         if request.edns.is_some_and(|e| e.version != 0) {
             // RFC 6891 section 6.1.3: BADVERS, with an OPT of the version we do speak.
-            return reply.bare(RCODE_BADVERS, false);
-        }
-        // NOTIFY and UPDATE are not accepted from anyone: nothing changes flipdns but its
-        // admin socket. Zone transfers would publish the service list, other classes are not
-        // ours, and OPT is not a question type (RFC 6891 section 6.1.1).
-        if request.opcode != OPCODE_QUERY
-            || request.qclass != CLASS_IN
-            || matches!(request.qtype, TYPE_AXFR | TYPE_IXFR)
-        {
-            return reply.bare(RCODE_REFUSED.into(), false);
-        }
-        if request.qtype == TYPE_OPT {
-            return reply.bare(RCODE_FORMERR.into(), false);
+            return Answered::Rcode(reply.bare(RCODE_BADVERS, false));
         }
         let mut name = [0u8; 255];
         let qname = request.qname();
@@ -162,8 +240,22 @@ impl Handler {
         for (lower, byte) in name.iter_mut().zip(qname) {
             *lower = byte.to_ascii_lowercase(); // length octets are < 64, below 'A'
         }
-        let snapshot = self.records.load();
-        match snapshot.lookup(name) {
+        if request.opcode == OPCODE_QUERY && request.qclass == CLASS_CH {
+            return Answered::Rcode(reply.identity(name, identity));
+        }
+        // NOTIFY and UPDATE are not accepted from anyone: nothing changes flipdns but its
+        // admin socket. Other classes are not ours, and OPT is not a question type (RFC 6891
+        // section 6.1.1).
+        if request.opcode != OPCODE_QUERY || request.qclass != CLASS_IN {
+            return Answered::Rcode(reply.bare(RCODE_REFUSED.into(), false));
+        }
+        if request.qtype == TYPE_OPT {
+            return Answered::Rcode(reply.bare(RCODE_FORMERR.into(), false));
+        }
+        if matches!(request.qtype, TYPE_AXFR | TYPE_IXFR) {
+            return self.transfer(request, name, snapshot, client, transport, signed, reply);
+        }
+        Answered::Rcode(match snapshot.lookup(name) {
             Lookup::Node(node) => {
                 let rendered = node.answer(request.qtype);
                 if let Some(hit) = rendered.hit {
@@ -195,7 +287,77 @@ impl Handler {
                 reply.finish(RCODE_NXDOMAIN.into())
             }
             Lookup::NotOurs => reply.bare(RCODE_REFUSED.into(), false),
+        })
+    }
+
+    /// A zone transfer request (`name` lowercase): only a configured secondary, with its
+    /// key when it has one, gets one (the service list is not public); over UDP an IXFR
+    /// gets the SOA, so that the secondary comes back over TCP (RFC 1995 section 2).
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &self,
+        request: &Request<'_>,
+        name: &[u8],
+        snapshot: &Arc<Snapshot>,
+        client: SocketAddr,
+        transport: Transport,
+        signed: Option<&Signed>,
+        reply: Reply<'_, '_>,
+    ) -> Answered {
+        let Some(zone) = snapshot.zone_at(name) else {
+            let rcode = match snapshot.lookup(name) {
+                Lookup::NotOurs => RCODE_REFUSED,
+                _ => RCODE_NOTAUTH, // inside a zone, but not its apex
+            };
+            return Answered::Rcode(reply.bare(rcode.into(), false));
+        };
+        let secondaries = &snapshot.catalog.config.secondaries;
+        let secondary = secondaries.iter().position(|s| {
+            s.address.ip() == client.ip()
+                && s.key
+                    .as_ref()
+                    .is_none_or(|key| signed.is_some_and(|signed| signed.key.name == *key))
+        });
+        let Some(secondary) = secondary else {
+            self.counters.transfer(TransferResult::Refused);
+            return Answered::Rcode(reply.bare(RCODE_REFUSED.into(), false));
+        };
+        let asked = match request.qtype {
+            TYPE_IXFR => match client_serial(request) {
+                Some(serial) => Asked::Ixfr { serial },
+                None => return Answered::Rcode(reply.bare(RCODE_FORMERR.into(), false)),
+            },
+            _ => Asked::Axfr,
+        };
+        if transport == Transport::Udp {
+            return Answered::Rcode(match asked {
+                Asked::Ixfr { .. } => match snapshot.lookup(name) {
+                    Lookup::Node(node) => reply.rendered(node.answer(TYPE_SOA)),
+                    _ => reply.bare(RCODE_REFUSED.into(), false),
+                },
+                // RFC 5936 section 4.2: AXFR is for TCP only.
+                Asked::Axfr => reply.bare(RCODE_FORMERR.into(), false),
+            });
         }
+        Answered::Transfer(Box::new(Transfer {
+            snapshot: snapshot.clone(),
+            zone,
+            asked,
+            id: request.id,
+            question: request.question.to_vec(),
+            signed: signed.cloned(),
+            secondary,
+        }))
+    }
+}
+
+/// The serial in the SOA of an IXFR request's authority section (RFC 1995 section 3).
+/// Transfers are rare and allowed to allocate: hickory-proto reads it.
+fn client_serial(request: &Request<'_>) -> Option<u32> {
+    let message = hickory_proto::op::Message::from_vec(request.packet).ok()?;
+    match message.authorities.first().map(|r| &r.data) {
+        Some(hickory_proto::rr::RData::SOA(soa)) => Some(soa.serial),
+        _ => None,
     }
 }
 
@@ -231,19 +393,57 @@ struct Reply<'r, 'q> {
     request: &'r Request<'q>,
     limit: usize,
     out: &'r mut Vec<u8>,
+    /// Our NSID, when the request asked for it and one is configured.
+    nsid: Option<&'r [u8]>,
 }
 
 /// Size of our OPT record: root owner, type, class, TTL, empty data.
 const OPT_LEN: usize = 11;
 
-impl<'r> Reply<'r, '_> {
+impl<'r, 'q> Reply<'r, 'q> {
+    fn new(
+        request: &'r Request<'q>,
+        limit: usize,
+        out: &'r mut Vec<u8>,
+        nsid: Option<&'r [u8]>,
+    ) -> Reply<'r, 'q> {
+        Reply {
+            request,
+            limit,
+            out,
+            nsid,
+        }
+    }
+
     /// Bytes of header, question and OPT: what every response carries.
     fn head_len(&self) -> usize {
-        let opt = self
-            .request
-            .edns
-            .map_or(0, |e| OPT_LEN + subnet_option_len(e.client_subnet));
+        let opt = self.request.edns.map_or(0, |e| {
+            OPT_LEN + subnet_option_len(e.client_subnet) + self.nsid.map_or(0, |n| 4 + n.len())
+        });
         crate::wire::HEADER_LEN + self.request.question.len() + opt
+    }
+
+    /// A CH-class question: `id.server.` and `hostname.bind.` TXT name this server when
+    /// an identity is configured (RFC 4892); everything else in CH is REFUSED.
+    fn identity(self, name: &[u8], identity: Option<&str>) -> u16 {
+        const NAMES: [&[u8]; 2] = [b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"];
+        let Some(identity) = identity
+            .filter(|_| NAMES.contains(&name) && matches!(self.request.qtype, TYPE_TXT | 255))
+        else {
+            return self.bare(RCODE_REFUSED.into(), false);
+        };
+        let text = identity.as_bytes();
+        let started = self.start(0, true, [1, 1, 0, 0]);
+        started.out.extend_from_slice(&0xC00Cu16.to_be_bytes());
+        started.out.extend_from_slice(&TYPE_TXT.to_be_bytes());
+        started.out.extend_from_slice(&CLASS_CH.to_be_bytes());
+        started.out.extend_from_slice(&0u32.to_be_bytes());
+        started
+            .out
+            .extend_from_slice(&(text.len() as u16 + 1).to_be_bytes());
+        started.out.push(text.len() as u8);
+        started.out.extend_from_slice(text);
+        started.finish(0)
     }
 
     /// Writes header and question; `counts` are answer, authority, additional (without OPT).
@@ -275,6 +475,7 @@ impl<'r> Reply<'r, '_> {
         Started {
             out: self.out,
             edns,
+            nsid: self.nsid,
         }
     }
 
@@ -310,12 +511,13 @@ impl<'r> Reply<'r, '_> {
 struct Started<'r> {
     out: &'r mut Vec<u8>,
     edns: Option<Edns>,
+    nsid: Option<&'r [u8]>,
 }
 
 impl Started<'_> {
     /// Appends our OPT when the request had one: version 0, our payload size, DO copied,
     /// the high bits of an extended RCODE; unknown options not echoed (RFC 6891 section
-    /// 6.1.2), the client subnet echoed (RFC 7871).
+    /// 6.1.2), the client subnet echoed (RFC 7871), our NSID when asked (RFC 5001).
     fn finish(self, rcode: u16) -> u16 {
         if let Some(edns) = self.edns {
             self.out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
@@ -323,8 +525,15 @@ impl Started<'_> {
             let do_bit = if edns.dnssec_ok { 0x80 } else { 0 };
             self.out
                 .extend_from_slice(&[(rcode >> 4) as u8, 0, do_bit, 0]);
-            let options = subnet_option_len(edns.client_subnet) as u16;
+            let nsid_len = self.nsid.map_or(0, |n| 4 + n.len());
+            let options = (subnet_option_len(edns.client_subnet) + nsid_len) as u16;
             self.out.extend_from_slice(&options.to_be_bytes());
+            if let Some(nsid) = self.nsid {
+                self.out.extend_from_slice(&OPTION_NSID.to_be_bytes());
+                self.out
+                    .extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+                self.out.extend_from_slice(nsid);
+            }
             if let Some(subnet) = edns.client_subnet {
                 // RFC 7871 section 7.2.1: echo family, source prefix and address, with scope
                 // prefix 0: our answers do not vary by client subnet.

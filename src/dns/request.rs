@@ -9,12 +9,14 @@
 use crate::subnet::ClientSubnet;
 use crate::wire::{
     Dropped, HEADER_LEN, MAX_NAME_LEN, OPCODE_NOTIFY, OPCODE_QUERY, OPCODE_UPDATE,
-    OPTION_CLIENT_SUBNET, RCODE_FORMERR, RCODE_NOTIMP, TYPE_IXFR, TYPE_OPT,
+    OPTION_CLIENT_SUBNET, OPTION_NSID, RCODE_FORMERR, RCODE_NOTIMP, TYPE_IXFR, TYPE_OPT, TYPE_TSIG,
 };
 
 /// A request that can be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<'a> {
+    /// The whole message as received.
+    pub packet: &'a [u8],
     pub id: u16,
     pub opcode: u8,
     /// Recursion desired: copied into the reply (RFC 1035 section 4.1.1).
@@ -26,6 +28,8 @@ pub struct Request<'a> {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// Where the TSIG record starts, when the request is signed (it is the last record).
+    pub tsig_at: Option<usize>,
 }
 
 impl Request<'_> {
@@ -44,6 +48,8 @@ pub struct Edns {
     /// DNSSEC OK: copied into the reply's OPT (RFC 3225).
     pub dnssec_ok: bool,
     pub client_subnet: Option<ClientSubnet>,
+    /// The requester asks for our name server identifier (RFC 5001).
+    pub nsid: bool,
 }
 
 /// What a packet turned out to be.
@@ -109,10 +115,11 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
     if !sections_fit(opcode, qtype, counts) {
         return formerr;
     }
-    let Some(edns) = records(packet, question_end, counts) else {
+    let Some((edns, tsig_at)) = records(packet, question_end, counts) else {
         return formerr;
     };
     Parsed::Request(Request {
+        packet,
         id,
         opcode,
         rd,
@@ -121,6 +128,7 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         qtype,
         qclass,
         edns,
+        tsig_at,
     })
 }
 
@@ -137,24 +145,32 @@ fn sections_fit(opcode: u8, qtype: u16, [answers, authority, _]: [u16; 3]) -> bo
     }
 }
 
-/// Bounds-checks every record after the question, and reads the OPT record: one at most,
-/// owned by the root, in the additional section only (RFC 6891 section 6.1.1). `None` when
-/// anything is malformed; `Some(None)` without EDNS.
+/// Bounds-checks every record after the question, reads the OPT record (one at most,
+/// owned by the root, in the additional section only: RFC 6891 section 6.1.1) and finds the
+/// TSIG record (the last record, in the additional section: RFC 8945 section 5.1). `None`
+/// when anything is malformed.
 fn records(
     packet: &[u8],
     mut at: usize,
     [answers, authority, additional]: [u16; 3],
-) -> Option<Option<Edns>> {
+) -> Option<(Option<Edns>, Option<usize>)> {
     for _ in 0..u32::from(answers) + u32::from(authority) {
         let r = record(packet, at)?;
-        if r.rtype == TYPE_OPT {
+        if r.rtype == TYPE_OPT || r.rtype == TYPE_TSIG {
             return None;
         }
         at = r.end;
     }
     let mut edns = None;
-    for _ in 0..additional {
+    let mut tsig_at = None;
+    for index in 0..additional {
         let r = record(packet, at)?;
+        if r.rtype == TYPE_TSIG {
+            if index + 1 != additional {
+                return None;
+            }
+            tsig_at = Some(at);
+        }
         if r.rtype == TYPE_OPT {
             if edns.is_some() || r.name_end != at + 1 || packet[at] != 0 {
                 return None;
@@ -164,7 +180,7 @@ fn records(
         at = r.end;
     }
     // Trailing bytes the counts do not account for are malformed too.
-    (at == packet.len()).then_some(edns)
+    (at == packet.len()).then_some((edns, tsig_at))
 }
 
 /// End of the uncompressed question name at offset 12, or `None` if it is malformed.
@@ -241,6 +257,7 @@ fn record(packet: &[u8], start: usize) -> Option<Record> {
 /// the data. Unknown options and flags are ignored (RFC 6891 section 6.1.2).
 fn opt(class: u16, ttl: u32, mut options: &[u8]) -> Option<Edns> {
     let mut client_subnet = None;
+    let mut nsid = false;
     while !options.is_empty() {
         let header = options.get(..4)?;
         let code = u16::from_be_bytes([header[0], header[1]]);
@@ -249,6 +266,7 @@ fn opt(class: u16, ttl: u32, mut options: &[u8]) -> Option<Edns> {
         if code == OPTION_CLIENT_SUBNET && client_subnet.is_none() {
             client_subnet = Some(subnet(data)?);
         }
+        nsid |= code == OPTION_NSID;
         options = &options[4 + len..];
     }
     Some(Edns {
@@ -256,6 +274,7 @@ fn opt(class: u16, ttl: u32, mut options: &[u8]) -> Option<Edns> {
         version: (ttl >> 16) as u8,
         dnssec_ok: ttl & 0x8000 != 0,
         client_subnet,
+        nsid,
     })
 }
 
@@ -317,6 +336,28 @@ mod tests {
         assert_eq!(request.qclass, 1);
         assert_eq!(request.qname(), b"\x03App\x03Svc\x07Example\x03Com\x00");
         assert_eq!(request.edns, None);
+        assert_eq!(request.tsig_at, None);
+    }
+
+    #[test]
+    fn a_tsig_record_is_found_last_and_refused_anywhere_else() {
+        let tsig = [0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 0];
+        let mut signed = query("a.b", 1);
+        let at = signed.len();
+        signed[11] = 1;
+        signed.extend_from_slice(&tsig);
+        let Parsed::Request(request) = parse(&signed) else {
+            panic!()
+        };
+        assert_eq!(request.tsig_at, Some(at));
+        let mut not_last = signed.clone();
+        not_last[11] = 2;
+        not_last.extend_from_slice(&[0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert!(formerr(&not_last), "TSIG before another record");
+        let mut ixfr = query("a.b", 251);
+        ixfr[9] = 1;
+        ixfr.extend_from_slice(&tsig);
+        assert!(formerr(&ixfr), "TSIG in the authority section");
     }
 
     #[test]

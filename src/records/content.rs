@@ -340,11 +340,7 @@ mod tests {
         );
         assert_eq!(flipped, Digest::of(app(Color::Green, 60)));
         assert_ne!(flipped, forward);
-        assert_ne!(
-            Digest::of(app(Color::Blue, 5)),
-            forward,
-            "a TTL is content"
-        );
+        assert_ne!(Digest::of(app(Color::Blue, 5)), forward, "a TTL is content");
     }
 
     #[test]

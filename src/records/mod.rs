@@ -22,6 +22,7 @@ use hickory_proto::rr::Name;
 
 pub use build::{Serving, ServingService};
 pub use content::{Diff, Digest, History, ZoneRecord};
+pub use render::uncompressed as render_rdata;
 
 use crate::catalog::Catalog;
 use crate::color::Color;
@@ -32,13 +33,22 @@ use crate::state::ServiceState;
 /// Holds the current snapshot. Readers never block; a publish is one atomic pointer swap.
 pub struct Records {
     current: ArcSwap<Snapshot>,
+    /// The generation of every publish, for those who act on changes (NOTIFY).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Records {
     pub fn new(snapshot: Snapshot) -> Records {
+        let generation = snapshot.generation.0;
         Records {
             current: ArcSwap::from_pointee(snapshot),
+            published: tokio::sync::watch::Sender::new(generation),
         }
+    }
+
+    /// Changes whenever a snapshot is published.
+    pub fn published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The snapshot to answer one query from. Load once per query: two loads could straddle
@@ -54,7 +64,9 @@ impl Records {
 
     /// Makes `snapshot` the one every query received from now on is answered from.
     pub fn publish(&self, snapshot: Snapshot) {
+        let generation = snapshot.generation.0;
         self.current.store(Arc::new(snapshot));
+        self.published.send_replace(generation);
     }
 }
 

@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::cutover::{Cutovers, Probe};
 use crate::dns::Handler;
+use crate::fleet::Fleet;
 use crate::metrics::{self, Exporter};
 use crate::reload::Reloader;
 use crate::rrl::Limiter;
@@ -58,11 +59,16 @@ pub enum ServeError {
     Loop(#[from] LoopFailed),
 }
 
-/// What the receive loops share: the handler, the counters, and the ledger (when on).
+/// What the receive loops share: the handler, the counters, the ledger (when on), and
+/// what zone transfers need.
 pub struct QueryPath {
     pub handler: Handler,
     pub counters: Arc<Counters>,
     pub ledger: Option<Arc<Ledger>>,
+    pub fleet: Arc<Fleet>,
+    /// One permit per transfer served at once (`[limits] transfers`).
+    pub transfers: Arc<tokio::sync::Semaphore>,
+    pub transfer_timeout: Duration,
 }
 
 /// Every socket, bound before anything starts serving, so a bad address fails the start.
@@ -81,6 +87,7 @@ struct Core {
     ledger: Option<Arc<Ledger>>,
     rrl: Option<Arc<Limiter>>,
     cutovers: Arc<Cutovers>,
+    fleet: Arc<Fleet>,
 }
 
 /// Serves `catalog` until `shutdown` is cancelled, or until a loop fails.
@@ -158,6 +165,13 @@ impl Core {
     ) -> Result<Core, ServeError> {
         let config = catalog.config.clone();
         let switch = Arc::new(Switch::start(catalog, store, clock.clone())?);
+        let fleet = Fleet::start(
+            &switch.catalog(),
+            switch.records().clone(),
+            clock.clone(),
+            shutdown,
+            tracker,
+        );
         let ledger = config.ledger.enabled.then(|| {
             Ledger::start(
                 config.ledger.capacity,
@@ -170,6 +184,7 @@ impl Core {
         });
         let cutovers = Arc::new(Cutovers::start(
             switch.clone(),
+            fleet.clone(),
             clock.clone(),
             Arc::new(Probe(clock.clone())),
             shutdown,
@@ -187,6 +202,7 @@ impl Core {
             ledger,
             rrl,
             cutovers,
+            fleet,
         })
     }
 }
@@ -211,6 +227,9 @@ fn spawn_query_path(
         handler,
         counters: core.counters.clone(),
         ledger: core.ledger.clone(),
+        fleet: core.fleet.clone(),
+        transfers: Arc::new(tokio::sync::Semaphore::new(core.config.limits.transfers)),
+        transfer_timeout: core.config.limits.transfer_timeout,
     });
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let limits = &core.config.limits;
@@ -260,6 +279,7 @@ fn spawn_control_plane(
             records: core.switch.records().clone(),
             ledger: core.ledger.clone(),
             rrl: core.rrl.clone(),
+            fleet: core.fleet.clone(),
             clock: core.clock.clone(),
         };
         loops.spawn(
@@ -267,7 +287,11 @@ fn spawn_control_plane(
             metrics::serve(listener, Arc::new(exporter), shutdown.clone()),
         );
     }
-    let reloader = Arc::new(Reloader::new(core.switch.clone(), core.cutovers.clone()));
+    let reloader = Arc::new(Reloader::new(
+        core.switch.clone(),
+        core.cutovers.clone(),
+        core.fleet.clone(),
+    ));
     loops.spawn(
         "the SIGHUP handler",
         reload_on_hangup(reloader.clone(), shutdown.clone()),
@@ -282,6 +306,7 @@ fn spawn_control_plane(
     let context = Arc::new(Context {
         switch: core.switch.clone(),
         cutovers: core.cutovers.clone(),
+        fleet: core.fleet.clone(),
         ledger: core.ledger.clone(),
         reloader,
         clock: core.clock.clone(),

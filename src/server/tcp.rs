@@ -19,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::QueryPath;
-use crate::dns::Handler;
+use crate::counters::TransferResult;
+use crate::dns::Handled;
 use crate::stragglers::Recorder;
+use crate::transfer::{Sent, Transfer};
 use crate::wire::Transport;
 
 /// Replies buffered per connection before a write is forced.
@@ -70,21 +72,88 @@ pub async fn serve(
             let counters = &path.counters;
             counters.tcp_open.fetch_add(1, Relaxed);
             let mut recorder = Recorder::new(path.ledger.as_ref());
-            if let Err(Closed::Timeout) = connection(
-                stream,
-                peer,
-                &path.handler,
-                &mut recorder,
-                limits,
-                &shutdown,
-            )
-            .await
+            if let Err(Closed::Timeout) =
+                connection(stream, peer, &path, &mut recorder, limits, &shutdown).await
             {
                 counters.tcp_timeouts.fetch_add(1, Relaxed);
             }
             counters.tcp_open.fetch_sub(1, Relaxed);
             drop(permit);
         });
+    }
+}
+
+/// Streams `transfer` to `peer`, within `[limits] transfers` and `transfer_timeout`; the
+/// fleet hears what the secondary took.
+async fn stream_transfer<W: AsyncWriteExt + Unpin>(
+    transfer: &Transfer,
+    peer: SocketAddr,
+    path: &QueryPath,
+    writer: &mut W,
+    limits: TcpLimits,
+) -> Result<(), Closed> {
+    let clock = path.handler.clock();
+    let Ok(_permit) = path.transfers.clone().try_acquire_owned() else {
+        path.counters.transfer(TransferResult::Busy);
+        let busy = transfer.busy(clock.now_ms() / 1000);
+        let write = async {
+            writer.write_u16(busy.len() as u16).await?;
+            writer.write_all(&busy).await
+        };
+        return timeout(limits.message_timeout, write)
+            .await
+            .map_err(|_| Closed::Timeout)?
+            .map_err(Closed::from);
+    };
+    let sent = transfer.sent();
+    let started = std::time::Instant::now();
+    let (mut count, mut bytes) = (0usize, 0usize);
+    let stream = async {
+        let mut messages = transfer.messages();
+        while let Some(message) = messages.next_message(clock.now_ms() / 1000) {
+            writer.write_u16(message.len() as u16).await?;
+            writer.write_all(&message).await?;
+            count += 1;
+            bytes += message.len();
+            // Encoding a large zone is CPU work: let the queries on this thread through.
+            tokio::task::yield_now().await;
+        }
+        writer.flush().await
+    };
+    let result = timeout(path.transfer_timeout, stream).await;
+    let (zone, serial) = (transfer.origin(), transfer.serial());
+    let ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(Ok(())) => {
+            tracing::info!(%peer, %zone, serial, kind = sent.as_str(), messages = count, bytes, ms, "zone transfer out")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, %zone, serial, kind = sent.as_str(), messages = count, ms, "zone transfer out failed: {e}")
+        }
+        Err(_) => {
+            tracing::warn!(%peer, %zone, serial, kind = sent.as_str(), messages = count, ms, "zone transfer out cut off after transfer_timeout")
+        }
+    }
+    match result {
+        Ok(Ok(())) => {
+            path.counters.transfer(match sent {
+                Sent::Axfr => TransferResult::Axfr,
+                Sent::Ixfr => TransferResult::Ixfr,
+                Sent::IxfrFull => TransferResult::IxfrFull,
+                Sent::UpToDate => TransferResult::UpToDate,
+            });
+            path.fleet
+                .transferred(peer.ip(), zone, serial, sent.as_str());
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            path.counters.transfer(TransferResult::Failed);
+            Err(Closed::from(e))
+        }
+        Err(_) => {
+            path.counters.transfer(TransferResult::Failed);
+            Err(Closed::Timeout)
+        }
     }
 }
 
@@ -102,7 +171,7 @@ impl From<io::Error> for Closed {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    handler: &Handler,
+    path: &QueryPath,
     recorder: &mut Recorder,
     limits: TcpLimits,
     shutdown: &CancellationToken,
@@ -145,20 +214,27 @@ async fn connection(
             // resetting the idle timer. Close at once, as NSD does.
             return Ok(());
         }
-        if handler.handle(
+        let handled = path.handler.serve(
             &message[..len],
             peer,
             Transport::Tcp,
             &mut response,
             recorder,
-        ) {
-            let write = async {
-                writer.write_u16(response.len() as u16).await?;
-                writer.write_all(&response).await
-            };
-            timeout(limits.message_timeout, write)
-                .await
-                .map_err(|_| Closed::Timeout)??;
+        );
+        match handled {
+            Handled::Nothing => {}
+            Handled::Reply => {
+                let write = async {
+                    writer.write_u16(response.len() as u16).await?;
+                    writer.write_all(&response).await
+                };
+                timeout(limits.message_timeout, write)
+                    .await
+                    .map_err(|_| Closed::Timeout)??;
+            }
+            Handled::Transfer(transfer) => {
+                stream_transfer(&transfer, peer, path, &mut writer, limits).await?;
+            }
         }
         // A large message or answer does not keep its buffer for the life of the connection.
         message.shrink_to(KEPT_BUFFER);

@@ -75,27 +75,20 @@ pub struct ServiceState {
     pub fleet: Option<FleetWait>,
 }
 
-/// A change the secondaries must be seen to serve (see [`ServiceState::fleet`]).
+/// Changes the secondaries must be seen to serve (see [`ServiceState::fleet`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetWait {
-    /// The zone serial that carries the change: a secondary serving it, or a later one,
-    /// has it.
+    /// The zone serial that carries the latest change: a secondary serving it, or a later
+    /// one, has them all.
     pub serial: u32,
-    pub change: FleetChange,
-    /// The TTL of the answers the change replaces: for that long after the last secondary
-    /// took the change, caches may hold what it answered before.
-    pub ttl: u32,
-}
-
-/// What a [`FleetWait`] waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FleetChange {
-    /// The short TTL of a prepare: the drain counts from when the fleet has it.
-    Prepare,
-    /// The new color of a flip: the old one drains from when the fleet has it.
-    Flip,
+    /// A prepare's normal TTL: its drain counts from when every secondary has the short
+    /// TTL, since until then one of them handed out this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_ttl: Option<u32>,
+    /// A flip's TTL before it: the old color drains from when every secondary has the flip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flip_ttl: Option<u32>,
 }
 
 fn no_held(held: &[Option<Held>; 2]) -> bool {
@@ -119,8 +112,8 @@ impl ServiceState {
 
     /// Notes what the secondaries must confirm after the change from `before` (answers
     /// with TTL `before_ttl`) to this state (with `after_ttl`), published in `serial`: a
-    /// new color, or a lower TTL. A prepare that ended without a flip has nothing left to
-    /// prove.
+    /// new color, or a lower TTL. A flip still unconfirmed stays noted under a later
+    /// prepare; a prepare that ended without a flip has nothing left to prove.
     pub fn await_fleet(
         &mut self,
         before: &ServiceState,
@@ -128,27 +121,26 @@ impl ServiceState {
         after_ttl: u32,
         serial: u32,
     ) {
-        let change = if self.live != before.live {
-            Some(FleetChange::Flip)
+        let pending = self.fleet.filter(|w| w.flip_ttl.is_some());
+        if self.live != before.live {
+            self.fleet = Some(FleetWait {
+                serial,
+                prepare_ttl: None,
+                flip_ttl: Some(before_ttl),
+            });
         } else if after_ttl < before_ttl {
-            Some(FleetChange::Prepare)
-        } else {
-            None
-        };
-        match change {
-            Some(change) => {
-                self.fleet = Some(FleetWait {
-                    serial,
-                    change,
-                    ttl: before_ttl,
+            self.fleet = Some(FleetWait {
+                serial,
+                prepare_ttl: Some(before_ttl),
+                flip_ttl: pending.and_then(|w| w.flip_ttl),
+            });
+        } else if !matches!(self.phase, Phase::Preparing { .. }) {
+            self.fleet = self.fleet.and_then(|w| {
+                w.flip_ttl.map(|_| FleetWait {
+                    prepare_ttl: None,
+                    ..w
                 })
-            }
-            None if !matches!(self.phase, Phase::Preparing { .. })
-                && self.fleet.is_some_and(|w| w.change == FleetChange::Prepare) =>
-            {
-                self.fleet = None
-            }
-            None => {}
+            });
         }
     }
 

@@ -560,8 +560,8 @@ mod tests {
                 expires_held: [None; 2],
                 fleet: Some(crate::state::FleetWait {
                     serial: 7,
-                    change: crate::state::FleetChange::Prepare,
-                    ttl: 300,
+                    prepare_ttl: Some(300),
+                    flip_ttl: None,
                 }),
             },
         );

@@ -213,6 +213,7 @@ impl Ledger {
                 from: (state.flips > FlipCount(0)).then(|| state.live.other()),
                 to: state.live,
                 cname: view.answer == AnswerMode::Cname,
+                secondaries_behind: state.fleet.is_some_and(|w| w.flip_ttl.is_some()),
             };
             let track = table.track(view.id);
             if track.name.is_empty() {
@@ -220,7 +221,7 @@ impl Ledger {
                 track.logged_drained = flip.flips;
                 track.logged_first_straggler = flip.flips;
             }
-            if track.flip.flips != flip.flips || track.old_expires_mono == 0 {
+            if track.flip != flip || track.old_expires_mono == 0 {
                 // Not known (a state from before the expiries were kept): a normal TTL from
                 // the flip.
                 let clock = &self.clock;
@@ -228,6 +229,11 @@ impl Ledger {
                 track.old_expires_mono = state
                     .expires_mono(state.live.other(), clock.boot(), |w| clock.mono_of(w))
                     .unwrap_or_else(|| clock.mono_of(unknown));
+                if flip.secondaries_behind {
+                    // Not before every secondary has the flip: the fleet's confirmation
+                    // writes the real expiry.
+                    track.old_expires_mono = u64::MAX;
+                }
             }
             track.flip = flip;
         }

@@ -143,6 +143,9 @@ pub struct Flip {
     pub to: Color,
     /// The service answers a CNAME to the live color's name.
     pub cname: bool,
+    /// Some secondary has not been seen serving the flip: it still answers the old color,
+    /// so the old color is not drained.
+    pub secondaries_behind: bool,
 }
 
 impl Default for Flip {
@@ -154,6 +157,7 @@ impl Default for Flip {
             from: None,
             to: Color::Blue,
             cname: false,
+            secondaries_behind: false,
         }
     }
 }

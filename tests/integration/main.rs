@@ -19,6 +19,7 @@ mod property;
 mod protocol;
 mod reload;
 mod restart;
+mod secondaries;
 mod stragglers;
 mod tcp;
 mod unbound;

@@ -35,6 +35,7 @@ use flipdns::config::{Config, HealthConfig, ServiceConfig};
 use flipdns::counters::Counters;
 use flipdns::cutover::{Action, Cutovers, HealthGate, Outcome, RefusalKind};
 use flipdns::dns::Handler;
+use flipdns::fleet::Fleet;
 use flipdns::observed::{AddressHealth, ColorHealth};
 use flipdns::reload::Reloader;
 use flipdns::state::{Phase, Store};
@@ -147,8 +148,17 @@ impl World {
         let switch = Arc::new(Switch::start(catalog, store, self.clock.clone()).unwrap());
         let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
         let gate: Arc<dyn HealthGate> = self.gate.clone();
+        // No secondaries in the model: the fleet has no workers.
+        let fleet = Fleet::start(
+            &switch.catalog(),
+            switch.records().clone(),
+            self.clock.clone(),
+            &shutdown,
+            &tracker,
+        );
         let cutovers = Arc::new(Cutovers::start(
             switch.clone(),
+            fleet.clone(),
             self.clock.clone(),
             gate,
             &shutdown,
@@ -168,7 +178,7 @@ impl World {
             self.clock.clone(),
         );
         self.running = Some(Running {
-            reloader: Reloader::new(switch.clone(), cutovers.clone()),
+            reloader: Reloader::new(switch.clone(), cutovers.clone(), fleet),
             switch,
             cutovers,
             handler,

@@ -10,7 +10,8 @@ use tokio::sync::broadcast;
 use super::{Context, health, phase, send};
 use crate::cutover::{self, Action, Done, Refusal, RefusalKind};
 use crate::protocol::{
-    Cutover, Error, ErrorKind, Outcome, Progress, Reply, Request, Response, Step,
+    Converged, Cutover, Error, ErrorKind, FleetConvergence, Outcome, Progress, Reply, Request,
+    Response, Step,
 };
 
 /// How often a waiting client hears from the server, at least.
@@ -21,21 +22,28 @@ pub async fn run<W: AsyncWrite + Unpin>(
     request: Request,
     out: &mut W,
 ) -> io::Result<()> {
-    let (service, action, wait) = match request {
-        Request::Prepare { service } => (service, Action::Prepare, false),
+    let (service, action, wait, wait_secondaries) = match request {
+        Request::Prepare { service } => (service, Action::Prepare, false, false),
         Request::Flip {
             service,
             to,
             now,
             force,
             wait,
-        } => (service, Action::Flip { to, now, force }, wait),
+            wait_secondaries,
+        } => (
+            service,
+            Action::Flip { to, now, force },
+            wait,
+            wait_secondaries,
+        ),
         Request::Rollback {
             service,
             force,
             wait,
-        } => (service, Action::Rollback { force }, wait),
-        Request::Cancel { service } => (service, Action::Cancel, false),
+            wait_secondaries,
+        } => (service, Action::Rollback { force }, wait, wait_secondaries),
+        Request::Cancel { service } => (service, Action::Cancel, false, false),
         _ => unreachable!("dispatch sends only cutover commands here"),
     };
     // Subscribe before the command runs, so no progress of its cutover is missed.
@@ -49,7 +57,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     cutover::Outcome::Scheduled | cutover::Outcome::Joined
                 ) =>
         {
-            follow(context, reply(&done), events, out).await
+            follow(context, reply(&done), events, out, wait_secondaries).await
+        }
+        (Ok(done), _) if done.outcome == cutover::Outcome::Flipped => {
+            flipped(context, &done, wait_secondaries, out).await
         }
         (Ok(done), _) => send(context, out, &Reply::Ok(Response::Cutover(reply(&done)))).await,
         (Err(refusal), _) => send(context, out, &Reply::Error(error(&refusal))).await,
@@ -62,6 +73,7 @@ async fn follow<W: AsyncWrite + Unpin>(
     scheduled: Cutover,
     mut events: broadcast::Receiver<cutover::Progress>,
     out: &mut W,
+    wait_secondaries: bool,
 ) -> io::Result<()> {
     let (Some(id), Some(target), Some(mut drained_at_ms)) = (
         scheduled.cutover,
@@ -98,9 +110,11 @@ async fn follow<W: AsyncWrite + Unpin>(
                     }
                     send(context, out, &Reply::Progress(progress(context, &event))).await?;
                     match event.step {
-                        cutover::Step::Draining { .. } | cutover::Step::Health(_) => {}
+                        cutover::Step::Draining { .. }
+                        | cutover::Step::Secondaries { .. }
+                        | cutover::Step::Health(_) => {}
                         cutover::Step::Flipped(done) => {
-                            return send(context, out, &Reply::Ok(Response::Cutover(reply(&done)))).await;
+                            return flipped(context, &done, wait_secondaries, out).await;
                         }
                         cutover::Step::Refused(refusal) => {
                             return send(context, out, &Reply::Error(error(&refusal))).await;
@@ -128,6 +142,104 @@ async fn follow<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The reply to a flip: with secondaries, once every one serves it (or `[fleet] wait` has
+/// passed: then the flip is done here and the reply says which are behind), each one's
+/// arrival a progress line; without waiting, what they serve now.
+async fn flipped<W: AsyncWrite + Unpin>(
+    context: &Context,
+    done: &Done,
+    wait: bool,
+    out: &mut W,
+) -> io::Result<()> {
+    let mut cutover = reply(done);
+    let fleet = &context.fleet;
+    let zone = context
+        .switch
+        .catalog()
+        .config
+        .service(&done.service)
+        .map(|s| s.zone.clone());
+    let (Some(zone), false) = (zone, fleet.is_empty()) else {
+        return send(context, out, &Reply::Ok(Response::Cutover(cutover))).await;
+    };
+    let serial = done.serial;
+    let flipped_at = done
+        .state
+        .flipped_at_ms
+        .unwrap_or_else(|| context.clock.now_ms());
+    let deadline = tokio::time::Instant::now() + context.switch.catalog().config.fleet.wait;
+    let mut changes = fleet.changes();
+    let mut converged: Vec<Converged> = Vec::new();
+    loop {
+        let behind = fleet.behind(&zone, serial);
+        for status in fleet.status() {
+            let serves = status
+                .zones
+                .iter()
+                .find(|(z, _, _)| *z == zone)
+                .and_then(|(_, l, _)| l.serves);
+            let caught_up = !behind.iter().any(|b| b.name == status.name);
+            if caught_up && !converged.iter().any(|c| c.name == status.name) {
+                let after_ms = serves.map_or(0, |(_, at)| at.saturating_sub(flipped_at));
+                converged.push(Converged {
+                    name: status.name.clone(),
+                    after_ms,
+                });
+                if wait {
+                    let progress = Progress {
+                        service: done.service.clone(),
+                        cutover: done.cutover.unwrap_or(0),
+                        step: Step::Secondary {
+                            serial,
+                            name: status.name.clone(),
+                            after_ms,
+                        },
+                    };
+                    send(context, out, &Reply::Progress(progress)).await?;
+                }
+            }
+        }
+        if behind.is_empty() || !wait || tokio::time::Instant::now() >= deadline {
+            let behind: Vec<String> = behind.iter().map(ToString::to_string).collect();
+            if !behind.is_empty() && wait {
+                let (name, list) = (done.service.clone(), behind.join("; "));
+                tracing::warn!(service = %name, serial, "flipped here, but {} secondar{} behind: {list}", behind.len(), if behind.len() == 1 { "y is" } else { "ies are" });
+            }
+            cutover.fleet = Some(FleetConvergence {
+                serial,
+                converged,
+                behind,
+                waited: wait,
+            });
+            return send(context, out, &Reply::Ok(Response::Cutover(cutover))).await;
+        }
+        tokio::select! {
+            _ = context.shutdown.cancelled() => {
+                cutover.fleet = Some(FleetConvergence {
+                    serial,
+                    converged,
+                    behind: behind.iter().map(ToString::to_string).collect(),
+                    waited: false,
+                });
+                return send(context, out, &Reply::Ok(Response::Cutover(cutover))).await;
+            }
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep(PROGRESS_EVERY) => {
+                let progress = Progress {
+                    service: done.service.clone(),
+                    cutover: done.cutover.unwrap_or(0),
+                    step: Step::Secondaries {
+                        serial,
+                        behind: behind.iter().map(ToString::to_string).collect(),
+                    },
+                };
+                send(context, out, &Reply::Progress(progress)).await?;
+            }
+        }
+    }
+}
+
 /// A carried-out command as the reply shows it.
 fn reply(done: &Done) -> Cutover {
     Cutover {
@@ -149,6 +261,7 @@ fn reply(done: &Done) -> Cutover {
         serial: done.serial,
         cutover: done.cutover,
         health: done.health.as_ref().map(health),
+        fleet: None,
     }
 }
 
@@ -160,6 +273,7 @@ fn error(refusal: &Refusal) -> Error {
         RefusalKind::Interval => ErrorKind::RefusedInterval,
         RefusalKind::Busy => ErrorKind::Busy,
         RefusalKind::NotWritten => ErrorKind::Io,
+        RefusalKind::SecondariesBehind => ErrorKind::SecondariesBehind,
         RefusalKind::Cancelled => ErrorKind::Cancelled,
         RefusalKind::ShuttingDown => ErrorKind::ShuttingDown,
     };
@@ -177,6 +291,10 @@ fn progress(context: &Context, event: &cutover::Progress) -> Progress {
             drained_at_ms: *drained_at_ms,
             seconds_left: context.clock.until(*drained_at_ms).as_secs(),
             ttl: *ttl,
+        },
+        cutover::Step::Secondaries { serial, behind } => Step::Secondaries {
+            serial: *serial,
+            behind: behind.clone(),
         },
         cutover::Step::Health(h) => Step::Health { health: health(h) },
         cutover::Step::Flipped(done) => Step::Flipped {

@@ -13,6 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::clock::Clock;
 use crate::cutover::Cutovers;
+use crate::fleet::Fleet;
 use crate::observed;
 use crate::protocol::{
     AddressHealth, ColorHealth, Error, ErrorKind, PROTOCOL_VERSION, PhaseName, PhaseStatus, Reply,
@@ -27,6 +28,7 @@ use crate::switch::Switch;
 pub struct Context {
     pub switch: Arc<Switch>,
     pub cutovers: Arc<Cutovers>,
+    pub fleet: Arc<Fleet>,
     /// `None` when the ledger is off.
     pub ledger: Option<Arc<Ledger>>,
     pub reloader: Arc<Reloader>,

@@ -1,9 +1,14 @@
-//! `status`: every service's color, phase, TTL, deadlines, answers and health, and every
-//! zone's serial, from the snapshot being served.
+//! `status`: every service's color, phase, TTL, deadlines, answers and health, every zone's
+//! serial, from the snapshot being served; and every secondary's copy of each zone.
 
 use super::{Context, health, phase, unknown_service};
 use crate::color::Color;
-use crate::protocol::{Answers, Error, ServiceStatus, Status, ZoneStatus};
+use crate::fleet;
+use crate::protocol::{
+    Answers, Error, FleetWaitStatus, NotifyStatus, SecondaryStatus, SecondaryZone, ServiceStatus,
+    Status, TransferStatus, ZoneStatus,
+};
+use crate::state::serial_after;
 
 /// Status of every service, or of `only`.
 pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error> {
@@ -54,6 +59,21 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
                     .ledger
                     .as_ref()
                     .map(|l| super::stragglers::counts(&l.counts(view.id))),
+                fleet: state.fleet.map(|wait| FleetWaitStatus {
+                    serial: wait.serial,
+                    change: match (wait.prepare_ttl, wait.flip_ttl) {
+                        (Some(_), Some(_)) => "prepare and flip",
+                        (Some(_), None) => "prepare",
+                        _ => "flip",
+                    }
+                    .into(),
+                    behind: context
+                        .fleet
+                        .behind(&config.zone, wait.serial)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                }),
             })
         })
         .collect();
@@ -69,5 +89,48 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
         snapshot_generation: snapshot.generation.0,
         services,
         zones,
+        secondaries: context.fleet.status().iter().map(secondary).collect(),
     })
+}
+
+fn secondary(status: &fleet::SecondaryStatus) -> SecondaryStatus {
+    SecondaryStatus {
+        name: status.name.clone(),
+        address: status.address.to_string(),
+        key: status.key.clone(),
+        zones: status
+            .zones
+            .iter()
+            .map(|(origin, link, serial)| SecondaryZone {
+                origin: origin.to_string(),
+                serial: *serial,
+                serves: link.serves.map(|(s, _)| s),
+                checked_at_ms: link.serves.map(|(_, at)| at),
+                lag: link.serves.map(|(s, _)| {
+                    if serial_after(*serial, s) {
+                        serial.wrapping_sub(s)
+                    } else {
+                        0
+                    }
+                }),
+                behind_since_ms: link.behind_since_ms,
+                notify: link.notify.map(|n| NotifyStatus {
+                    serial: n.serial,
+                    at_ms: n.at_ms,
+                    tries: n.tries,
+                    acked: n.acked,
+                }),
+                transferred: link
+                    .transferred
+                    .map(|(serial, at_ms, kind)| TransferStatus {
+                        serial,
+                        at_ms,
+                        kind: kind.into(),
+                    }),
+                error: link.error.as_ref().map(|(e, _)| e.clone()),
+                error_at_ms: link.error.as_ref().map(|(_, at)| *at),
+                errors: link.errors,
+            })
+            .collect(),
+    }
 }

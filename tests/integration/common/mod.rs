@@ -5,11 +5,13 @@
 
 mod dig;
 
+pub mod secondaries;
 mod server;
 mod stubs;
 mod wire;
 
 pub use dig::dig;
+pub use secondaries::{Kind, Secondary};
 pub use server::*;
 pub use stubs::*;
 pub use wire::*;

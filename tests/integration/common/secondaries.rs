@@ -1,0 +1,255 @@
+//! Real secondaries of the server under test: NSD, Knot and BIND, each in the foreground in
+//! a temporary directory on a loopback port, following the primary by NOTIFY and zone
+//! transfer with a TSIG key, stopped by PID (NSD's three processes by process group).
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::dig::{Dig, dig};
+
+/// A throw-away TSIG secret (32 bytes, base64) for the tests.
+pub const SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
+pub const KEY: &str = "xfr-key";
+
+/// Which stock server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Nsd,
+    Knot,
+    Bind,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Nsd => "nsd",
+            Kind::Knot => "knot",
+            Kind::Bind => "bind",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Kind::Nsd => "nsd",
+            Kind::Knot => "knotd",
+            Kind::Bind => "named",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Kind::Nsd => "nsd",
+            Kind::Knot => "knot",
+            Kind::Bind => "bind9",
+        }
+    }
+}
+
+/// A free loopback port for UDP (the secondary binds TCP on it too).
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `[[tsig_key]]` and `[[secondary]]` tables for secondaries on `ports`, with the key
+/// file written into `dir` (mode 0600).
+pub fn primary_config(dir: &std::path::Path, secondaries: &[(&str, u16)]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("xfr-key.b64");
+    std::fs::write(&key, SECRET).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut out = format!(
+        "[[tsig_key]]\nname = \"{KEY}\"\nalgorithm = \"hmac-sha256\"\nsecret_file = \"xfr-key.b64\"\n"
+    );
+    for (name, port) in secondaries {
+        out.push_str(&format!(
+            "[[secondary]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\nkey = \"{KEY}\"\n"
+        ));
+    }
+    out
+}
+
+/// A running secondary, stopped on drop.
+pub struct Secondary {
+    pub kind: Kind,
+    pub port: u16,
+    pub primary: u16,
+    child: Option<Child>,
+    dir: TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Secondary {
+    /// Starts `kind` on `port`, secondary of the primary on `primary`, with the test key.
+    pub fn start(kind: Kind, port: u16, primary: u16) -> Secondary {
+        if Command::new(kind.program()).arg("-V").output().is_err()
+            && Command::new(kind.program()).arg("-v").output().is_err()
+        {
+            panic!(
+                "`{}` is not installed: this test runs a real {} secondary. Install it with `apt-get install -y {}` (or run .ci/run).",
+                kind.program(),
+                kind.name(),
+                kind.package()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(kind.name())
+            .tempdir()
+            .unwrap();
+        let mut secondary = Secondary {
+            kind,
+            port,
+            primary,
+            child: None,
+            dir,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        secondary.write_config();
+        secondary.spawn();
+        secondary
+    }
+
+    fn write_config(&self) {
+        let dir = self.dir.path().display().to_string();
+        let (port, primary) = (self.port, self.primary);
+        let (file, text) = match self.kind {
+            Kind::Nsd => (
+                "nsd.conf",
+                format!(
+                    "server:\n  ip-address: 127.0.0.1@{port}\n  do-ip6: no\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{dir}\"\n  database: \"\"\n  zonelistfile: \"{dir}/zone.list\"\n  xfrdfile: \"{dir}/xfrd.state\"\n  xfrdir: \"{dir}\"\n  pidfile: \"{dir}/nsd.pid\"\n  cookie-secret-file: \"{dir}/cookies.txt\"\n  verbosity: 2\n  zonefiles-write: 0\n  xfrd-reload-timeout: 0\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\nremote-control:\n  control-enable: no\nkey:\n  name: \"{KEY}\"\n  algorithm: hmac-sha256\n  secret: \"{SECRET}\"\nzone:\n  name: \"svc.example.com\"\n  zonefile: \"svc.example.com.zone\"\n  allow-notify: 127.0.0.1 {KEY}\n  request-xfr: 127.0.0.1@{primary} {KEY}\n"
+                ),
+            ),
+            Kind::Knot => (
+                "knot.conf",
+                format!(
+                    "server:\n  rundir: \"{dir}\"\n  listen: 127.0.0.1@{port}\nlog:\n  - target: stderr\n    any: info\ndatabase:\n  storage: \"{dir}\"\n  journal-db-mode: asynchronous\nkey:\n  - id: {KEY}\n    algorithm: hmac-sha256\n    secret: {SECRET}\nremote:\n  - id: primary\n    address: 127.0.0.1@{primary}\n    key: {KEY}\n    block-notify-after-transfer: on\nacl:\n  - id: notify-from-primary\n    address: 127.0.0.1\n    key: {KEY}\n    action: notify\ntemplate:\n  - id: default\n    storage: \"{dir}\"\nzone:\n  - domain: svc.example.com\n    master: primary\n    acl: notify-from-primary\n    zonefile-sync: -1\n    zonefile-load: none\n    journal-content: all\n"
+                ),
+            ),
+            Kind::Bind => (
+                "named.conf",
+                format!(
+                    "options {{\n  directory \"{dir}\";\n  pid-file \"{dir}/named.pid\";\n  lock-file \"{dir}/named.lock\";\n  session-keyfile \"{dir}/session.key\";\n  managed-keys-directory \"{dir}\";\n  bindkeys-file \"/dev/null\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  recursion no;\n  dnssec-validation no;\n  notify no;\n  serial-query-rate 1000;\n}};\ncontrols {{ }};\nlogging {{\n  channel xfr {{ stderr; severity debug 3; print-time yes; print-category yes; }};\n  channel std {{ stderr; severity info; print-time yes; print-category yes; }};\n  category default {{ std; }};\n  category xfer-in {{ xfr; }};\n  category notify {{ std; }};\n}};\nkey \"{KEY}\" {{\n  algorithm hmac-sha256;\n  secret \"{SECRET}\";\n}};\nzone \"svc.example.com\" {{\n  type secondary;\n  file \"svc.example.com.db\";\n  masterfile-format text;\n  primaries {{ 127.0.0.1 port {primary} key {KEY}; }};\n  allow-notify {{ key {KEY}; }};\n}};\n"
+                ),
+            ),
+        };
+        std::fs::write(self.dir.path().join(file), text).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let mut command = match self.kind {
+            Kind::Nsd => {
+                let mut c = Command::new("nsd");
+                c.arg("-d").arg("-c").arg(dir.join("nsd.conf"));
+                c
+            }
+            Kind::Knot => {
+                let mut c = Command::new("knotd");
+                c.arg("-c").arg(dir.join("knot.conf"));
+                c
+            }
+            Kind::Bind => {
+                let mut c = Command::new("named");
+                c.arg("-f")
+                    .arg("-L")
+                    .arg(dir.join("named.early.log"))
+                    .arg("-c")
+                    .arg(dir.join("named.conf"));
+                c
+            }
+        };
+        // Its own process group: NSD forks, and the whole group is stopped at once.
+        command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the secondary");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+    }
+
+    /// Stops it (SIGTERM to its process group, then SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let group = child.id() as i32;
+            // SAFETY: kill(2) on the process group this test started.
+            unsafe { libc::kill(-group, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+            let _ = child.wait();
+            // NSD's children notice their parent is gone within a second.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts it again in the same directory, on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn dig(&self, args: &[&str]) -> Dig {
+        dig(self.port, args)
+    }
+
+    /// The serial it serves, if it serves the zone.
+    pub fn serial(&self) -> Option<u32> {
+        let answer = self.dig(&["svc.example.com", "SOA"]);
+        (answer.status == "NOERROR")
+            .then(|| answer.soa_serial())
+            .flatten()
+    }
+
+    /// Waits up to `limit` until it serves `serial` or later; how long it took.
+    pub fn wait_serial(&self, serial: u32, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self
+                .serial()
+                .is_some_and(|s| s.wrapping_sub(serial) < 1 << 31)
+            {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Its log so far (NSD writes it to stderr with -d, Knot and BIND to stderr).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Secondary {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} secondary on port {} ---\n{}",
+                self.kind.name(),
+                self.port,
+                self.log()
+            );
+        }
+        self.stop();
+    }
+}

@@ -1,0 +1,503 @@
+//! flipdns as the hidden primary of stock secondaries: NSD, Knot and BIND follow every flip
+//! by NOTIFY and IXFR (AXFR when the history does not reach), signed with TSIG; transfers
+//! are refused to anyone else; a cutover waits for the whole fleet; a killed primary leaves
+//! the secondaries serving the last complete zone.
+//!
+//! The zone's SOA refresh is a day, so a secondary that follows within seconds followed the
+//! NOTIFY, not its refresh timer.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::secondaries::{KEY, SECRET, free_port, primary_config};
+use crate::common::{Kind, Secondary, Server, Setup, dig};
+
+/// The zone with a refresh of a day: only NOTIFY can make a secondary follow quickly.
+const ZONE: &str = "\
+$ORIGIN svc.example.com.
+$TTL 3600
+@       IN SOA  ns1 hostmaster.example.com. 2026112601 86400 3600 1209600 60
+        IN NS   ns1
+        IN NS   ns2
+ns1     IN A    192.0.2.53
+ns2     IN A    192.0.2.54
+";
+
+/// How long a secondary may take to follow a change: NOTIFY, SOA check, transfer, load.
+/// Measured in milliseconds; the bound leaves room for a loaded machine.
+const FOLLOW: Duration = Duration::from_secs(10);
+
+/// A primary with the test key and `secondaries` (name, port), and `extra` config.
+fn primary(secondaries: &[(&str, u16)], services: &str, extra: &str) -> Server {
+    let setup = Setup {
+        zone: ZONE.into(),
+        services: services.into(),
+        ..Setup::default()
+    };
+    Server::start_in(primary_dir(setup, secondaries, extra))
+}
+
+/// The primary's directory: `setup`, the key and `secondaries`, and a fixed port (the
+/// secondaries must find it again after a restart).
+fn primary_dir(setup: Setup, secondaries: &[(&str, u16)], extra: &str) -> tempfile::TempDir {
+    let dir = setup.write();
+    let tables = primary_config(dir.path(), secondaries);
+    let config = dir.path().join("flipdns.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(&config, format!("{text}\n{tables}\n{extra}\n")).unwrap();
+    dir
+}
+
+fn service(ttl: u32, cutover_ttl: u32) -> String {
+    format!(
+        "[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\"]\ngreen = [\"198.51.100.10\"]\nlive = \"blue\"\nttl = {ttl}\ncutover_ttl = {cutover_ttl}\nsettle = \"10m\"\n"
+    )
+}
+
+fn serial(server: &Server) -> u32 {
+    server
+        .dig(&["svc.example.com", "SOA"])
+        .soa_serial()
+        .unwrap()
+}
+
+/// The address `app` has on `port`, and the TTL it carries.
+fn app(port: u16) -> Option<(String, u32)> {
+    let answer = dig(port, &["app.svc.example.com", "A"]);
+    answer.answer.first().map(|r| (r.data.clone(), r.ttl))
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Lines of the primary's log about transfers to `port`'s secondary... by kind.
+fn transfers(server: &Server, kind: &str) -> usize {
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains("zone transfer out") && l.contains(&format!("kind=\"{kind}\"")))
+        .count()
+}
+
+#[test]
+fn nsd_knot_and_bind_follow_every_flip_and_prepare_by_notify_and_ixfr() {
+    let ports = [free_port(), free_port(), free_port()];
+    let server = primary(
+        &[("nsd", ports[0]), ("knot", ports[1]), ("bind", ports[2])],
+        &service(300, 5),
+        "",
+    );
+    let fleet: Vec<Secondary> = [Kind::Nsd, Kind::Knot, Kind::Bind]
+        .into_iter()
+        .zip(ports)
+        .map(|(kind, port)| Secondary::start(kind, port, server.port))
+        .collect();
+    let first = serial(&server);
+    for secondary in &fleet {
+        assert!(
+            secondary.wait_serial(first, FOLLOW).is_some(),
+            "{} never loaded the zone",
+            secondary.kind.name()
+        );
+    }
+    assert_eq!(transfers(&server, "axfr"), 3, "{}", server.log());
+
+    // A flip: every secondary serves the new color, and the reply says so.
+    let started = Instant::now();
+    let out = server.ctl(&["--json", "flip", "app", "--to", "green", "--now"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let converged = reply["fleet"]["converged"].as_array().unwrap();
+    assert_eq!(converged.len(), 3, "{reply}");
+    assert!(reply["fleet"]["behind"].as_array().unwrap().is_empty());
+    let took = started.elapsed();
+    for secondary in &fleet {
+        let serves = wait_until(FOLLOW, || {
+            app(secondary.port).is_some_and(|(a, _)| a == "198.51.100.10")
+        });
+        assert!(serves.is_some(), "{} kept blue", secondary.kind.name());
+    }
+    // The figure for the record: from the flip to each secondary seen serving it.
+    for c in converged {
+        eprintln!(
+            "{} serves the flip {} ms after it",
+            c["name"], c["after_ms"]
+        );
+    }
+    eprintln!(
+        "`flip --now` returned, every secondary serving green, after {} ms",
+        took.as_millis()
+    );
+    assert_eq!(
+        transfers(&server, "ixfr"),
+        3,
+        "IXFR for each:\n{}",
+        server.log()
+    );
+    let knot = &fleet[1];
+    assert!(knot.log().contains("IXFR, incoming"), "{}", knot.log());
+    let bind = &fleet[2];
+    assert!(
+        bind.log().contains("got incremental response"),
+        "{}",
+        bind.log()
+    );
+
+    // Back to steady (the normal TTL), then a prepare: every secondary hands out the short
+    // TTL, and the service's status stops waiting for them.
+    server.ctl_ok(&["cancel", "app"]);
+    server.ctl_ok(&["prepare", "app"]);
+    for secondary in &fleet {
+        assert!(
+            wait_until(FOLLOW, || app(secondary.port)
+                .is_some_and(|(_, ttl)| ttl == 5))
+            .is_some(),
+            "{} kept the long TTL",
+            secondary.kind.name()
+        );
+    }
+    let confirmed = wait_until(FOLLOW, || {
+        let status = crate::common::service_status(&server, "app");
+        status.get("fleet").is_none()
+    });
+    assert!(confirmed.is_some(), "{}", server.ctl_ok(&["status"]));
+    assert!(server.log().contains("every secondary serves the change"));
+    let status = server.ctl_ok(&["status"]);
+    for name in ["nsd", "knot", "bind"] {
+        assert!(
+            status.contains(&format!("secondary {name} (127.0.0.1:")),
+            "{status}"
+        );
+    }
+    assert!(status.contains("(current)"), "{status}");
+}
+
+#[test]
+fn an_ixfr_from_a_serial_the_history_does_not_reach_gets_the_whole_zone() {
+    let port = free_port();
+    let server = primary(&[("bind", port)], &service(300, 5), "");
+    let mut bind = Secondary::start(Kind::Bind, port, server.port);
+    let first = serial(&server);
+    assert!(bind.wait_serial(first, FOLLOW).is_some(), "{}", bind.log());
+    // BIND keeps its copy on disk; a change while it is down, then a restart of the primary
+    // (the history starts empty in a new process).
+    bind.stop();
+    let out = server.ctl(&[
+        "flip",
+        "app",
+        "--to",
+        "green",
+        "--now",
+        "--no-wait-secondaries",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start_in(server.sigterm());
+    bind.restart();
+    assert!(
+        bind.wait_serial(first + 1, FOLLOW).is_some(),
+        "{}\n{}",
+        bind.log(),
+        server.log()
+    );
+    assert_eq!(app(port).unwrap().0, "198.51.100.10");
+    assert_eq!(transfers(&server, "ixfr_full"), 1, "{}", server.log());
+    assert!(
+        bind.log().contains("got nonincremental response"),
+        "{}",
+        bind.log()
+    );
+}
+
+#[test]
+fn transfers_are_refused_to_strangers_wrong_keys_and_missing_keys() {
+    // A secondary is configured (nothing listens there), so the ACL holds 127.0.0.1 + key.
+    let server = primary(&[("ns2", free_port())], &service(300, 5), "");
+    let axfr = |args: &[&str]| {
+        let out = Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "+time=2",
+                "+tries=1",
+            ])
+            .args(args)
+            .args(["svc.example.com", "AXFR"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let good = format!("hmac-sha256:{KEY}:{SECRET}");
+    let signed = axfr(&["-y", &good]);
+    assert!(signed.contains("app.svc.example.com."), "{signed}");
+    // No key where one is required: refused, nothing leaked.
+    let unsigned = axfr(&[]);
+    assert!(unsigned.contains("Transfer failed"), "{unsigned}");
+    assert!(!unsigned.contains("app.svc.example.com."), "{unsigned}");
+    // A wrong secret: NOTAUTH with BADSIG.
+    let wrong = axfr(&[
+        "-y",
+        &format!("hmac-sha256:{KEY}:d3JvbmcgYnV0IGxvbmcgZW5vdWdoIHRvIHBhc3M="),
+    ]);
+    assert!(!wrong.contains("app.svc.example.com."), "{wrong}");
+    // From an address not listed, even with the key: refused.
+    let stranger = axfr(&["-b", "127.0.0.2", "-y", &good]);
+    assert!(stranger.contains("Transfer failed"), "{stranger}");
+    assert!(!stranger.contains("app.svc.example.com."), "{stranger}");
+    // Any query signed with an unknown key: NOTAUTH and BADKEY, unsigned.
+    let unknown = server.dig(&[
+        "-y",
+        &format!("hmac-sha256:nokey:{SECRET}"),
+        "app.svc.example.com",
+        "A",
+    ]);
+    assert_eq!(unknown.status, "NOTAUTH", "{}", unknown.raw);
+    assert!(unknown.raw.contains("BADKEY"), "{}", unknown.raw);
+    assert!(unknown.answer.is_empty());
+    // Signed with a wrong secret: NOTAUTH and BADSIG.
+    let badsig = server.dig(&[
+        "-y",
+        &format!("hmac-sha256:{KEY}:d3JvbmcgYnV0IGxvbmcgZW5vdWdoIHRvIHBhc3M="),
+        "app.svc.example.com",
+        "A",
+    ]);
+    assert_eq!(badsig.status, "NOTAUTH", "{}", badsig.raw);
+    assert!(badsig.raw.contains("BADSIG"), "{}", badsig.raw);
+    // Signed well: answered, and the answer verifies (dig says nothing of a bad TSIG).
+    let good_query = server.dig(&["-y", &good, "app.svc.example.com", "A"]);
+    assert_eq!(good_query.status, "NOERROR", "{}", good_query.raw);
+    assert!(
+        !good_query.raw.contains("Couldn't verify"),
+        "{}",
+        good_query.raw
+    );
+}
+
+#[test]
+fn a_flip_waits_for_a_secondary_that_was_down_and_proceeds_when_it_is_back() {
+    let port = free_port();
+    let server = primary(
+        &[("nsd", port)],
+        &service(2, 1),
+        "[fleet]\nwait = \"60s\"\n",
+    );
+    let mut nsd = Secondary::start(Kind::Nsd, port, server.port);
+    assert!(nsd.wait_serial(serial(&server), FOLLOW).is_some());
+    nsd.stop();
+    let ctl = Command::new(crate::common::BIN)
+        .args(["ctl", "--socket"])
+        .arg(server.socket())
+        .args(["flip", "app", "--to", "green"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The drain here is 2 s; then the flip waits for nsd and says so.
+    let waiting = wait_until(Duration::from_secs(20), || {
+        let status = server.ctl_ok(&["status", "app"]);
+        status.contains("secondaries behind serial") && status.contains("nsd (127.0.0.1:")
+    });
+    assert!(waiting.is_some(), "{}", server.ctl_ok(&["status", "app"]));
+    std::thread::sleep(Duration::from_secs(3)); // well past the 2 s drain
+    let status = crate::common::service_status(&server, "app");
+    assert_eq!(
+        status["live"], "blue",
+        "no flip while nsd is not proven: {status}"
+    );
+    nsd.restart();
+    let out = ctl.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", server.log());
+    assert!(
+        stderr.contains("waiting for 1 secondary to serve serial"),
+        "{stderr}"
+    );
+    assert!(
+        wait_until(FOLLOW, || app(port)
+            .is_some_and(|(a, _)| a == "198.51.100.10"))
+        .is_some(),
+        "nsd follows the flip"
+    );
+}
+
+#[test]
+fn a_flip_whose_secondary_never_confirms_is_refused_and_names_it() {
+    // Nothing listens at the secondary's address.
+    let server = primary(
+        &[("ns2", free_port())],
+        &service(2, 1),
+        "[fleet]\nwait = \"2s\"\n",
+    );
+    let out = server.ctl(&["flip", "app", "--to", "green"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(23), "{stderr}");
+    assert!(stderr.contains("the drain is not proven"), "{stderr}");
+    assert!(stderr.contains("ns2 (127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("`--force`"), "{stderr}");
+    assert_eq!(
+        crate::common::service_status(&server, "app")["live"],
+        "blue"
+    );
+    // --force flips without them, and says the flip is done here only (exit 5).
+    let forced = server.ctl(&["flip", "app", "--to", "green", "--force"]);
+    let stdout = String::from_utf8_lossy(&forced.stdout);
+    assert_eq!(forced.status.code(), Some(5), "{stdout}");
+    assert!(stdout.contains("FLIPPED HERE ONLY"), "{stdout}");
+}
+
+#[test]
+fn a_zone_of_thousands_of_services_transfers_in_many_messages_completely() {
+    let mut services = String::new();
+    for i in 0..2000 {
+        services.push_str(&format!(
+            "[[service]]\nname = \"s{i}\"\nblue = [\"10.1.{}.{}\"]\ngreen = [\"10.2.{}.{}\"]\nlive = \"blue\"\nttl = 300\ncutover_ttl = 5\nsettle = \"1m\"\n",
+            i / 250,
+            i % 250 + 1,
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let port = free_port();
+    let server = primary(&[("bind", port)], &services, "");
+    let bind = Secondary::start(Kind::Bind, port, server.port);
+    assert!(
+        bind.wait_serial(serial(&server), Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        bind.log()
+    );
+    let line = server
+        .log()
+        .lines()
+        .find(|l| l.contains("zone transfer out"))
+        .unwrap()
+        .to_string();
+    let messages: usize = line
+        .split("messages=")
+        .nth(1)
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|m| m.parse().ok())
+        .unwrap();
+    assert!(messages > 5, "{line}");
+    // BIND lets anyone transfer from it: its copy is ours, record for record.
+    let records = |port: u16, key: bool| {
+        let mut command = Command::new("dig");
+        command.args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+nocmd",
+            "+nostats",
+            "+noall",
+            "+answer",
+        ]);
+        if key {
+            command.args(["-y", &format!("hmac-sha256:{KEY}:{SECRET}")]);
+        }
+        let out = command.args(["svc.example.com", "AXFR"]).output().unwrap();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("TSIG") && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        lines.sort();
+        lines.dedup();
+        lines
+    };
+    let ours = records(server.port, true);
+    let theirs = records(port, false);
+    assert!(ours.len() > 6000, "{}", ours.len());
+    assert_eq!(ours, theirs);
+    assert!(dig(port, &["s1999.svc.example.com", "A"]).data("A") == ["10.1.7.250"]);
+}
+
+#[test]
+fn a_primary_killed_during_a_transfer_leaves_the_secondary_serving_the_last_complete_zone() {
+    // Static records make the zone large (megabytes), so the transfer takes a while.
+    let mut zone = ZONE.to_string();
+    for i in 0..60000 {
+        zone.push_str(&format!(
+            "h{i} IN A 10.{}.{}.{}\n",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256
+        ));
+    }
+    let port = free_port();
+    let setup = Setup {
+        zone,
+        services: service(300, 5),
+        ..Setup::default()
+    };
+    let server = Server::start_in(primary_dir(setup, &[("knot", port)], ""));
+    let mut knot = Secondary::start(Kind::Knot, port, server.port);
+    let complete = serial(&server);
+    assert!(
+        knot.wait_serial(complete, Duration::from_secs(60))
+            .is_some(),
+        "{}",
+        knot.log()
+    );
+    // Knot keeps its copy in its journal. A change while it is down and a restart of the
+    // primary (an empty history) make its next transfer the whole zone.
+    knot.stop();
+    let out = server.ctl(&[
+        "flip",
+        "app",
+        "--to",
+        "green",
+        "--now",
+        "--no-wait-secondaries",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start_in(server.sigterm());
+    let before = knot.log().matches("AXFR, incoming").count();
+    knot.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || knot
+            .log()
+            .matches("AXFR, incoming")
+            .count()
+            > before)
+        .is_some(),
+        "{}",
+        knot.log()
+    );
+    let server_dir = server.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = knot.log();
+    let new = complete + 1;
+    assert!(
+        !log.contains(&format!("-> {new}")),
+        "the transfer finished before the kill; make the zone larger:\n{log}"
+    );
+    assert_eq!(knot.serial(), Some(complete), "{log}");
+    assert_eq!(app(port).unwrap().0, "192.0.2.10", "the last complete zone");
+    assert_eq!(
+        dig(port, &["h59999.svc.example.com", "A"]).data("A"),
+        ["10.0.234.95"]
+    );
+    drop(server_dir);
+}
