@@ -32,6 +32,7 @@ fn primary(secondaries: &[(&str, u16)], services: &str, extra: &str) -> Server {
     let setup = Setup {
         zone: ZONE.into(),
         services: services.into(),
+        server: "metrics_listen = \"127.0.0.1:0\"\n".into(),
         ..Setup::default()
     };
     Server::start_in(primary_dir(setup, secondaries, extra))
@@ -43,9 +44,10 @@ fn primary_dir(setup: Setup, secondaries: &[(&str, u16)], extra: &str) -> tempfi
     let dir = setup.write();
     let tables = primary_config(dir.path(), secondaries);
     let config = dir.path().join("flipdns.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"127.0.0.1:{}\"]", free_port()),
+    );
     std::fs::write(&config, format!("{text}\n{tables}\n{extra}\n")).unwrap();
     dir
 }
@@ -184,6 +186,15 @@ fn nsd_knot_and_bind_follow_every_flip_and_prepare_by_notify_and_ixfr() {
         );
     }
     assert!(status.contains("(current)"), "{status}");
+    let metrics = crate::common::scrape(&server, "/metrics");
+    let ixfrs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flipdns_transfers_total{result=\"ixfr\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(ixfrs >= 3, "{metrics}");
+    let current = "flipdns_secondary_current{secondary=\"knot\",zone=\"svc.example.com.\"} 1";
+    assert!(metrics.contains(current), "{metrics}");
 }
 
 #[test]
@@ -500,4 +511,186 @@ fn a_primary_killed_during_a_transfer_leaves_the_secondary_serving_the_last_comp
         ["10.0.234.95"]
     );
     drop(server_dir);
+}
+
+/// A secondary entry for 127.0.0.1 without a key, so that plain `dig` may transfer.
+fn open_to_dig(ixfr_history: usize, extra: &str) -> String {
+    format!(
+        "[[secondary]]\nname = \"dig\"\naddress = \"127.0.0.1:{}\"\n[limits]\nixfr_history = {ixfr_history}\n{extra}",
+        free_port()
+    )
+}
+
+/// `dig` with an IXFR from `serial` (over TCP unless `udp`), its answer records.
+fn ixfr(server: &Server, serial: u32, udp: bool) -> Vec<String> {
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "+time=2",
+            "+tries=1",
+        ])
+        .args(["+noall", "+answer"])
+        .args(if udp { vec!["+notcp"] } else { vec![] })
+        .arg("svc.example.com")
+        .arg(format!("IXFR={serial}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn ixfr_answers_from_a_history_of_ixfr_history_changes() {
+    let server = Server::start_with(&Setup {
+        zone: ZONE.into(),
+        services: service(300, 5),
+        extra: open_to_dig(2, ""),
+        ..Setup::default()
+    });
+    let first = serial(&server);
+    for to in ["green", "blue", "green"] {
+        server.ctl_ok(&[
+            "flip",
+            "app",
+            "--to",
+            to,
+            "--now",
+            "--force",
+            "--no-wait-secondaries",
+        ]);
+    }
+    assert_eq!(serial(&server), first + 3);
+    // Up to date: the SOA alone.
+    assert_eq!(ixfr(&server, first + 3, false).len(), 1);
+    // Within the history (the last two changes): SOA, then per change its old SOA, what
+    // went, its new SOA, what came, then the SOA again.
+    let changes = ixfr(&server, first + 1, false);
+    let soas = changes.iter().filter(|l| l.contains("\tSOA\t")).count();
+    assert_eq!(soas, 2 + 2 * 2, "{changes:#?}");
+    assert!(
+        changes.iter().any(|l| l.contains("198.51.100.10")),
+        "{changes:#?}"
+    );
+    assert!(
+        !changes
+            .iter()
+            .any(|l| l.contains("ns1.svc.example.com.\t3600\tIN\tA")),
+        "only changes: {changes:#?}"
+    );
+    // Beyond the history: the whole zone, with its static records.
+    let whole = ixfr(&server, first, false);
+    assert!(
+        whole.iter().any(|l| l.starts_with("ns1.svc.example.com.")),
+        "{whole:#?}"
+    );
+    assert_eq!(
+        whole.iter().filter(|l| l.contains("\tSOA\t")).count(),
+        2,
+        "{whole:#?}"
+    );
+    // Over UDP: the SOA, to come back over TCP.
+    let udp = ixfr(&server, first + 1, true);
+    assert!(
+        udp.len() <= 1 || udp.iter().all(|l| l.contains("SOA")),
+        "{udp:#?}"
+    );
+}
+
+#[test]
+fn transfers_are_bounded_in_number_and_in_time() {
+    // A zone of megabytes, one transfer at a time, two seconds for each.
+    let mut zone = ZONE.to_string();
+    for i in 0..60000 {
+        zone.push_str(&format!(
+            "h{i} IN A 10.{}.{}.{}\n",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256
+        ));
+    }
+    let server = Server::start_with(&Setup {
+        zone,
+        services: service(300, 5),
+        extra: open_to_dig(100, "transfers = 1\ntransfer_timeout = \"2s\"\n"),
+        ..Setup::default()
+    });
+    // A reader that asks and never reads (with a small receive buffer, so the kernel does
+    // not take the whole zone for it) holds the only transfer.
+    let mut stalled = small_window_connect(server.port);
+    let query = crate::common::query(7, "svc.example.com", 252);
+    std::io::Write::write_all(&mut stalled, &crate::common::framed(&query)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let axfr = || {
+        let out = Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "+time=5",
+                "+tries=1",
+            ])
+            .args(["svc.example.com", "AXFR"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let busy = axfr();
+    assert!(
+        busy.contains("SERVFAIL") || busy.contains("Transfer failed"),
+        "{}\n{}",
+        &busy[..busy.len().min(600)],
+        server.log()
+    );
+    // The stalled transfer is cut off after transfer_timeout; then the next one goes.
+    assert!(
+        server.wait_for_log("cut off after transfer_timeout", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let done = axfr();
+    assert!(
+        done.contains("h59999.svc.example.com."),
+        "{}",
+        &done[done.len().saturating_sub(500)..]
+    );
+    drop(stalled);
+}
+
+/// A TCP connection to `port` on 127.0.0.1 with a 4 KiB receive buffer, set before the
+/// handshake so the window stays small.
+fn small_window_connect(port: u16) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a socket we create, configure and hand to TcpStream, which then owns it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let done = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(done, 0, "connect: {}", std::io::Error::last_os_error());
+        std::net::TcpStream::from_raw_fd(fd)
+    }
 }
