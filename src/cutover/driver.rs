@@ -339,6 +339,7 @@ impl Driver {
         }
         let next = rules::fleet_confirmed(&self.facts(current), wait);
         let now = self.apply(|s| *s = next).await?;
+        self.fleet_since = None; // the wait is over: the flip goes at the moved deadline
         let (name, serial) = (self.config.name.clone(), wait.serial);
         let until = match (wait.prepare_ttl, now.service.phase) {
             (Some(_), Phase::Preparing { drained_at_ms, .. }) => {

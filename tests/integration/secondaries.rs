@@ -694,3 +694,42 @@ fn small_window_connect(port: u16) -> std::net::TcpStream {
         std::net::TcpStream::from_raw_fd(fd)
     }
 }
+
+#[test]
+fn a_flip_waiting_for_the_fleet_still_waits_after_kill_9_and_goes_on_when_it_is_back() {
+    let port = free_port();
+    let server = primary(
+        &[("nsd", port)],
+        &service(2, 1),
+        "[fleet]\nwait = \"60s\"\n",
+    );
+    let mut nsd = Secondary::start(Kind::Nsd, port, server.port);
+    assert!(nsd.wait_serial(serial(&server), FOLLOW).is_some());
+    nsd.stop();
+    server.ctl_ok(&["flip", "app", "--to", "green", "--no-wait"]);
+    let behind = |server: &Server| {
+        let status = crate::common::service_status(server, "app");
+        status["fleet"]["behind"].as_array().is_some_and(|b| {
+            b.iter()
+                .any(|s| s.as_str().unwrap_or("").starts_with("nsd ("))
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || behind(&server)).is_some());
+    let server = Server::start_in(server.kill9());
+    // The wait is in the state: after the restart the flip still waits, well past the drain.
+    std::thread::sleep(Duration::from_secs(4));
+    let status = crate::common::service_status(&server, "app");
+    assert_eq!(status["live"], "blue", "{status}");
+    assert_eq!(status["phase"]["target"], "green", "{status}");
+    assert!(behind(&server), "{status}");
+    nsd.restart();
+    let flipped = wait_until(Duration::from_secs(30), || {
+        crate::common::service_status(&server, "app")["live"] == "green"
+    });
+    assert!(flipped.is_some(), "{}\n{}", server.log(), nsd.log());
+    assert!(
+        wait_until(FOLLOW, || app(port)
+            .is_some_and(|(a, _)| a == "198.51.100.10"))
+        .is_some()
+    );
+}
