@@ -10,7 +10,7 @@ use flipdns::admin::format::{self, ProgressView};
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
 use flipdns::config::{Config, DEFAULT_CONFIG};
-use flipdns::protocol::{Error, ErrorKind, Reply, Request, Response};
+use flipdns::protocol::{Error, ErrorKind, Reply, Request, ResolverClass, Response};
 use tokio_util::sync::CancellationToken;
 
 /// Authoritative DNS server that flips services between blue and green.
@@ -127,15 +127,28 @@ enum CtlCommand {
     Stragglers {
         /// Service name, as in the config.
         service: String,
-        /// Resolvers listed per class (stragglers, overdue, draining).
-        #[arg(long, default_value_t = 10)]
+        /// Most resolvers listed, most interesting first.
+        #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// List resolvers of this class (repeat for several): straggler, overdue, draining,
+        /// silent, converged [default: straggler, overdue, draining].
+        #[arg(long = "class", value_parser = parse_class)]
+        classes: Vec<ResolverClass>,
+        /// List resolvers of every class.
+        #[arg(long)]
+        all: bool,
     },
     /// Abandon a pending cutover, or end a settle early: back to the normal TTL.
     Cancel {
         /// Service name, as in the config.
         service: String,
     },
+}
+
+fn parse_class(s: &str) -> Result<ResolverClass, String> {
+    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| {
+        format!("unknown class {s:?}: expected straggler, overdue, draining, silent or converged")
+    })
 }
 
 fn parse_color(s: &str) -> Result<Color, String> {
@@ -377,9 +390,16 @@ fn request(command: CtlCommand) -> Request {
         CtlCommand::Version => Request::Version,
         CtlCommand::Status { service } => Request::Status { service },
         CtlCommand::Reload { force } => Request::Reload { force },
-        CtlCommand::Stragglers { service, limit } => Request::Stragglers {
+        CtlCommand::Stragglers {
+            service,
+            limit,
+            classes,
+            all,
+        } => Request::Stragglers {
             service,
             limit: Some(limit),
+            classes,
+            all,
         },
         CtlCommand::Prepare { service } => Request::Prepare { service },
         CtlCommand::Flip {

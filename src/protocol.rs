@@ -104,9 +104,15 @@ pub enum Request {
     Stragglers {
         /// The service, as named in the config.
         service: String,
-        /// Resolvers listed per interesting class (default 10).
+        /// Most resolvers listed (default 20); the reply says how many were left out.
         #[serde(default)]
         limit: Option<usize>,
+        /// List resolvers of these classes (default: straggler, overdue, draining).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        classes: Vec<ResolverClass>,
+        /// List resolvers of every class.
+        #[serde(default)]
+        all: bool,
     },
 }
 
@@ -669,10 +675,31 @@ pub struct StragglersReport {
     pub counts: ClassCounts,
     /// Straggling queries for the old color's name since the flip.
     pub straggler_queries: u64,
-    /// The worst resolvers of the interesting classes: stragglers, overdue, draining.
+    /// The resolvers of the classes asked for, most interesting first.
     pub resolvers: Vec<ResolverView>,
+    /// Resolvers of those classes left out by the limit.
+    #[serde(default)]
+    pub left_out: u64,
+    /// The classes listed.
+    #[serde(default)]
+    pub classes: Vec<ResolverClass>,
+    /// When the last resolver that kept the old color past its TTL converged (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_straggler_converged_ms: Option<u64>,
+    /// Class counts over time since the flip: a point a second at first, coarser later.
+    #[serde(default)]
+    pub timeline: Vec<TimelinePoint>,
     /// The ledger's own figures.
     pub ledger: LedgerView,
+}
+
+/// Class counts at one moment after a flip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// Resolvers by class then.
+    pub counts: ClassCounts,
 }
 
 /// A flip, as reports refer to it.
@@ -707,7 +734,9 @@ pub struct ClassCounts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResolverClass {
-    /// Asked for O's color name after every legitimate reason had expired.
+    /// Kept O past its TTL: came back for N later than its TTL allowed (by more than half
+    /// the TTL, at least 5 s), or asked for O's color name after every legitimate reason
+    /// had expired. It stays one for this flip after it converges.
     Straggler,
     /// Silent, though it re-queried on a regular rhythm before: likely a stale cache.
     Overdue,
@@ -715,8 +744,19 @@ pub enum ResolverClass {
     Draining,
     /// Its last answer was O, the TTL has passed, and it has not asked since.
     Silent,
-    /// Asked after F and got N (or holds N within its TTL).
+    /// Asked after F and got N on time (or holds N within its TTL).
     Converged,
+}
+
+impl ResolverClass {
+    /// Every class, most interesting first.
+    pub const ALL: [ResolverClass; 5] = [
+        ResolverClass::Straggler,
+        ResolverClass::Overdue,
+        ResolverClass::Draining,
+        ResolverClass::Silent,
+        ResolverClass::Converged,
+    ];
 }
 
 /// One resolver in a report.
@@ -747,9 +787,31 @@ pub struct ResolverView {
     /// Interval over TTL: well above 1 exposes TTL clamping.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub interval_ratio: Option<f64>,
-    /// Its queries for the old color's name, when a straggler.
+    /// Its queries for the old color's name, when it asked for it after every reason had
+    /// expired.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub straggler: Option<StragglerView>,
+    /// Its interval is well above the TTL: it keeps answers longer than their TTL.
+    #[serde(default)]
+    pub clamps: bool,
+    /// Its record of the flip, once it asked after it or when it held the old color.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub record: Option<FlipRecord>,
+}
+
+/// What a resolver did around a flip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlipRecord {
+    /// It held the old color at the flip.
+    pub held_old: bool,
+    /// When that old answer expired by its TTL (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub old_expired_at_ms: Option<u64>,
+    /// When it first got the new color (Unix ms); absent while it has not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub converged_at_ms: Option<u64>,
+    /// `converged_at - old_expired_at`, 0 when on time.
+    pub late_by_ms: u64,
 }
 
 /// A straggler's queries for the old color's name.

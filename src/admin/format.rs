@@ -6,7 +6,8 @@ use crate::clock::{self, format_utc};
 use crate::color::Color;
 use crate::protocol::{
     ColorHealth, Cutover, Outcome, PhaseName, Progress, Reloaded, ResolverClass, ResolverView,
-    Response, SecondaryStatus, ServiceStatus, Status, Step, StragglersReport, Version,
+    Response, SecondaryStatus, ServiceStatus, Status, Step, StragglersReport, TimelinePoint,
+    Version,
 };
 
 /// Any reply, for a person.
@@ -411,11 +412,20 @@ pub fn stragglers(r: &StragglersReport) -> String {
             r.straggler_queries
         ));
     }
-    for class in [
-        ResolverClass::Straggler,
-        ResolverClass::Overdue,
-        ResolverClass::Draining,
-    ] {
+    if let (Some(f), Some(at)) = (&r.flip, r.last_straggler_converged_ms) {
+        out.push_str(&format!(
+            "  the last straggler converged at {} ({} s after the flip)\n",
+            format_utc(at),
+            at.saturating_sub(f.at_ms) / 1000
+        ));
+    }
+    if let (Some(f), Some(line)) = (&r.flip, decay(r)) {
+        out.push_str(&format!(
+            "  {} held (draining + silent + overdue) {line}\n",
+            f.from
+        ));
+    }
+    for class in ResolverClass::ALL {
         let listed: Vec<&ResolverView> = r.resolvers.iter().filter(|v| v.class == class).collect();
         if listed.is_empty() {
             continue;
@@ -425,6 +435,12 @@ pub fn stragglers(r: &StragglersReport) -> String {
             out.push_str(&format!("  {}\n", format_resolver(v)));
         }
     }
+    if r.left_out > 0 {
+        out.push_str(&format!(
+            "({} more not listed; --limit raises the cap)\n",
+            r.left_out
+        ));
+    }
     let l = &r.ledger;
     out.push_str(&format!(
         "ledger: {} of {} entries, {} evicted, {} observations dropped\n",
@@ -433,18 +449,56 @@ pub fn stragglers(r: &StragglersReport) -> String {
     out
 }
 
+/// `3 at the flip, 3 after 10 s, 0 after 60 s`: how many resolvers held the old color over
+/// time, from the timeline, at a few moments.
+fn decay(r: &StragglersReport) -> Option<String> {
+    let flip = r.flip.as_ref()?;
+    let held = |p: &TimelinePoint| p.counts.draining + p.counts.silent + p.counts.overdue;
+    let first = r.timeline.first()?;
+    let mut parts = vec![format!("{} at the flip", held(first))];
+    for after in [10u64, 30, 60, 120, 300, 600, 3600] {
+        if let Some(p) = r
+            .timeline
+            .iter()
+            .find(|p| p.at_ms >= flip.at_ms + after * 1000)
+        {
+            parts.push(format!("{} after {after} s", held(p)));
+        }
+    }
+    Some(parts.join(", "))
+}
+
 fn format_resolver(v: &ResolverView) -> String {
     let who = match &v.subnet {
         Some(subnet) => format!("{} for {subnet}", v.resolver),
         None => v.resolver.to_string(),
     };
+    let clamps = if v.clamps { " (clamps TTLs)" } else { "" };
     let rhythm = match (v.interval_ms, v.interval_ratio) {
         (Some(ms), Some(ratio)) => format!(
-            "; re-queries every {:.1} s = {ratio:.1} x its TTL",
+            "; re-queries every {:.1} s = {ratio:.1} x its TTL{clamps}",
             f64::from(ms) / 1000.0
         ),
         _ => String::new(),
     };
+    if let (ResolverClass::Straggler, None, Some(record)) = (v.class, &v.straggler, &v.record) {
+        return format!(
+            "{who:<22} kept the old color {:.1} s past its TTL: expired {}, converged {}{rhythm}",
+            record.late_by_ms as f64 / 1000.0,
+            record.old_expired_at_ms.map_or("-".into(), format_utc),
+            record.converged_at_ms.map_or("-".into(), format_utc)
+        );
+    }
+    if let (ResolverClass::Converged, Some(record)) = (v.class, &v.record) {
+        return match (record.held_old, record.converged_at_ms) {
+            (true, Some(at)) => format!(
+                "{who:<22} converged at {} (old answer expired {}){rhythm}",
+                format_utc(at),
+                record.old_expired_at_ms.map_or("-".into(), format_utc)
+            ),
+            _ => format!("{who:<22} holds {} (TTL {} s){rhythm}", v.color, v.ttl),
+        };
+    }
     match (&v.straggler, v.class) {
         (Some(s), _) => format!(
             "{who:<22} asked for the old color {} times, first {}, last {}, {:.1} s past expiry{rhythm}",

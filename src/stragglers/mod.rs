@@ -32,7 +32,7 @@ use crate::records::{NameKind, Records};
 use crate::state::FlipCount;
 use crate::subnet::ClientSubnet;
 use batch::Batch;
-pub use report::{ClassCounts, Report, ResolverClass};
+pub use report::{ClassCounts, Listing, Report, ResolverClass};
 use table::Table;
 pub use table::{Entry, Flip};
 
@@ -153,6 +153,7 @@ impl Ledger {
                 last_tick = std::time::Instant::now();
                 self.refresh_flips();
                 self.log_drained();
+                self.sample_timelines();
             }
         }
     }
@@ -190,12 +191,21 @@ impl Ledger {
                 .subnet()
                 .map(|n| format!(" for {}", n.display()))
                 .unwrap_or_default();
-            tracing::info!(
-                "first straggler for {service}: {}{subnet} still asks for {}, {:.1} s after every TTL expired",
-                s.key.resolver(),
-                s.color,
-                s.late_ms as f64 / 1000.0
-            );
+            if s.converged {
+                tracing::info!(
+                    "first straggler for {service}: {}{subnet} came back for {} only {:.1} s after its old answer expired (it kept the old color past its TTL)",
+                    s.key.resolver(),
+                    s.color,
+                    s.late_ms as f64 / 1000.0
+                );
+            } else {
+                tracing::info!(
+                    "first straggler for {service}: {}{subnet} still asks for {}, {:.1} s after every TTL expired",
+                    s.key.resolver(),
+                    s.color,
+                    s.late_ms as f64 / 1000.0
+                );
+            }
         }
     }
 
@@ -221,6 +231,9 @@ impl Ledger {
                 track.logged_drained = flip.flips;
                 track.logged_first_straggler = flip.flips;
             }
+            if track.flip.flips != flip.flips {
+                track.last_late_converged_ms = 0;
+            }
             if track.flip != flip || track.old_expires_mono == 0 {
                 // Not known (a state from before the expiries were kept): a normal TTL from
                 // the flip.
@@ -236,6 +249,29 @@ impl Ledger {
                 }
             }
             track.flip = flip;
+        }
+    }
+
+    /// Adds a point to the timeline of every service whose next point is due: one pass over
+    /// the table for all of them.
+    fn sample_timelines(&self) {
+        let now = self.clock.coarse_now_ms();
+        let mut table = self.table();
+        let due: Vec<u16> = (0..table.services.len())
+            .filter(|&i| {
+                let track = &mut table.services[i];
+                let flip = track.flip;
+                track.timeline.due(&flip, now)
+            })
+            .map(|i| i as u16)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for (service, counts) in report::counts_of(&table, &due, now) {
+            table.services[service as usize]
+                .timeline
+                .push(now, counts.raw());
         }
     }
 
@@ -275,7 +311,11 @@ impl Ledger {
 
     /// The report of `service` with at most `limit` resolvers per listed class, and the
     /// ledger's figures; `None` if the service is not served.
-    pub fn report(&self, service: &str, limit: usize) -> Option<(Report, LedgerFigures)> {
+    pub fn report(
+        &self,
+        service: &str,
+        listing: &report::Listing,
+    ) -> Option<(Report, LedgerFigures)> {
         self.refresh_flips();
         self.drain();
         let snapshot = self.records.load();
@@ -286,7 +326,7 @@ impl Ledger {
             view.id,
             self.clock.coarse_now_ms(),
             self.clock.mono_ms(),
-            limit,
+            listing,
         );
         // Resolvers that got the old color before the ledger started are not in it: a
         // ledger that started less than a normal TTL before the flip cannot be complete.

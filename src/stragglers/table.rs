@@ -98,6 +98,28 @@ pub struct Entry {
     pub straggle_last_ms: u64,
     /// How far past expiry the last straggling query came.
     pub straggle_late_ms: u32,
+    /// This resolver's record of the flip that made the flip count `record_flips`: when the
+    /// old color it held at the flip expired by its TTL (0: it held the new color, or
+    /// nothing), when it first got the new color (0: not yet), and whether that was later
+    /// than its TTL allowed by more than [`late_tolerance_ms`].
+    pub record_flips: FlipCount,
+    pub old_expires_ms: u64,
+    pub converged_at_ms: u64,
+    pub late: bool,
+}
+
+/// Intervals needed before a resolver's rhythm counts: two regular intervals (three
+/// queries) show a clamping resolver's rhythm two minutes after a 5 s TTL clamped to 60 s.
+pub const MIN_SAMPLES: u16 = 2;
+/// An interval this many times the TTL says the resolver keeps answers longer than their
+/// TTL: it clamps TTLs (or serves stale).
+pub const CLAMP_RATIO: f64 = 2.0;
+
+/// How much later than its TTL allows a resolver may come back for the new color and still
+/// be on time: clients ask when they like, so a resolver that obeys TTLs refetches a little
+/// after expiry. Half the TTL, at least 5 s.
+pub fn late_tolerance_ms(ttl: u32) -> u64 {
+    (u64::from(ttl) * 500).max(5_000)
 }
 
 impl Entry {
@@ -121,6 +143,31 @@ impl Entry {
             straggle_first_ms: 0,
             straggle_last_ms: 0,
             straggle_late_ms: 0,
+            record_flips: FlipCount(0),
+            old_expires_ms: 0,
+            converged_at_ms: 0,
+            late: false,
+        }
+    }
+
+    /// Re-query interval over the TTL given: well above 1 means the resolver keeps answers
+    /// longer than their TTL (clamping); `None` until the rhythm has enough samples.
+    pub fn interval_ratio(&self) -> Option<f64> {
+        (self.samples >= MIN_SAMPLES && self.answer_ttl > 0)
+            .then(|| f64::from(self.interval_ms) / (f64::from(self.answer_ttl) * 1000.0))
+    }
+
+    /// Whether its rhythm says it keeps answers well past their TTL.
+    pub fn clamps(&self) -> bool {
+        self.interval_ratio().is_some_and(|r| r >= CLAMP_RATIO)
+    }
+
+    /// How late it converged after the latest flip it saw: 0 on time or not yet.
+    pub fn late_by_ms(&self) -> u64 {
+        if self.old_expires_ms > 0 && self.converged_at_ms > 0 {
+            self.converged_at_ms.saturating_sub(self.old_expires_ms)
+        } else {
+            0
         }
     }
 
@@ -179,6 +226,54 @@ pub struct ServiceTrack {
     /// The flip whose first straggler, and whose drain, has been logged.
     pub logged_first_straggler: FlipCount,
     pub logged_drained: FlipCount,
+    /// When the last resolver that converged late (for the latest flip) converged.
+    pub last_late_converged_ms: u64,
+    /// Class counts over time since the latest flip.
+    pub timeline: Timeline,
+}
+
+/// Points a timeline keeps; when full, every other one goes and the step doubles, so it
+/// covers any span with the first minutes at one second.
+pub const TIMELINE_POINTS: usize = 120;
+/// A timeline stops taking points this long after its flip.
+pub const TIMELINE_SPAN_MS: u64 = 24 * 3600 * 1000;
+
+/// A flip's class counts over time: bounded, finer near the flip.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub flips: FlipCount,
+    pub step_ms: u64,
+    pub next_ms: u64,
+    /// (Unix ms, counts in [`super::ResolverClass::ALL`] order).
+    pub points: Vec<(u64, [u32; 5])>,
+}
+
+impl Timeline {
+    /// Whether a point is due at `now_ms` for `flip`; starts afresh for a new flip.
+    pub fn due(&mut self, flip: &Flip, now_ms: u64) -> bool {
+        if flip.flips.0 == 0 {
+            return false;
+        }
+        if self.flips != flip.flips {
+            *self = Timeline {
+                flips: flip.flips,
+                step_ms: 1000,
+                next_ms: flip.at_ms,
+                points: Vec::new(),
+            };
+        }
+        now_ms >= self.next_ms && now_ms < flip.at_ms + TIMELINE_SPAN_MS
+    }
+
+    pub fn push(&mut self, now_ms: u64, counts: [u32; 5]) {
+        if self.points.len() == TIMELINE_POINTS {
+            let kept: Vec<_> = self.points.iter().copied().step_by(2).collect();
+            self.points = kept;
+            self.step_ms *= 2;
+        }
+        self.points.push((now_ms, counts));
+        self.next_ms = now_ms + self.step_ms;
+    }
 }
 
 /// A straggler found while recording, for the log line of a flip's first one.
@@ -188,6 +283,8 @@ pub struct Straggled {
     pub color: Color,
     pub late_ms: u64,
     pub first_of_flip: bool,
+    /// It came back for the new color late, rather than asking for the old color's name.
+    pub converged: bool,
 }
 
 /// The bounded table.
@@ -267,6 +364,38 @@ impl Table {
         let mut straggled = None;
         match o.name {
             NameKind::Service => {
+                if flip.flips.0 > 0 && o.at_ms >= flip.at_ms && entry.record_flips != flip.flips {
+                    // The first answer since the flip: what it held before is its record. An
+                    // answer that had expired by its TTL before the flip was not held, unless
+                    // the resolver's rhythm says it keeps answers past their TTL; one that had
+                    // expired because nobody asked is not lateness.
+                    let held_old = entry.answer_at_ms > 0
+                        && entry.answer_at_ms < flip.at_ms
+                        && Some(entry.answer_color) == flip.from
+                        && (entry.expires_ms() > flip.at_ms || entry.clamps());
+                    entry.record_flips = flip.flips;
+                    entry.old_expires_ms = if held_old { entry.expires_ms() } else { 0 };
+                    entry.converged_at_ms = 0;
+                    entry.late = false;
+                }
+                if entry.record_flips == flip.flips
+                    && entry.converged_at_ms == 0
+                    && o.color == flip.to
+                    && flip.flips.0 > 0
+                {
+                    entry.converged_at_ms = o.at_ms;
+                    let late_ms = entry.late_by_ms();
+                    if late_ms > late_tolerance_ms(entry.answer_ttl) {
+                        entry.late = true;
+                        straggled = Some(Straggled {
+                            key,
+                            color: o.color,
+                            late_ms,
+                            first_of_flip: false,
+                            converged: true,
+                        });
+                    }
+                }
                 if entry.answer_at_ms > 0 {
                     // Queries closer than half a TTL are retries or other types, not a
                     // cache refreshing: they are not intervals.
@@ -312,6 +441,7 @@ impl Table {
                             color: o.color,
                             late_ms,
                             first_of_flip: false,
+                            converged: false,
                         });
                     }
                 }
@@ -324,7 +454,11 @@ impl Table {
             *expiry = (*expiry).max(o.at_ms + u64::from(o.ttl) * 1000);
         }
         if let Some(s) = straggled.as_mut() {
-            track.straggler_queries[s.color.index()] += 1;
+            if s.converged {
+                track.last_late_converged_ms = track.last_late_converged_ms.max(o.at_ms);
+            } else {
+                track.straggler_queries[s.color.index()] += 1;
+            }
             if track.logged_first_straggler != flip.flips {
                 track.logged_first_straggler = flip.flips;
                 s.first_of_flip = true;
@@ -444,7 +578,7 @@ mod tests {
         assert_eq!(table.evicted, 4000);
         assert_eq!(table.allocated_bytes(), bytes, "no growth past capacity");
         assert!(
-            Table::bytes_per_entry() <= 150,
+            Table::bytes_per_entry() <= 180,
             "{} bytes per entry",
             Table::bytes_per_entry()
         );

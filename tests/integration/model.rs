@@ -561,8 +561,13 @@ async fn check(
     }
 
     // I2: "drained" only once every answer of the old color has expired.
-    if let Some((report, _)) = running.ledger.report("app", 10)
-        && let Some(flip) = report.flip
+    if let Some((report, _)) = running.ledger.report(
+        "app",
+        &flipdns::stragglers::Listing {
+            classes: Vec::new(),
+            limit: 10,
+        },
+    ) && let Some(flip) = report.flip
         && report.drained
     {
         let old = flip.from.unwrap_or(flip.to.other());

@@ -210,3 +210,138 @@ fn a_thousand_resolvers_fit_and_more_evict() {
     assert_eq!(report["ledger"]["evicted"], 500);
     assert_eq!(report["ledger"]["dropped"], 0);
 }
+
+/// A resolver that keeps answers 8 TTLs (a clamper) comes back late after each of two
+/// flips: a straggler with its record (when its old answer expired, when it converged, how
+/// late), and the report lists every resolver on request, with the limit counted.
+fn late_convergence_across_two_flips(answer: &str, net: u8) {
+    let server = Server::start_with(&Setup {
+        services: service(answer),
+        ..Setup::default()
+    });
+    let addr = server.udp();
+    let source = |host: u8| format!("127.0.{net}.{host}");
+    let start = Instant::now() + Duration::from_millis(300);
+    let clamper = Resolver::spawn(&source(12), addr, start, every(0, 32_001, 8000, APP, None));
+    // Resolvers that obey the 1 s TTL.
+    let compliant: Vec<Resolver> = (20..32)
+        .map(|host| {
+            Resolver::spawn(
+                &source(host),
+                addr,
+                start,
+                every(0, 33_000, 1000, APP, None),
+            )
+        })
+        .collect();
+    let at = |ms: u64| {
+        std::thread::sleep(
+            (start + Duration::from_millis(ms)).saturating_duration_since(Instant::now()),
+        )
+    };
+    let report = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["stragglers", "app", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&server.ctl_ok(&all)).unwrap()
+    };
+    let find = |report: &serde_json::Value, ip: &str| -> serde_json::Value {
+        report["resolvers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resolver"] == ip)
+            .cloned()
+            .unwrap_or_else(|| panic!("{ip} not listed: {report}"))
+    };
+
+    // Two regular 8 s intervals (ratio 8) before the first flip at 16.1 s.
+    at(16_100);
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    at(20_000);
+    let holding = find(&report(&[]), &source(12));
+    assert_eq!(
+        holding["class"], "overdue",
+        "clamped, silent past its TTL: {holding}"
+    );
+    assert_eq!(holding["clamps"], true, "{holding}");
+    assert_eq!(holding["record"]["held_old"], true, "{holding}");
+    at(24_600); // it came back at 24 s: 7 s after its answer of 16 s expired
+    let first = report(&[]);
+    let late = find(&first, &source(12));
+    assert_eq!(late["class"], "straggler", "{first}");
+    let late_by = late["record"]["late_by_ms"].as_u64().unwrap();
+    assert!((6_000..=8_000).contains(&late_by), "{late}");
+    assert!(
+        late["record"]["converged_at_ms"].as_u64().is_some(),
+        "{late}"
+    );
+    assert!(
+        first["last_straggler_converged_ms"].as_u64().is_some(),
+        "{first}"
+    );
+    assert_eq!(
+        first["counts"]["converged"], 12,
+        "the compliant ones, on time: {first}"
+    );
+
+    // The second flip: the record is this flip's, and it is late again.
+    at(25_100);
+    server.ctl_ok(&["flip", "app", "--to", "blue", "--now"]);
+    at(28_000);
+    let holding = find(&report(&[]), &source(12));
+    assert_ne!(
+        holding["class"], "straggler",
+        "a new flip, a new record: {holding}"
+    );
+    assert!(holding["record"]["converged_at_ms"].is_null(), "{holding}");
+    at(32_600);
+    let second = report(&[]);
+    let late = find(&second, &source(12));
+    assert_eq!(late["class"], "straggler", "{second}");
+    assert_eq!(second["flip"]["flips"], 2);
+    let late_by = late["record"]["late_by_ms"].as_u64().unwrap();
+    assert!((6_000..=8_000).contains(&late_by), "{late}");
+
+    // Every resolver on request; the limit counted; one class alone.
+    let all = report(&["--all", "--limit", "100"]);
+    assert_eq!(all["resolvers"].as_array().unwrap().len(), 13, "{all}");
+    assert_eq!(all["left_out"], 0);
+    assert_eq!(
+        all["resolvers"][0]["class"], "straggler",
+        "most interesting first"
+    );
+    let capped = report(&["--all", "--limit", "5"]);
+    assert_eq!(capped["resolvers"].as_array().unwrap().len(), 5);
+    assert_eq!(capped["left_out"], 8);
+    let converged = report(&["--class", "converged"]);
+    assert!(
+        converged["resolvers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["class"] == "converged" && r["clamps"] == false),
+        "{converged}"
+    );
+    assert!(
+        !second["timeline"].as_array().unwrap().is_empty(),
+        "{second}"
+    );
+    let text = server.ctl_ok(&["stragglers", "app", "--all"]);
+    assert!(text.contains("kept the old color"), "{text}");
+    assert!(text.contains("(clamps TTLs)"), "{text}");
+    assert!(text.contains("the last straggler converged at"), "{text}");
+    clamper.join();
+    for resolver in compliant {
+        resolver.join();
+    }
+}
+
+#[test]
+fn a_resolver_that_comes_back_late_is_a_straggler_after_each_flip_in_a_mode() {
+    late_convergence_across_two_flips("a", 3);
+}
+
+#[test]
+fn a_resolver_that_comes_back_late_is_a_straggler_after_each_flip_in_cname_mode() {
+    late_convergence_across_two_flips("cname", 4);
+}

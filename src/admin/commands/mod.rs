@@ -70,7 +70,12 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
         Request::Status { service } => status::run(context, service.as_deref())
             .await
             .map(Response::Status),
-        Request::Stragglers { service, limit } => stragglers::run(context, &service, limit)
+        Request::Stragglers {
+            service,
+            limit,
+            classes,
+            all,
+        } => stragglers::run(context, &service, limit, &classes, all)
             .await
             .map(Response::Stragglers),
         Request::Reload { force } => reload::run(context, force).await.map(Response::Reloaded),
