@@ -137,3 +137,22 @@ fn serve_refuses_a_bad_config_before_binding_anything() {
         "nothing created before validation passed"
     );
 }
+
+#[test]
+fn the_readme_names_every_package_the_tests_install() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let list = std::fs::read_to_string(format!("{root}/tests/packages.txt")).unwrap();
+    let packages: Vec<&str> = list
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(packages.len() >= 6, "{packages:?}");
+    for package in packages {
+        assert!(
+            readme.contains(&format!("`{package}`")),
+            "README.md does not name the package `{package}` of tests/packages.txt"
+        );
+    }
+}
