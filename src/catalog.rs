@@ -4,6 +4,7 @@
 //! collides with a service's names, and no zone hides names of another. It holds no live
 //! state (colors, serials); [`crate::records`] combines the two into a snapshot.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
@@ -86,26 +87,39 @@ impl Catalog {
                 }
             }
         }
-        // Each service owns its three names and everything below them.
+        // Each service owns its three names and everything below them. Names are indexed
+        // once (lowercase wire form), and each name looks up its own ancestors: linear in the
+        // number of names, however many services there are.
+        let mut owners: HashMap<Vec<u8>, usize> = HashMap::with_capacity(config.services.len());
         for (i, service) in config.services.iter().enumerate() {
-            let zone = zones
-                .iter()
-                .find(|z| z.origin == service.zone)
-                .expect("service zones are validated");
-            let fqdn = service.fqdn().clone();
-            for other in &config.services[..i] {
-                let theirs = other.fqdn().clone();
-                if fqdn.zone_of(&theirs) || theirs.zone_of(&fqdn) {
-                    problems.push(Problem::at(&config.path, service.line, format!(
-                        "service `{}` ({fqdn}) overlaps service `{}` ({theirs}, line {}): each service owns its name and the names below it",
-                        service.name, other.name, other.line
-                    )));
-                }
+            owners.entry(lower_wire(service.fqdn())).or_insert(i);
+        }
+        // The service owning `name` or an ancestor of it, other than `skip`: each suffix of
+        // its wire form looked up, without building names.
+        let owner_of = |name: &Name, skip: Option<usize>| -> Option<usize> {
+            if owners.is_empty() {
+                return None;
             }
-            for record in zone.records.iter().filter(|r| fqdn.zone_of(&r.name)) {
-                problems.push(Problem::at(&zone.file, record.line, format!(
-                    "{} collides with service `{}` ({}:{}), which answers {fqdn} and the names below it; remove the record or rename the service",
-                    record.name, service.name, config.path.display(), service.line
+            let name = lower_wire(name);
+            let mut at = 0;
+            while at < name.len() && name[at] != 0 {
+                if let Some(&owner) = owners.get(&name[at..])
+                    && Some(owner) != skip
+                {
+                    return Some(owner);
+                }
+                at += 1 + name[at] as usize;
+            }
+            None
+        };
+        for (i, service) in config.services.iter().enumerate() {
+            let fqdn = service.fqdn();
+            if let Some(other) = owner_of(fqdn, Some(i)) {
+                let (first, second) = if other < i { (other, i) } else { (i, other) };
+                let (a, b) = (&config.services[first], &config.services[second]);
+                problems.push(Problem::at(&config.path, b.line, format!(
+                    "service `{}` ({}) overlaps service `{}` ({}, line {}): each service owns its name and the names below it",
+                    b.name, b.fqdn(), a.name, a.fqdn(), a.line
                 )));
             }
             for other in zones.iter().filter(|z| fqdn.zone_of(&z.origin)) {
@@ -117,6 +131,21 @@ impl Catalog {
                         service.name, other.origin
                     ),
                 ));
+            }
+        }
+        for zone in zones {
+            for record in &zone.records {
+                let Some(owner) = owner_of(&record.name, None) else {
+                    continue;
+                };
+                let service = &config.services[owner];
+                if service.zone != zone.origin {
+                    continue;
+                }
+                problems.push(Problem::at(&zone.file, record.line, format!(
+                    "{} collides with service `{}` ({}:{}), which answers {} and the names below it; remove the record or rename the service",
+                    record.name, service.name, config.path.display(), service.line, service.fqdn()
+                )));
             }
         }
     }
@@ -133,6 +162,17 @@ impl Catalog {
             .position(|z| z.origin == service.zone)
             .expect("service zones are validated")
     }
+}
+
+/// Lowercase wire format of `name`.
+fn lower_wire(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out
 }
 
 /// Reads a key's secret file: base64, not readable by others (a secret anyone on the

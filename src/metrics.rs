@@ -80,7 +80,7 @@ fn gauge(value: i64) -> ConstGauge<i64> {
 
 /// One gauge per service.
 fn per_service<'s>(
-    services: &'s [ServiceView],
+    services: &'s [Arc<ServiceView>],
     value: impl Fn(&ServiceView) -> i64,
 ) -> Vec<(Labels<'s>, ConstGauge<i64>)> {
     services
@@ -91,12 +91,12 @@ fn per_service<'s>(
 
 /// One sample per service and color.
 fn per_color<'s, M>(
-    services: &'s [ServiceView],
+    services: &'s [Arc<ServiceView>],
     value: impl Fn(&ServiceView, Color) -> Option<M>,
 ) -> Vec<(Labels<'s>, M)> {
     services
         .iter()
-        .flat_map(|s| Color::ALL.map(|c| (s, c)))
+        .flat_map(|s| Color::ALL.map(|c| (&**s, c)))
         .filter_map(|(s, c)| {
             value(s, c).map(|v| (vec![("service", s.name.as_str()), ("color", c.as_str())], v))
         })
@@ -125,7 +125,7 @@ impl Exporter {
     fn services(
         &self,
         e: &mut DescriptorEncoder,
-        services: &[ServiceView],
+        services: &[Arc<ServiceView>],
     ) -> Result<(), std::fmt::Error> {
         family(
             e,
@@ -176,7 +176,7 @@ impl Exporter {
     fn cutovers(
         &self,
         e: &mut DescriptorEncoder,
-        services: &[ServiceView],
+        services: &[Arc<ServiceView>],
     ) -> Result<(), std::fmt::Error> {
         family(
             e,
@@ -379,9 +379,10 @@ impl Exporter {
         &self,
         e: &mut DescriptorEncoder,
         ledger: &Ledger,
-        services: &[ServiceView],
+        services: &[Arc<ServiceView>],
     ) -> Result<(), std::fmt::Error> {
-        let counts: Vec<_> = services.iter().map(|s| ledger.counts(s.id)).collect();
+        let ids: Vec<u16> = services.iter().map(|s| s.id).collect();
+        let counts = ledger.counts_of(&ids);
         family(
             e,
             "flipdns_resolvers",

@@ -28,7 +28,7 @@ use crate::config::ServiceConfig;
 use crate::observed::Observed;
 use crate::records::content::{self, service_records};
 use crate::records::{
-    Diff, Digest, Generation, History, Records, Serving, ServingService, Snapshot,
+    Change, Diff, Digest, Generation, History, Records, Serving, ServingService, Snapshot,
 };
 use crate::state::store::Delta;
 use crate::state::{Phase, ServiceState, State, StateError, Store, ZoneState, serial_after};
@@ -214,7 +214,9 @@ impl Switch {
             inner.remember(&catalog, &origin, diff);
         }
         inner.generation = inner.generation.next();
-        self.records.publish(snapshot(&catalog, &mut inner));
+        let index = catalog.config.by_name[&config.name];
+        let next = changed_snapshot(&catalog, &mut inner, &self.records.load_full(), index);
+        self.records.publish(next);
         self.compact_if_due(&inner);
         Ok(inner.current(config))
     }
@@ -577,41 +579,74 @@ fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
 }
 
 fn snapshot(catalog: &Arc<Catalog>, inner: &mut Inner) -> Snapshot {
-    let mut services = Vec::new();
-    for config in &catalog.config.services {
-        let next_id = inner.ids.len() as u16;
-        let id = *inner.ids.entry(config.name.clone()).or_insert(next_id);
-        let state = &inner.state.services[&config.name];
-        // A service added by a reload has given no answers yet.
-        let observed = inner
-            .observed
-            .entry(config.name.clone())
-            .or_insert_with(|| Arc::new(Observed::new(0)))
-            .clone();
-        services.push(ServingService {
-            id,
-            state: state.clone(),
-            observed,
-        });
-    }
+    let services = catalog
+        .config
+        .services
+        .iter()
+        .map(|config| serving_service(inner, &config.name))
+        .collect();
     let serving = Serving {
         generation: inner.generation,
-        serials: catalog
-            .zones
-            .iter()
-            .map(|z| inner.state.zones[&z.origin.to_string()].serial)
-            .collect(),
+        serials: serials(catalog, inner),
         services,
-        histories: catalog
-            .zones
-            .iter()
-            .map(|z| {
-                let history = inner.histories.get(&z.origin.to_string());
-                Arc::new(history.cloned().unwrap_or_default())
-            })
-            .collect(),
+        histories: histories(catalog, inner),
     };
     Snapshot::build(catalog, &serving)
+}
+
+/// `current` (a snapshot of `catalog`) with the service at catalog index `index` as the
+/// state says now: only that service is rendered again.
+fn changed_snapshot(
+    catalog: &Arc<Catalog>,
+    inner: &mut Inner,
+    current: &Snapshot,
+    index: usize,
+) -> Snapshot {
+    if !Arc::ptr_eq(&current.catalog, catalog) {
+        return snapshot(catalog, inner); // not expected: changes and reloads take one lock
+    }
+    let service = serving_service(inner, &catalog.config.services[index].name);
+    current.changed(Change {
+        generation: inner.generation,
+        serials: serials(catalog, inner),
+        histories: histories(catalog, inner),
+        services: vec![(index, service)],
+    })
+}
+
+fn serving_service(inner: &mut Inner, name: &str) -> ServingService {
+    let next_id = inner.ids.len() as u16;
+    let id = *inner.ids.entry(name.to_string()).or_insert(next_id);
+    // A service added by a reload has given no answers yet.
+    let observed = inner
+        .observed
+        .entry(name.to_string())
+        .or_insert_with(|| Arc::new(Observed::new(0)))
+        .clone();
+    ServingService {
+        id,
+        state: inner.state.services[name].clone(),
+        observed,
+    }
+}
+
+fn serials(catalog: &Catalog, inner: &Inner) -> Vec<u32> {
+    catalog
+        .zones
+        .iter()
+        .map(|z| inner.state.zones[&z.origin.to_string()].serial)
+        .collect()
+}
+
+fn histories(catalog: &Catalog, inner: &Inner) -> Vec<Arc<History>> {
+    catalog
+        .zones
+        .iter()
+        .map(|z| {
+            let history = inner.histories.get(&z.origin.to_string());
+            Arc::new(history.cloned().unwrap_or_default())
+        })
+        .collect()
 }
 
 #[cfg(test)]

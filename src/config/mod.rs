@@ -39,6 +39,8 @@ pub struct Config {
     pub rrl: RrlConfig,
     pub zones: Vec<ZoneConfig>,
     pub services: Vec<ServiceConfig>,
+    /// Index into `services` by name.
+    pub by_name: std::collections::HashMap<String, usize>,
     /// `[[secondary]]`: who may transfer the zones, and whom a change is NOTIFYed to.
     pub secondaries: Vec<SecondaryConfig>,
     /// `[[tsig_key]]`: the keys transfers, NOTIFY and signed queries may use.
@@ -297,7 +299,7 @@ impl Config {
 
     /// The service called `name`, if configured.
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
-        self.services.iter().find(|s| s.name == name)
+        self.by_name.get(name).map(|&i| &self.services[i])
     }
 }
 

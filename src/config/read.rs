@@ -48,6 +48,11 @@ pub fn config(top: &Table) -> Option<Config> {
         ledger,
         rrl,
         zones,
+        by_name: services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect(),
         services,
         secondaries,
         tsig_keys,

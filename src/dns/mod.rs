@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::counters::{Counters, TransferResult};
-use crate::records::{Lookup, Records, Rendered, Snapshot};
+use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
 use crate::rrl::{Limiter, Verdict};
 use crate::stragglers::{Observation, Recorder};
 use crate::subnet::ClientSubnet;
@@ -279,7 +279,7 @@ impl Handler {
                         });
                     }
                 }
-                reply.rendered(rendered)
+                reply.rendered(rendered, &snapshot.zones)
             }
             Lookup::NxDomain(zone) => {
                 let reply = reply.start(RCODE_NXDOMAIN.into(), true, [1, 0, 1, 0]);
@@ -332,7 +332,7 @@ impl Handler {
         if transport == Transport::Udp {
             return Answered::Rcode(match asked {
                 Asked::Ixfr { .. } => match snapshot.lookup(name) {
-                    Lookup::Node(node) => reply.rendered(node.answer(TYPE_SOA)),
+                    Lookup::Node(node) => reply.rendered(node.answer(TYPE_SOA), &snapshot.zones),
                     _ => reply.bare(RCODE_REFUSED.into(), false),
                 },
                 // RFC 5936 section 4.2: AXFR is for TCP only.
@@ -486,19 +486,32 @@ impl<'r, 'q> Reply<'r, 'q> {
 
     /// A pre-rendered answer, trimmed to fit: first the additional section goes (no TC,
     /// RFC 2181 section 9), then everything (TC set, the client retries over TCP).
-    fn rendered(self, rendered: &Rendered) -> u16 {
+    ///
+    /// A negative answer's SOA comes from `zones` now, with the serial being served; it
+    /// ends the authority section (a negative answer has no additional records).
+    fn rendered(self, rendered: &Rendered, zones: &[ZoneView]) -> u16 {
         let rcode = rendered.rcode.into();
         let head = self.head_len();
+        let soa = rendered.soa.map(|at| (&zones[at.zone as usize], at));
+        let soa_len = soa.map_or(0, |(zone, at)| zone.soa_len(at.pointer));
         let [an, ns, ar] = rendered.counts;
-        if head + rendered.records.len() <= self.limit {
+        let ns = ns + u16::from(soa.is_some());
+        let write_soa = |out: &mut Vec<u8>| {
+            if let Some((zone, at)) = soa {
+                zone.write_soa(at.pointer, at.ttl, out);
+            }
+        };
+        if head + rendered.records.len() + soa_len <= self.limit {
             let started = self.start(rcode, true, [1, an, ns, ar]);
             started.out.extend_from_slice(&rendered.records);
+            write_soa(started.out);
             started.finish(rcode)
-        } else if head + rendered.additional_at <= self.limit {
+        } else if head + rendered.additional_at + soa_len <= self.limit {
             let started = self.start(rcode, true, [1, an, ns, 0]);
             started
                 .out
                 .extend_from_slice(&rendered.records[..rendered.additional_at]);
+            write_soa(started.out);
             started.finish(rcode)
         } else {
             self.start_flags(rcode, true, true, [1, 0, 0, 0])

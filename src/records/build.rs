@@ -1,17 +1,24 @@
 //! Building a snapshot: the catalog's static records and each service's live color, TTL and
-//! serial, rendered into the answers of every name.
+//! serial, rendered into the answers of every name; and a snapshot after a change, which
+//! renders only what the change touched.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::content::{History, service_rrsets};
-use super::render::{Section, Tail, negative_soa};
-use super::{Generation, Hit, Node, Rendered, ServiceView, Snapshot, ZoneView, wire};
-use crate::catalog::Catalog;
+use super::render::{Section, Tail, uncompressed};
+use super::{
+    Base, Generation, Hit, Node, NodeRef, Rendered, ServiceView, Snapshot, SoaAt, ZoneView, wire,
+};
+use crate::catalog::{Catalog, service_names};
+use crate::color::Color;
 use crate::observed::Observed;
 use crate::state::ServiceState;
+use crate::zone::Zone;
 
 /// How deep a CNAME chain inside our own zones is followed before the answer stops.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -39,7 +46,17 @@ pub struct ServingService {
     pub observed: Arc<Observed>,
 }
 
+/// A change to serve: new serials and histories, and the new state of some services (by
+/// catalog index).
+pub struct Change {
+    pub generation: Generation,
+    pub serials: Vec<u32>,
+    pub histories: Vec<Arc<History>>,
+    pub services: Vec<(usize, ServingService)>,
+}
+
 /// All data at one name, before rendering.
+#[derive(Clone)]
 struct ModelNode {
     name: Name,
     zone: usize,
@@ -49,94 +66,212 @@ struct ModelNode {
     negative_ttl: u32,
 }
 
-struct Model<'a> {
-    catalog: &'a Catalog,
-    serials: &'a [u32],
+/// The names of a catalog: static records and empty non-terminals with their data, service
+/// names by index (their data comes from the service's state when rendered), zone apexes.
+pub struct StaticModel {
     nodes: HashMap<Vec<u8>, ModelNode>,
+    services: HashMap<Vec<u8>, (u32, u8)>,
     apexes: HashMap<Vec<u8>, usize>,
+}
+
+/// How one service is served at one moment: what renders its names.
+#[derive(Clone, Copy)]
+struct Served {
+    live: Color,
+    ttl: u32,
+    long: bool,
+}
+
+fn served(config: &crate::config::ServiceConfig, state: &ServiceState) -> Served {
+    Served {
+        live: state.live,
+        ttl: state.phase.ttl(config.ttl, config.cutover_ttl),
+        long: state.phase.is_long(),
+    }
+}
+
+fn negative_ttl(zone: &Zone) -> u32 {
+    zone.soa_ttl.min(zone.soa.minimum)
+}
+
+fn soa_rdata(zone: &Zone, serial: u32) -> RData {
+    let mut soa = zone.soa.clone();
+    soa.serial = serial;
+    RData::SOA(soa)
+}
+
+fn zone_view(zone: &Zone, serial: u32, history: Arc<History>) -> ZoneView {
+    let data = uncompressed(&soa_rdata(zone, serial));
+    let mut soa_data = Vec::with_capacity(2 + data.len());
+    soa_data.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    soa_data.extend_from_slice(&data);
+    let mut soa_type_class = [0u8; 4];
+    soa_type_class[..2].copy_from_slice(&u16::from(RecordType::SOA).to_be_bytes());
+    soa_type_class[2..].copy_from_slice(&1u16.to_be_bytes());
+    let apex = wire(&zone.origin);
+    ZoneView {
+        origin: zone.origin.clone(),
+        serial,
+        apex_len: apex.len(),
+        apex: apex.into_boxed_slice(),
+        soa_type_class,
+        soa_data: soa_data.into_boxed_slice(),
+        negative_ttl: negative_ttl(zone),
+        history,
+    }
 }
 
 impl Snapshot {
     /// Renders every answer of `catalog` as `serving` says.
     pub fn build(catalog: &Arc<Catalog>, serving: &Serving) -> Snapshot {
-        let model = Model::new(catalog, serving);
-        let mut names = HashMap::default();
-        let mut nodes = Vec::with_capacity(model.nodes.len());
-        for (key, node) in &model.nodes {
-            names.insert(key.clone().into_boxed_slice(), nodes.len() as u32);
-            nodes.push(model.render_node(key, node));
-        }
-        let zones = catalog
-            .zones
+        let model = StaticModel::new(catalog);
+        let states: Vec<Served> = catalog
+            .config
+            .services
             .iter()
-            .zip(&serving.serials)
-            .enumerate()
-            .map(|(index, (zone, &serial))| ZoneView {
-                origin: zone.origin.clone(),
-                serial,
-                apex_len: wire(&zone.origin).len(),
-                negative_soa: negative_soa(&soa_rdata(zone, serial), negative_ttl(zone)),
-                history: serving.histories.get(index).cloned().unwrap_or_default(),
-            })
+            .zip(&serving.services)
+            .map(|(config, s)| served(config, &s.state))
             .collect();
+        let renderer = Renderer::new(catalog, &model, &states, &serving.serials);
+        // Static nodes: those whose answers do not reach into a service are final; the
+        // others (a CNAME to a service), and the apexes (their SOA has the serial), are
+        // rendered again with every change.
+        let mut names = HashMap::default();
+        let mut nodes = Vec::new();
+        let mut dependent_keys = Vec::new();
+        let mut dependents = Vec::new();
+        for (key, node) in &model.nodes {
+            renderer.touched.set(false);
+            let rendered = renderer.render_node(key, node);
+            let at = if renderer.touched.get() || model.apexes.contains_key(key) {
+                dependent_keys.push(key.clone());
+                dependents.push(rendered);
+                NodeRef::Dependent(dependents.len() as u32 - 1)
+            } else {
+                nodes.push(rendered);
+                NodeRef::Static(nodes.len() as u32 - 1)
+            };
+            names.insert(key.clone().into_boxed_slice(), at);
+        }
+        for (key, &(service, which)) in &model.services {
+            names.insert(
+                key.clone().into_boxed_slice(),
+                NodeRef::Service(service, which),
+            );
+        }
         let services = catalog
             .config
             .services
             .iter()
             .zip(&serving.services)
-            .map(|(config, s)| ServiceView {
-                name: config.name.clone(),
-                ttl: s.state.phase.ttl(config.ttl, config.cutover_ttl),
-                state: s.state.clone(),
-                id: s.id,
-                answer: config.answer,
-                observed: s.observed.clone(),
-            })
+            .enumerate()
+            .map(|(index, (config, s))| Arc::new(renderer.service(index, config, s)))
             .collect();
         let apexes = model
             .apexes
             .iter()
             .map(|(k, &v)| (k.clone().into_boxed_slice(), v as u16))
             .collect();
-        Snapshot {
-            catalog: catalog.clone(),
-            generation: serving.generation,
+        let base = Base {
             names,
             nodes,
             apexes,
-            zones,
+            by_name: catalog
+                .config
+                .services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), i as u32))
+                .collect(),
+            dependents: dependent_keys,
+            model,
+        };
+        Snapshot {
+            catalog: catalog.clone(),
+            generation: serving.generation,
+            base: Arc::new(base),
+            dependents: Arc::new(dependents),
+            zones: zones(catalog, &serving.serials, &serving.histories),
+            services,
+        }
+    }
+
+    /// This snapshot with `change`: only the changed services (and the static names whose
+    /// CNAME leads into a service) are rendered; the rest is shared.
+    pub fn changed(&self, change: Change) -> Snapshot {
+        let catalog = &self.catalog;
+        let mut services = self.services.clone();
+        let mut states: Vec<Served> = self
+            .services
+            .iter()
+            .zip(&catalog.config.services)
+            .map(|(view, config)| served(config, &view.state))
+            .collect();
+        for (index, s) in &change.services {
+            states[*index] = served(&catalog.config.services[*index], &s.state);
+        }
+        let renderer = Renderer::new(catalog, &self.base.model, &states, &change.serials);
+        for (index, s) in &change.services {
+            services[*index] =
+                Arc::new(renderer.service(*index, &catalog.config.services[*index], s));
+        }
+        let dependents = Arc::new(
+            self.base
+                .dependents
+                .iter()
+                .map(|key| renderer.render_node(key, &self.base.model.nodes[key]))
+                .collect(),
+        );
+        Snapshot {
+            catalog: catalog.clone(),
+            generation: change.generation,
+            base: self.base.clone(),
+            dependents,
+            zones: zones(catalog, &change.serials, &change.histories),
             services,
         }
     }
 }
 
-fn negative_ttl(zone: &crate::zone::Zone) -> u32 {
-    zone.soa_ttl.min(zone.soa.minimum)
+fn zones(catalog: &Catalog, serials: &[u32], histories: &[Arc<History>]) -> Vec<ZoneView> {
+    catalog
+        .zones
+        .iter()
+        .zip(serials)
+        .enumerate()
+        .map(|(index, (zone, &serial))| {
+            zone_view(
+                zone,
+                serial,
+                histories.get(index).cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
-fn soa_rdata(zone: &crate::zone::Zone, serial: u32) -> RData {
-    let mut soa = zone.soa.clone();
-    soa.serial = serial;
-    RData::SOA(soa)
-}
-
-impl<'a> Model<'a> {
-    fn new(catalog: &'a Catalog, serving: &'a Serving) -> Model<'a> {
-        let mut model = Model {
-            catalog,
-            serials: &serving.serials,
+impl StaticModel {
+    fn new(catalog: &Catalog) -> StaticModel {
+        let mut model = StaticModel {
             nodes: HashMap::new(),
+            services: HashMap::new(),
             apexes: HashMap::new(),
         };
+        for (index, config) in catalog.config.services.iter().enumerate() {
+            for (which, name) in service_names(config).iter().enumerate() {
+                model
+                    .services
+                    .insert(wire(name), (index as u32, which as u8));
+            }
+        }
         for (index, zone) in catalog.zones.iter().enumerate() {
             model.apexes.insert(wire(&zone.origin), index);
-            let apex = model.node(&zone.origin, index, negative_ttl(zone));
+            let apex = model.node(catalog, &zone.origin, index);
             apex.rrsets.insert(
                 RecordType::SOA.into(),
-                (zone.soa_ttl, vec![soa_rdata(zone, serving.serials[index])]),
+                (zone.soa_ttl, vec![soa_rdata(zone, zone.soa.serial)]),
             );
             for record in &zone.records {
-                let node = model.node(&record.name, index, negative_ttl(zone));
+                let node = model.node(catalog, &record.name, index);
                 let rrset = node
                     .rrsets
                     .entry(record.record_type().into())
@@ -144,72 +279,167 @@ impl<'a> Model<'a> {
                 rrset.1.push(record.rdata.clone());
             }
         }
-        for (index, (config, live)) in catalog
-            .config
-            .services
-            .iter()
-            .zip(&serving.services)
-            .enumerate()
-        {
-            let zone_index = catalog.zone_index(config);
-            let ttl = live.state.phase.ttl(config.ttl, config.cutover_ttl);
-            let negative = negative_ttl(&catalog.zones[zone_index]).min(ttl);
-            for (name, color, kind, rdatas) in service_rrsets(config, live.state.live) {
-                let hit = Hit {
-                    service: index as u16,
-                    color,
-                    name: kind,
-                    ttl,
-                    long: live.state.phase.is_long(),
-                };
-                let node = model.node(&name, zone_index, negative);
-                // The service name may exist already as the parent of `blue.SERVICE`, with
-                // the zone's negative TTL: its NODATA answers too carry at most the
-                // service's TTL, or a cache would hold "no AAAA" past a flip that adds one.
-                // A CNAME and the addresses that follow it carry the same TTL, so no cache
-                // keeps the addresses longer than the name that led to them.
-                node.negative_ttl = negative;
-                node.hit = Some(hit);
-                for rdata in rdatas {
-                    node.rrsets
-                        .entry(rdata.record_type().into())
-                        .or_insert((ttl, Vec::new()))
-                        .1
-                        .push(rdata);
-                }
-            }
+        // The empty non-terminals above the service names.
+        for config in &catalog.config.services {
+            let zone = catalog.zone_index(config);
+            model.ancestors(catalog, config.fqdn(), zone);
         }
         model
     }
 
     /// The node at `name`, created with its empty non-terminal ancestors up to the apex.
-    fn node(&mut self, name: &Name, zone: usize, name_negative_ttl: u32) -> &mut ModelNode {
-        let origin = &self.catalog.zones[zone].origin;
-        // Empty non-terminals answer NODATA with the zone's negative TTL.
-        let zone_negative_ttl = negative_ttl(&self.catalog.zones[zone]);
-        let mut ancestor = name.base_name();
-        while origin.zone_of(&ancestor) && ancestor != *origin {
-            self.nodes
-                .entry(wire(&ancestor))
-                .or_insert_with(|| ModelNode {
-                    name: ancestor.clone(),
-                    zone,
-                    rrsets: BTreeMap::new(),
-                    hit: None,
-                    negative_ttl: zone_negative_ttl,
-                });
-            ancestor = ancestor.base_name();
-        }
+    fn node(&mut self, catalog: &Catalog, name: &Name, zone: usize) -> &mut ModelNode {
+        self.ancestors(catalog, name, zone);
+        let negative = negative_ttl(&catalog.zones[zone]);
         self.nodes.entry(wire(name)).or_insert_with(|| ModelNode {
             name: name.clone(),
             zone,
             rrsets: BTreeMap::new(),
             hit: None,
-            negative_ttl: name_negative_ttl,
+            negative_ttl: negative,
         })
     }
 
+    /// Creates the empty non-terminals between `name` and its zone's apex (not service
+    /// names: those are the services').
+    fn ancestors(&mut self, catalog: &Catalog, name: &Name, zone: usize) {
+        let origin = &catalog.zones[zone].origin;
+        let negative = negative_ttl(&catalog.zones[zone]);
+        let mut ancestor = name.base_name();
+        while origin.zone_of(&ancestor) && ancestor != *origin {
+            let key = wire(&ancestor);
+            if !self.services.contains_key(&key) {
+                self.nodes.entry(key).or_insert_with(|| ModelNode {
+                    name: ancestor.clone(),
+                    zone,
+                    rrsets: BTreeMap::new(),
+                    hit: None,
+                    negative_ttl: negative,
+                });
+            }
+            ancestor = ancestor.base_name();
+        }
+    }
+}
+
+/// Renders nodes against a static model and the state of every service.
+struct Renderer<'a> {
+    catalog: &'a Catalog,
+    model: &'a StaticModel,
+    states: &'a [Served],
+    /// Each zone's serial, for the SOA at its apex.
+    serials: &'a [u32],
+    /// Set when a rendering looked at a service's name: its answer depends on the service.
+    touched: Cell<bool>,
+}
+
+impl<'a> Renderer<'a> {
+    fn new(
+        catalog: &'a Catalog,
+        model: &'a StaticModel,
+        states: &'a [Served],
+        serials: &'a [u32],
+    ) -> Renderer<'a> {
+        Renderer {
+            catalog,
+            model,
+            states,
+            serials,
+            touched: Cell::new(false),
+        }
+    }
+
+    /// `node` with its SOA (at an apex) carrying the zone's serial now.
+    fn with_serial<'n>(&self, node: Cow<'n, ModelNode>) -> Cow<'n, ModelNode> {
+        let soa = u16::from(RecordType::SOA);
+        if !node.rrsets.contains_key(&soa) {
+            return node;
+        }
+        let mut node = node.into_owned();
+        if let Some((_, rdatas)) = node.rrsets.get_mut(&soa)
+            && let Some(RData::SOA(s)) = rdatas.first_mut()
+        {
+            s.serial = self.serials[node.zone];
+        }
+        Cow::Owned(node)
+    }
+
+    /// A service's view, with its three names rendered.
+    fn service(
+        &self,
+        index: usize,
+        config: &crate::config::ServiceConfig,
+        s: &ServingService,
+    ) -> ServiceView {
+        let state = self.states[index];
+        let names = service_names(config);
+        let nodes = [0, 1, 2].map(|which| {
+            let key = wire(&names[which]);
+            let node = self.service_node(index as u32, which as u8);
+            self.render_node(&key, &node)
+        });
+        ServiceView {
+            id: s.id,
+            name: config.name.clone(),
+            state: s.state.clone(),
+            ttl: state.ttl,
+            answer: config.answer,
+            observed: s.observed.clone(),
+            nodes,
+        }
+    }
+
+    /// The data at one of a service's names (0 blue, 1 green, 2 the service name).
+    fn service_node(&self, index: u32, which: u8) -> ModelNode {
+        let config = &self.catalog.config.services[index as usize];
+        let state = self.states[index as usize];
+        let zone = self.catalog.zone_index(config);
+        let negative = negative_ttl(&self.catalog.zones[zone]).min(state.ttl);
+        let (name, color, kind, rdatas) = service_rrsets(config, state.live)
+            .into_iter()
+            .nth(which as usize)
+            .expect("three names");
+        let mut rrsets: BTreeMap<u16, (u32, Vec<RData>)> = BTreeMap::new();
+        for rdata in rdatas {
+            // A CNAME and the addresses that follow it carry the same TTL, so no cache
+            // keeps the addresses longer than the name that led to them.
+            rrsets
+                .entry(rdata.record_type().into())
+                .or_insert((state.ttl, Vec::new()))
+                .1
+                .push(rdata);
+        }
+        ModelNode {
+            name,
+            zone,
+            rrsets,
+            hit: Some(Hit {
+                service: index as u16,
+                color,
+                name: kind,
+                ttl: state.ttl,
+                long: state.long,
+            }),
+            // The service name's NODATA answers carry at most the service's TTL too, or a
+            // cache would hold "no AAAA" past a flip that adds one.
+            negative_ttl: negative,
+        }
+    }
+
+    /// The data at `key`: a static node, or a service's name as its state says.
+    fn get(&self, key: &[u8]) -> Option<Cow<'a, ModelNode>> {
+        if let Some(&(index, which)) = self.model.services.get(key) {
+            self.touched.set(true);
+            return Some(Cow::Owned(self.service_node(index, which)));
+        }
+        self.model
+            .nodes
+            .get(key)
+            .map(|n| self.with_serial(Cow::Borrowed(n)))
+    }
+
     fn render_node(&self, key: &[u8], node: &ModelNode) -> Node {
+        let node = &*self.with_serial(Cow::Borrowed(node));
         let mut types: Vec<u16> = node.rrsets.keys().copied().collect();
         types.push(RecordType::ANY.into());
         // A CNAME answers for every type, so render each type found along its chain.
@@ -217,7 +447,7 @@ impl<'a> Model<'a> {
         let mut seen = 0;
         while let Some(next) = target.filter(|_| seen < MAX_CNAME_CHAIN) {
             types.extend(next.rrsets.keys().copied());
-            target = self.cname_target(next);
+            target = self.cname_target(&next);
             seen += 1;
         }
         types.sort_unstable();
@@ -232,22 +462,22 @@ impl<'a> Model<'a> {
         }
     }
 
-    fn cname_target(&self, node: &ModelNode) -> Option<&ModelNode> {
+    fn cname_target(&self, node: &ModelNode) -> Option<Cow<'a, ModelNode>> {
         let (_, rdatas) = node.rrsets.get(&RecordType::CNAME.into())?;
         let RData::CNAME(target) = &rdatas[0] else {
             return None;
         };
-        self.nodes.get(&wire(&target.0))
+        self.get(&wire(&target.0))
     }
 
     /// The answer at `node` for `qtype`; `None` renders the answer for a type nothing has.
     fn render(&self, key: &[u8], node: &ModelNode, qtype: Option<u16>) -> Rendered {
         let mut tail = Tail::new(key);
-        let mut current = node;
+        let mut current = Cow::Borrowed(node);
         let mut hit = node.hit;
         for _ in 0..=MAX_CNAME_CHAIN {
             hit = hit.or(current.hit);
-            if let Some((rtype, (ttl, rdatas))) = self.direct(current, qtype) {
+            if let Some((rtype, (ttl, rdatas))) = direct(&current, qtype) {
                 for rdata in rdatas {
                     tail.record(Section::Answer, &current.name, *ttl, rdata);
                 }
@@ -256,21 +486,23 @@ impl<'a> Model<'a> {
             }
             let Some((ttl, rdatas)) = current.rrsets.get(&RecordType::CNAME.into()) else {
                 // NODATA: the name exists without this type.
-                self.soa(&mut tail, current.zone, current.negative_ttl);
+                self.soa(&mut tail, key, current.zone, current.negative_ttl);
                 return tail.finish(NOERROR, hit);
             };
             tail.record(Section::Answer, &current.name, *ttl, &rdatas[0]);
             let RData::CNAME(target) = &rdatas[0] else {
                 unreachable!("a CNAME RRset holds CNAME data")
             };
-            match self.nodes.get(&wire(&target.0)) {
-                Some(next) => current = next,
+            let target = target.0.clone();
+            match self.get(&wire(&target)) {
+                Some(next) => current = Cow::Owned(next.into_owned()),
                 None => {
                     // Outside our zones the resolver follows the CNAME itself; inside, the
                     // target does not exist (RFC 6604: the RCODE describes the last name).
-                    return match self.zone_of(&target.0) {
+                    return match self.zone_of(&target) {
                         Some(zone) => {
-                            self.soa(&mut tail, zone, negative_ttl(&self.catalog.zones[zone]));
+                            let ttl = negative_ttl(&self.catalog.zones[zone]);
+                            self.soa(&mut tail, key, zone, ttl);
                             tail.finish(NXDOMAIN, hit)
                         }
                         None => tail.finish(NOERROR, hit),
@@ -279,24 +511,6 @@ impl<'a> Model<'a> {
             }
         }
         tail.finish(NOERROR, hit) // a loop or an over-long chain: stop where we are
-    }
-
-    /// The RRset answering `qtype` at `node` itself; for ANY one RRset, as RFC 8482 allows.
-    fn direct<'n>(
-        &self,
-        node: &'n ModelNode,
-        qtype: Option<u16>,
-    ) -> Option<(u16, &'n (u32, Vec<RData>))> {
-        let qtype = qtype?;
-        if qtype == u16::from(RecordType::ANY) {
-            let preferred = [RecordType::CNAME, RecordType::A, RecordType::AAAA].map(u16::from);
-            let chosen = preferred
-                .iter()
-                .find(|t| node.rrsets.contains_key(t))
-                .or_else(|| node.rrsets.keys().next())?;
-            return node.rrsets.get(chosen).map(|r| (*chosen, r));
-        }
-        node.rrsets.get(&qtype).map(|r| (qtype, r))
     }
 
     /// Addresses of in-zone targets of NS, MX and SRV records, so resolvers need not ask.
@@ -316,7 +530,7 @@ impl<'a> Model<'a> {
                 _ => continue,
             };
             // Service names are left out: their answers belong to the service and its TTL.
-            let Some(node) = self.nodes.get(&wire(target)).filter(|n| n.hit.is_none()) else {
+            let Some(node) = self.model.nodes.get(&wire(target)) else {
                 continue;
             };
             if done.contains(&target) {
@@ -333,21 +547,25 @@ impl<'a> Model<'a> {
         }
     }
 
-    fn soa(&self, tail: &mut Tail, zone: usize, ttl: u32) {
-        let zone_data = &self.catalog.zones[zone];
-        tail.record(
-            Section::Authority,
-            &zone_data.origin,
+    /// The negative answer's SOA, written at query time: by pointer when the apex is a
+    /// suffix of the question name `key`.
+    fn soa(&self, tail: &mut Tail, key: &[u8], zone: usize, ttl: u32) {
+        let apex = wire(&self.catalog.zones[zone].origin);
+        let pointer = key
+            .ends_with(&apex)
+            .then(|| (12 + key.len() - apex.len()) as u16);
+        tail.soa(SoaAt {
+            zone: zone as u16,
             ttl,
-            &soa_rdata(zone_data, self.serials[zone]),
-        );
+            pointer,
+        });
     }
 
     /// The closest enclosing zone of `name`, if any.
     fn zone_of(&self, name: &Name) -> Option<usize> {
         let mut candidate = name.clone();
         loop {
-            if let Some(&zone) = self.apexes.get(&wire(&candidate)) {
+            if let Some(&zone) = self.model.apexes.get(&wire(&candidate)) {
                 return Some(zone);
             }
             if candidate.is_root() {
@@ -355,5 +573,93 @@ impl<'a> Model<'a> {
             }
             candidate = candidate.base_name();
         }
+    }
+}
+
+/// The RRset answering `qtype` at `node` itself; for ANY one RRset, as RFC 8482 allows.
+fn direct(node: &ModelNode, qtype: Option<u16>) -> Option<(u16, &(u32, Vec<RData>))> {
+    let qtype = qtype?;
+    if qtype == u16::from(RecordType::ANY) {
+        let preferred = [RecordType::CNAME, RecordType::A, RecordType::AAAA].map(u16::from);
+        let chosen = preferred
+            .iter()
+            .find(|t| node.rrsets.contains_key(t))
+            .or_else(|| node.rrsets.keys().next())?;
+        return node.rrsets.get(chosen).map(|r| (*chosen, r));
+    }
+    node.rrsets.get(&qtype).map(|r| (qtype, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Lookup;
+
+    fn serving(catalog: &Catalog, live: Color, serial: u32) -> Serving {
+        Serving {
+            generation: Generation(1),
+            serials: vec![serial],
+            services: catalog
+                .config
+                .services
+                .iter()
+                .enumerate()
+                .map(|(id, s)| ServingService {
+                    id: id as u16,
+                    state: ServiceState::new(if id == 0 { live } else { s.live }, s.ttl),
+                    observed: Arc::new(Observed::new(0)),
+                })
+                .collect(),
+            histories: Vec::new(),
+        }
+    }
+
+    /// One answer: the name, the query type, the records, the SOA written at query time.
+    type Answer = (Vec<u8>, u16, Vec<u8>, Option<SoaAt>);
+
+    /// Every answer of `snapshot` at every name, as bytes.
+    fn answers(snapshot: &Snapshot) -> Vec<Answer> {
+        let mut out = Vec::new();
+        let mut names: Vec<&Box<[u8]>> = snapshot.base.names.keys().collect();
+        names.sort();
+        for name in names {
+            let Lookup::Node(node) = snapshot.lookup(name) else {
+                panic!("a known name")
+            };
+            for qtype in [1u16, 28, 5, 6, 2, 16, 15, 255, 99] {
+                let r = node.answer(qtype);
+                out.push((name.to_vec(), qtype, r.records.to_vec(), r.soa));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_snapshot_after_a_change_answers_exactly_like_one_built_whole() {
+        let catalog = Arc::new(crate::fixture::catalog());
+        let before = Snapshot::build(&catalog, &serving(&catalog, Color::Blue, 7));
+        let mut after = serving(&catalog, Color::Green, 8);
+        let flipped = after.services.remove(0);
+        let changed = before.changed(Change {
+            generation: Generation(2),
+            serials: vec![8],
+            histories: Vec::new(),
+            services: vec![(0, flipped)],
+        });
+        let whole = Snapshot::build(&catalog, &serving(&catalog, Color::Green, 8));
+        assert_eq!(answers(&changed), answers(&whole));
+        assert_ne!(answers(&changed), answers(&before), "the flip shows");
+        assert!(
+            Arc::ptr_eq(&changed.base, &before.base),
+            "the static part is shared"
+        );
+        assert!(
+            Arc::ptr_eq(&changed.services[1], &before.services[1]),
+            "an unchanged service is shared"
+        );
+        assert!(
+            !changed.base.dependents.is_empty(),
+            "www CNAME app, and the apex"
+        );
     }
 }

@@ -2,9 +2,14 @@
 //!
 //! A [`Snapshot`] holds every answer the server can give, already in wire format: for each
 //! name and query type the answer, authority and additional records after the question,
-//! with names compressed against the question. Answering is a hash lookup and a copy. A
-//! change (a flip, a TTL change) builds a whole new snapshot and swaps it in with one atomic
-//! store, so a query sees either the old record set or the new one, never a mix.
+//! with names compressed against the question. Answering is a hash lookup and a copy; the
+//! SOA of a negative answer is written at query time, so a new serial changes no node. A
+//! change (a flip, a TTL change) builds a new snapshot and swaps it in with one atomic
+//! store, so a query sees either the old record set or the new one, never a mix. A new
+//! snapshot shares everything the change did not touch: the static part ([`Base`]: the name
+//! index, static records, empty non-terminals) is built once per catalog, each service's
+//! nodes live behind their own `Arc`, and a flip renders only the flipped service (and the
+//! few static names whose CNAME leads into it).
 //!
 //! This module knows DNS data, not sockets or requests: [`crate::dns`] parses requests and
 //! writes responses around what it finds here.
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use hickory_proto::rr::Name;
 
-pub use build::{Serving, ServingService};
+pub use build::{Change, Serving, ServingService};
 pub use content::{Diff, Digest, History, ZoneRecord};
 pub use render::uncompressed as render_rdata;
 
@@ -93,13 +98,39 @@ pub struct Snapshot {
     /// and signed requests their keys.
     pub catalog: Arc<Catalog>,
     pub generation: Generation,
-    /// Lowercase wire-format name -> index into `nodes`.
-    names: HashMap<Box<[u8]>, u32, NameHash>,
+    /// The part no flip changes, shared by every snapshot of this catalog.
+    base: Arc<Base>,
+    /// Static nodes whose answers follow a CNAME into a service, rendered for this snapshot.
+    dependents: Arc<Vec<Node>>,
+    pub zones: Vec<ZoneView>,
+    /// In catalog order; each with its own nodes.
+    pub services: Vec<Arc<ServiceView>>,
+}
+
+/// The part of a snapshot that depends on the catalog alone.
+pub struct Base {
+    /// Lowercase wire-format name -> its node.
+    names: HashMap<Box<[u8]>, NodeRef, NameHash>,
+    /// Static records and empty non-terminals.
     nodes: Vec<Node>,
     /// Lowercase wire-format zone apex -> index into `zones`.
     apexes: HashMap<Box<[u8]>, u16, NameHash>,
-    pub zones: Vec<ZoneView>,
-    pub services: Vec<ServiceView>,
+    /// Service index by name.
+    by_name: HashMap<String, u32>,
+    /// The static names rendered again with every change, in [`NodeRef::Dependent`] order.
+    dependents: Vec<Vec<u8>>,
+    /// What renders service nodes and dependents again.
+    model: build::StaticModel,
+}
+
+/// Where a name's answers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeRef {
+    Static(u32),
+    /// Index into [`Snapshot::dependents`].
+    Dependent(u32),
+    /// A service's name: 0 blue, 1 green, 2 the service name.
+    Service(u32, u8),
 }
 
 /// What a zone contributes at query time besides its nodes.
@@ -108,9 +139,14 @@ pub struct ZoneView {
     pub serial: u32,
     /// Wire length of the origin: locates the apex inside any question name of the zone.
     apex_len: usize,
-    /// The SOA record after its owner name (type, class, TTL, length, data), with the
-    /// negative-caching TTL of RFC 2308, for NXDOMAIN answers at names not known in advance.
-    negative_soa: Box<[u8]>,
+    /// The origin in lowercase wire format, for an SOA whose owner cannot be a pointer.
+    apex: Box<[u8]>,
+    /// The SOA record after its owner name, but for the TTL: type and class, then the
+    /// RDATA length and data (serial included), uncompressed.
+    soa_type_class: [u8; 4],
+    soa_data: Box<[u8]>,
+    /// The TTL of the SOA in NXDOMAIN answers (RFC 2308).
+    negative_ttl: u32,
     /// The latest changes, up to `serial`, for IXFR.
     pub history: Arc<History>,
 }
@@ -128,6 +164,8 @@ pub struct ServiceView {
     /// What the server has seen of the service, shared by every snapshot of it so a flip
     /// does not reset it.
     pub observed: Arc<Observed>,
+    /// The answers at its blue, green and service names.
+    nodes: [Node; 3],
 }
 
 impl ServiceView {
@@ -159,8 +197,12 @@ pub struct Rendered {
     /// Answer, authority and additional records, names compressed against a question that
     /// starts at offset 12 and has this node's name.
     pub records: Box<[u8]>,
-    /// Record counts of the answer, authority and additional sections.
+    /// Record counts of the answer, authority and additional sections (the SOA below not
+    /// included).
     pub counts: [u16; 3],
+    /// A negative answer's SOA, written after `records` at query time with the zone's
+    /// serial then (so a new serial re-renders nothing).
+    pub soa: Option<SoaAt>,
     /// Where the additional section starts in `records`: it may be dropped to fit a small
     /// UDP payload without setting TC (RFC 2181 section 9).
     pub additional_at: usize,
@@ -179,6 +221,17 @@ pub struct Hit {
     /// The answer carries the service's normal TTL: the query path notes when it last gave
     /// one, for the drain deadline.
     pub long: bool,
+}
+
+/// The SOA a negative answer ends with: which zone, with which TTL, and how its owner is
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoaAt {
+    pub zone: u16,
+    pub ttl: u32,
+    /// Message offset of the apex inside the question name, or `None` when the apex is not
+    /// a suffix of it (a CNAME into another zone): then it is written in full.
+    pub pointer: Option<u16>,
 }
 
 /// Through which of its names a service was asked.
@@ -203,14 +256,23 @@ pub enum Lookup<'a> {
 impl Snapshot {
     /// Finds `name`, given in lowercase wire format.
     pub fn lookup(&self, name: &[u8]) -> Lookup<'_> {
-        if let Some(&node) = self.names.get(name) {
-            return Lookup::Node(&self.nodes[node as usize]);
+        if let Some(&node) = self.base.names.get(name) {
+            return Lookup::Node(match node {
+                NodeRef::Static(i) => &self.base.nodes[i as usize],
+                NodeRef::Dependent(i) => &self.dependents[i as usize],
+                NodeRef::Service(service, which) => {
+                    &self.services[service as usize].nodes[which as usize]
+                }
+            });
         }
         // Walk the suffixes from the longest: the first apex found is the closest enclosing zone.
         let mut at = 0;
         while at < name.len() && name[at] != 0 {
             at += 1 + name[at] as usize;
-            if let Some(&zone) = name.get(at..).and_then(|suffix| self.apexes.get(suffix)) {
+            if let Some(&zone) = name
+                .get(at..)
+                .and_then(|suffix| self.base.apexes.get(suffix))
+            {
                 return Lookup::NxDomain(&self.zones[zone as usize]);
             }
         }
@@ -218,12 +280,13 @@ impl Snapshot {
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceView> {
-        self.services.iter().find(|s| s.name == name)
+        let index = *self.base.by_name.get(name)?;
+        self.services.get(index as usize).map(|s| &**s)
     }
 
     /// The zone whose apex is `name` (lowercase wire format).
     pub fn zone_at(&self, name: &[u8]) -> Option<usize> {
-        self.apexes.get(name).map(|&z| z as usize)
+        self.base.apexes.get(name).map(|&z| z as usize)
     }
 
     /// The SOA record of zone `zone` with the serial this snapshot serves.
@@ -245,12 +308,27 @@ impl Snapshot {
 }
 
 impl ZoneView {
-    /// Writes the SOA for a negative answer to a question name of `qname_len` wire bytes:
+    /// Writes the SOA for an NXDOMAIN answer to a question name of `qname_len` wire bytes:
     /// the owner is a pointer to where the apex sits inside the question name.
     pub fn write_negative_soa(&self, qname_len: usize, out: &mut Vec<u8>) {
         let apex_at = 12 + qname_len - self.apex_len;
-        out.extend_from_slice(&(0xC000 | apex_at as u16).to_be_bytes());
-        out.extend_from_slice(&self.negative_soa);
+        self.write_soa(Some(apex_at as u16), self.negative_ttl, out);
+    }
+
+    /// Writes the SOA record with `ttl`, its owner a pointer to `pointer` or the apex in full.
+    pub fn write_soa(&self, pointer: Option<u16>, ttl: u32, out: &mut Vec<u8>) {
+        match pointer {
+            Some(at) => out.extend_from_slice(&(0xC000 | at).to_be_bytes()),
+            None => out.extend_from_slice(&self.apex),
+        }
+        out.extend_from_slice(&self.soa_type_class);
+        out.extend_from_slice(&ttl.to_be_bytes());
+        out.extend_from_slice(&self.soa_data);
+    }
+
+    /// Bytes [`ZoneView::write_soa`] writes.
+    pub fn soa_len(&self, pointer: Option<u16>) -> usize {
+        pointer.map_or(self.apex.len(), |_| 2) + 8 + self.soa_data.len()
     }
 }
 

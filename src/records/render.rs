@@ -4,10 +4,10 @@
 //! and the rendered records follow the question, so every name can be compressed against
 //! the question name and against names written before it (RFC 1035 section 4.1.4).
 
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use super::{Hit, Rendered};
+use super::{Hit, Rendered, SoaAt};
 
 /// Message offsets above this cannot be the target of a compression pointer.
 const MAX_POINTER: usize = 0x3FFF;
@@ -21,13 +21,14 @@ pub struct Tail {
     names: Vec<(Vec<u8>, usize)>,
     counts: [u16; 3],
     additional_at: Option<usize>,
+    soa: Option<SoaAt>,
 }
 
-/// The three record sections, in message order.
+/// The record sections a rendering writes, in message order (the authority section holds
+/// only a negative answer's SOA, written at query time).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Section {
     Answer = 0,
-    Authority = 1,
     Additional = 2,
 }
 
@@ -40,6 +41,7 @@ impl Tail {
             names: Vec::new(),
             counts: [0; 3],
             additional_at: None,
+            soa: None,
         };
         let mut at = 0;
         while qname[at] != 0 {
@@ -67,12 +69,18 @@ impl Tail {
         self.out[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
     }
 
+    /// Ends the authority section with a negative answer's SOA, written at query time.
+    pub fn soa(&mut self, soa: SoaAt) {
+        self.soa = Some(soa);
+    }
+
     pub fn finish(self, rcode: u8, hit: Option<Hit>) -> Rendered {
         Rendered {
             rcode,
             additional_at: self.additional_at.unwrap_or(self.out.len()),
             records: self.out.into_boxed_slice(),
             counts: self.counts,
+            soa: self.soa,
             hit,
         }
     }
@@ -143,18 +151,6 @@ pub fn uncompressed(rdata: &RData) -> Vec<u8> {
         .emit(&mut encoder)
         .expect("zone data was validated when it was parsed");
     bytes
-}
-
-/// The SOA after its owner name, for negative answers whose owner is written per query.
-pub fn negative_soa(soa: &RData, ttl: u32) -> Box<[u8]> {
-    let data = uncompressed(soa);
-    let mut out = Vec::with_capacity(10 + data.len());
-    out.extend_from_slice(&u16::from(RecordType::SOA).to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&ttl.to_be_bytes());
-    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-    out.extend_from_slice(&data);
-    out.into_boxed_slice()
 }
 
 fn lower_wire(labels: &[&[u8]]) -> Vec<u8> {

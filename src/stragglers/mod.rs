@@ -340,8 +340,17 @@ impl Ledger {
 
     /// Class counts of the service with id `service`.
     pub fn counts(&self, service: u16) -> ClassCounts {
+        self.counts_of(&[service])[0]
+    }
+
+    /// Class counts of each of `services` (ids), in one pass over the ledger: a scrape or a
+    /// `status` of many services does not walk it once per service.
+    pub fn counts_of(&self, services: &[u16]) -> Vec<ClassCounts> {
         self.drain();
-        report::counts(&self.table(), service, self.clock.coarse_now_ms())
+        report::counts_of(&self.table(), services, self.clock.coarse_now_ms())
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect()
     }
 
     /// Straggling queries of the service with id `service` since start, by the color asked.

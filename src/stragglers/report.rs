@@ -185,8 +185,17 @@ pub fn counts_of(table: &Table, services: &[u16], now_ms: u64) -> Vec<(u16, Clas
         .iter()
         .map(|&s| table.track_of(s).map(|t| t.flip).unwrap_or_default())
         .collect();
+    // Service id -> position in `services`: one lookup per entry, however many services.
+    let top = services.iter().max().map_or(0, |&m| m as usize + 1);
+    let mut position = vec![usize::MAX; top];
+    for (i, &s) in services.iter().enumerate() {
+        position[s as usize] = i;
+    }
     for entry in table.entries() {
-        let Some(i) = services.iter().position(|&s| s == entry.key.service) else {
+        let Some(&i) = position
+            .get(entry.key.service as usize)
+            .filter(|&&i| i != usize::MAX)
+        else {
             continue;
         };
         if let Some(class) = classify(entry, &flips[i], now_ms) {

@@ -27,6 +27,9 @@ ns2     IN A    192.0.2.54
 /// Measured in milliseconds; the bound leaves room for a loaded machine.
 const FOLLOW: Duration = Duration::from_secs(10);
 
+/// How long a zone of tens of thousands of records may take to load in a debug build.
+const BIG_ZONE: Duration = Duration::from_secs(60);
+
 /// A primary with the test key and `secondaries` (name, port), and `extra` config.
 fn primary(secondaries: &[(&str, u16)], services: &str, extra: &str) -> Server {
     let setup = Setup {
@@ -458,7 +461,7 @@ fn a_primary_killed_during_a_transfer_leaves_the_secondary_serving_the_last_comp
         services: service(300, 5),
         ..Setup::default()
     };
-    let server = Server::start_in(primary_dir(setup, &[("knot", port)], ""));
+    let server = Server::start_within(primary_dir(setup, &[("knot", port)], ""), BIG_ZONE);
     let mut knot = Secondary::start(Kind::Knot, port, server.port);
     let complete = serial(&server);
     assert!(
@@ -483,7 +486,7 @@ fn a_primary_killed_during_a_transfer_leaves_the_secondary_serving_the_last_comp
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let server = Server::start_in(server.sigterm());
+    let server = Server::start_within(server.sigterm(), BIG_ZONE);
     let before = knot.log().matches("AXFR, incoming").count();
     knot.restart();
     assert!(
@@ -613,12 +616,13 @@ fn transfers_are_bounded_in_number_and_in_time() {
             i % 256
         ));
     }
-    let server = Server::start_with(&Setup {
+    let setup = Setup {
         zone,
         services: service(300, 5),
         extra: open_to_dig(100, "transfers = 1\ntransfer_timeout = \"2s\"\n"),
         ..Setup::default()
-    });
+    };
+    let server = Server::start_within(setup.write(), BIG_ZONE);
     // A reader that asks and never reads (with a small receive buffer, so the kernel does
     // not take the whole zone for it) holds the only transfer.
     let mut stalled = small_window_connect(server.port);

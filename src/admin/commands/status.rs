@@ -19,16 +19,23 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
     {
         return Err(unknown_service(name));
     }
-    let services = catalog
+    let listed: Vec<_> = catalog
         .config
         .services
         .iter()
         .filter(|config| only.is_none_or(|name| config.name == name))
-        .filter_map(|config| {
-            let view = snapshot.service(&config.name)?;
+        .filter_map(|config| Some((config, snapshot.service(&config.name)?)))
+        .collect();
+    // The ledger's classes for all of them in one pass.
+    let ids: Vec<u16> = listed.iter().map(|(_, view)| view.id).collect();
+    let classes = context.ledger.as_ref().map(|l| l.counts_of(&ids));
+    let services = listed
+        .iter()
+        .enumerate()
+        .map(|(i, (config, view))| {
             let state = &view.state;
             let observed = &view.observed;
-            Some(ServiceStatus {
+            ServiceStatus {
                 name: config.name.clone(),
                 fqdn: config.fqdn().to_string(),
                 zone: config.zone.to_string(),
@@ -55,10 +62,7 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
                     .filter_map(|&c| observed.health.get(c))
                     .map(|h| health(&h))
                     .collect(),
-                resolvers: context
-                    .ledger
-                    .as_ref()
-                    .map(|l| super::stragglers::counts(&l.counts(view.id))),
+                resolvers: classes.as_ref().map(|c| super::stragglers::counts(&c[i])),
                 fleet: state.fleet.map(|wait| FleetWaitStatus {
                     serial: wait.serial,
                     change: match (wait.prepare_ttl, wait.flip_ttl) {
@@ -74,7 +78,7 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
                         .map(ToString::to_string)
                         .collect(),
                 }),
-            })
+            }
         })
         .collect();
     let zones = snapshot

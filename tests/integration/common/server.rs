@@ -44,6 +44,9 @@ settle = "10m"
 pub const BLUE_V4: [&str; 2] = ["192.0.2.10", "192.0.2.11"];
 pub const GREEN_V4: [&str; 1] = ["198.51.100.10"];
 
+/// How long a start may take before the test gives up.
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
 /// What to write into the temporary directory before starting.
 pub struct Setup {
     pub zone: String,
@@ -104,7 +107,13 @@ impl Server {
 
     /// Starts the server on the config in `dir`, waiting for `ready`.
     pub fn start_in(dir: TempDir) -> Server {
-        match Server::try_start_in(dir) {
+        Server::start_within(dir, READY_WITHIN)
+    }
+
+    /// Like [`Server::start_in`], waiting up to `limit` (large zones take a while to load in
+    /// a debug build).
+    pub fn start_within(dir: TempDir, limit: Duration) -> Server {
+        match Server::try_start_within(dir, limit) {
             Ok(server) => server,
             Err((_, log)) => panic!("flipdns did not become ready:\n{log}"),
         }
@@ -112,6 +121,10 @@ impl Server {
 
     /// Starts the server; on failure returns the directory and everything it printed.
     pub fn try_start_in(dir: TempDir) -> Result<Server, (TempDir, String)> {
+        Server::try_start_within(dir, READY_WITHIN)
+    }
+
+    fn try_start_within(dir: TempDir, limit: Duration) -> Result<Server, (TempDir, String)> {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(dir.path().join("flipdns.toml"))
@@ -140,7 +153,7 @@ impl Server {
             }
             let _ = ready_tx.send(None);
         });
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        match ready_rx.recv_timeout(limit) {
             Ok(Some(port)) => Ok(Server {
                 dir,
                 port,
