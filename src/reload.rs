@@ -145,6 +145,14 @@ fn keep_running_settings(running: &Config, mut catalog: Catalog) -> (Catalog, Ve
             "server.metrics_listen",
             running.server.metrics_listen != new.server.metrics_listen,
         ),
+        (
+            "server.workers",
+            running.server.workers != new.server.workers,
+        ),
+        (
+            "server.udp_batch",
+            running.server.udp_batch != new.server.udp_batch,
+        ),
         ("[limits]", running.limits != new.limits),
         ("[ledger]", running.ledger != new.ledger),
         ("[rrl]", running.rrl != new.rrl),

@@ -8,6 +8,7 @@
 mod read;
 mod table;
 
+pub use read::MAX_UDP_BATCH;
 pub use table::show_duration;
 
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,11 @@ pub struct Server {
     /// This server's name in NSID (RFC 5001) and `id.server`/`hostname.bind` CH TXT
     /// answers, so that ns1 and ns2 can be told apart; off when `None`.
     pub identity: Option<String>,
+    /// UDP worker threads per DNS address, each with its own `SO_REUSEPORT` socket; the
+    /// number of cores the process may run on when not given.
+    pub workers: usize,
+    /// Most datagrams a UDP worker receives or sends per system call.
+    pub udp_batch: usize,
 }
 
 /// `[limits]`: every bound a peer can push on that an operator may want to tune.
@@ -429,7 +435,7 @@ settle = "10m"
             .replace("\"198.51.100.10\"", "\"198.51.100.300\"")
             .replace("ttl = 300", "ttl = 300\ncolour = \"red\"");
         let found = problems(&text);
-        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen, admin_allowed_uids, admin_allowed_gids, identity".to_string()), "{found:?}");
+        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen, admin_allowed_uids, admin_allowed_gids, identity, workers, udp_batch".to_string()), "{found:?}");
         assert!(
             found
                 .iter()
@@ -502,6 +508,29 @@ settle = "10m"
                 .contains("`settle` in [[service]] must be a string in quotes, not the number 600"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn udp_workers_and_batches_are_bounded() {
+        let with = |lines: &str| {
+            GOOD.replace(
+                "state_file = \"run/state.json\"",
+                &format!("state_file = \"run/state.json\"\n{lines}"),
+            )
+        };
+        assert_eq!(
+            problems(&with("workers = 0\nudp_batch = 65")),
+            vec![
+                "/etc/flipdns/f.toml:6: `workers` in [server] must be between 1 and 256",
+                "/etc/flipdns/f.toml:7: `udp_batch` in [server] must be between 1 and 64",
+            ]
+        );
+        let config = Config::parse(
+            Path::new("/etc/flipdns/f.toml"),
+            &with("workers = 3\nudp_batch = 64"),
+        )
+        .unwrap();
+        assert_eq!((config.server.workers, config.server.udp_batch), (3, 64));
     }
 
     #[test]

@@ -16,12 +16,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use supervisor::{LoopFailed, Supervisor};
 pub use tcp::TcpLimits;
+pub use udp::MAX_UDP_BATCH;
 
 use crate::admin::commands::Context;
 use crate::admin::server::{AdminLimits, AdminSocket, BindError};
@@ -73,9 +74,15 @@ pub struct QueryPath {
 
 /// Every socket, bound before anything starts serving, so a bad address fails the start.
 struct Bound {
-    dns: Vec<(UdpSocket, TcpListener)>,
+    dns: Vec<Dns>,
     admin: AdminSocket,
     metrics: Option<TcpListener>,
+}
+
+/// One DNS address: a UDP socket per worker, and the TCP listener.
+struct Dns {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: TcpListener,
 }
 
 /// The change and report paths, started.
@@ -102,7 +109,7 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     let tracker = TaskTracker::new();
     let core = Core::start(catalog, store, clock, &shutdown, &tracker)?;
     let mut loops = Supervisor::new(shutdown.clone());
-    spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker);
+    spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker)?;
     let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
     tracing::info!("ready");
     let outcome = loops.watch().await;
@@ -120,11 +127,19 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
 async fn bind(config: &Config) -> Result<Bound, ServeError> {
     let mut dns = Vec::new();
     for &addr in &config.server.listen {
-        let (udp, tcp) = bind_dns(addr).await?;
-        tracing::info!("listening on udp {}", local(&udp.local_addr(), addr));
-        tracing::info!("listening on tcp {}", local(&tcp.local_addr(), addr));
-        dns.push((udp, tcp));
+        let bound = bind_dns(addr, config.server.workers).await?;
+        tracing::info!(
+            "listening on udp {}",
+            local(&bound.udp[0].local_addr(), addr)
+        );
+        tracing::info!("listening on tcp {}", local(&bound.tcp.local_addr(), addr));
+        dns.push(bound);
     }
+    tracing::info!(
+        "udp: {} workers per address, up to {} datagrams per system call",
+        config.server.workers,
+        config.server.udp_batch
+    );
     let admin = AdminSocket::bind(&config.server.admin_socket, config.server.admin_socket_mode)?;
     let metrics = match config.server.metrics_listen {
         Some(addr) => {
@@ -207,14 +222,14 @@ impl Core {
     }
 }
 
-/// One UDP receive loop per core and one TCP accept loop per DNS address.
+/// The UDP workers (threads) and one TCP accept loop per DNS address.
 fn spawn_query_path(
     core: &Core,
-    dns: Vec<(UdpSocket, TcpListener)>,
+    dns: Vec<Dns>,
     loops: &mut Supervisor,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) {
+) -> Result<(), ServeError> {
     let mut handler = Handler::new(
         core.switch.records().clone(),
         core.counters.clone(),
@@ -231,28 +246,38 @@ fn spawn_query_path(
         transfers: Arc::new(tokio::sync::Semaphore::new(core.config.limits.transfers)),
         transfer_timeout: core.config.limits.transfer_timeout,
     });
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let limits = &core.config.limits;
     let tcp_limits = TcpLimits {
         connections: limits.tcp_connections,
         idle_timeout: limits.tcp_idle_timeout,
         message_timeout: limits.tcp_message_timeout,
     };
-    for (udp, tcp) in dns {
+    for Dns { udp, tcp } in dns {
         let name = |proto: &str, addr: io::Result<SocketAddr>| {
             format!("{proto} {}", addr.map_or("?".into(), |a| a.to_string()))
         };
-        let udp_name = name("udp", udp.local_addr());
-        let tcp_name = name("tcp", tcp.local_addr());
-        let udp = Arc::new(udp);
-        for _ in 0..workers {
-            loops.spawn(
-                udp_name.clone(),
-                udp::serve(udp.clone(), path.clone(), shutdown.clone()),
-            );
+        for (worker, socket) in udp.into_iter().enumerate() {
+            let what = format!("{} worker {worker}", name("udp", socket.local_addr()));
+            let (path, batch, shutdown) =
+                (path.clone(), core.config.server.udp_batch, shutdown.clone());
+            let (ended, end) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("flipdns-udp-{worker}"))
+                .spawn(move || {
+                    // A panic drops `ended` unsent, which the supervisor reports.
+                    let _ = ended.send(udp::serve(socket, path, batch, shutdown));
+                })
+                .map_err(|e| LoopFailed {
+                    what: what.clone(),
+                    reason: format!("cannot start its thread: {e}"),
+                })?;
+            loops.spawn(what, async move {
+                end.await
+                    .unwrap_or_else(|_| Err("its thread panicked".into()))
+            });
         }
         loops.spawn(
-            tcp_name,
+            name("tcp", tcp.local_addr()),
             tcp::serve(
                 tcp,
                 path.clone(),
@@ -262,6 +287,7 @@ fn spawn_query_path(
             ),
         );
     }
+    Ok(())
 }
 
 /// The admin socket, the metrics endpoint and SIGHUP reloads. Returns the admin socket,
@@ -369,51 +395,25 @@ async fn reload_on_hangup(
 /// instead of being dropped; the kernel caps it at `net.core.rmem_max` / `wmem_max`.
 pub const UDP_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
-fn size_buffers(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let size = UDP_SOCKET_BUFFER as libc::c_int;
-    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt with a c_int value on a socket we own.
-        let done = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if done != 0 {
-            tracing::warn!(
-                "cannot size a UDP socket buffer: {}",
-                io::Error::last_os_error()
-            );
-        }
-    }
-}
-
-/// Binds UDP and TCP on `addr`. Port 0 picks a port free for both, so one `dig -p` reaches
-/// the server over either transport.
-async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeError> {
+/// Binds `workers` UDP sockets and one TCP listener on `addr`. Port 0 picks a port free
+/// for both, so one `dig -p` reaches the server over either transport.
+async fn bind_dns(addr: SocketAddr, workers: usize) -> Result<Dns, ServeError> {
     const ATTEMPTS: usize = 20;
+    let failed = |what, addr| move |source| ServeError::Bind { what, addr, source };
     let mut attempt = 0;
     loop {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                what: "udp",
-                addr,
-                source,
-            })?;
-        let bound = udp.local_addr().map_err(|source| ServeError::Bind {
-            what: "udp",
-            addr,
-            source,
-        })?;
+        let first = udp::worker_socket(addr, UDP_SOCKET_BUFFER).map_err(failed("udp", addr))?;
+        let bound = first.local_addr().map_err(failed("udp", addr))?;
         match TcpListener::bind(bound).await {
             Ok(tcp) => {
-                size_buffers(&udp);
-                return Ok((udp, tcp));
+                let mut udp = vec![first];
+                for _ in 1..workers {
+                    udp.push(
+                        udp::worker_socket(bound, UDP_SOCKET_BUFFER)
+                            .map_err(failed("udp", bound))?,
+                    );
+                }
+                return Ok(Dns { udp, tcp });
             }
             Err(e)
                 if addr.port() == 0
@@ -422,13 +422,7 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeErr
             {
                 attempt += 1
             }
-            Err(source) => {
-                return Err(ServeError::Bind {
-                    what: "tcp",
-                    addr: bound,
-                    source,
-                });
-            }
+            Err(source) => return Err(failed("tcp", bound)(source)),
         }
     }
 }

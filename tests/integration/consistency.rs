@@ -1,15 +1,20 @@
-//! Flips under load: no response mixes colors, and after a flip is acknowledged no query
-//! sent later gets the old color.
+//! Flips under load on the batched UDP path (two workers, each with its own socket): no
+//! response mixes colors, and after a flip is acknowledged no query sent later gets the old
+//! color.
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, a_records, query};
+use crate::common::{Server, Setup, a_records, query};
 
 const FLIPS: usize = 300;
 const CLIENTS: usize = 4;
+/// Sockets that flood the server without waiting for replies, so that batches fill.
+const FLOODERS: usize = 2;
+/// Queries a flooder keeps in flight.
+const IN_FLIGHT: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Seen {
@@ -39,9 +44,19 @@ fn color_of(addresses: &[Ipv4Addr]) -> Seen {
 
 #[test]
 fn flips_under_load_never_mix_colors_or_go_back() {
-    let server = Server::start();
+    let server = Server::start_with(&Setup {
+        server: "workers = 2\nudp_batch = 16".into(),
+        ..Setup::default()
+    });
+    assert!(server.log().contains("udp: 2 workers per address"));
     let addr = server.udp();
     let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|f| {
+            let stop = stop.clone();
+            std::thread::spawn(move || flood(f, addr, &stop))
+        })
+        .collect();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let stop = stop.clone();
@@ -88,6 +103,8 @@ fn flips_under_load_never_mix_colors_or_go_back() {
         std::thread::sleep(Duration::from_millis(3));
     }
     stop.store(true, Ordering::Relaxed);
+    let flooded: usize = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    assert!(flooded > FLIPS, "the flooders got only {flooded} answers");
     let seen: Vec<(Instant, Seen)> = clients
         .into_iter()
         .flat_map(|c| c.join().unwrap())
@@ -126,4 +143,32 @@ fn flips_under_load_never_mix_colors_or_go_back() {
         serde_json::from_str(&server.ctl_ok(&["status", "--json"])).unwrap();
     assert_eq!(status["services"][0]["flips"], FLIPS);
     assert_eq!(status["zones"][0]["serial"], 2026112601 + FLIPS as u64);
+}
+
+/// Keeps [`IN_FLIGHT`] queries outstanding until `stop`, checks that no answer mixes
+/// colors, and returns how many answers came.
+fn flood(index: usize, addr: std::net::SocketAddr, stop: &AtomicBool) -> usize {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let mut answers = 0;
+    let mut id = 0x8000u16 | ((index as u16) << 13);
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..IN_FLIGHT {
+            id = id.wrapping_add(1);
+            socket
+                .send_to(&query(id, "app.svc.example.com", 1), addr)
+                .unwrap();
+        }
+        for _ in 0..IN_FLIGHT {
+            let Ok(len) = socket.recv(&mut buf) else {
+                break;
+            };
+            color_of(&a_records(&buf[..len]));
+            answers += 1;
+        }
+    }
+    answers
 }

@@ -51,13 +51,25 @@ impl Kind {
     }
 }
 
-/// A free loopback port for UDP (the secondary binds TCP on it too).
+/// A loopback port free for both UDP and TCP, for a server that must bind both and may be
+/// restarted on it. Taken below the kernel's ephemeral range (32768 and up by default), so
+/// that an outgoing connection of another test cannot take it between here and the bind.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20000;
+    const SPAN: u32 = 12000;
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let port =
+            (FIRST + seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 7) % SPAN) as u16;
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// The `[[tsig_key]]` and `[[secondary]]` tables for secondaries on `ports`, with the key
