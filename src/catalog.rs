@@ -23,6 +23,9 @@ pub struct Catalog {
     pub zones: Vec<Zone>,
     /// The TSIG keys of `config.tsig_keys`, with their secrets read.
     pub keys: Vec<Arc<Key>>,
+    /// Records per zone, counted once on first use by [`crate::records::content`] (the IXFR
+    /// history's bound), not with every change.
+    pub zone_sizes: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// The names a service answers: the service name and one per color.
@@ -62,6 +65,7 @@ impl Catalog {
                 config,
                 zones,
                 keys,
+                zone_sizes: Default::default(),
             })
         } else {
             Err(Problems(problems))

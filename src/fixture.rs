@@ -31,6 +31,7 @@ pub fn catalog() -> Catalog {
         config,
         zones: vec![zone],
         keys: Vec::new(),
+        zone_sizes: Default::default(),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::color::Color;
 use crate::counters::Counters;
 use crate::fleet::Fleet;
 use crate::observed::FlipResult;
-use crate::records::{Records, ServiceView, Snapshot};
+use crate::records::{Records, ServiceView, Services, Snapshot};
 use crate::rrl::Limiter;
 use crate::state::PhaseName;
 use crate::stragglers::{Ledger, ResolverClass};
@@ -80,7 +80,7 @@ fn gauge(value: i64) -> ConstGauge<i64> {
 
 /// One gauge per service.
 fn per_service<'s>(
-    services: &'s [Arc<ServiceView>],
+    services: &'s Services,
     value: impl Fn(&ServiceView) -> i64,
 ) -> Vec<(Labels<'s>, ConstGauge<i64>)> {
     services
@@ -91,7 +91,7 @@ fn per_service<'s>(
 
 /// One sample per service and color.
 fn per_color<'s, M>(
-    services: &'s [Arc<ServiceView>],
+    services: &'s Services,
     value: impl Fn(&ServiceView, Color) -> Option<M>,
 ) -> Vec<(Labels<'s>, M)> {
     services
@@ -125,7 +125,7 @@ impl Exporter {
     fn services(
         &self,
         e: &mut DescriptorEncoder,
-        services: &[Arc<ServiceView>],
+        services: &Services,
     ) -> Result<(), std::fmt::Error> {
         family(
             e,
@@ -176,7 +176,7 @@ impl Exporter {
     fn cutovers(
         &self,
         e: &mut DescriptorEncoder,
-        services: &[Arc<ServiceView>],
+        services: &Services,
     ) -> Result<(), std::fmt::Error> {
         family(
             e,
@@ -379,7 +379,7 @@ impl Exporter {
         &self,
         e: &mut DescriptorEncoder,
         ledger: &Ledger,
-        services: &[Arc<ServiceView>],
+        services: &Services,
     ) -> Result<(), std::fmt::Error> {
         let ids: Vec<u16> = services.iter().map(|s| s.id).collect();
         let counts = ledger.counts_of(&ids);

@@ -4,6 +4,8 @@
 #   peers.sh --candidate 'benches/load/flipdns-candidate.sh {PORT} {ZONE}' --candidate-name flipdns
 # A third argument `ledger-off` turns the straggler ledger off, to measure what it costs.
 # FLIPDNS_BIN overrides the binary (default: target/release/flipdns of this checkout).
+# WORKERS (exported by peers.sh: 1 pinned, the cores unpinned) sets `[server] workers`;
+# UDP_BATCH sets `[server] udp_batch` (default 32).
 set -euo pipefail
 port=$1
 zone=$2
@@ -18,6 +20,8 @@ cat > "$dir/flipdns.toml" <<CONFIG
 listen = ["127.0.0.1:$port"]
 admin_socket = "$dir/flipdns.sock"
 state_file = "$dir/state.json"
+workers = ${WORKERS:-1}
+udp_batch = ${UDP_BATCH:-32}
 
 [ledger]
 enabled = $ledger

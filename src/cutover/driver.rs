@@ -75,20 +75,35 @@ pub struct Cutovers {
     gate: Arc<dyn HealthGate>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    running: std::sync::Mutex<Running>,
+    running: Registry,
 }
+
+/// The running tasks, shared with the tasks themselves so that an idle one can retire.
+type Registry = Arc<std::sync::Mutex<Running>>;
 
 #[derive(Default)]
 struct Running {
+    /// Services with a task: those with a deadline, a pending flip or a fleet wait, and
+    /// those with a command in progress. An idle service has none (a task and its queue
+    /// cost about 3 KB, which at 100,000 services was a third of the server's memory);
+    /// a command starts one, and it retires when nothing is left to wait for.
     drivers: HashMap<String, Handle>,
+    tasks_started: u64,
     /// Background health checks, by service; cancelled and restarted on every sync.
     watchers: HashMap<String, CancellationToken>,
 }
 
 struct Handle {
+    /// Tells this task from a later one of the same service.
+    task: u64,
     commands: mpsc::Sender<(Action, Reply)>,
-    events: broadcast::Sender<Progress>,
+    events: Events,
 }
+
+/// A service's progress events, shared by its task and its followers. The channel is made
+/// by the first follower: its buffer ([`EVENT_BUFFER`] events, about 6 KB) is the largest
+/// part of a service's cost, and most services are never followed.
+type Events = Arc<std::sync::OnceLock<broadcast::Sender<Progress>>>;
 
 impl Cutovers {
     /// Starts one task per service (and its background health checks) on `tracker`.
@@ -113,10 +128,12 @@ impl Cutovers {
         cutovers
     }
 
-    /// Matches the tasks to the services served now: starts what a reload added, lets the
+    /// Matches the tasks to the services served now: starts one for each service with
+    /// something to wait for (a restart or a reload in the middle of a cutover), lets the
     /// tasks of removed services end, and restarts health checks with their new settings.
     pub fn sync(&self) {
         let catalog = self.switch.catalog();
+        let snapshot = self.switch.records().load();
         let mut running = self.running();
         running
             .drivers
@@ -124,41 +141,58 @@ impl Cutovers {
         for token in running.watchers.drain().map(|(_, token)| token) {
             token.cancel();
         }
-        for config in &catalog.config.services {
+        for (config, view) in catalog.config.services.iter().zip(&snapshot.services) {
+            if needs_task(&view.state) && !running.drivers.contains_key(&config.name) {
+                self.start_task(&mut running, config);
+            }
+            let Some(check) = &config.health else { continue };
             let Some(observed) = self.switch.observed(&config.name) else {
                 continue;
             };
-            if !running.drivers.contains_key(&config.name) {
-                let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
-                let (events, _) = broadcast::channel(EVENT_BUFFER);
-                let driver = Driver {
-                    config: config.clone(),
-                    observed: observed.clone(),
-                    clock: self.clock.clone(),
-                    gate: self.gate.clone(),
-                    switch: self.switch.clone(),
-                    fleet: self.fleet.clone(),
-                    fleet_since: None,
-                    events: events.clone(),
-                    pending: None,
-                    next_id: 1,
-                    notes: Vec::new(),
-                };
-                self.tracker
-                    .spawn(driver.run(receiver, self.shutdown.clone()));
-                running
-                    .drivers
-                    .insert(config.name.clone(), Handle { commands, events });
-            }
-            if let Some(check) = &config.health {
-                let token = self.shutdown.child_token();
-                running.watchers.insert(config.name.clone(), token.clone());
-                let (config, check) = (config.clone(), check.clone());
-                let gate = self.gate.clone();
-                self.tracker
-                    .spawn(async move { watch(&*gate, &config, &check, &observed, token).await });
-            }
+            let token = self.shutdown.child_token();
+            running.watchers.insert(config.name.clone(), token.clone());
+            let (config, check) = (config.clone(), check.clone());
+            let gate = self.gate.clone();
+            self.tracker
+                .spawn(async move { watch(&*gate, &config, &check, &observed, token).await });
         }
+    }
+
+    /// Starts `config`'s task; `false` when the service is not served.
+    fn start_task(&self, running: &mut Running, config: &ServiceConfig) -> bool {
+        let Some(observed) = self.switch.observed(&config.name) else {
+            return false;
+        };
+        running.tasks_started += 1;
+        let task = running.tasks_started;
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let events = Events::default();
+        let driver = Driver {
+            config: config.clone(),
+            observed,
+            clock: self.clock.clone(),
+            gate: self.gate.clone(),
+            switch: self.switch.clone(),
+            fleet: self.fleet.clone(),
+            registry: self.running.clone(),
+            task,
+            fleet_since: None,
+            events: events.clone(),
+            pending: None,
+            next_id: 1,
+            notes: Vec::new(),
+        };
+        self.tracker
+            .spawn(driver.run(receiver, self.shutdown.clone()));
+        running.drivers.insert(
+            config.name.clone(),
+            Handle {
+                task,
+                commands,
+                events,
+            },
+        );
+        true
     }
 
     /// Runs `action` on `service` and returns what happened.
@@ -185,31 +219,60 @@ impl Cutovers {
     /// Progress events of `service`'s cutovers from now on. Subscribe before sending the
     /// command whose progress you want, so that none is missed.
     pub fn subscribe(&self, service: &str) -> Result<broadcast::Receiver<Progress>, Refusal> {
-        self.with_handle(service, |handle| handle.events.subscribe())
+        self.with_handle(service, |handle| {
+            handle
+                .events
+                .get_or_init(|| broadcast::channel(EVENT_BUFFER).0)
+                .subscribe()
+        })
     }
 
+    /// Runs `f` on `service`'s task, started if it has none.
     fn with_handle<T>(&self, service: &str, f: impl FnOnce(&Handle) -> T) -> Result<T, Refusal> {
-        let running = self.running();
-        match running.drivers.get(service) {
-            Some(handle) => Ok(f(handle)),
-            None => {
-                let mut known: Vec<&str> = running.drivers.keys().map(String::as_str).collect();
+        let mut running = self.running();
+        if !running.drivers.contains_key(service) {
+            let catalog = self.switch.catalog();
+            let started = match catalog.config.service(service) {
+                Some(config) => self.start_task(&mut running, config),
+                None => false,
+            };
+            if !started {
+                let mut known: Vec<&str> = catalog
+                    .config
+                    .services
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect();
                 known.sort_unstable();
-                Err(Refusal::new(
+                return Err(Refusal::new(
                     RefusalKind::UnknownService,
                     format!(
                         "unknown service {service:?} (configured: {})",
                         known.join(", ")
                     ),
-                ))
+                ));
             }
         }
+        Ok(f(&running.drivers[service]))
     }
 
     /// The registry, even if a holder panicked: it only holds channel ends.
     fn running(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether a service in `state` has something to wait for: a deadline, a pending flip, or
+/// secondaries to confirm.
+fn needs_task(state: &ServiceState) -> bool {
+    matches!(
+        state.phase,
+        Phase::Preparing {
+            target: Some(_),
+            ..
+        } | Phase::Settling { .. }
+    ) || state.pending().is_some()
+        || state.fleet.is_some()
 }
 
 /// Checks both colors of `service` every `interval` into what it has `observed`, until
@@ -245,9 +308,12 @@ struct Driver {
     gate: Arc<dyn HealthGate>,
     switch: Arc<Switch>,
     fleet: Arc<Fleet>,
+    /// Where the task is registered, and its number there.
+    registry: Registry,
+    task: u64,
     /// Since when (monotonic) a drained flip waits for secondaries to confirm the short TTL.
     fleet_since: Option<u64>,
-    events: broadcast::Sender<Progress>,
+    events: Events,
     /// Id of the pending flip, for progress events.
     pending: Option<u64>,
     next_id: u64,
@@ -262,9 +328,11 @@ impl Driver {
         mut commands: mpsc::Receiver<(Action, Reply)>,
         shutdown: CancellationToken,
     ) {
+        // The steps are boxed: inline, the largest of them (a flip with its health checks)
+        // would size every idle task, one per service, at about 3 KB.
         let mut fleet_news = self.fleet.changes();
         loop {
-            let Some((config, mut current)) = self.switch.service(&self.config.name).await else {
+            let Some((config, mut current)) = Box::pin(self.switch.service(&self.config.name)).await else {
                 tracing::info!(service = %self.config.name, "removed from the config: its cutover task ends");
                 return;
             };
@@ -272,23 +340,26 @@ impl Driver {
             if current.service.pending().is_some() && self.pending.is_none() {
                 self.pending = Some(self.new_id()); // resumed after a restart
             }
-            match self.fleet_confirms(&current).await {
+            match Box::pin(self.fleet_confirms(&current)).await {
                 Ok(Some(now)) => current = now,
                 Ok(None) => {}
                 Err(e) => tracing::error!(service = %self.config.name, "{e}; retrying"),
             }
             self.log();
+            if self.pending.is_none() && !needs_task(&current.service) && self.retire(&commands) {
+                return;
+            }
             let wake = self.wake_at(&current);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = fleet_news.changed() => if changed.is_err() { return },
                 command = commands.recv() => {
                     let Some((action, reply)) = command else { return };
-                    let _ = reply.send(self.act(action, &current).await);
+                    let _ = reply.send(Box::pin(self.act(action, &current)).await);
                     self.log();
                 }
                 _ = self.sleep_until(wake) => {
-                    let woken = self.wake(&current).await;
+                    let woken = Box::pin(self.wake(&current)).await;
                     self.log();
                     if let Err(e) = woken {
                         tracing::error!(service = %self.config.name, "{e}; retrying");
@@ -297,6 +368,25 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Leaves the registry if no command is queued and nobody follows the progress; commands
+    /// are queued under the registry's lock, so none can slip in between. The next command
+    /// starts a new task.
+    fn retire(&self, commands: &mpsc::Receiver<(Action, Reply)>) -> bool {
+        let mut running = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let followed = self.events.get().is_some_and(|e| e.receiver_count() > 0);
+        if !commands.is_empty() || followed {
+            return false;
+        }
+        if running
+            .drivers
+            .get(&self.config.name)
+            .is_some_and(|h| h.task == self.task)
+        {
+            running.drivers.remove(&self.config.name);
+        }
+        true
     }
 
     /// Logs `line` once the step in progress has replied.
@@ -649,8 +739,8 @@ impl Driver {
     }
 
     fn emit(&self, step: Step) {
-        if let Some(cutover) = self.pending {
-            let _ = self.events.send(Progress {
+        if let (Some(cutover), Some(events)) = (self.pending, self.events.get()) {
+            let _ = events.send(Progress {
                 service: self.config.name.clone(),
                 cutover,
                 step,

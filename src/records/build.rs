@@ -132,7 +132,8 @@ impl Snapshot {
             .zip(&serving.services)
             .map(|(config, s)| served(config, &s.state))
             .collect();
-        let renderer = Renderer::new(catalog, &model, &states, &serving.serials);
+        let state = |index: usize| states[index];
+        let renderer = Renderer::new(catalog, &model, &state, &serving.serials);
         // Static nodes: those whose answers do not reach into a service are final; the
         // others (a CNAME to a service), and the apexes (their SOA has the serial), are
         // rendered again with every change.
@@ -200,21 +201,27 @@ impl Snapshot {
     /// CNAME leads into a service) are rendered; the rest is shared.
     pub fn changed(&self, change: Change) -> Snapshot {
         let catalog = &self.catalog;
-        let mut services = self.services.clone();
-        let mut states: Vec<Served> = self
+        let changed: Vec<(usize, Served)> = change
             .services
             .iter()
-            .zip(&catalog.config.services)
-            .map(|(view, config)| served(config, &view.state))
+            .map(|(index, s)| (*index, served(&catalog.config.services[*index], &s.state)))
             .collect();
-        for (index, s) in &change.services {
-            states[*index] = served(&catalog.config.services[*index], &s.state);
-        }
-        let renderer = Renderer::new(catalog, &self.base.model, &states, &change.serials);
-        for (index, s) in &change.services {
-            services[*index] =
-                Arc::new(renderer.service(*index, &catalog.config.services[*index], s));
-        }
+        // Only the changed services' states are worked out; the rest are read where a
+        // rendering looks (the dependents look at a few).
+        let state = |index: usize| {
+            changed
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, s)| *s)
+                .unwrap_or_else(|| {
+                    served(&catalog.config.services[index], &self.services[index].state)
+                })
+        };
+        let renderer = Renderer::new(catalog, &self.base.model, &state, &change.serials);
+        let services = self.services.with(change.services.iter().map(|(index, s)| {
+            let view = renderer.service(*index, &catalog.config.services[*index], s);
+            (*index, Arc::new(view))
+        }));
         let dependents = Arc::new(
             self.base
                 .dependents
@@ -326,7 +333,8 @@ impl StaticModel {
 struct Renderer<'a> {
     catalog: &'a Catalog,
     model: &'a StaticModel,
-    states: &'a [Served],
+    /// The state of the service at a catalog index.
+    states: &'a dyn Fn(usize) -> Served,
     /// Each zone's serial, for the SOA at its apex.
     serials: &'a [u32],
     /// Set when a rendering looked at a service's name: its answer depends on the service.
@@ -337,7 +345,7 @@ impl<'a> Renderer<'a> {
     fn new(
         catalog: &'a Catalog,
         model: &'a StaticModel,
-        states: &'a [Served],
+        states: &'a dyn Fn(usize) -> Served,
         serials: &'a [u32],
     ) -> Renderer<'a> {
         Renderer {
@@ -371,7 +379,7 @@ impl<'a> Renderer<'a> {
         config: &crate::config::ServiceConfig,
         s: &ServingService,
     ) -> ServiceView {
-        let state = self.states[index];
+        let state = (self.states)(index);
         let names = service_names(config);
         let nodes = [0, 1, 2].map(|which| {
             let key = wire(&names[which]);
@@ -392,7 +400,7 @@ impl<'a> Renderer<'a> {
     /// The data at one of a service's names (0 blue, 1 green, 2 the service name).
     fn service_node(&self, index: u32, which: u8) -> ModelNode {
         let config = &self.catalog.config.services[index as usize];
-        let state = self.states[index as usize];
+        let state = (self.states)(index as usize);
         let zone = self.catalog.zone_index(config);
         let negative = negative_ttl(&self.catalog.zones[zone]).min(state.ttl);
         let (name, color, kind, rdatas) = service_rrsets(config, state.live)

@@ -115,15 +115,17 @@ pub fn soa_record(zone: &Zone, serial: u32) -> ZoneRecord {
 /// Roughly how many records zone `zone` of `catalog` holds (services counted with both
 /// colors and the live one at its larger size): the bound of its IXFR history.
 pub fn zone_size(catalog: &Catalog, zone: usize) -> usize {
-    let origin = &catalog.zones[zone].origin;
-    let services: usize = catalog
-        .config
-        .services
-        .iter()
-        .filter(|s| s.zone == *origin)
-        .map(|s| s.blue.len() + s.green.len() + s.blue.len().max(s.green.len()))
-        .sum();
-    catalog.zones[zone].records.len() + services + 1
+    let sizes = catalog.zone_sizes.get_or_init(|| {
+        let mut sizes: Vec<usize> = catalog.zones.iter().map(|z| z.records.len() + 1).collect();
+        for service in &catalog.config.services {
+            let records = service.blue.len()
+                + service.green.len()
+                + service.blue.len().max(service.green.len());
+            sizes[catalog.zone_index(service)] += records;
+        }
+        sizes
+    });
+    sizes[zone]
 }
 
 /// The digest of zone `zone` of `catalog` with `services` (config index, live, TTL): the

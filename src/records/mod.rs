@@ -17,6 +17,7 @@
 mod build;
 pub mod content;
 mod render;
+mod services;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -28,6 +29,7 @@ use hickory_proto::rr::Name;
 pub use build::{Change, Serving, ServingService};
 pub use content::{Diff, Digest, History, ZoneRecord};
 pub use render::uncompressed as render_rdata;
+pub use services::Services;
 
 use crate::catalog::Catalog;
 use crate::color::Color;
@@ -104,7 +106,7 @@ pub struct Snapshot {
     dependents: Arc<Vec<Node>>,
     pub zones: Vec<ZoneView>,
     /// In catalog order; each with its own nodes.
-    pub services: Vec<Arc<ServiceView>>,
+    pub services: Services,
 }
 
 /// The part of a snapshot that depends on the catalog alone.
