@@ -91,6 +91,8 @@ impl Reloader {
             }
         };
         let (catalog, restart_needed) = keep_running_settings(&running.config, catalog);
+        // The old catalog must go before its memory can be handed back.
+        drop(running);
         let changes = self.switch.reload(catalog, force).await.map_err(|e| {
             tracing::error!("reload not applied: {e}");
             ReloadError::Refused(e)

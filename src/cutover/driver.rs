@@ -145,7 +145,9 @@ impl Cutovers {
             if needs_task(&view.state) && !running.drivers.contains_key(&config.name) {
                 self.start_task(&mut running, config);
             }
-            let Some(check) = &config.health else { continue };
+            let Some(check) = &config.health else {
+                continue;
+            };
             let Some(observed) = self.switch.observed(&config.name) else {
                 continue;
             };
@@ -332,7 +334,9 @@ impl Driver {
         // would size every idle task, one per service, at about 3 KB.
         let mut fleet_news = self.fleet.changes();
         loop {
-            let Some((config, mut current)) = Box::pin(self.switch.service(&self.config.name)).await else {
+            let Some((config, mut current)) =
+                Box::pin(self.switch.service(&self.config.name)).await
+            else {
                 tracing::info!(service = %self.config.name, "removed from the config: its cutover task ends");
                 return;
             };
