@@ -169,7 +169,7 @@ impl Catalog {
 }
 
 /// Lowercase wire format of `name`.
-fn lower_wire(name: &Name) -> Vec<u8> {
+pub fn lower_wire(name: &Name) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 2);
     for label in name.iter() {
         out.push(label.len() as u8);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::color::Color;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::dns::Handler;
@@ -38,9 +39,17 @@ pub fn catalog() -> Catalog {
 /// The example's records, every service steady on its configured color.
 pub fn records() -> Arc<Records> {
     let catalog = Arc::new(catalog());
-    let serving = Serving {
+    let serial = catalog.zones[0].soa.serial;
+    let serving = serving(&catalog, serial, |_, configured| configured);
+    Arc::new(Records::new(Snapshot::build(&catalog, &serving)))
+}
+
+/// Every service of `catalog` steady on the color `live(index, configured color)`, every
+/// zone at `serial`.
+pub fn serving(catalog: &Catalog, serial: u32, live: impl Fn(usize, Color) -> Color) -> Serving {
+    Serving {
         generation: Generation(1),
-        serials: catalog.zones.iter().map(|z| z.soa.serial).collect(),
+        serials: vec![serial; catalog.zones.len()],
         services: catalog
             .config
             .services
@@ -48,13 +57,12 @@ pub fn records() -> Arc<Records> {
             .enumerate()
             .map(|(id, s)| ServingService {
                 id: id as u16,
-                state: ServiceState::new(s.live, s.ttl),
+                state: ServiceState::new(live(id, s.live), s.ttl),
                 observed: Arc::new(Observed::new(0)),
             })
             .collect(),
         histories: Vec::new(),
-    };
-    Arc::new(Records::new(Snapshot::build(&catalog, &serving)))
+    }
 }
 
 /// A handler answering from the example, every service steady on its configured color.

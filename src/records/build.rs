@@ -604,22 +604,13 @@ mod tests {
     use crate::records::Lookup;
 
     fn serving(catalog: &Catalog, live: Color, serial: u32) -> Serving {
-        Serving {
-            generation: Generation(1),
-            serials: vec![serial],
-            services: catalog
-                .config
-                .services
-                .iter()
-                .enumerate()
-                .map(|(id, s)| ServingService {
-                    id: id as u16,
-                    state: ServiceState::new(if id == 0 { live } else { s.live }, s.ttl),
-                    observed: Arc::new(Observed::new(0)),
-                })
-                .collect(),
-            histories: Vec::new(),
-        }
+        crate::fixture::serving(
+            catalog,
+            serial,
+            |id, configured| {
+                if id == 0 { live } else { configured }
+            },
+        )
     }
 
     /// One answer: the name, the query type, the records, the SOA written at query time.

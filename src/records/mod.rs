@@ -361,11 +361,5 @@ type NameHash = BuildHasherDefault<NameHasher>;
 
 /// Lowercase wire format of `name` (labels with length bytes, ending in the root label).
 pub fn wire(name: &Name) -> Vec<u8> {
-    let mut out = Vec::with_capacity(name.len() + 2);
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    out.push(0);
-    out
+    crate::catalog::lower_wire(name)
 }
