@@ -1,6 +1,10 @@
 //! Server-wide counters: responses by transport and RCODE, packets dropped, TCP and admin
-//! connections turned away, TSIG results, zone transfers. Relaxed atomics bumped where things happen; read when
-//! `/metrics` is scraped.
+//! connections turned away, TSIG results, zone transfers. Relaxed atomics bumped where things
+//! happen; read when `/metrics` is scraped.
+//!
+//! The counters bumped on every query are sharded: each UDP worker owns a [`Tally`] on cache
+//! lines of its own and bumps it without a locked instruction (it is the only writer); TCP
+//! connections share one. A scrape sums them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -9,13 +13,30 @@ use crate::wire::{Dropped, Transport, rcode_name};
 /// RCODEs counted apart; anything else is counted as `OTHER`.
 pub const COUNTED_RCODES: [u16; 9] = [0, 1, 2, 3, 4, 5, 9, 16, u16::MAX];
 
-/// Counters of the whole server.
+/// What one writer counts per query, on cache lines no other writer touches.
 #[derive(Debug, Default)]
-pub struct Counters {
+#[repr(align(128))]
+struct Tally {
     /// Responses sent, by transport and RCODE (index into [`COUNTED_RCODES`]).
     responses: [[AtomicU64; COUNTED_RCODES.len()]; 2],
     /// Packets not answered, by [`Dropped`] reason.
     dropped: [AtomicU64; 2],
+}
+
+/// Which [`Tally`] a query path bumps, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shard {
+    /// The shared one, with atomic additions: any number of writers (TCP connections).
+    Shared,
+    /// Worker `n`'s own: its only writer, so a plain load and store suffice.
+    Owned(usize),
+}
+
+/// Counters of the whole server.
+#[derive(Debug)]
+pub struct Counters {
+    /// `[0]` shared, `[1 + n]` UDP worker `n`'s.
+    tallies: Box<[Tally]>,
     /// Open DNS-over-TCP connections.
     pub tcp_open: AtomicU64,
     /// TCP connections closed at once because `tcp_connections` were open.
@@ -83,34 +104,90 @@ impl TransferResult {
     }
 }
 
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters::with_workers(0)
+    }
+}
+
+/// Adds one to `counter` as `shard` may.
+#[inline]
+fn bump(counter: &AtomicU64, shard: Shard) {
+    match shard {
+        Shard::Shared => {
+            counter.fetch_add(1, Relaxed);
+        }
+        Shard::Owned(_) => counter.store(counter.load(Relaxed) + 1, Relaxed),
+    }
+}
+
 impl Counters {
-    pub fn answered(&self, transport: Transport, rcode: u16) {
+    /// Counters with a shard of its own for each of `workers` UDP workers.
+    pub fn with_workers(workers: usize) -> Counters {
+        Counters {
+            tallies: (0..=workers).map(|_| Tally::default()).collect(),
+            tcp_open: Default::default(),
+            tcp_refused: Default::default(),
+            tcp_timeouts: Default::default(),
+            admin_refused: Default::default(),
+            tsig: Default::default(),
+            transfers: Default::default(),
+        }
+    }
+
+    /// The shard of UDP worker `n` (of those asked for in [`Counters::with_workers`]);
+    /// the shared one beyond them.
+    pub fn worker(&self, n: usize) -> Shard {
+        if n + 1 < self.tallies.len() {
+            Shard::Owned(n + 1)
+        } else {
+            Shard::Shared
+        }
+    }
+
+    fn tally(&self, shard: Shard) -> &Tally {
+        match shard {
+            Shard::Shared => &self.tallies[0],
+            Shard::Owned(n) => &self.tallies[n],
+        }
+    }
+
+    #[inline]
+    pub fn answered(&self, shard: Shard, transport: Transport, rcode: u16) {
         let index = COUNTED_RCODES
             .iter()
             .position(|&r| r == rcode)
             .unwrap_or(COUNTED_RCODES.len() - 1);
-        self.responses[transport as usize][index].fetch_add(1, Relaxed);
+        bump(
+            &self.tally(shard).responses[transport as usize][index],
+            shard,
+        );
     }
 
-    pub fn dropped(&self, reason: Dropped) {
-        self.dropped[reason as usize].fetch_add(1, Relaxed);
+    #[inline]
+    pub fn dropped(&self, shard: Shard, reason: Dropped) {
+        bump(&self.tally(shard).dropped[reason as usize], shard);
     }
 
-    /// Responses sent, by transport and RCODE name.
+    /// Responses sent, by transport and RCODE name, summed over the shards.
     pub fn responses(&self) -> impl Iterator<Item = (Transport, &'static str, u64)> + '_ {
         Transport::ALL.into_iter().flat_map(move |t| {
             COUNTED_RCODES.iter().enumerate().map(move |(i, &rcode)| {
-                (
-                    t,
-                    rcode_name(rcode),
-                    self.responses[t as usize][i].load(Relaxed),
-                )
+                let sum = self
+                    .tallies
+                    .iter()
+                    .map(|tally| tally.responses[t as usize][i].load(Relaxed))
+                    .sum();
+                (t, rcode_name(rcode), sum)
             })
         })
     }
 
     pub fn dropped_by(&self, reason: Dropped) -> u64 {
-        self.dropped[reason as usize].load(Relaxed)
+        self.tallies
+            .iter()
+            .map(|tally| tally.dropped[reason as usize].load(Relaxed))
+            .sum()
     }
 
     /// Counts a signed request's TSIG result (one of [`TSIG_RESULTS`]).
@@ -135,5 +212,38 @@ impl Counters {
         TransferResult::ALL
             .into_iter()
             .map(|r| (r, self.transfers[r as usize].load(Relaxed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_worker_counts_on_lines_of_its_own_and_a_scrape_sums_them() {
+        let counters = Counters::with_workers(2);
+        let shards = [counters.worker(0), counters.worker(1), Shard::Shared];
+        assert_eq!(shards[..2], [Shard::Owned(1), Shard::Owned(2)]);
+        assert_eq!(
+            counters.worker(2),
+            Shard::Shared,
+            "beyond the workers asked for"
+        );
+        for (n, shard) in shards.into_iter().enumerate() {
+            for _ in 0..=n {
+                counters.answered(shard, Transport::Udp, 0);
+                counters.dropped(shard, Dropped::Short);
+            }
+        }
+        let noerror = counters
+            .responses()
+            .find(|&(t, rcode, _)| t == Transport::Udp && rcode == "NOERROR")
+            .unwrap();
+        assert_eq!(noerror.2, 6);
+        assert_eq!(counters.dropped_by(Dropped::Short), 6);
+        assert!(
+            std::mem::align_of::<Tally>() >= 128,
+            "no two shards share a line"
+        );
     }
 }

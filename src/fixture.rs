@@ -56,7 +56,7 @@ pub fn serving(catalog: &Catalog, serial: u32, live: impl Fn(usize, Color) -> Co
             .iter()
             .enumerate()
             .map(|(id, s)| ServingService {
-                id: id as u16,
+                id: id as u32,
                 state: ServiceState::new(live(id, s.live), s.ttl),
                 observed: Arc::new(Observed::new(0)),
             })

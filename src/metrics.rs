@@ -381,7 +381,7 @@ impl Exporter {
         ledger: &Ledger,
         services: &Services,
     ) -> Result<(), std::fmt::Error> {
-        let ids: Vec<u16> = services.iter().map(|s| s.id).collect();
+        let ids: Vec<u32> = services.iter().map(|s| s.id).collect();
         let counts = ledger.counts_of(&ids);
         family(
             e,

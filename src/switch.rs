@@ -52,7 +52,7 @@ struct Inner {
     /// By service name: kept across snapshots and reloads.
     observed: HashMap<String, Arc<Observed>>,
     /// Stable ids by service name, never reused in this process.
-    ids: HashMap<String, u16>,
+    ids: HashMap<String, u32>,
     /// The IXFR history of each zone, by origin: the changes this process made.
     histories: HashMap<String, History>,
 }
@@ -615,7 +615,9 @@ fn changed_snapshot(
 }
 
 fn serving_service(inner: &mut Inner, name: &str) -> ServingService {
-    let next_id = inner.ids.len() as u16;
+    // Ids are never reused, so that the ledger never confuses a removed service with a new
+    // one; they fit the ledger's 24 bits for the first 16.7 million names a process sees.
+    let next_id = inner.ids.len() as u32;
     let id = *inner.ids.entry(name.to_string()).or_insert(next_id);
     // A service added by a reload has given no answers yet.
     let observed = inner

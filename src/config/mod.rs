@@ -8,7 +8,7 @@
 mod read;
 mod table;
 
-pub use read::MAX_UDP_BATCH;
+pub use read::{MAX_SERVICES, MAX_UDP_BATCH};
 pub use table::show_duration;
 
 use std::net::{IpAddr, SocketAddr};

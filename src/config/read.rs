@@ -421,12 +421,22 @@ fn services(top: &Table, zones: &[ZoneConfig]) -> Vec<ServiceConfig> {
                 );
                 doc.problem_at_line(service.line, message);
             }
+            if services.len() == MAX_SERVICES {
+                doc.problem_at_line(
+                    service.line,
+                    format!("more than {MAX_SERVICES} services; split them over more servers"),
+                );
+            }
             services.push(service);
         }
         t.finish();
     }
     services
 }
+
+/// Most services one config may hold. The straggler ledger packs a service's id into 24
+/// bits (see `stragglers::batch`), so this stays well below 2^24.
+pub const MAX_SERVICES: usize = 1_000_000;
 
 fn service(t: &Table, zones: &[ZoneConfig]) -> Option<ServiceConfig> {
     let name = t.required_string("name");

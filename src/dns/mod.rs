@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::counters::{Counters, TransferResult};
+use crate::counters::{Counters, Shard, TransferResult};
 use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
 use crate::rrl::{Limiter, Verdict};
 use crate::stragglers::{Observation, Recorder};
@@ -47,9 +47,12 @@ enum Answered {
 }
 
 /// Answers requests from the current snapshot.
+#[derive(Clone)]
 pub struct Handler {
     records: Arc<Records>,
     counters: Arc<Counters>,
+    /// Which per-query counters this handler bumps.
+    shard: Shard,
     clock: Clock,
     /// Response rate limiting of UDP answers, when on.
     rrl: Option<Arc<Limiter>>,
@@ -60,8 +63,18 @@ impl Handler {
         Handler {
             records,
             counters,
+            shard: Shard::Shared,
             clock,
             rrl: None,
+        }
+    }
+
+    /// This handler for UDP worker `n`, counting into the worker's own shard. Only that
+    /// worker's thread may use it.
+    pub fn for_worker(&self, n: usize) -> Handler {
+        Handler {
+            shard: self.counters.worker(n),
+            ..self.clone()
         }
     }
 
@@ -113,7 +126,7 @@ impl Handler {
         out.clear();
         match request::parse(packet) {
             Parsed::Dropped(reason) => {
-                self.counters.dropped(reason);
+                self.counters.dropped(self.shard, reason);
                 Handled::Nothing
             }
             Parsed::Error {
@@ -138,7 +151,7 @@ impl Handler {
                     out[2] |= 0x02; // TC
                 }
                 out.extend_from_slice(question.unwrap_or_default());
-                self.counters.answered(transport, rcode.into());
+                self.counters.answered(self.shard, transport, rcode.into());
                 Handled::Reply
             }
             Parsed::Request(request) => {
@@ -155,7 +168,7 @@ impl Handler {
                         }
                     }
                 };
-                self.counters.answered(transport, rcode);
+                self.counters.answered(self.shard, transport, rcode);
                 Handled::Reply
             }
         }

@@ -39,7 +39,7 @@ pub struct Serving {
 
 pub struct ServingService {
     /// Stable for the life of the process (see [`crate::switch`]).
-    pub id: u16,
+    pub id: u32,
     /// Live color, flips and phase: in steady phase the TTL is the normal one, which the
     /// drain deadline must outlast.
     pub state: ServiceState,
@@ -422,7 +422,7 @@ impl<'a> Renderer<'a> {
             zone,
             rrsets,
             hit: Some(Hit {
-                service: index as u16,
+                service: index,
                 color,
                 name: kind,
                 ttl: state.ttl,

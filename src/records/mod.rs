@@ -156,7 +156,7 @@ pub struct ZoneView {
 /// One service as this snapshot serves it.
 pub struct ServiceView {
     /// Stable for the life of the process, unlike the position in the snapshot.
-    pub id: u16,
+    pub id: u32,
     pub name: String,
     /// The persisted state this snapshot serves: live color, flips, phase.
     pub state: ServiceState,
@@ -216,7 +216,7 @@ pub struct Rendered {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
     /// Index into [`Snapshot::services`].
-    pub service: u16,
+    pub service: u32,
     pub color: Color,
     pub name: NameKind,
     pub ttl: u32,

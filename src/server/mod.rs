@@ -209,11 +209,14 @@ impl Core {
             .rrl
             .enabled
             .then(|| Arc::new(Limiter::new(&config.rrl)));
+        let counters = Arc::new(Counters::with_workers(
+            config.server.listen.len() * config.server.workers,
+        ));
         Ok(Core {
             config,
             clock,
             switch,
-            counters: Arc::new(Counters::default()),
+            counters,
             ledger,
             rrl,
             cutovers,
@@ -252,20 +255,24 @@ fn spawn_query_path(
         idle_timeout: limits.tcp_idle_timeout,
         message_timeout: limits.tcp_message_timeout,
     };
+    let mut workers = 0;
     for Dns { udp, tcp } in dns {
         let name = |proto: &str, addr: io::Result<SocketAddr>| {
             format!("{proto} {}", addr.map_or("?".into(), |a| a.to_string()))
         };
-        for (worker, socket) in udp.into_iter().enumerate() {
-            let what = format!("{} worker {worker}", name("udp", socket.local_addr()));
+        for (index, socket) in udp.into_iter().enumerate() {
+            let what = format!("{} worker {index}", name("udp", socket.local_addr()));
             let (path, batch, shutdown) =
                 (path.clone(), core.config.server.udp_batch, shutdown.clone());
+            // Numbered across addresses: each owns its counter shard.
+            let worker = workers;
+            workers += 1;
             let (ended, end) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()
                 .name(format!("flipdns-udp-{worker}"))
                 .spawn(move || {
                     // A panic drops `ended` unsent, which the supervisor reports.
-                    let _ = ended.send(udp::serve(socket, path, batch, shutdown));
+                    let _ = ended.send(udp::serve(socket, path, worker, batch, shutdown));
                 })
                 .map_err(|e| LoopFailed {
                     what: what.clone(),

@@ -65,10 +65,12 @@ pub fn worker_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSock
 pub fn serve(
     socket: UdpSocket,
     path: Arc<QueryPath>,
+    worker: usize,
     batch: usize,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let batch = batch.clamp(1, MAX_UDP_BATCH);
+    let handler = path.handler.for_worker(worker);
     let fd = socket.as_raw_fd();
     let mut recorder = Recorder::new(path.ledger.as_ref());
     let mut requests = vec![0u8; batch * MAX_UDP_REQUEST];
@@ -92,7 +94,7 @@ pub fn serve(
         // datagram, the next handover, or POLL.
         let received = match slots.receive(fd, &mut receiving, MsgFlags::MSG_DONTWAIT) {
             Err(Errno::EAGAIN) => {
-                let now = path.handler.clock().coarse_mono_ms();
+                let now = handler.clock().coarse_mono_ms();
                 recorder.flush_if_due(now);
                 let wait = recorder.due_ms().map_or(POLL, |due| {
                     Duration::from_millis(due.saturating_sub(now).max(1)).min(POLL)
@@ -139,7 +141,7 @@ pub fn serve(
             }
         }
         send(fd, &mut sending, &responses, &peers, &to_send[..sends]);
-        recorder.flush_if_due(path.handler.clock().coarse_mono_ms());
+        recorder.flush_if_due(handler.clock().coarse_mono_ms());
     }
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! into 16 bytes (an IPv4 resolver without a client subnet, the common case: four to a cache
 //! line), followed by one 16-byte chunk for an IPv6 resolver and one for a client subnet.
 //!
-//! Chunk layout: resolver IPv4 (4) | service (2) | TTL (4) | milliseconds after the batch's
-//! base time (2) | flags (1) | subnet prefix (1) | subnet family (1) | unused (1).
+//! Chunk layout: resolver IPv4 (4) | service, low 16 bits (2) | TTL (4) | milliseconds after
+//! the batch's base time (2) | flags (1) | subnet prefix (1) | subnet family (1) | service,
+//! high 8 bits (1): service ids are below [`crate::config::MAX_SERVICES`], under 2^24.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -92,7 +93,9 @@ impl Batch {
         };
         let mut chunk = [0u8; 16];
         chunk[..4].copy_from_slice(&v4);
-        chunk[4..6].copy_from_slice(&o.service.to_le_bytes());
+        let service = o.service.to_le_bytes();
+        chunk[4..6].copy_from_slice(&service[..2]);
+        chunk[15] = service[2];
         chunk[6..10].copy_from_slice(&o.ttl.to_le_bytes());
         chunk[10..12].copy_from_slice(&(offset as u16).to_le_bytes());
         chunk[12] = flags;
@@ -132,7 +135,7 @@ impl Batch {
                 at_ms: self.base_ms + u64::from(u16::from_le_bytes([chunk[10], chunk[11]])),
                 resolver,
                 subnet,
-                service: u16::from_le_bytes([chunk[4], chunk[5]]),
+                service: u32::from_le_bytes([chunk[4], chunk[5], chunk[15], 0]),
                 color: if flags & GREEN != 0 {
                     Color::Green
                 } else {
@@ -187,6 +190,15 @@ mod tests {
                 name: NameKind::Service,
                 ..observation("192.0.2.2".parse().unwrap(), None, 1_000)
             },
+            Observation {
+                // Past 16 bits: a config of 100,000 services.
+                service: 99_999,
+                ..observation("192.0.2.3".parse().unwrap(), None, 1_001)
+            },
+            Observation {
+                service: crate::config::MAX_SERVICES as u32 - 1,
+                ..observation("192.0.2.4".parse().unwrap(), None, 1_002)
+            },
         ];
         let mut batch = Batch::new();
         for o in &sent {
@@ -200,8 +212,8 @@ mod tests {
             "192.0.2.9".parse::<IpAddr>().unwrap(),
             "mapped IPv4 resolvers travel as IPv4"
         );
-        assert_eq!(got[3], sent[3]);
-        assert_eq!(batch.chunks.len(), 6);
+        assert_eq!(got[3..], sent[3..]);
+        assert_eq!(batch.chunks.len(), 8);
     }
 
     #[test]

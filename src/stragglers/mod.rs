@@ -60,7 +60,7 @@ pub struct Observation {
     pub resolver: IpAddr,
     pub subnet: Option<ClientSubnet>,
     /// Catalog index of the service.
-    pub service: u16,
+    pub service: u32,
     /// The color answered.
     pub color: Color,
     /// Asked by the service name or by a color name.
@@ -257,13 +257,13 @@ impl Ledger {
     fn sample_timelines(&self) {
         let now = self.clock.coarse_now_ms();
         let mut table = self.table();
-        let due: Vec<u16> = (0..table.services.len())
+        let due: Vec<u32> = (0..table.services.len())
             .filter(|&i| {
                 let track = &mut table.services[i];
                 let flip = track.flip;
                 track.timeline.due(&flip, now)
             })
-            .map(|i| i as u16)
+            .map(|i| i as u32)
             .collect();
         if due.is_empty() {
             return;
@@ -292,7 +292,7 @@ impl Ledger {
                     continue;
                 }
                 let name = track.name.clone();
-                let counts = report::counts(&table, index as u16, now);
+                let counts = report::counts(&table, index as u32, now);
                 table.services[index].logged_drained = flip.flips;
                 lines.push((old, name, drained_at, counts));
             }
@@ -339,13 +339,13 @@ impl Ledger {
     }
 
     /// Class counts of the service with id `service`.
-    pub fn counts(&self, service: u16) -> ClassCounts {
+    pub fn counts(&self, service: u32) -> ClassCounts {
         self.counts_of(&[service])[0]
     }
 
     /// Class counts of each of `services` (ids), in one pass over the ledger: a scrape or a
     /// `status` of many services does not walk it once per service.
-    pub fn counts_of(&self, services: &[u16]) -> Vec<ClassCounts> {
+    pub fn counts_of(&self, services: &[u32]) -> Vec<ClassCounts> {
         self.drain();
         report::counts_of(&self.table(), services, self.clock.coarse_now_ms())
             .into_iter()
@@ -354,7 +354,7 @@ impl Ledger {
     }
 
     /// Straggling queries of the service with id `service` since start, by the color asked.
-    pub fn straggler_queries(&self, service: u16) -> [u64; 2] {
+    pub fn straggler_queries(&self, service: u32) -> [u64; 2] {
         self.table()
             .track_of(service)
             .map_or([0; 2], |t| t.straggler_queries)

@@ -169,15 +169,15 @@ pub fn drained_at(track: &ServiceTrack, old: crate::color::Color) -> u64 {
 }
 
 /// Counts of every class for `service`.
-pub fn counts(table: &Table, service: u16, now_ms: u64) -> ClassCounts {
+pub fn counts(table: &Table, service: u32, now_ms: u64) -> ClassCounts {
     counts_of(table, &[service], now_ms)
         .pop()
         .map_or_else(ClassCounts::default, |(_, c)| c)
 }
 
 /// Counts of every class for each of `services`, in one pass over the table.
-pub fn counts_of(table: &Table, services: &[u16], now_ms: u64) -> Vec<(u16, ClassCounts)> {
-    let mut counts: Vec<(u16, ClassCounts)> = services
+pub fn counts_of(table: &Table, services: &[u32], now_ms: u64) -> Vec<(u32, ClassCounts)> {
+    let mut counts: Vec<(u32, ClassCounts)> = services
         .iter()
         .map(|&s| (s, ClassCounts::default()))
         .collect();
@@ -212,7 +212,7 @@ pub fn clamps(entry: &Entry) -> bool {
 
 /// The full report for `service`: counts, the drain deadline, the resolvers `listing`
 /// asks for (most interesting first), and the timeline of the latest flip.
-pub fn report(table: &Table, service: u16, now_ms: u64, mono_ms: u64, listing: &Listing) -> Report {
+pub fn report(table: &Table, service: u32, now_ms: u64, mono_ms: u64, listing: &Listing) -> Report {
     let fresh = ServiceTrack::default();
     let track = table.track_of(service).unwrap_or(&fresh);
     let flip = track.flip;

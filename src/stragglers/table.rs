@@ -33,11 +33,11 @@ pub struct Key {
     subnet: [u8; 16],
     subnet_family: u8,
     subnet_prefix: u8,
-    pub service: u16,
+    pub service: u32,
 }
 
 impl Key {
-    pub fn new(resolver: IpAddr, subnet: Option<ClientSubnet>, service: u16) -> Key {
+    pub fn new(resolver: IpAddr, subnet: Option<ClientSubnet>, service: u32) -> Key {
         let resolver = match resolver {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             IpAddr::V6(v6) => v6.octets(),
@@ -315,7 +315,7 @@ impl Table {
     }
 
     /// The aggregates of the service with id `id`, created on first use.
-    pub fn track(&mut self, id: u16) -> &mut ServiceTrack {
+    pub fn track(&mut self, id: u32) -> &mut ServiceTrack {
         let id = id as usize;
         if self.services.len() <= id {
             self.services.resize(id + 1, ServiceTrack::default());
@@ -323,7 +323,7 @@ impl Table {
         &mut self.services[id]
     }
 
-    pub fn track_of(&self, id: u16) -> Option<&ServiceTrack> {
+    pub fn track_of(&self, id: u32) -> Option<&ServiceTrack> {
         self.services.get(id as usize)
     }
 

@@ -27,7 +27,7 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
         .filter_map(|config| Some((config, snapshot.service(&config.name)?)))
         .collect();
     // The ledger's classes for all of them in one pass.
-    let ids: Vec<u16> = listed.iter().map(|(_, view)| view.id).collect();
+    let ids: Vec<u32> = listed.iter().map(|(_, view)| view.id).collect();
     let classes = context.ledger.as_ref().map(|l| l.counts_of(&ids));
     let services = listed
         .iter()
