@@ -15,6 +15,7 @@
 //!              color.rs     Color
 //!              logging.rs   the log sink: a bounded queue to a thread of its own
 //!              problem.rs   located problems in operator files
+//!              systemd.rs   sd_notify: ready, reloading, stopping
 //!              wire.rs      DNS protocol numbers and sizes
 //!              subnet.rs    the EDNS Client Subnet of a query
 //!              tsig.rs      TSIG keys, checking signed requests, signing responses
@@ -82,6 +83,7 @@ pub mod state;
 pub mod stragglers;
 pub mod subnet;
 pub mod switch;
+pub mod systemd;
 pub mod transfer;
 pub mod tsig;
 pub mod wire;

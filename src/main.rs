@@ -26,13 +26,13 @@ enum Command {
     /// Run the server in the foreground until SIGTERM or Ctrl-C.
     Serve {
         /// Config file; relative paths inside it are relative to its directory.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Validate the config and its zone files; print every problem with file and line.
     Check {
         /// Config file to check.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Read the durable state (snapshot and journal, merged) without a running server.
@@ -43,10 +43,10 @@ enum Command {
     /// Talk to a running server through its admin socket.
     Ctl {
         /// Admin socket path [default: admin_socket of --config].
-        #[arg(long)]
+        #[arg(long, env = "FLIPDNS_SOCKET")]
         socket: Option<PathBuf>,
         /// Config whose admin_socket to use when --socket is not given.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Print the server's reply as JSON on stdout, errors included.
         #[arg(long, global = true)]
@@ -61,7 +61,7 @@ enum StateCommand {
     /// Print the state as JSON: live colors, flips, phases, deadlines, serials.
     Show {
         /// Config whose state_file to read.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
 }

@@ -64,6 +64,23 @@ impl Reloader {
     /// With `force`, services with a cutover in progress may be removed.
     pub async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.busy.lock().await;
+        crate::systemd::reloading();
+        let outcome = self.reload_now(force).await;
+        let catalog = self.switch.catalog();
+        crate::systemd::ready(&match &outcome {
+            Ok(_) => format!(
+                "serving {} services; reloaded",
+                catalog.config.services.len()
+            ),
+            Err(_) => format!(
+                "serving {} services; the last reload failed (see the log)",
+                catalog.config.services.len()
+            ),
+        });
+        outcome
+    }
+
+    async fn reload_now(&self, force: bool) -> Result<ReloadReport, ReloadError> {
         let running = self.switch.catalog();
         let path = running.config.path.clone();
         // Files are read on a blocking thread, never on the threads that answer queries, and

@@ -50,7 +50,7 @@ pub enum ServeError {
     State(#[from] StateError),
     #[error(transparent)]
     Admin(#[from] BindError),
-    #[error("cannot bind {what} {addr}: {source}")]
+    #[error("cannot bind {what} {addr}: {source}{}", bind_hint(source, addr))]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -58,6 +58,17 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Loop(#[from] LoopFailed),
+}
+
+/// How to bind a privileged port without running as root, when that is what failed.
+fn bind_hint(source: &io::Error, addr: &SocketAddr) -> &'static str {
+    if source.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        "; ports below 1024 need CAP_NET_BIND_SERVICE: run under the systemd unit in \
+         contrib/systemd (AmbientCapabilities), or `sudo setcap cap_net_bind_service=+ep \
+         $(command -v flipdns)`, rather than as root"
+    } else {
+        ""
+    }
 }
 
 /// What the receive loops share: the handler, the counters, the ledger (when on), and
@@ -112,15 +123,23 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker)?;
     let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
     tracing::info!("ready");
+    crate::systemd::ready(&serving_status(&core));
     let outcome = loops.watch().await;
     if let Err(failed) = &outcome {
         tracing::error!("{failed}; shutting down");
     }
+    crate::systemd::stopping();
     loops.stop().await;
     drop(admin);
     finish(tracker).await;
     core.switch.quiesce().await;
     outcome.map_err(ServeError::from)
+}
+
+/// The status line systemd shows (`systemctl status`).
+fn serving_status(core: &Core) -> String {
+    let catalog = core.switch.catalog();
+    crate::systemd::serving(catalog.config.services.len(), catalog.zones.len())
 }
 
 /// Binds DNS, admin and metrics sockets, logging each.

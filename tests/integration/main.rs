@@ -21,5 +21,6 @@ mod reload;
 mod resolvers;
 mod restart;
 mod secondaries;
+mod service_manager;
 mod stragglers;
 mod tcp;

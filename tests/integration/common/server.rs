@@ -124,11 +124,28 @@ impl Server {
         Server::try_start_within(dir, READY_WITHIN)
     }
 
+    /// Like [`Server::start_in`], with `envs` set in the server's environment.
+    pub fn start_in_with_env(dir: TempDir, envs: &[(&str, &std::ffi::OsStr)]) -> Server {
+        match Server::try_start(dir, READY_WITHIN, envs) {
+            Ok(server) => server,
+            Err((_, log)) => panic!("flipdns did not become ready:\n{log}"),
+        }
+    }
+
     fn try_start_within(dir: TempDir, limit: Duration) -> Result<Server, (TempDir, String)> {
+        Server::try_start(dir, limit, &[])
+    }
+
+    fn try_start(
+        dir: TempDir,
+        limit: Duration,
+        envs: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Server, (TempDir, String)> {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(dir.path().join("flipdns.toml"))
             .env("FLIPDNS_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,121 @@
+//! Running under systemd: the shipped unit passes `systemd-analyze verify`, the server tells
+//! systemd when it is ready, reloading and stopping, and `ctl` finds the server from any
+//! directory through FLIPDNS_SOCKET or FLIPDNS_CONFIG.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{BIN, Server, Setup};
+
+const UNIT: &str = include_str!("../../contrib/systemd/flipdns.service");
+
+#[test]
+fn the_shipped_unit_passes_systemd_analyze_verify() {
+    assert!(
+        Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "`systemd-analyze` is not installed: this test verifies the shipped unit with it. Install it with `apt-get install -y systemd` (or run tests/run)."
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("flipdns.service");
+    // verify checks that the binary exists: point the unit at the one under test.
+    std::fs::write(&unit, UNIT.replace("/usr/local/bin/flipdns", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    // verify exits 0 on keys it does not know or values it cannot parse, and only says so:
+    // any line about our unit is a finding.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let about_ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("flipdns.service"))
+        .collect();
+    assert!(
+        out.status.success() && about_ours.is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+    for key in [
+        "Type=notify",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "ExecStartPre=",
+        "ExecReload=",
+        "ProtectSystem=strict",
+        "RuntimeDirectory=flipdns",
+        "StateDirectory=flipdns",
+    ] {
+        assert!(UNIT.contains(key), "the unit sets {key}");
+    }
+}
+
+/// The next datagram on `socket`, as text.
+fn next(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let len = socket
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+#[test]
+fn systemd_is_told_ready_reloading_and_stopping() {
+    let dir = Setup::default().write();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let server = Server::start_in_with_env(dir, &[("NOTIFY_SOCKET", path.as_os_str())]);
+    let ready = next(&socket);
+    assert!(ready.contains("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains("STATUS=serving 1 service in 1 zone\n"),
+        "{ready}"
+    );
+
+    server.ctl_ok(&["reload"]);
+    let reloading = next(&socket);
+    assert!(reloading.contains("RELOADING=1\n"), "{reloading}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let reloaded = next(&socket);
+    assert!(reloaded.contains("READY=1\n"), "{reloaded}");
+    assert!(reloaded.contains("; reloaded\n"), "{reloaded}");
+
+    let status = server.stop_with(libc::SIGTERM);
+    assert!(status.success(), "{status:?}");
+    assert!(next(&socket).contains("STOPPING=1\n"));
+}
+
+#[test]
+fn ctl_finds_the_server_from_any_directory_through_the_environment() {
+    let server = Server::start();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ctl = |envs: &[(&str, &std::path::Path)]| {
+        Command::new(BIN)
+            .args(["ctl", "status", "--json"])
+            .current_dir(elsewhere.path())
+            .env_remove("FLIPDNS_SOCKET")
+            .env_remove("FLIPDNS_CONFIG")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let lost = ctl(&[]);
+    assert!(!lost.status.success(), "no config in this directory");
+    for envs in [
+        [("FLIPDNS_SOCKET", server.socket().as_path())],
+        [("FLIPDNS_CONFIG", server.config().as_path())],
+    ] {
+        let out = ctl(&envs);
+        assert!(
+            out.status.success(),
+            "{envs:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"services\""));
+    }
+}
