@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Write the manual pages or a shell's completions, from these very definitions.
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
     /// Talk to a running server through its admin socket.
     Ctl {
         /// Admin socket path [default: admin_socket of --config].
@@ -53,6 +58,20 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// One page per command (flipdns.1, flipdns-ctl-flip.1, ...) into DIR.
+    Man {
+        /// Directory to write the pages into; created if missing.
+        dir: PathBuf,
+    },
+    /// Completions for SHELL on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -164,12 +183,31 @@ fn main() -> ExitCode {
         Command::State {
             command: StateCommand::Show { config },
         } => exit(show_state(&config)),
+        Command::Generate { what } => exit(generate(what)),
         Command::Ctl {
             socket,
             config,
             json,
             command,
         } => ctl(socket, &config, json, command),
+    }
+}
+
+fn generate(what: Generate) -> Result<(), String> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    match what {
+        Generate::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            clap_mangen::generate_to(command, &dir)
+                .map_err(|e| format!("cannot write the pages into {}: {e}", dir.display()))
+        }
+        Generate::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "flipdns", &mut out);
+            say(&String::from_utf8_lossy(&out)).map_err(|e| format!("cannot write: {e}"))
+        }
     }
 }
 
@@ -449,4 +487,38 @@ fn print_reply(json: bool, response: &Response) -> std::io::Result<()> {
 
 fn json_line<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("replies serialize") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command, argument and flag says what it is for: `--help`, the man pages and
+    /// the completions are made from these lines.
+    #[test]
+    fn every_command_and_argument_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && path != "flipdns help" {
+                missing.push(path.clone());
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if arg.get_help().is_none() && !builtin {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub, &path, missing);
+                }
+            }
+        }
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&command, "", &mut missing);
+        assert!(missing.is_empty(), "without a help line: {missing:?}");
+    }
 }

@@ -156,3 +156,46 @@ fn the_readme_names_every_package_the_tests_install() {
         );
     }
 }
+
+/// The manual pages and completions come from the clap definitions, one page per command.
+#[test]
+fn man_pages_and_completions_are_generated_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["generate", "man"])
+        .arg(dir.path().join("man1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "flipdns.1",
+        "flipdns-serve.1",
+        "flipdns-check.1",
+        "flipdns-state-show.1",
+        "flipdns-ctl.1",
+        "flipdns-ctl-flip.1",
+        "flipdns-ctl-stragglers.1",
+        "flipdns-ctl-rollback.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join("man1").join(page))
+            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page} is a man page");
+    }
+    let flip = std::fs::read_to_string(dir.path().join("man1/flipdns-ctl-flip.1")).unwrap();
+    assert!(flip.contains("The color to make live"), "{flip}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(crate::common::BIN)
+            .args(["generate", "completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains("stragglers") && script.contains("no-wait"),
+            "{shell}: {script}"
+        );
+    }
+}
