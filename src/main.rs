@@ -83,6 +83,23 @@ enum StateCommand {
         #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Print the state as a state file of its own, for a backup (works while serving).
+    Export {
+        /// Config whose state_file to read.
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Replace the state with a backup made by `state export`; the server must be stopped.
+    ///
+    /// Zone serials only move forward: a zone whose backup serial is not after the current
+    /// one is given the current serial plus one, so secondaries transfer the restored zone.
+    Import {
+        /// The backup to restore.
+        file: PathBuf,
+        /// Config whose state_file to replace.
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,9 +197,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => exit(serve(&config)),
         Command::Check { config } => exit(check(&config)),
-        Command::State {
-            command: StateCommand::Show { config },
-        } => exit(show_state(&config)),
+        Command::State { command } => exit(match command {
+            StateCommand::Show { config } => show_state(&config),
+            StateCommand::Export { config } => export_state(&config),
+            StateCommand::Import { file, config } => import_state(&file, &config),
+        }),
         Command::Generate { what } => exit(generate(what)),
         Command::Ctl {
             socket,
@@ -286,6 +305,34 @@ async fn signals(shutdown: CancellationToken) {
     };
     shutdown.cancel();
     tracing::info!("{name} received");
+}
+
+fn export_state(config: &Path) -> Result<(), String> {
+    let config = Config::load(config).map_err(|p| format!("invalid configuration:\n{p}"))?;
+    let path = &config.server.state_file;
+    let state = flipdns::state::store::read_state(path)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("state file {}: none yet, nothing to export", path.display()))?;
+    say(&String::from_utf8_lossy(&flipdns::state::store::export(
+        &state,
+    )))
+    .map_err(|e| format!("cannot write: {e}"))
+}
+
+fn import_state(file: &Path, config: &Path) -> Result<(), String> {
+    let config = Config::load(config).map_err(|p| format!("invalid configuration:\n{p}"))?;
+    let backup = flipdns::state::store::read_state(file)
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .ok_or_else(|| format!("{}: not a state file", file.display()))?;
+    let path = &config.server.state_file;
+    let written = flipdns::state::store::import(path, backup).map_err(|e| e.to_string())?;
+    say(&format!(
+        "imported {} services and {} zones into {}\n",
+        written.services.len(),
+        written.zones.len(),
+        path.display()
+    ))
+    .map_err(|e| format!("cannot write: {e}"))
 }
 
 fn show_state(config: &Path) -> Result<(), String> {

@@ -345,14 +345,7 @@ impl Store {
     }
 
     fn write_snapshot(&self, state: &State, seq: u64) -> io::Result<()> {
-        let mut text = serde_json::to_vec_pretty(&FileV3 {
-            version: VERSION,
-            journal_seq: seq,
-            services: state.services.clone(),
-            zones: state.zones.clone(),
-        })
-        .map_err(io::Error::other)?;
-        text.push(b'\n');
+        let text = encode(state, seq)?;
         let tmp = sibling(&self.path, ".tmp");
         let written = self
             .disk
@@ -381,6 +374,44 @@ struct Loaded {
 
 /// Reads the state at `path` (snapshot, then the journal segments), upgrading older
 /// versions, without locking it: for `flipdns state show` and for the server at start.
+/// The state file's text for `state`, its journal sequence at `seq`.
+fn encode(state: &State, seq: u64) -> io::Result<Vec<u8>> {
+    let mut text = serde_json::to_vec_pretty(&FileV3 {
+        version: VERSION,
+        journal_seq: seq,
+        services: state.services.clone(),
+        zones: state.zones.clone(),
+    })
+    .map_err(io::Error::other)?;
+    text.push(b'\n');
+    Ok(text)
+}
+
+/// `state` as a state file of its own (`flipdns state export`): what [`import`] and
+/// [`read_state`] read back.
+pub fn export(state: &State) -> Vec<u8> {
+    encode(state, 0).expect("the state serializes")
+}
+
+/// Replaces the state at `path` with `imported` (`flipdns state import`), while no server
+/// holds it. Zone serials only move forward: a zone whose imported serial is not after the
+/// current one gets the current serial plus one, so that secondaries, which hold the
+/// current serial, transfer what the restored state serves. Returns what was written.
+pub fn import(path: &Path, mut imported: State) -> Result<State, StateError> {
+    let store = Store::open(path)?;
+    let current = store.load()?.unwrap_or_default();
+    for (origin, zone) in &mut imported.zones {
+        if let Some(now) = current.zones.get(origin)
+            && !super::serial_after(zone.serial, now.serial)
+        {
+            zone.serial = now.serial.wrapping_add(1);
+            zone.digest = 0;
+        }
+    }
+    store.rewrite(&imported)?;
+    Ok(imported)
+}
+
 pub fn read_state(path: &Path) -> Result<Option<State>, StateError> {
     Ok(read(path)?.map(|l| l.state))
 }

@@ -119,3 +119,76 @@ fn ctl_finds_the_server_from_any_directory_through_the_environment() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("\"services\""));
     }
 }
+
+fn state(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .arg("state")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("FLIPDNS_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// A backup taken while serving restores the colors it recorded, only into a stopped
+/// server, and never moves a zone's serial back.
+#[test]
+fn a_state_backup_restores_colors_into_a_stopped_server_with_serials_forward() {
+    use crate::common::{BLUE_V4, GREEN_V4};
+    let server = Server::start();
+    let config = server.config();
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    let exported = state(&["export"], &config);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let backup = server.dir.path().join("backup.json");
+    std::fs::write(&backup, &exported.stdout).unwrap();
+
+    server.ctl_ok(&["flip", "app", "--to", "blue", "--now"]);
+    let serial = server
+        .dig(&["svc.example.com", "SOA"])
+        .soa_serial()
+        .unwrap();
+    let refused = state(&["import", backup.to_str().unwrap()], &config);
+    assert!(
+        !refused.status.success(),
+        "a running server holds the state"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("lock"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(server.dig(&["app.svc.example.com", "A"]).data("A"), BLUE_V4);
+
+    let dir = server.sigterm();
+    let imported = state(
+        &["import", backup.to_str().unwrap()],
+        &dir.path().join("flipdns.toml"),
+    );
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&imported.stdout).starts_with("imported 1 services and 1 zones")
+    );
+    let server = Server::start_in(dir);
+    assert_eq!(
+        server.dig(&["app.svc.example.com", "A"]).data("A"),
+        GREEN_V4
+    );
+    let restored = server
+        .dig(&["svc.example.com", "SOA"])
+        .soa_serial()
+        .unwrap();
+    assert!(
+        restored.wrapping_sub(serial) as i32 > 0,
+        "the serial moved forward: {serial} -> {restored}"
+    );
+}
