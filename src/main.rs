@@ -259,19 +259,37 @@ fn load(config: &Path) -> Result<Catalog, String> {
         .map_err(|problems| format!("invalid configuration:\n{problems}"))
 }
 
+/// The log format: `FLIPDNS_LOG_FORMAT=json` for one JSON object per line, text otherwise;
+/// under journald (`JOURNAL_STREAM` set) text without a timestamp, which the journal adds.
+/// `FLIPDNS_LOG` sets the level (`info` by default; `debug`, `flipdns::fleet=debug`, ...).
+fn init_logs() -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLIPDNS_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(flipdns::logging::Sink)
+        .log_internal_errors(false);
+    let format = std::env::var("FLIPDNS_LOG_FORMAT").unwrap_or_default();
+    match format.as_str() {
+        "json" => logs.json().init(),
+        "" | "text" if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            logs.without_time().with_ansi(false).init()
+        }
+        "" | "text" => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        other => {
+            return Err(format!(
+                "FLIPDNS_LOG_FORMAT={other:?}: expected \"text\" or \"json\""
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn serve(config: &Path) -> Result<(), String> {
     // Log lines go through a bounded queue to a thread of their own: a stderr that fails or
     // stops being read drops lines (counted), never a signal, a reply or an answer.
     flipdns::logging::start(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLIPDNS_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(flipdns::logging::Sink)
-        .log_internal_errors(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logs()?;
     let catalog = load(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

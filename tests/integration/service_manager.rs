@@ -192,3 +192,65 @@ fn a_state_backup_restores_colors_into_a_stopped_server_with_serials_forward() {
         "the serial moved forward: {serial} -> {restored}"
     );
 }
+
+/// The lines `serve` logs up to `ready`, with `envs` set; the server is killed after.
+fn log_until_ready(envs: &[(&str, &str)]) -> Vec<String> {
+    use std::io::BufRead;
+    let dir = Setup::default().write();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("flipdns.toml"))
+        .env_remove("JOURNAL_STREAM")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let ready = line.contains("ready");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn logs_come_as_json_lines_or_without_timestamps_under_journald() {
+    let json = log_until_ready(&[("FLIPDNS_LOG_FORMAT", "json")]);
+    assert!(json.len() > 2, "{json:?}");
+    for line in &json {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(
+            value["timestamp"].is_string() && value["level"].is_string(),
+            "{line}"
+        );
+        assert!(value["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(json.last().unwrap().contains(r#""message":"ready""#));
+
+    // journald stamps each line itself.
+    let journal = log_until_ready(&[("JOURNAL_STREAM", "8:1234")]);
+    for line in &journal {
+        assert!(
+            line.trim_start().starts_with("INFO") || line.trim_start().starts_with("WARN"),
+            "{line}"
+        );
+    }
+    let text = log_until_ready(&[]);
+    assert!(text[0].starts_with("20"), "a timestamp first: {}", text[0]);
+
+    let bad = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent.toml"])
+        .env("FLIPDNS_LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("FLIPDNS_LOG_FORMAT=\"yaml\""));
+}
