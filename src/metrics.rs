@@ -48,6 +48,8 @@ pub struct Exporter {
     pub rrl: Option<Arc<Limiter>>,
     pub fleet: Arc<Fleet>,
     pub clock: Clock,
+    /// Set once every socket is bound and the state loaded, cleared at shutdown: `/ready`.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -526,6 +528,43 @@ pub async fn serve(
     }
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// What a request head asks for: status line, content type, body. `GET` and `HEAD` of
+/// `/metrics`, `/healthz` (the process serves: liveness) and `/ready` (started and not
+/// shutting down: readiness), as CoreDNS offers them.
+fn route(head: &[u8], exporter: &Arc<Exporter>) -> (&'static str, &'static str, String) {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if method != b"GET" && method != b"HEAD" {
+        return ("405 Method Not Allowed", TEXT, "GET or HEAD only.\n".into());
+    }
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    match path {
+        b"/metrics" => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(exporter),
+        ),
+        b"/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        b"/ready" if exporter.ready.load(Relaxed) => ("200 OK", TEXT, "ready\n".into()),
+        b"/ready" => (
+            "503 Service Unavailable",
+            TEXT,
+            "not ready: starting or shutting down\n".into(),
+        ),
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "/metrics, /healthz and /ready are here.\n".into(),
+        ),
+    }
+}
+
 async fn scrape(mut stream: TcpStream, exporter: &Arc<Exporter>) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
@@ -536,15 +575,14 @@ async fn scrape(mut stream: TcpStream, exporter: &Arc<Exporter>) -> std::io::Res
         }
         head.extend_from_slice(&buf[..n]);
     }
-    let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-        let body = render(exporter);
-        format!(
-            "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    } else {
-        "HTTP/1.0 404 Not Found\r\nContent-Length: 23\r\nConnection: close\r\n\r\nonly /metrics is here.\n".to_string()
-    };
+    let (status, content_type, body) = route(&head, exporter);
+    let mut response = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if !head.starts_with(b"HEAD ") {
+        response.push_str(&body);
+    }
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }

@@ -106,6 +106,8 @@ struct Core {
     rrl: Option<Arc<Limiter>>,
     cutovers: Arc<Cutovers>,
     fleet: Arc<Fleet>,
+    /// Serving: `/ready` answers 200.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Serves `catalog` until `shutdown` is cancelled, or until a loop fails.
@@ -122,12 +124,15 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     let mut loops = Supervisor::new(shutdown.clone());
     spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker)?;
     let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
+    core.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("ready");
     crate::systemd::ready(&serving_status(&core));
     let outcome = loops.watch().await;
     if let Err(failed) = &outcome {
         tracing::error!("{failed}; shutting down");
     }
+    core.ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     crate::systemd::stopping();
     loops.stop().await;
     drop(admin);
@@ -240,6 +245,7 @@ impl Core {
             rrl,
             cutovers,
             fleet,
+            ready: Default::default(),
         })
     }
 }
@@ -333,6 +339,7 @@ fn spawn_control_plane(
             rrl: core.rrl.clone(),
             fleet: core.fleet.clone(),
             clock: core.clock.clone(),
+            ready: core.ready.clone(),
         };
         loops.spawn(
             "the metrics endpoint",

@@ -35,6 +35,28 @@ fn metrics_follow_queries_and_flips() {
 }
 
 #[test]
+fn healthz_and_ready_answer_get_and_head_as_load_balancers_expect() {
+    use crate::common::request;
+    let server = Server::start_with(&Setup {
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
+        ..Setup::default()
+    });
+    for path in ["/healthz", "/ready"] {
+        let get = request(&server, "GET", path);
+        assert!(get.starts_with("HTTP/1.0 200 OK"), "{get}");
+        let head = request(&server, "HEAD", path);
+        assert!(head.starts_with("HTTP/1.0 200 OK"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head:?}");
+    }
+    let head = request(&server, "HEAD", "/metrics");
+    assert!(
+        head.contains("Content-Length: ") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    assert!(request(&server, "POST", "/ready").starts_with("HTTP/1.0 405"));
+}
+
+#[test]
 fn cutover_metrics_show_the_phase_and_the_deadline() {
     let setup = Setup {
         server: "metrics_listen = \"127.0.0.1:0\"".into(),

@@ -331,6 +331,11 @@ pub fn service_status(server: &Server, service: &str) -> serde_json::Value {
 
 /// `GET path` from the server's metrics endpoint (found in its log); the whole response.
 pub fn scrape(server: &Server, path: &str) -> String {
+    request(server, "GET", path)
+}
+
+/// An HTTP/1.1 `method path` to the metrics endpoint; the whole response.
+pub fn request(server: &Server, method: &str, path: &str) -> String {
     let log = server.log();
     let addr = log
         .split("metrics on http://")
@@ -343,7 +348,7 @@ pub fn scrape(server: &Server, path: &str) -> String {
         .unwrap();
     std::io::Write::write_all(
         &mut stream,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
     )
     .unwrap();
     let mut text = String::new();
