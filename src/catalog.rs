@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, RData};
 
 use crate::config::{Config, ServiceConfig, TsigKeyConfig};
 use crate::problem::{Problem, Problems};
@@ -160,6 +160,62 @@ impl Catalog {
     }
 
     /// Index of the zone a service lives in.
+    /// What is valid but probably not meant: served as configured, and said at `check`, at
+    /// start and at reload. Each names the config or zone file and line.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let config = &self.config.path;
+        let mut warnings = Vec::new();
+        for service in &self.config.services {
+            let at = |message: String| Problem::at(config, service.line, message);
+            if service.ttl > MAX_SENSIBLE_TTL {
+                warnings.push(at(format!(
+                    "service `{}`: ttl = {} is over a day; a cutover waits that long for caches to drop the old color (60 to 3600 is usual)",
+                    service.name, service.ttl
+                )));
+            }
+            if service.ttl >= 2 && service.cutover_ttl > service.ttl / 2 {
+                warnings.push(at(format!(
+                    "service `{}`: cutover_ttl = {} is not well below ttl = {}; lowering the TTL before a flip gains little (5 to 30 is usual)",
+                    service.name, service.cutover_ttl, service.ttl
+                )));
+            }
+            for address in service.blue.iter().filter(|a| service.green.contains(a)) {
+                warnings.push(at(format!(
+                    "service `{}`: {address} is in both blue and green; a flip does not move its traffic",
+                    service.name
+                )));
+            }
+        }
+        for zone in &self.zones {
+            let has_address = |name: &Name| {
+                zone.records
+                    .iter()
+                    .any(|r| &r.name == name && matches!(r.rdata, RData::A(_) | RData::AAAA(_)))
+                    || self
+                        .config
+                        .services
+                        .iter()
+                        .any(|s| s.fqdn.to_lowercase() == *name)
+            };
+            for record in &zone.records {
+                let RData::NS(target) = &record.rdata else {
+                    continue;
+                };
+                let target = target.0.to_lowercase();
+                if zone.origin.zone_of(&target) && !has_address(&target) {
+                    warnings.push(Problem::at(
+                        &zone.file,
+                        record.line,
+                        format!(
+                            "NS {target} is inside the zone but has no A or AAAA record in it: resolvers cannot find that name server"
+                        ),
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
     pub fn zone_index(&self, service: &ServiceConfig) -> usize {
         self.zones
             .iter()
@@ -167,6 +223,9 @@ impl Catalog {
             .expect("service zones are validated")
     }
 }
+
+/// A TTL above this is warned about: a day.
+pub const MAX_SENSIBLE_TTL: u32 = 86_400;
 
 /// Lowercase wire format of `name`.
 pub fn lower_wire(name: &Name) -> Vec<u8> {

@@ -291,6 +291,9 @@ fn serve(config: &Path) -> Result<(), String> {
     flipdns::logging::start(std::io::stderr());
     init_logs()?;
     let catalog = load(config)?;
+    for warning in catalog.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -375,12 +378,15 @@ fn check(config: &Path) -> Result<(), String> {
     let catalog = load(config)?;
     let services = catalog.config.services.len();
     let zones = catalog.zones.len();
-    say(&format!(
-        "{}: ok ({zone} zone(s), {services} service(s))\n",
+    let mut text = String::new();
+    for warning in catalog.warnings() {
+        text.push_str(&format!("warning: {warning}\n"));
+    }
+    text.push_str(&format!(
+        "{}: ok ({zones} zone(s), {services} service(s))\n",
         config.display(),
-        zone = zones
-    ))
-    .map_err(|e| format!("cannot write to stdout: {e}"))
+    ));
+    say(&text).map_err(|e| format!("cannot write to stdout: {e}"))
 }
 
 /// Runs one `ctl` command: the reply on stdout (for a person, or JSON with `--json`),

@@ -107,6 +107,9 @@ impl Reloader {
                 return Err(ReloadError::Invalid(problems));
             }
         };
+        for warning in catalog.warnings() {
+            tracing::warn!("reload: {warning}");
+        }
         let (catalog, restart_needed) = keep_running_settings(&running.config, catalog);
         // The old catalog must go before its memory can be handed back.
         drop(running);

@@ -42,6 +42,41 @@ fn the_shipped_example_passes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("warning"),
+        "the example is warning-free: {text}"
+    );
+}
+
+/// Valid but probably not meant: said with the file and line, and the check still passes.
+#[test]
+fn likely_mistakes_are_warned_about_with_their_lines() {
+    let setup = Setup {
+        zone: common::ZONE.replace("ns1     IN A    192.0.2.53\n", ""),
+        services: common::SERVICES
+            .replace("ttl = 300", "ttl = 172800")
+            .replace("cutover_ttl = 5", "cutover_ttl = 100000")
+            .replace("\"198.51.100.10\"", "\"198.51.100.10\", \"192.0.2.10\""),
+        ..Setup::default()
+    };
+    let (ok, text, dir) = check(&setup, |_| {});
+    assert!(ok, "warnings do not fail the check: {text}");
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no warning about {needle}:\n{text}"))
+            .to_string()
+    };
+    assert!(line("is over a day").starts_with(&format!("warning: {dir}/flipdns.toml:")));
+    line("cutover_ttl = 100000 is not well below ttl = 172800");
+    line("192.0.2.10 is in both blue and green");
+    assert_eq!(
+        line("NS ns1.svc.example.com."),
+        format!(
+            "warning: {dir}/svc.zone:4: NS ns1.svc.example.com. is inside the zone but has no A or AAAA record in it: resolvers cannot find that name server"
+        )
+    );
 }
 
 #[test]
