@@ -179,6 +179,14 @@ enum CtlCommand {
         /// Service name, as in the config.
         service: String,
     },
+    /// The audit trail: who asked for which change, when, and what came of it.
+    History {
+        /// Only changes of this service.
+        service: Option<String>,
+        /// Most entries shown, the latest ones.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 fn parse_class(s: &str) -> Result<ResolverClass, String> {
@@ -538,6 +546,10 @@ fn request(command: CtlCommand) -> Request {
             wait_secondaries: !no_wait_secondaries,
         },
         CtlCommand::Cancel { service } => Request::Cancel { service },
+        CtlCommand::History { service, limit } => Request::History {
+            service,
+            limit: Some(limit),
+        },
     }
 }
 
@@ -553,6 +565,7 @@ fn print_reply(json: bool, response: &Response) -> std::io::Result<()> {
         Response::Cutover(c) => json_line(c),
         Response::Reloaded(r) => json_line(r),
         Response::Stragglers(r) => json_line(r),
+        Response::History(h) => json_line(h),
     })
 }
 

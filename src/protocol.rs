@@ -114,6 +114,37 @@ pub enum Request {
         #[serde(default)]
         all: bool,
     },
+    /// The audit trail: the latest changes asked for, oldest first.
+    History {
+        /// Only requests about this service.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        /// Most entries returned (default 50), the latest ones.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+}
+
+/// One change asked of the server, as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When it was asked, Unix milliseconds.
+    pub at_ms: u64,
+    /// Who asked: the uid of the admin connection's peer (SO_PEERCRED).
+    pub uid: u32,
+    /// That uid's user name, when the password database has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The peer's primary group.
+    pub gid: u32,
+    /// The peer's process (`flipdns ctl`, a release tool).
+    pub pid: u32,
+    /// The request, as on the wire.
+    pub request: Request,
+    /// Done: the outcome (`scheduled`, `flipped`, `reloaded`, ...); refused: why.
+    pub outcome: String,
+    /// Whether it was carried out (a refusal is recorded too).
+    pub ok: bool,
 }
 
 fn yes() -> bool {
@@ -121,6 +152,19 @@ fn yes() -> bool {
 }
 
 impl Request {
+    /// The service the request is about, if it is about one.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Request::Prepare { service }
+            | Request::Flip { service, .. }
+            | Request::Rollback { service, .. }
+            | Request::Cancel { service }
+            | Request::Stragglers { service, .. } => Some(service),
+            Request::Status { service } | Request::History { service, .. } => service.as_deref(),
+            Request::Version | Request::Reload { .. } => None,
+        }
+    }
+
     /// Whether the request changes something (a cutover command or a reload): those get
     /// the admin slot kept free of readers.
     pub fn changes_state(&self) -> bool {
@@ -163,6 +207,8 @@ pub enum Response {
     Reloaded(Reloaded),
     /// Reply to `stragglers`.
     Stragglers(StragglersReport),
+    /// Reply to `history`.
+    History(Vec<AuditEntry>),
 }
 
 /// A failed request: a stable `kind` for scripts, a message for people.

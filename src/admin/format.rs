@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Write};
 use crate::clock::{self, format_utc};
 use crate::color::Color;
 use crate::protocol::{
-    ColorHealth, Cutover, Outcome, PhaseName, Progress, Reloaded, ResolverClass, ResolverView,
-    Response, SecondaryStatus, ServiceStatus, Status, Step, StragglersReport, TimelinePoint,
-    Version,
+    AuditEntry, ColorHealth, Cutover, Outcome, PhaseName, Progress, Reloaded, ResolverClass,
+    ResolverView, Response, SecondaryStatus, ServiceStatus, Status, Step, StragglersReport,
+    TimelinePoint, Version,
 };
 
 /// Any reply, for a person.
@@ -18,7 +18,31 @@ pub fn response(response: &Response) -> String {
         Response::Cutover(c) => cutover(c),
         Response::Reloaded(r) => reloaded(r),
         Response::Stragglers(r) => stragglers(r),
+        Response::History(entries) => history(entries),
     }
+}
+
+/// The audit trail, a line per change asked: when, who, what, what came of it.
+fn history(entries: &[AuditEntry]) -> String {
+    if entries.is_empty() {
+        return "no changes recorded\n".into();
+    }
+    let mut out = String::new();
+    for e in entries {
+        let who = match &e.user {
+            Some(user) => format!("{user} (uid {})", e.uid),
+            None => format!("uid {}", e.uid),
+        };
+        let request = serde_json::to_string(&e.request).unwrap_or_default();
+        let verdict = if e.ok { "done" } else { "refused" };
+        out.push_str(&format!(
+            "{}  {who}, pid {}: {request} -> {verdict}: {}\n",
+            format_utc(e.at_ms),
+            e.pid,
+            e.outcome
+        ));
+    }
+    out
 }
 
 fn version(v: &Version) -> String {

@@ -1,12 +1,14 @@
 //! The admin socket: the change and report interface for operators and release tooling.
 //!
 //! - [`server`]: binds the socket, checks peers, reads bounded request lines;
+//! - [`audit`]: the trail of changes asked, who asked and what came of them;
 //! - [`commands`]: runs each request (one file per command) and turns domain values into
 //!   replies;
 //! - [`client`] and [`format`]: what `flipdns ctl` runs and prints.
 //!
 //! The request and reply types are [`crate::protocol`], which depends on nothing here.
 
+pub mod audit;
 pub mod client;
 pub mod commands;
 pub mod format;

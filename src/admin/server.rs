@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::commands::{Context, dispatch, reply_line};
+use super::commands::{Context, Peer, dispatch, reply_line};
 use crate::counters::Counters;
 use crate::logging::Throttle;
 use crate::protocol::{Error, ErrorKind, MAX_REQUEST_BYTES, Reply};
@@ -214,6 +214,7 @@ async fn client(
     changes_only: bool,
     shutdown: &CancellationToken,
 ) {
+    let peer = peer(&stream);
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
@@ -228,7 +229,7 @@ async fn client(
                 // Not cut off at shutdown: a request finishes, and one that follows a
                 // cutover tells its client the server is stopping (the shutdown grace
                 // bounds the wait).
-                let done = dispatch(context, &line, &mut write, changes_only).await;
+                let done = dispatch(context, &peer, &line, &mut write, changes_only).await;
                 if done.is_err() {
                     return; // the client went away; a cutover it started goes on
                 }
@@ -248,6 +249,36 @@ async fn client(
         let _ = tokio::time::timeout(timeout, write.write_all(line.as_bytes())).await;
         return;
     }
+}
+
+/// Who is connected on `stream`, for the audit trail; zeros when the kernel does not say.
+fn peer(stream: &UnixStream) -> Peer {
+    let Ok(cred) = stream.peer_cred() else {
+        return Peer::default();
+    };
+    Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid().map_or(0, |p| p as u32),
+        user: user_name(cred.uid()),
+    }
+}
+
+/// The name of user `uid` in the password database, if it has one.
+fn user_name(uid: u32) -> Option<String> {
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `entry` and `buf`, which we own and size; the name it
+    // points to lives in `buf` and is copied out before `buf` goes.
+    let done =
+        unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if done != 0 || found.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name is a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 enum Line {

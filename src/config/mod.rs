@@ -71,6 +71,9 @@ pub struct Server {
     pub workers: usize,
     /// Most datagrams a UDP worker receives or sends per system call.
     pub udp_batch: usize,
+    /// The audit trail of changes asked on the admin socket (JSON lines); by default
+    /// `audit.jsonl` beside the state file.
+    pub audit_file: PathBuf,
 }
 
 /// `[limits]`: every bound a peer can push on that an operator may want to tune.
@@ -99,6 +102,8 @@ pub struct Limits {
     /// Changes kept per zone for IXFR (RFC 1995); an older serial gets the whole zone. The
     /// history also never holds more records than the zone, when a whole zone is as cheap.
     pub ixfr_history: usize,
+    /// Bytes the audit file may grow to before it is rotated (one older file is kept).
+    pub audit_file_size: u64,
 }
 
 impl Default for Limits {
@@ -435,7 +440,7 @@ settle = "10m"
             .replace("\"198.51.100.10\"", "\"198.51.100.300\"")
             .replace("ttl = 300", "ttl = 300\ncolour = \"red\"");
         let found = problems(&text);
-        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen, admin_allowed_uids, admin_allowed_gids, identity, workers, udp_batch".to_string()), "{found:?}");
+        assert!(found.contains(&"/etc/flipdns/f.toml:5: unknown key `stat_file` in [server]; expected one of: listen, admin_socket, admin_socket_mode, state_file, metrics_listen, admin_allowed_uids, admin_allowed_gids, identity, workers, udp_batch, audit_file".to_string()), "{found:?}");
         assert!(
             found
                 .iter()

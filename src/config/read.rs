@@ -129,17 +129,26 @@ fn server(t: &Table) -> Option<Server> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = t.count("workers", cores, 1..=MAX_WORKERS);
     let udp_batch = t.count("udp_batch", DEFAULT_UDP_BATCH, 1..=MAX_UDP_BATCH);
+    let audit_file = t.path("audit_file").map(|p| p.into_inner());
+    let state_file = state_file?.into_inner();
+    let audit_file = audit_file.unwrap_or_else(|| {
+        state_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("audit.jsonl")
+    });
     Some(Server {
         listen: listen?,
         admin_socket: admin_socket?.into_inner(),
         admin_socket_mode,
-        state_file: state_file?.into_inner(),
+        state_file,
         metrics_listen,
         admin_allowed_uids: admin_allowed_uids.into_iter().map(|n| n as u32).collect(),
         admin_allowed_gids: admin_allowed_gids.into_iter().map(|n| n as u32).collect(),
         identity,
         workers,
         udp_batch,
+        audit_file,
     })
 }
 
@@ -222,6 +231,7 @@ pub fn limits(t: &Table) -> Limits {
         transfers: t.count("transfers", 8, 1..=1024),
         transfer_timeout: t.duration("transfer_timeout", 120 * SECOND, timeout),
         ixfr_history: t.count("ixfr_history", 100, 0..=100_000),
+        audit_file_size: t.count("audit_file_size", 16 << 20, 4096..=1 << 30) as u64,
     }
 }
 

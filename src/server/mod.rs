@@ -371,6 +371,10 @@ fn spawn_control_plane(
         clock: core.clock.clone(),
         shutdown: shutdown.clone(),
         write_timeout: limits.admin_request_timeout,
+        audit: Arc::new(crate::admin::audit::AuditLog::start(
+            core.config.server.audit_file.clone(),
+            core.config.limits.audit_file_size,
+        )),
     });
     let admin = Arc::new(admin);
     loops.spawn(

@@ -254,3 +254,70 @@ fn logs_come_as_json_lines_or_without_timestamps_under_journald() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("FLIPDNS_LOG_FORMAT=\"yaml\""));
 }
+
+/// Every change asked, refused ones too, is in the audit file with who asked it, survives
+/// kill -9, and `ctl history` shows it; past its size the file rotates.
+#[test]
+fn the_audit_trail_records_who_asked_what_and_survives_kill_9() {
+    let server = Server::start_with(&Setup {
+        extra: "[limits]\naudit_file_size = 4096\n".into(),
+        ..Setup::default()
+    });
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    let refused = server.ctl(&["flip", "nosuch", "--to", "green", "--now"]);
+    assert!(!refused.status.success());
+    server.ctl_ok(&["reload"]);
+    server.ctl_ok(&["status"]); // not a change: not audited
+
+    // The writer runs after the reply: give it a moment.
+    let uid = unsafe { libc::getuid() };
+    let history = |server: &Server| -> Vec<serde_json::Value> {
+        let text = server.ctl_ok(&["history", "--json"]);
+        serde_json::from_str(&text).unwrap()
+    };
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        entries = history(&server);
+        if entries.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert_eq!(entries[0]["request"]["cmd"], "flip");
+    assert_eq!(entries[0]["request"]["service"], "app");
+    assert_eq!(entries[0]["outcome"], "flipped");
+    assert_eq!(entries[0]["ok"], true);
+    assert_eq!(entries[0]["uid"], uid);
+    assert!(entries[0]["pid"].as_u64().unwrap() > 0);
+    assert_eq!(entries[1]["ok"], false);
+    assert!(
+        entries[1]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("unknown service")
+    );
+    assert_eq!(entries[2]["request"]["cmd"], "reload");
+    let text = server.ctl_ok(&["history", "app"]);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("-> done: flipped"), "{text}");
+
+    let dir = server.kill9();
+    let audit = std::fs::read_to_string(dir.path().join("run/audit.jsonl")).unwrap();
+    assert_eq!(audit.lines().count(), 3, "{audit}");
+    let server = Server::start_in(dir);
+    assert_eq!(history(&server).len(), 3, "kept across kill -9");
+
+    // Bounded: 4 KiB per file, one older file kept.
+    for i in 0..40 {
+        let to = if i % 2 == 0 { "blue" } else { "green" };
+        server.ctl_ok(&["flip", "app", "--to", to, "--now"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let current = std::fs::metadata(server.dir.path().join("run/audit.jsonl")).unwrap();
+    let older = std::fs::metadata(server.dir.path().join("run/audit.jsonl.1")).unwrap();
+    assert!(current.len() <= 4096 && older.len() <= 4096);
+    let kept = history(&server);
+    assert!(kept.len() > 10 && kept.len() < 43, "{}", kept.len());
+    assert_eq!(kept.last().unwrap()["request"]["to"], "green");
+}

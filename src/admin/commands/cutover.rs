@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::sync::broadcast;
 
-use super::{Context, health, phase, send};
+use super::{Context, Peer, health, phase, send};
 use crate::cutover::{self, Action, Done, Refusal, RefusalKind};
 use crate::protocol::{
     Converged, Cutover, Error, ErrorKind, FleetConvergence, Outcome, Progress, Reply, Request,
@@ -19,9 +19,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run<W: AsyncWrite + Unpin>(
     context: &Context,
+    peer: &Peer,
     request: Request,
     out: &mut W,
 ) -> io::Result<()> {
+    let asked = request.clone();
     let (service, action, wait, wait_secondaries) = match request {
         Request::Prepare { service } => (service, Action::Prepare, false, false),
         Request::Flip {
@@ -49,6 +51,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
     // Subscribe before the command runs, so no progress of its cutover is missed.
     let events = context.cutovers.subscribe(&service);
     let result = context.cutovers.command(&service, action).await;
+    match &result {
+        Ok(done) => context.audit(peer, &asked, outcome_name(&reply(done).outcome), true),
+        Err(refusal) => context.audit(peer, &asked, refusal.message.clone(), false),
+    }
     match (result, events) {
         (Ok(done), Ok(events))
             if wait
@@ -238,6 +244,14 @@ async fn flipped<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// An outcome as the wire spells it (`scheduled`, `flipped`, ...), for the audit trail.
+fn outcome_name(outcome: &Outcome) -> String {
+    serde_json::to_value(outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 /// A carried-out command as the reply shows it.

@@ -16,8 +16,8 @@ use crate::cutover::Cutovers;
 use crate::fleet::Fleet;
 use crate::observed;
 use crate::protocol::{
-    AddressHealth, ColorHealth, Error, ErrorKind, PROTOCOL_VERSION, PhaseName, PhaseStatus, Reply,
-    Request, Response, Version,
+    AddressHealth, AuditEntry, ColorHealth, Error, ErrorKind, PROTOCOL_VERSION, PhaseName,
+    PhaseStatus, Reply, Request, Response, Version,
 };
 use crate::reload::Reloader;
 use crate::state::Phase;
@@ -37,6 +37,33 @@ pub struct Context {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Time allowed to write one reply line (`admin_request_timeout`).
     pub write_timeout: std::time::Duration,
+    /// Where every change asked is recorded.
+    pub audit: Arc<crate::admin::audit::AuditLog>,
+}
+
+/// Who is on the other end of an admin connection (SO_PEERCRED), for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+    pub user: Option<String>,
+}
+
+impl Context {
+    /// Records that `peer` asked `request`, and its outcome.
+    pub fn audit(&self, peer: &Peer, request: &Request, outcome: String, ok: bool) {
+        self.audit.record(AuditEntry {
+            at_ms: self.clock.now_ms(),
+            uid: peer.uid,
+            user: peer.user.clone(),
+            gid: peer.gid,
+            pid: peer.pid,
+            request: request.clone(),
+            outcome,
+            ok,
+        });
+    }
 }
 
 /// Runs one request line, writing its reply (and any progress) to `out`. An error is a
@@ -44,6 +71,7 @@ pub struct Context {
 /// only requests that change something are taken.
 pub async fn dispatch<W: AsyncWrite + Unpin>(
     context: &Context,
+    peer: &Peer,
     line: &[u8],
     out: &mut W,
     changes_only: bool,
@@ -78,14 +106,29 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
         } => stragglers::run(context, &service, limit, &classes, all)
             .await
             .map(Response::Stragglers),
-        Request::Reload { force } => reload::run(context, force).await.map(Response::Reloaded),
+        Request::Reload { force } => {
+            let reloaded = reload::run(context, force).await;
+            match &reloaded {
+                Ok(_) => context.audit(peer, &request, "reloaded".into(), true),
+                Err(e) => context.audit(peer, &request, e.message.clone(), false),
+            }
+            reloaded.map(Response::Reloaded)
+        }
+        Request::History { ref service, limit } => Ok(Response::History(
+            context
+                .audit
+                .read(service.as_deref(), limit.unwrap_or(DEFAULT_HISTORY)),
+        )),
         Request::Prepare { .. }
         | Request::Flip { .. }
         | Request::Rollback { .. }
-        | Request::Cancel { .. } => return cutover::run(context, request, out).await,
+        | Request::Cancel { .. } => return cutover::run(context, peer, request, out).await,
     };
     send(context, out, &reply.map_or_else(Reply::Error, Reply::Ok)).await
 }
+
+/// Entries `history` returns when no limit is given.
+pub const DEFAULT_HISTORY: usize = 50;
 
 /// One reply as the line that goes on the wire.
 pub fn reply_line(reply: &Reply) -> String {
