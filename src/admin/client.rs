@@ -15,10 +15,12 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a ctl command failed; each message is the one line the user sees.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to admin socket {path}: {source} (is `flipdns serve` running?)")]
+    #[error("cannot connect to admin socket {path}: {source} ({hint})")]
     Connect {
         path: String,
         source: std::io::Error,
+        /// What to do about it: start the server, or get access to the socket.
+        hint: String,
     },
     #[error("admin socket: {0}")]
     Io(#[from] std::io::Error),
@@ -42,6 +44,26 @@ impl ClientError {
     }
 }
 
+/// Why a connection may have failed, and what to do: for a permission error, who owns the
+/// socket and how access is granted; otherwise whether the server runs.
+fn connect_hint(path: &Path, error: &std::io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if error.kind() != std::io::ErrorKind::PermissionDenied {
+        return "is `flipdns serve` running?".into();
+    }
+    match std::fs::metadata(path) {
+        Ok(m) => format!(
+            "the socket is owned by uid {} gid {} with mode {:04o}; the server's admin_socket_mode, and \
+             admin_allowed_uids / admin_allowed_gids (supplementary groups count), decide who may use it, \
+             and its directory must be searchable",
+            m.uid(),
+            m.gid(),
+            m.mode() & 0o7777
+        ),
+        Err(_) => "a directory on the way to the socket is not searchable for you".into(),
+    }
+}
+
 /// A connection to the admin socket.
 pub struct Client {
     reader: BufReader<UnixStream>,
@@ -52,6 +74,7 @@ impl Client {
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
             path: path.display().to_string(),
+            hint: connect_hint(path, &source),
             source,
         })?;
         stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;

@@ -112,7 +112,10 @@ impl AdminLimits {
         match stream.peer_cred() {
             Ok(cred)
                 if self.allowed_uids.contains(&cred.uid())
-                    || self.allowed_gids.contains(&cred.gid()) =>
+                    || self.allowed_gids.contains(&cred.gid())
+                    || supplementary_groups(cred.pid())
+                        .iter()
+                        .any(|g| self.allowed_gids.contains(g)) =>
             {
                 None
             }
@@ -130,6 +133,26 @@ impl AdminLimits {
             )),
         }
     }
+}
+
+/// The supplementary groups of process `pid` (SO_PEERCRED carries only the primary gid, so
+/// `usermod -aG flipops alice` would otherwise grant nothing), from `/proc/PID/status`; none
+/// when it cannot be read.
+fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
+    let Some(pid) = pid else { return Vec::new() };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Refused admin clients are logged at most once a second, with how many were held back.

@@ -339,3 +339,64 @@ fn the_readme_lists_every_error_kind_with_its_exit_code() {
         assert!(readme.contains(&row), "README lacks the row {row}");
     }
 }
+
+/// `flipdns ctl status` as uid/gid 65534 with `groups` as supplementary groups (setpriv).
+fn ctl_as_nobody(server: &crate::common::Server, groups: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534"])
+        .arg(groups)
+        .arg(crate::common::BIN)
+        .args(["ctl", "--socket"])
+        .arg(server.socket())
+        .arg("status")
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+/// A user allowed by a supplementary group may use the socket (SO_PEERCRED carries only the
+/// primary gid); one without it is refused; and a socket the user cannot open says who owns
+/// it and what grants access. Runs other users' processes, so it needs root.
+#[test]
+fn supplementary_groups_grant_the_socket_and_a_denied_open_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: running ctl as another user needs root (CI runs as root)");
+        return;
+    }
+    let open = |server: &crate::common::Server| {
+        for dir in [
+            server.dir.path().to_path_buf(),
+            server.dir.path().join("run"),
+        ] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    };
+    let server = crate::common::Server::start_with(&Setup {
+        server: "admin_socket_mode = \"0666\"\nadmin_allowed_gids = [4242]".into(),
+        ..Setup::default()
+    });
+    open(&server);
+    let allowed = ctl_as_nobody(&server, "--groups=4242");
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let refused = ctl_as_nobody(&server, "--clear-groups");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("uid 65534 gid 65534 may not use"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let private = crate::common::Server::start();
+    open(&private);
+    let denied = ctl_as_nobody(&private, "--clear-groups");
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("owned by uid 0 gid 0 with mode 0600")
+            && stderr.contains("admin_socket_mode"),
+        "{stderr}"
+    );
+}
