@@ -9,7 +9,7 @@ use flipdns::admin::client::{Client, ClientError};
 use flipdns::admin::format::{self, ProgressView};
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
-use flipdns::config::{Config, DEFAULT_CONFIG};
+use flipdns::config::{Config, default_config};
 use flipdns::protocol::{Error, ErrorKind, Reply, Request, ResolverClass, Response};
 use tokio_util::sync::CancellationToken;
 
@@ -26,13 +26,13 @@ enum Command {
     /// Run the server in the foreground until SIGTERM or Ctrl-C.
     Serve {
         /// Config file; relative paths inside it are relative to its directory.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Validate the config and its zone files; print every problem with file and line.
     Check {
         /// Config file to check.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Read the durable state (snapshot and journal, merged) without a running server.
@@ -51,7 +51,7 @@ enum Command {
         #[arg(long, env = "FLIPDNS_SOCKET")]
         socket: Option<PathBuf>,
         /// Config whose admin_socket to use when --socket is not given.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Print the server's reply as JSON on stdout, errors included.
         #[arg(long, global = true)]
@@ -80,13 +80,13 @@ enum StateCommand {
     /// Print the state as JSON: live colors, flips, phases, deadlines, serials.
     Show {
         /// Config whose state_file to read.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Print the state as a state file of its own, for a backup (works while serving).
     Export {
         /// Config whose state_file to read.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Replace the state with a backup made by `state export`; the server must be stopped.
@@ -97,7 +97,7 @@ enum StateCommand {
         /// The backup to restore.
         file: PathBuf,
         /// Config whose state_file to replace.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value = DEFAULT_CONFIG)]
+        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
 }

@@ -20,8 +20,20 @@ use hickory_proto::rr::Name;
 use crate::color::Color;
 use crate::problem::{Problem, Problems};
 
-/// The config file `flipdns serve` and `flipdns check` read when `--config` is not given.
+/// The shipped example, the config used in a checkout when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "zones/flipdns.toml";
+/// The config of a system-wide install (`contrib/systemd/flipdns.service`).
+pub const SYSTEM_CONFIG: &str = "/etc/flipdns/flipdns.toml";
+
+/// The config used when none is named: the shipped example in a checkout, where there is
+/// one, otherwise the system-wide one.
+pub fn default_config() -> PathBuf {
+    if Path::new(DEFAULT_CONFIG).exists() {
+        PathBuf::from(DEFAULT_CONFIG)
+    } else {
+        PathBuf::from(SYSTEM_CONFIG)
+    }
+}
 
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;

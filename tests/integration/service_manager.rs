@@ -106,6 +106,11 @@ fn ctl_finds_the_server_from_any_directory_through_the_environment() {
     };
     let lost = ctl(&[]);
     assert!(!lost.status.success(), "no config in this directory");
+    assert!(
+        String::from_utf8_lossy(&lost.stderr).contains("/etc/flipdns/flipdns.toml"),
+        "outside a checkout the system-wide config is the default: {}",
+        String::from_utf8_lossy(&lost.stderr)
+    );
     for envs in [
         [("FLIPDNS_SOCKET", server.socket().as_path())],
         [("FLIPDNS_CONFIG", server.config().as_path())],
