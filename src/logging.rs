@@ -26,6 +26,24 @@ static QUEUE: OnceLock<mpsc::SyncSender<Vec<u8>>> = OnceLock::new();
 static FLUSHED: OnceLock<Mutex<mpsc::Receiver<()>>> = OnceLock::new();
 
 /// Lines dropped so far: `(queue full, write failed)`.
+/// Changes the log filter of the running process (`flipdns ctl log-level`); set by whoever
+/// installs the subscriber.
+type SetFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+static FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// Lets [`set_filter`] change the filter with `set`.
+pub fn control_filter(set: SetFilter) {
+    let _ = FILTER.set(set);
+}
+
+/// Sets the log filter (`info`, `debug`, `flipdns::fleet=debug,info`, ...) from now on.
+pub fn set_filter(filter: &str) -> Result<(), String> {
+    match FILTER.get() {
+        Some(set) => set(filter),
+        None => Err("this process's log level cannot be changed".into()),
+    }
+}
+
 pub fn dropped() -> (u64, u64) {
     (QUEUE_FULL.load(Relaxed), WRITE_FAILED.load(Relaxed))
 }

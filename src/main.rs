@@ -179,6 +179,11 @@ enum CtlCommand {
         /// Service name, as in the config.
         service: String,
     },
+    /// Change the server's log filter until it restarts (info, debug, flipdns::fleet=debug).
+    LogLevel {
+        /// A filter as FLIPDNS_LOG takes it.
+        filter: String,
+    },
     /// The audit trail: who asked for which change, when, and what came of it.
     History {
         /// Only changes of this service.
@@ -271,19 +276,33 @@ fn load(config: &Path) -> Result<Catalog, String> {
 /// under journald (`JOURNAL_STREAM` set) text without a timestamp, which the journal adds.
 /// `FLIPDNS_LOG` sets the level (`info` by default; `debug`, `flipdns::fleet=debug`, ...).
 fn init_logs() -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLIPDNS_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let filter = EnvFilter::try_from_env("FLIPDNS_LOG").unwrap_or_else(|_| "info".into());
+    // The filter can be swapped at run time (`flipdns ctl log-level`).
+    let (filter, handle) = reload::Layer::new(filter);
+    flipdns::logging::control_filter(Box::new(move |text| {
+        let filter = EnvFilter::try_new(text).map_err(|e| {
+            format!("bad log filter {text:?}: {e}; e.g. info, debug, flipdns::fleet=debug")
+        })?;
+        handle
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log filter: {e}"))
+    }));
+    let logs = fmt::layer()
         .with_writer(flipdns::logging::Sink)
         .log_internal_errors(false);
+    let registry = tracing_subscriber::registry().with(filter);
     let format = std::env::var("FLIPDNS_LOG_FORMAT").unwrap_or_default();
     match format.as_str() {
-        "json" => logs.json().init(),
+        "json" => registry.with(logs.json()).init(),
         "" | "text" if std::env::var_os("JOURNAL_STREAM").is_some() => {
-            logs.without_time().with_ansi(false).init()
+            registry.with(logs.without_time().with_ansi(false)).init()
         }
-        "" | "text" => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        "" | "text" => registry
+            .with(logs.with_ansi(std::io::stderr().is_terminal()))
+            .init(),
         other => {
             return Err(format!(
                 "FLIPDNS_LOG_FORMAT={other:?}: expected \"text\" or \"json\""
@@ -546,6 +565,7 @@ fn request(command: CtlCommand) -> Request {
             wait_secondaries: !no_wait_secondaries,
         },
         CtlCommand::Cancel { service } => Request::Cancel { service },
+        CtlCommand::LogLevel { filter } => Request::LogLevel { filter },
         CtlCommand::History { service, limit } => Request::History {
             service,
             limit: Some(limit),
@@ -566,6 +586,7 @@ fn print_reply(json: bool, response: &Response) -> std::io::Result<()> {
         Response::Reloaded(r) => json_line(r),
         Response::Stragglers(r) => json_line(r),
         Response::History(h) => json_line(h),
+        Response::LogLevel(f) => json_line(f),
     })
 }
 

@@ -114,6 +114,12 @@ pub enum Request {
         #[serde(default)]
         all: bool,
     },
+    /// Change the server's log filter from now on (`info`, `debug`, `flipdns::fleet=debug`);
+    /// a restart goes back to `FLIPDNS_LOG`.
+    LogLevel {
+        /// A tracing filter directive.
+        filter: String,
+    },
     /// The audit trail: the latest changes asked for, oldest first.
     History {
         /// Only requests about this service.
@@ -161,7 +167,7 @@ impl Request {
             | Request::Cancel { service }
             | Request::Stragglers { service, .. } => Some(service),
             Request::Status { service } | Request::History { service, .. } => service.as_deref(),
-            Request::Version | Request::Reload { .. } => None,
+            Request::Version | Request::Reload { .. } | Request::LogLevel { .. } => None,
         }
     }
 
@@ -209,6 +215,8 @@ pub enum Response {
     Stragglers(StragglersReport),
     /// Reply to `history`.
     History(Vec<AuditEntry>),
+    /// Reply to `log_level`: the filter now in force.
+    LogLevel(String),
 }
 
 /// A failed request: a stable `kind` for scripts, a message for people.

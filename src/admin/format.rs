@@ -19,6 +19,7 @@ pub fn response(response: &Response) -> String {
         Response::Reloaded(r) => reloaded(r),
         Response::Stragglers(r) => stragglers(r),
         Response::History(entries) => history(entries),
+        Response::LogLevel(filter) => format!("log filter now {filter}\n"),
     }
 }
 

@@ -326,3 +326,29 @@ fn the_audit_trail_records_who_asked_what_and_survives_kill_9() {
     assert!(kept.len() > 10 && kept.len() < 43, "{}", kept.len());
     assert_eq!(kept.last().unwrap()["request"]["to"], "green");
 }
+
+#[test]
+fn the_log_level_changes_at_run_time_through_ctl() {
+    let dir = Setup::default().write();
+    let missing = dir.path().join("no-such-notify.sock");
+    let server = Server::start_in_with_env(dir, &[("NOTIFY_SOCKET", missing.as_os_str())]);
+    // A notification that cannot be sent is logged at debug: not shown at info.
+    server.ctl_ok(&["reload"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!server.log().contains("sd_notify to"), "{}", server.log());
+
+    assert!(
+        server
+            .ctl_ok(&["log-level", "debug"])
+            .contains("log filter now debug")
+    );
+    server.ctl_ok(&["reload"]);
+    assert!(
+        server.wait_for_log("sd_notify to", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let bad = server.ctl(&["log-level", "flipdns=[[["]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad log filter"));
+}

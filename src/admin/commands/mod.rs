@@ -114,6 +114,15 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
             }
             reloaded.map(Response::Reloaded)
         }
+        Request::LogLevel { ref filter } => {
+            let set = crate::logging::set_filter(filter);
+            match &set {
+                Ok(()) => context.audit(peer, &request, format!("log filter {filter}"), true),
+                Err(e) => context.audit(peer, &request, e.clone(), false),
+            }
+            set.map(|()| Response::LogLevel(filter.clone()))
+                .map_err(|e| Error::new(ErrorKind::Invalid, e))
+        }
         Request::History { ref service, limit } => Ok(Response::History(
             context
                 .audit
