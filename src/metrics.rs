@@ -50,6 +50,10 @@ pub struct Exporter {
     pub clock: Clock,
     /// Set once every socket is bound and the state loaded, cleared at shutdown: `/ready`.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// How reloads went.
+    pub reloads: Arc<crate::reload::Outcomes>,
+    /// Unix milliseconds the process started.
+    pub started_ms: u64,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -106,11 +110,54 @@ fn per_color<'s, M>(
 }
 
 impl Exporter {
+    /// The reload outcome, and the process's own figures under the names every Prometheus
+    /// client library uses (`process_*`), read from /proc at scrape time.
+    fn process(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reloads = &self.reloads;
+        family(
+            e,
+            "flipdns_config_last_reload_successful",
+            "1 if the latest reload (SIGHUP or ctl reload) was applied, 0 if it was refused; 1 before any.",
+            [(vec![], gauge(reloads.last_ok() as i64))],
+        )?;
+        if let Some(ms) = reloads.last_success_ms() {
+            family(
+                e,
+                "flipdns_config_last_reload_success_timestamp_seconds",
+                "Unix time of the latest reload that was applied.",
+                [(vec![], gauge((ms / 1000) as i64))],
+            )?;
+        }
+        family(
+            e,
+            "process_start_time_seconds",
+            "Unix time the process started.",
+            [(vec![], gauge((self.started_ms / 1000) as i64))],
+        )?;
+        if let Some(bytes) = resident_bytes() {
+            family(
+                e,
+                "process_resident_memory_bytes",
+                "Resident memory.",
+                [(vec![], gauge(bytes as i64))],
+            )?;
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            family(
+                e,
+                "process_open_fds",
+                "Open file descriptors.",
+                [(vec![], gauge(fds.count() as i64))],
+            )?;
+        }
+        Ok(())
+    }
+
     fn queries(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
         family(
             e,
-            "flipdns_queries",
+            "flipdns_responses",
             "DNS responses sent, by transport and RCODE.",
             c.responses().map(|(t, rcode, n)| {
                 (vec![("protocol", t.as_str()), ("rcode", rcode)], counter(n))
@@ -175,10 +222,10 @@ impl Exporter {
         )
     }
 
-    fn cutovers(
+    fn cutovers<'s_>(
         &self,
         e: &mut DescriptorEncoder,
-        services: &Services,
+        services: &'s_ Services,
     ) -> Result<(), std::fmt::Error> {
         family(
             e,
@@ -218,20 +265,51 @@ impl Exporter {
                 _ => None,
             }),
         )?;
-        let deadline = |s: &ServiceView| s.state.phase.drained_at_ms();
+        // Times that do not apply are absent, not 0: an alert on "deadline in the past"
+        // must not fire for every steady service.
+        let at = |service: &'s_ ServiceView, ms: Option<u64>| {
+            ms.map(|ms| {
+                (
+                    vec![("service", service.name.as_str())],
+                    gauge((ms / 1000) as i64),
+                )
+            })
+        };
         family(
             e,
-            "flipdns_drain_deadline_seconds",
-            "Unix time when caches have drained the normal-TTL answers (preparing only; 0 otherwise).",
-            per_service(services, |s| deadline(s).map_or(0, |d| (d / 1000) as i64)),
+            "flipdns_drain_deadline_timestamp_seconds",
+            "Unix time when caches have drained the normal-TTL answers; only while preparing.",
+            services
+                .iter()
+                .filter_map(|s| at(s, s.state.phase.drained_at_ms())),
         )?;
         family(
             e,
-            "flipdns_seconds_to_drain",
-            "Seconds until the drain deadline (preparing only; 0 otherwise).",
-            per_service(services, |s| {
-                deadline(s).map_or(0, |d| self.clock.until(d).as_secs() as i64)
+            "flipdns_drain_remaining_seconds",
+            "Seconds until the drain deadline; only while preparing.",
+            services.iter().filter_map(|s| {
+                s.state.phase.drained_at_ms().map(|d| {
+                    (
+                        vec![("service", s.name.as_str())],
+                        gauge(self.clock.until(d).as_secs() as i64),
+                    )
+                })
             }),
+        )?;
+        family(
+            e,
+            "flipdns_settle_end_timestamp_seconds",
+            "Unix time the settle ends and the normal TTL comes back; only while settling.",
+            services.iter().filter_map(|s| match s.state.phase {
+                crate::state::Phase::Settling { until_ms, .. } => at(s, Some(until_ms)),
+                _ => None,
+            }),
+        )?;
+        family(
+            e,
+            "flipdns_last_flip_timestamp_seconds",
+            "Unix time of the service's latest flip; absent before its first.",
+            services.iter().filter_map(|s| at(s, s.state.flipped_at_ms)),
         )
     }
 
@@ -479,6 +557,7 @@ impl Collector for Exporter {
         if let Some(rrl) = &self.rrl {
             self.rrl(&mut e, rrl)?;
         }
+        self.process(&mut e)?;
         family(
             &mut e,
             "flipdns_build_info",
@@ -486,6 +565,15 @@ impl Collector for Exporter {
             [(vec![("version", env!("CARGO_PKG_VERSION"))], gauge(1))],
         )
     }
+}
+
+/// Resident memory from /proc/self/statm (pages), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 /// The text Prometheus gets from `/metrics`.

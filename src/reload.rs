@@ -48,6 +48,36 @@ pub struct Reloader {
     cutovers: Arc<Cutovers>,
     fleet: Arc<Fleet>,
     busy: Mutex<()>,
+    /// How the reloads went, for `/metrics`.
+    pub outcomes: Arc<Outcomes>,
+}
+
+/// The latest reload's outcome and the time of the latest one applied.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    failed: std::sync::atomic::AtomicBool,
+    /// Unix ms of the latest applied reload; 0 before any.
+    success_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Outcomes {
+    /// Whether the latest reload was applied (true before any).
+    pub fn last_ok(&self) -> bool {
+        !self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn last_success_ms(&self) -> Option<u64> {
+        let ms = self.success_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then_some(ms)
+    }
+
+    fn note(&self, ok: bool, now_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.failed.store(!ok, Relaxed);
+        if ok {
+            self.success_ms.store(now_ms, Relaxed);
+        }
+    }
 }
 
 impl Reloader {
@@ -57,6 +87,7 @@ impl Reloader {
             cutovers,
             fleet,
             busy: Mutex::new(()),
+            outcomes: Default::default(),
         }
     }
 
@@ -66,6 +97,8 @@ impl Reloader {
         let _one_at_a_time = self.busy.lock().await;
         crate::systemd::reloading();
         let outcome = self.reload_now(force).await;
+        self.outcomes
+            .note(outcome.is_ok(), crate::clock::Clock::System.now_ms());
         let catalog = self.switch.catalog();
         crate::systemd::ready(&match &outcome {
             Ok(_) => format!(

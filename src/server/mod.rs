@@ -331,6 +331,11 @@ fn spawn_control_plane(
     loops: &mut Supervisor,
     shutdown: &CancellationToken,
 ) -> Arc<AdminSocket> {
+    let reloader = Arc::new(Reloader::new(
+        core.switch.clone(),
+        core.cutovers.clone(),
+        core.fleet.clone(),
+    ));
     if let Some(listener) = metrics {
         let exporter = Exporter {
             counters: core.counters.clone(),
@@ -340,17 +345,14 @@ fn spawn_control_plane(
             fleet: core.fleet.clone(),
             clock: core.clock.clone(),
             ready: core.ready.clone(),
+            reloads: reloader.outcomes.clone(),
+            started_ms: core.clock.now_ms(),
         };
         loops.spawn(
             "the metrics endpoint",
             metrics::serve(listener, Arc::new(exporter), shutdown.clone()),
         );
     }
-    let reloader = Arc::new(Reloader::new(
-        core.switch.clone(),
-        core.cutovers.clone(),
-        core.fleet.clone(),
-    ));
     loops.spawn(
         "the SIGHUP handler",
         reload_on_hangup(reloader.clone(), shutdown.clone()),

@@ -16,8 +16,8 @@ fn metrics_follow_queries_and_flips() {
     let text = scrape(&server, "/metrics");
     assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
     for line in [
-        "flipdns_queries_total{protocol=\"udp\",rcode=\"NOERROR\"} 2",
-        "flipdns_queries_total{protocol=\"tcp\",rcode=\"NXDOMAIN\"} 1",
+        "flipdns_responses_total{protocol=\"udp\",rcode=\"NOERROR\"} 2",
+        "flipdns_responses_total{protocol=\"tcp\",rcode=\"NXDOMAIN\"} 1",
         "flipdns_answers_total{service=\"app\",color=\"blue\"} 1",
         "flipdns_answers_total{service=\"app\",color=\"green\"} 1",
         "flipdns_flips_total{service=\"app\",result=\"done\"} 1",
@@ -28,6 +28,10 @@ fn metrics_follow_queries_and_flips() {
         "flipdns_zone_serial{zone=\"svc.example.com.\"} 2026112602",
         "flipdns_snapshot_generation 2",
         "flipdns_build_info{version=\"",
+        "flipdns_config_last_reload_successful 1",
+        "process_start_time_seconds ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
@@ -80,12 +84,13 @@ fn cutover_metrics_show_the_phase_and_the_deadline() {
             .unwrap_or_else(|| panic!("no {name}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
-    let deadline = value("flipdns_drain_deadline_seconds{service=\"app\"}");
+    let deadline = value("flipdns_drain_deadline_timestamp_seconds{service=\"app\"}");
     assert!(
         deadline.abs_diff(common::unix_ms() / 1000 + 4) <= 1,
         "deadline {deadline}"
     );
-    assert!(value("flipdns_seconds_to_drain{service=\"app\"}") <= 4);
+    assert!(value("flipdns_drain_remaining_seconds{service=\"app\"}") <= 4);
+    assert!(!text.contains("flipdns_last_flip_timestamp_seconds"), "no flip yet");
     server.ctl_ok(&["cancel", "app"]);
     let text = scrape(&server, "/metrics");
     assert!(
@@ -93,9 +98,21 @@ fn cutover_metrics_show_the_phase_and_the_deadline() {
         "{text}"
     );
     assert!(
-        text.contains("flipdns_drain_deadline_seconds{service=\"app\"} 0"),
-        "{text}"
+        !text.contains("flipdns_drain_deadline_timestamp_seconds{"),
+        "absent unless preparing: {text}"
     );
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    let text = scrape(&server, "/metrics");
+    for name in [
+        "flipdns_last_flip_timestamp_seconds{service=\"app\"} ",
+        "flipdns_settle_end_timestamp_seconds{service=\"app\"} ",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    std::fs::write(server.config(), "not toml [").unwrap();
+    assert!(!server.ctl(&["reload"]).status.success());
+    let text = scrape(&server, "/metrics");
+    assert!(text.contains("flipdns_config_last_reload_successful 0"), "{text}");
 }
 
 #[test]
