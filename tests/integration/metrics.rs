@@ -90,7 +90,10 @@ fn cutover_metrics_show_the_phase_and_the_deadline() {
         "deadline {deadline}"
     );
     assert!(value("flipdns_drain_remaining_seconds{service=\"app\"}") <= 4);
-    assert!(!text.contains("flipdns_last_flip_timestamp_seconds"), "no flip yet");
+    assert!(
+        !text.contains("flipdns_last_flip_timestamp_seconds"),
+        "no flip yet"
+    );
     server.ctl_ok(&["cancel", "app"]);
     let text = scrape(&server, "/metrics");
     assert!(
@@ -112,7 +115,10 @@ fn cutover_metrics_show_the_phase_and_the_deadline() {
     std::fs::write(server.config(), "not toml [").unwrap();
     assert!(!server.ctl(&["reload"]).status.success());
     let text = scrape(&server, "/metrics");
-    assert!(text.contains("flipdns_config_last_reload_successful 0"), "{text}");
+    assert!(
+        text.contains("flipdns_config_last_reload_successful 0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -166,4 +172,48 @@ fn the_metrics_endpoint_bounds_requests_and_scrapers() {
     );
     std::thread::sleep(Duration::from_millis(200));
     assert!(scrape(&server, "/metrics").starts_with("HTTP/1.0 200 OK"));
+}
+
+const ALERTS: &str = "contrib/prometheus/flipdns-alerts.yml";
+
+/// The shipped alert rules are valid for Prometheus, and name only metrics a real server
+/// exports (a secondary that never answers makes the fleet's appear).
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_name_real_metrics() {
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules", ALERTS])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("`promtool` is not runnable ({e}): install it with `apt-get install -y prometheus` (or run tests/run)")
+        });
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start_with(&Setup {
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
+        extra: "[[secondary]]\nname = \"ns-dead\"\naddress = \"127.0.0.1:9\"\n".into(),
+        ..Setup::default()
+    });
+    server.dig(&["app.svc.example.com", "A"]);
+    // A flip waiting for its drain: the deadline metrics appear only then.
+    server.ctl_ok(&["flip", "app", "--to", "green", "--no-wait", "--force"]);
+    let text = scrape(&server, "/metrics");
+    let rules = std::fs::read_to_string(ALERTS).unwrap();
+    let mut named = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("flipdns_") {
+            named += 1;
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("# TYPE {word} "))
+                        || l.starts_with(&format!("{word}{{"))
+                        || l.starts_with(&format!("{word} "))),
+                "{ALERTS} names {word}, which /metrics does not export:\n{text}"
+            );
+        }
+    }
+    assert!(named >= 8, "{named}");
 }
