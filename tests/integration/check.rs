@@ -33,15 +33,8 @@ fn a_good_config_passes() {
 
 #[test]
 fn the_shipped_example_passes() {
-    let out = Command::new(BIN)
-        .args(["check", "--config", "zones/flipdns.toml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        crate::common::run_ok(Command::new(BIN).args(["check", "--config", "zones/flipdns.toml"]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         !text.contains("warning"),
@@ -196,15 +189,10 @@ fn the_readme_names_every_package_the_tests_install() {
 #[test]
 fn man_pages_and_completions_are_generated_for_every_command() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(crate::common::BIN)
-        .args(["generate", "man"])
-        .arg(dir.path().join("man1"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::common::run_ok(
+        Command::new(BIN)
+            .args(["generate", "man"])
+            .arg(dir.path().join("man1")),
     );
     for page in [
         "flipdns.1",

@@ -293,15 +293,10 @@ fn a_zero_length_tcp_message_closes_the_connection_at_once() {
 fn state_show_prints_the_snapshot_and_the_journal_merged() {
     let server = start(30, "");
     server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
-    let out = Command::new(BIN)
-        .args(["state", "show", "--config"])
-        .arg(server.config())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::common::run_ok(
+        Command::new(BIN)
+            .args(["state", "show", "--config"])
+            .arg(server.config()),
     );
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(state["services"]["app"]["live"], "green", "{state}");

@@ -355,3 +355,14 @@ pub fn request(server: &Server, method: &str, path: &str) -> String {
     std::io::Read::read_to_string(&mut stream, &mut text).unwrap();
     text
 }
+
+/// Runs `command`, fails the test with its stderr unless it succeeds, and returns its output.
+pub fn run_ok(command: &mut Command) -> Output {
+    let out = command.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
