@@ -175,11 +175,20 @@ fn the_metrics_endpoint_bounds_requests_and_scrapers() {
 }
 
 const ALERTS: &str = "contrib/prometheus/flipdns-alerts.yml";
+const DASHBOARD: &str = "contrib/grafana/flipdns-dashboard.json";
 
-/// The shipped alert rules are valid for Prometheus, and name only metrics a real server
-/// exports (a secondary that never answers makes the fleet's appear).
+/// The metric names in PromQL `text`: words starting `flipdns_` or `process_`.
+fn metric_names(text: &str) -> Vec<&str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("flipdns_") || w.starts_with("process_"))
+        .collect()
+}
+
+/// The shipped alert rules pass promtool, the shipped Grafana dashboard is valid JSON, and
+/// both name only metrics a real server exports (a pending flip and a secondary that never
+/// answers make the drain and fleet metrics appear).
 #[test]
-fn the_shipped_alert_rules_pass_promtool_and_name_real_metrics() {
+fn the_shipped_alert_rules_and_dashboard_name_real_metrics() {
     let out = std::process::Command::new("promtool")
         .args(["check", "rules", ALERTS])
         .output()
@@ -201,19 +210,41 @@ fn the_shipped_alert_rules_pass_promtool_and_name_real_metrics() {
     // A flip waiting for its drain: the deadline metrics appear only then.
     server.ctl_ok(&["flip", "app", "--to", "green", "--no-wait", "--force"]);
     let text = scrape(&server, "/metrics");
+    let exported = |name: &str| {
+        text.lines().any(|l| {
+            l.starts_with(&format!("# TYPE {name} "))
+                || l.starts_with(&format!("{name}{{"))
+                || l.starts_with(&format!("{name} "))
+        })
+    };
+
     let rules = std::fs::read_to_string(ALERTS).unwrap();
-    let mut named = 0;
-    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-        if word.starts_with("flipdns_") {
-            named += 1;
-            assert!(
-                text.lines()
-                    .any(|l| l.starts_with(&format!("# TYPE {word} "))
-                        || l.starts_with(&format!("{word}{{"))
-                        || l.starts_with(&format!("{word} "))),
-                "{ALERTS} names {word}, which /metrics does not export:\n{text}"
-            );
+    let named = metric_names(&rules);
+    assert!(named.len() >= 8, "{named:?}");
+    for name in named {
+        assert!(
+            exported(name),
+            "{ALERTS} names {name}, which /metrics does not export:\n{text}"
+        );
+    }
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{panel}");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr");
+            let named = metric_names(expr);
+            assert!(!named.is_empty(), "{expr}");
+            for name in named {
+                assert!(
+                    exported(name),
+                    "{DASHBOARD}: {expr} names {name}, which /metrics does not export:\n{text}"
+                );
+            }
         }
     }
-    assert!(named >= 8, "{named}");
 }
