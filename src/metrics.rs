@@ -54,6 +54,8 @@ pub struct Exporter {
     pub reloads: Arc<crate::reload::Outcomes>,
     /// Unix milliseconds the process started.
     pub started_ms: u64,
+    /// Failed state writes and compactions ([`crate::switch::Switch::write_errors`]).
+    pub state_write_errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -128,6 +130,12 @@ impl Exporter {
                 [(vec![], gauge((ms / 1000) as i64))],
             )?;
         }
+        family(
+            e,
+            "flipdns_state_write_errors",
+            "State file writes that failed: a change refused (nothing applied), or a compaction to retry.",
+            [(vec![], counter(self.state_write_errors.load(Relaxed)))],
+        )?;
         family(
             e,
             "process_start_time_seconds",

@@ -43,6 +43,8 @@ pub struct Switch {
     inner: Mutex<Inner>,
     /// Snapshot rewrites running in the background, so shutdown can wait for them.
     background: tokio_util::task::TaskTracker,
+    /// State writes that failed (the change refused) and compactions that failed.
+    write_errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Inner {
@@ -125,6 +127,7 @@ impl Switch {
             clock,
             inner: Mutex::new(inner),
             background: tokio_util::task::TaskTracker::new(),
+            write_errors: Default::default(),
         })
     }
 
@@ -298,9 +301,19 @@ impl Switch {
 
     async fn persist(&self, delta: Delta) -> Result<(), StateError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.record(&delta))
+        let written = tokio::task::spawn_blocking(move || store.record(&delta))
             .await
-            .expect("the state writer does not panic")
+            .expect("the state writer does not panic");
+        if written.is_err() {
+            self.write_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        written
+    }
+
+    /// State writes and compactions that failed since start, for `/metrics`.
+    pub fn write_errors(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.write_errors.clone()
     }
 
     /// Rewrites the snapshot in the background once the journal is long enough; the state
@@ -318,8 +331,10 @@ impl Switch {
             return;
         };
         let (store, state) = (self.store.clone(), inner.state.clone());
+        let errors = self.write_errors.clone();
         self.background.spawn_blocking(move || {
             if let Err(e) = store.finish_compaction(&state, seq) {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!("state compaction failed (nothing is lost; it is retried): {e}");
             }
         });
@@ -672,6 +687,13 @@ mod tests {
             disk.fail(op, 0);
             let flipped = switch.apply("app", |s| s.live = Color::Green).await;
             assert!(flipped.is_err(), "{op:?}: refused");
+            assert_eq!(
+                switch
+                    .write_errors()
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                1,
+                "{op:?}: counted for /metrics"
+            );
             let served = switch.records().load().service("app").unwrap().live();
             assert_eq!(served, Color::Blue, "{op:?}: still served");
             assert_eq!(
