@@ -85,9 +85,13 @@ async fn check_address(
                 Err(_) => Err(timed_out(health.timeout)),
             }
         }
-        HealthKind::Http { path } => {
-            match client.get(format!("http://{target}{path}")).send().await {
-                Ok(response) if response.status().is_success() => {
+        HealthKind::Http { path, host, status } => {
+            let mut request = client.get(format!("http://{target}{path}"));
+            if let Some(host) = host {
+                request = request.header(reqwest::header::HOST, host);
+            }
+            match request.send().await {
+                Ok(response) if status.contains(&response.status().as_u16()) => {
                     Ok(format!("HTTP {}", response.status().as_u16()))
                 }
                 Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),

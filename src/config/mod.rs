@@ -262,8 +262,14 @@ pub struct HealthConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthKind {
-    /// `GET path` over HTTP/1.1; any 2xx status is healthy.
-    Http { path: String },
+    /// `GET path` over HTTP/1.1; a status in `status` is healthy.
+    Http {
+        path: String,
+        /// The Host header to send, for a virtual host; the address when `None`.
+        host: Option<String>,
+        /// Healthy statuses, 200-299 unless configured.
+        status: std::ops::RangeInclusive<u16>,
+    },
     /// A TCP connection that opens is healthy.
     Tcp,
 }
@@ -524,6 +530,34 @@ settle = "10m"
             found[0]
                 .contains("`settle` in [[service]] must be a string in quotes, not the number 600"),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn health_statuses_and_hosts_are_checked() {
+        let with = |lines: &str| format!("{GOOD}\n[service.health]\nport = 80\n{lines}\n");
+        let found = problems(&with("status = \"200-99\"\nhost = \"a b\""));
+        assert!(
+            found.iter().any(|p| p.contains("health status \"200-99\"")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|p| p.contains("health host \"a b\"")),
+            "{found:?}"
+        );
+        let config = Config::parse(Path::new("/f.toml"), &with("status = \"200-399\"")).unwrap();
+        let kind = &config.services[0].health.as_ref().unwrap().kind;
+        assert_eq!(
+            *kind,
+            HealthKind::Http {
+                path: "/".into(),
+                host: None,
+                status: 200..=399
+            }
+        );
+        assert!(
+            problems(&with("kind = \"tcp\"\nstatus = \"200\""))[0]
+                .contains("for kind = \"http\" only")
         );
     }
 

@@ -645,10 +645,19 @@ fn addresses(t: &Table, color: &'static str) -> Option<Vec<IpAddr>> {
 }
 
 /// `[service.health]`: `Some(None)` when absent, `None` when it has problems.
+/// `"200"` or `"200-399"`: the HTTP statuses a health check accepts.
+fn parse_status(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high): (u16, u16) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
+    ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some(low..=high)
+}
+
 fn health(t: &Table) -> Option<Option<HealthConfig>> {
     let port = t.ranged("port", 1..=65535);
     let kind = t.string("kind");
     let path = t.string("path");
+    let host = t.string("host");
+    let status = t.string("status");
     let timeout = t.duration("timeout", 2 * SECOND, 10 * MS..=HOUR);
     let interval = t.duration("interval", 5 * SECOND, 100 * MS..=YEAR);
     if !t.present() {
@@ -667,13 +676,44 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
                 );
                 None
             } else {
-                Some(HealthKind::Http { path })
+                let host = host.and_then(|h| {
+                    let text = h.get_ref();
+                    let valid = !text.is_empty()
+                        && text.len() <= 255
+                        && text.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+                    if !valid {
+                        t.doc().problem(
+                            h.span().start,
+                            format!("health host {text:?} is not a host name such as \"app.example.com\""),
+                        );
+                    }
+                    valid.then(|| h.into_inner())
+                });
+                let status = match status {
+                    None => Some(200..=299),
+                    Some(s) => {
+                        let parsed = parse_status(s.get_ref());
+                        if parsed.is_none() {
+                            t.doc().problem(
+                                s.span().start,
+                                format!(
+                                    "health status {:?}: expected a status or a range from 100 to 599, such as \"200\" or \"200-399\"",
+                                    s.get_ref()
+                                ),
+                            );
+                        }
+                        parsed
+                    }
+                };
+                status.map(|status| HealthKind::Http { path, host, status })
             }
         }
         Some("tcp") => {
-            if let Some(p) = &path {
-                t.doc()
-                    .problem(p.span().start, "`path` is for kind = \"http\" only");
+            for key in [&path, &host, &status].into_iter().flatten() {
+                t.doc().problem(
+                    key.span().start,
+                    "`path`, `host` and `status` are for kind = \"http\" only",
+                );
             }
             Some(HealthKind::Tcp)
         }

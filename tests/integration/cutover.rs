@@ -346,6 +346,29 @@ fn concurrent_flips_are_serialized() {
     assert_eq!(live(&server), expected, "the last acknowledged flip wins");
 }
 
+/// A virtual host's check: the Host header configured, and a status range that accepts a
+/// redirect.
+#[test]
+fn the_health_check_sends_the_host_and_accepts_the_status_range() {
+    let stub = HttpStub::start("127.0.0.4:0", 302);
+    let port = stub.addr.port();
+    let service = format!(
+        "[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\"]\ngreen = [\"127.0.0.4\"]\nlive = \"blue\"\nttl = 4\ncutover_ttl = 1\nsettle = \"3s\"\n[service.health]\nport = {port}\nhost = \"app.example.com\"\nstatus = \"200-399\"\ntimeout = \"1s\"\ninterval = \"1h\"\n"
+    );
+    let server = Server::start_with(&Setup {
+        services: service,
+        ..Setup::default()
+    });
+    let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    assert!(out.starts_with("app: blue -> green"), "{out}");
+    assert_eq!(*stub.host.lock().unwrap(), "app.example.com");
+    stub.set(404);
+    server.ctl_ok(&["flip", "app", "--to", "blue", "--now", "--force"]);
+    let out = server.ctl(&["flip", "app", "--to", "green", "--now"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unhealthy 127.0.0.4 (HTTP 404)"), "{err}");
+}
+
 #[test]
 fn the_health_gate_names_each_failing_address() {
     // Green is 127.0.0.2 and 127.0.0.3 on one port; the stubs decide their health.

@@ -11,6 +11,8 @@ use super::wire::query_with_subnet;
 /// health checks; status 0 holds connections open without ever answering.
 pub struct HttpStub {
     pub addr: SocketAddr,
+    /// The Host header of the latest request.
+    pub host: Arc<std::sync::Mutex<String>>,
     status: Arc<std::sync::atomic::AtomicU16>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -25,6 +27,8 @@ impl HttpStub {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let current = Arc::new(std::sync::atomic::AtomicU16::new(status));
         let (stopped, answer) = (stop.clone(), current.clone());
+        let host = Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = host.clone();
         let thread = std::thread::spawn(move || {
             let mut held = Vec::new();
             for stream in listener.incoming() {
@@ -34,7 +38,14 @@ impl HttpStub {
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 2048];
-                let _ = stream.read(&mut buf);
+                let len = stream.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..len]).to_string();
+                if let Some(line) = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("host:"))
+                {
+                    *seen.lock().unwrap() = line[5..].trim().to_string();
+                }
                 let status = answer.load(Relaxed);
                 if status == 0 {
                     held.push(stream);
@@ -48,6 +59,7 @@ impl HttpStub {
         });
         HttpStub {
             addr,
+            host,
             status: current,
             stop,
             thread: Some(thread),
