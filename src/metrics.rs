@@ -227,6 +227,33 @@ impl Exporter {
                     .get(c)
                     .map(|h| gauge(h.addresses.len() as i64))
             }),
+        )?;
+        let checks: Vec<(&str, Color, String, bool)> = services
+            .iter()
+            .flat_map(|s| {
+                Color::ALL.into_iter().flat_map(move |c| {
+                    let checked = s.observed.health.get(c).map(|h| h.addresses);
+                    checked
+                        .into_iter()
+                        .flatten()
+                        .map(move |a| (s.name.as_str(), c, a.address.to_string(), a.healthy))
+                })
+            })
+            .collect();
+        family(
+            e,
+            "flipdns_health_address_healthy",
+            "1 if the address passed the latest background health check, 0 if not.",
+            checks.iter().map(|(service, color, address, healthy)| {
+                (
+                    vec![
+                        ("service", *service),
+                        ("color", color.as_str()),
+                        ("address", address.as_str()),
+                    ],
+                    gauge(*healthy as i64),
+                )
+            }),
         )
     }
 

@@ -357,11 +357,22 @@ fn the_health_check_sends_the_host_and_accepts_the_status_range() {
     );
     let server = Server::start_with(&Setup {
         services: service,
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
         ..Setup::default()
     });
     let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     assert!(out.starts_with("app: blue -> green"), "{out}");
     assert_eq!(*stub.host.lock().unwrap(), "app.example.com");
+    // The background check's result per address, in /metrics.
+    let line =
+        "flipdns_health_address_healthy{service=\"app\",color=\"green\",address=\"127.0.0.4\"} 1";
+    assert!(
+        eventually(Duration::from_secs(5), || crate::common::scrape(
+            &server, "/metrics"
+        )
+        .contains(line)),
+        "{line}"
+    );
     stub.set(404);
     server.ctl_ok(&["flip", "app", "--to", "blue", "--now", "--force"]);
     let out = server.ctl(&["flip", "app", "--to", "green", "--now"]);
