@@ -21,7 +21,26 @@ struct Tally {
     responses: [[AtomicU64; COUNTED_RCODES.len()]; 2],
     /// Packets not answered, by [`Dropped`] reason.
     dropped: [AtomicU64; 2],
+    /// Well-formed requests, by query type (index into [`COUNTED_QTYPES`]).
+    qtypes: [AtomicU64; COUNTED_QTYPES.len()],
 }
+
+/// Query types counted apart, by name; anything else is counted as `OTHER`.
+pub const COUNTED_QTYPES: [(u16, &str); 13] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (65, "HTTPS"),
+    (255, "ANY"),
+    (251, "IXFR"),
+    (252, "AXFR"),
+    (0, "OTHER"),
+];
 
 /// Which [`Tally`] a query path bumps, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +183,31 @@ impl Counters {
         );
     }
 
+    /// Counts a well-formed request of type `qtype`.
+    #[inline]
+    pub fn asked(&self, shard: Shard, qtype: u16) {
+        let index = COUNTED_QTYPES
+            .iter()
+            .position(|&(t, _)| t == qtype)
+            .unwrap_or(COUNTED_QTYPES.len() - 1);
+        bump(&self.tally(shard).qtypes[index], shard);
+    }
+
+    /// Well-formed requests by query type name, summed over the shards.
+    pub fn requests(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        COUNTED_QTYPES
+            .iter()
+            .enumerate()
+            .map(move |(i, &(_, name))| {
+                let sum = self
+                    .tallies
+                    .iter()
+                    .map(|tally| tally.qtypes[i].load(Relaxed))
+                    .sum();
+                (name, sum)
+            })
+    }
+
     #[inline]
     pub fn dropped(&self, shard: Shard, reason: Dropped) {
         bump(&self.tally(shard).dropped[reason as usize], shard);
@@ -241,6 +285,11 @@ mod tests {
             .unwrap();
         assert_eq!(noerror.2, 6);
         assert_eq!(counters.dropped_by(Dropped::Short), 6);
+        counters.asked(Shard::Owned(1), 28);
+        counters.asked(Shard::Shared, 28);
+        counters.asked(Shard::Shared, 4242);
+        let requests: Vec<_> = counters.requests().filter(|&(_, n)| n > 0).collect();
+        assert_eq!(requests, [("AAAA", 2), ("OTHER", 1)]);
         assert!(
             std::mem::align_of::<Tally>() >= 128,
             "no two shards share a line"

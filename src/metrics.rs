@@ -173,6 +173,13 @@ impl Exporter {
         )?;
         family(
             e,
+            "flipdns_requests",
+            "Well-formed requests, by query type (OTHER: every type not listed).",
+            c.requests()
+                .map(|(qtype, n)| (vec![("qtype", qtype)], counter(n))),
+        )?;
+        family(
+            e,
             "flipdns_dropped",
             "Packets not answered: shorter than a DNS header, or responses (QR set).",
             Dropped::ALL.map(|d| (vec![("reason", d.as_str())], counter(c.dropped_by(d)))),

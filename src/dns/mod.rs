@@ -155,6 +155,7 @@ impl Handler {
                 Handled::Reply
             }
             Parsed::Request(request) => {
+                self.counters.asked(self.shard, request.qtype);
                 let rcode = match self.rate_limit(transport, client) {
                     Verdict::Drop => return Handled::Nothing,
                     // Truncated: the client retries over TCP, which a spoofer cannot.

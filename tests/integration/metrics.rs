@@ -29,6 +29,7 @@ fn metrics_follow_queries_and_flips() {
         "flipdns_snapshot_generation 2",
         "flipdns_build_info{version=\"",
         "flipdns_config_last_reload_successful 1",
+        "flipdns_requests_total{qtype=\"A\"} 3",
         "process_start_time_seconds ",
         "process_resident_memory_bytes ",
         "process_open_fds ",
