@@ -171,6 +171,10 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 fn read_ms(clock: libc::clockid_t) -> u64 {
+    read_us(clock) / 1000
+}
+
+fn read_us(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -178,7 +182,12 @@ fn read_ms(clock: libc::clockid_t) -> u64 {
     // SAFETY: clock_gettime writes one timespec we own; the coarse and monotonic clocks
     // exist on every Linux since 2.6.32.
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd reads it (`MONOTONIC_USEC` of a reload).
+pub fn monotonic_us() -> u64 {
+    read_us(libc::CLOCK_MONOTONIC)
 }
 
 fn system_coarse_resolution_ms() -> u64 {

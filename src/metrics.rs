@@ -264,10 +264,10 @@ impl Exporter {
         )
     }
 
-    fn cutovers<'s_>(
+    fn cutovers<'s>(
         &self,
         e: &mut DescriptorEncoder,
-        services: &'s_ Services,
+        services: &'s Services,
     ) -> Result<(), std::fmt::Error> {
         family(
             e,
@@ -309,7 +309,7 @@ impl Exporter {
         )?;
         // Times that do not apply are absent, not 0: an alert on "deadline in the past"
         // must not fire for every steady service.
-        let at = |service: &'s_ ServiceView, ms: Option<u64>| {
+        let at = |service: &'s ServiceView, ms: Option<u64>| {
             ms.map(|ms| {
                 (
                     vec![("service", service.name.as_str())],

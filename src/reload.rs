@@ -48,6 +48,7 @@ pub struct Reloader {
     cutovers: Arc<Cutovers>,
     fleet: Arc<Fleet>,
     busy: Mutex<()>,
+    clock: crate::clock::Clock,
     /// How the reloads went, for `/metrics`.
     pub outcomes: Arc<Outcomes>,
 }
@@ -81,11 +82,17 @@ impl Outcomes {
 }
 
 impl Reloader {
-    pub fn new(switch: Arc<Switch>, cutovers: Arc<Cutovers>, fleet: Arc<Fleet>) -> Reloader {
+    pub fn new(
+        switch: Arc<Switch>,
+        cutovers: Arc<Cutovers>,
+        fleet: Arc<Fleet>,
+        clock: crate::clock::Clock,
+    ) -> Reloader {
         Reloader {
             switch,
             cutovers,
             fleet,
+            clock,
             busy: Mutex::new(()),
             outcomes: Default::default(),
         }
@@ -97,8 +104,7 @@ impl Reloader {
         let _one_at_a_time = self.busy.lock().await;
         crate::systemd::reloading();
         let outcome = self.reload_now(force).await;
-        self.outcomes
-            .note(outcome.is_ok(), crate::clock::Clock::System.now_ms());
+        self.outcomes.note(outcome.is_ok(), self.clock.now_ms());
         let catalog = self.switch.catalog();
         crate::systemd::ready(&match &outcome {
             Ok(_) => format!(

@@ -21,7 +21,7 @@ pub fn ready(status: &str) {
 pub fn reloading() {
     notify(&format!(
         "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading\n",
-        monotonic_usec()
+        crate::clock::monotonic_us()
     ));
 }
 
@@ -62,15 +62,4 @@ fn send(path: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
         socket.send_to(message.as_bytes(), path)?;
     }
     Ok(())
-}
-
-/// CLOCK_MONOTONIC in microseconds, which systemd matches a reload against.
-fn monotonic_usec() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
 }

@@ -335,6 +335,7 @@ fn spawn_control_plane(
         core.switch.clone(),
         core.cutovers.clone(),
         core.fleet.clone(),
+        core.clock.clone(),
     ));
     if let Some(listener) = metrics {
         let exporter = Exporter {

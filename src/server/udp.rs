@@ -129,7 +129,7 @@ pub fn serve(
                 continue;
             };
             let request = &requests[i * MAX_UDP_REQUEST..][..lengths[i]];
-            if path.handler.handle(
+            if handler.handle(
                 request,
                 peer,
                 Transport::Udp,

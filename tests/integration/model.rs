@@ -178,7 +178,7 @@ impl World {
             self.clock.clone(),
         );
         self.running = Some(Running {
-            reloader: Reloader::new(switch.clone(), cutovers.clone(), fleet),
+            reloader: Reloader::new(switch.clone(), cutovers.clone(), fleet, self.clock.clone()),
             switch,
             cutovers,
             handler,

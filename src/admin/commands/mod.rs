@@ -123,11 +123,20 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
             set.map(|()| Response::LogLevel(filter.clone()))
                 .map_err(|e| Error::new(ErrorKind::Invalid, e))
         }
-        Request::History { ref service, limit } => Ok(Response::History(
-            context
-                .audit
-                .read(service.as_deref(), limit.unwrap_or(DEFAULT_HISTORY)),
-        )),
+        Request::History { ref service, limit } => {
+            // Up to twice `audit_file_size` is read: on a blocking thread, not the runtime's.
+            let (audit, service) = (context.audit.clone(), service.clone());
+            let limit = limit.unwrap_or(DEFAULT_HISTORY);
+            tokio::task::spawn_blocking(move || audit.read(service.as_deref(), limit))
+                .await
+                .map(Response::History)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Io,
+                        format!("reading the audit trail failed: {e}"),
+                    )
+                })
+        }
         Request::Prepare { .. }
         | Request::Flip { .. }
         | Request::Rollback { .. }
