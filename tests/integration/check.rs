@@ -185,6 +185,35 @@ fn the_readme_names_every_package_the_tests_install() {
     }
 }
 
+/// The README's second command is the test command, and `.ci/run` ends by running exactly it.
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let two = readme
+        .split("## Two commands")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("the Two commands section with its sh block");
+    let commands: Vec<&str> = two
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    let ci = std::fs::read_to_string(format!("{root}/.ci/run")).unwrap();
+    let last = ci
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap();
+    assert_eq!(
+        last, commands[1],
+        ".ci/run must end with the README's test command"
+    );
+}
+
 /// The manual pages and completions come from the clap definitions, one page per command.
 #[test]
 fn man_pages_and_completions_are_generated_for_every_command() {

@@ -194,7 +194,7 @@ fn the_shipped_alert_rules_and_dashboard_name_real_metrics() {
         .args(["check", "rules", ALERTS])
         .output()
         .unwrap_or_else(|e| {
-            panic!("`promtool` is not runnable ({e}): install it with `apt-get install -y prometheus` (or run tests/run)")
+            panic!("`promtool` is not runnable ({e}): install it with `apt-get install -y prometheus` (or run ./tests/run)")
         });
     assert!(
         out.status.success(),

@@ -17,7 +17,7 @@ fn the_shipped_unit_passes_systemd_analyze_verify() {
             .arg("--version")
             .output()
             .is_ok(),
-        "`systemd-analyze` is not installed: this test verifies the shipped unit with it. Install it with `apt-get install -y systemd` (or run tests/run)."
+        "`systemd-analyze` is not installed: this test verifies the shipped unit with it. Install it with `apt-get install -y systemd` (or run ./tests/run)."
     );
     let dir = tempfile::tempdir().unwrap();
     let unit = dir.path().join("flipdns.service");
