@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData};
 
-use crate::config::{Config, ServiceConfig, TsigKeyConfig};
+use crate::config::{Config, HealthKind, HealthTls, ServiceConfig, TsigKeyConfig};
+use crate::health;
 use crate::problem::{Problem, Problems};
 use crate::tsig::{self, Key};
 use crate::zone::Zone;
@@ -54,6 +55,26 @@ impl Catalog {
             match load_key(&config, key) {
                 Ok(k) => keys.push(Arc::new(k)),
                 Err(p) => problems.push(p),
+            }
+        }
+        for service in &config.services {
+            let Some(HealthKind::Http {
+                tls:
+                    Some(HealthTls::Verify {
+                        ca_file: Some(file),
+                    }),
+                ..
+            }) = service.health.as_ref().map(|h| &h.kind)
+            else {
+                continue;
+            };
+            // Read again at each check; read here so a bad file is found before a flip.
+            if let Err(e) = health::read_ca_file(file) {
+                problems.push(Problem::at(
+                    &config.path,
+                    service.line,
+                    format!("service `{}`: health {e}", service.name),
+                ));
             }
         }
         if !problems.is_empty() {
@@ -177,6 +198,16 @@ impl Catalog {
                 warnings.push(at(format!(
                     "service `{}`: cutover_ttl = {} is not well below ttl = {}; lowering the TTL before a flip gains little (5 to 30 is usual)",
                     service.name, service.cutover_ttl, service.ttl
+                )));
+            }
+            if let Some(HealthKind::Http {
+                tls: Some(HealthTls::Insecure),
+                ..
+            }) = service.health.as_ref().map(|h| &h.kind)
+            {
+                warnings.push(at(format!(
+                    "service `{}`: health tls_verify = false accepts any certificate, so anyone on the path can pass the health gate; trust the issuing CA with `ca_file` instead",
+                    service.name
                 )));
             }
             for address in service.blue.iter().filter(|a| service.green.contains(a)) {

@@ -262,16 +262,30 @@ pub struct HealthConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthKind {
-    /// `GET path` over HTTP/1.1; a status in `status` is healthy.
+    /// `GET path` over HTTP/1.1, or over TLS with `tls`; a status in `status` is healthy.
     Http {
         path: String,
-        /// The Host header to send, for a virtual host; the address when `None`.
+        /// The Host header to send, for a virtual host; the address when `None`. Over TLS also
+        /// the server name sent (SNI) and the name the certificate must be valid for.
         host: Option<String>,
         /// Healthy statuses, 200-299 unless configured.
         status: std::ops::RangeInclusive<u16>,
+        /// `kind = "https"`: how the server's certificate is checked.
+        tls: Option<HealthTls>,
     },
     /// A TCP connection that opens is healthy.
     Tcp,
+}
+
+/// The certificate check of an HTTPS health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthTls {
+    /// Verified against the system's CAs and, if given, those in a PEM file of our own (an
+    /// internal CA); the file is read again at each check, so a renewed CA needs no reload.
+    Verify { ca_file: Option<PathBuf> },
+    /// `tls_verify = false`: any certificate is accepted. The connection is still encrypted,
+    /// but anyone on the path can answer "healthy".
+    Insecure,
 }
 
 impl ServiceConfig {
@@ -552,12 +566,71 @@ settle = "10m"
             HealthKind::Http {
                 path: "/".into(),
                 host: None,
-                status: 200..=399
+                status: 200..=399,
+                tls: None,
             }
         );
         assert!(
             problems(&with("kind = \"tcp\"\nstatus = \"200\""))[0]
-                .contains("for kind = \"http\" only")
+                .contains("for kind = \"http\" or \"https\" only")
+        );
+    }
+
+    #[test]
+    fn https_health_checks_verify_unless_told_not_to() {
+        let with = |lines: &str| format!("{GOOD}\n[service.health]\nport = 443\n{lines}\n");
+        let kind = |lines: &str| {
+            Config::parse(Path::new("/etc/flipdns/f.toml"), &with(lines))
+                .unwrap()
+                .services[0]
+                .health
+                .clone()
+                .unwrap()
+                .kind
+        };
+        let tls = |lines: &str| match kind(lines) {
+            HealthKind::Http { tls, .. } => tls,
+            HealthKind::Tcp => panic!("an https check is http over tls"),
+        };
+        assert_eq!(
+            tls("kind = \"https\""),
+            Some(HealthTls::Verify { ca_file: None })
+        );
+        assert_eq!(
+            tls("kind = \"https\"\nca_file = \"ca.pem\""),
+            Some(HealthTls::Verify {
+                ca_file: Some("/etc/flipdns/ca.pem".into())
+            })
+        );
+        assert_eq!(
+            tls("kind = \"https\"\ntls_verify = false"),
+            Some(HealthTls::Insecure)
+        );
+        assert_eq!(tls("kind = \"http\""), None);
+        assert!(
+            problems(&with("kind = \"http\"\nca_file = \"ca.pem\""))[0]
+                .contains("for kind = \"https\" only")
+        );
+        assert!(
+            problems(&with("kind = \"tcp\"\ntls_verify = true"))[0]
+                .contains("for kind = \"https\" only")
+        );
+        assert!(
+            problems(&with(
+                "kind = \"https\"\ntls_verify = false\nca_file = \"ca.pem\""
+            ))[0]
+                .contains("nothing would be verified")
+        );
+        for host in ["app.example.com:8443", "192.0.2.1", "[2001:db8::1]"] {
+            assert!(
+                problems(&with(&format!("kind = \"https\"\nhost = \"{host}\"")))[0]
+                    .contains("for https give the name the certificate is for"),
+                "{host}"
+            );
+        }
+        assert!(
+            problems(&with("kind = \"ftp\""))[0]
+                .contains("expected \"http\", \"https\" or \"tcp\"")
         );
     }
 

@@ -10,7 +10,7 @@ use hickory_proto::rr::Name;
 
 use super::table::{Document, Table};
 use super::{
-    AnswerMode, Config, FleetConfig, HealthConfig, HealthKind, LedgerConfig, Limits,
+    AnswerMode, Config, FleetConfig, HealthConfig, HealthKind, HealthTls, LedgerConfig, Limits,
     MAX_SOCKET_PATH, MAX_TTL, RrlConfig, SecondaryConfig, Server, ServiceConfig, TsigKeyConfig,
     ZoneConfig, service_name,
 };
@@ -658,6 +658,8 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
     let path = t.string("path");
     let host = t.string("host");
     let status = t.string("status");
+    let ca_file = t.path("ca_file");
+    let tls_verify = t.has("tls_verify").then(|| t.boolean("tls_verify", true));
     let timeout = t.duration("timeout", 2 * SECOND, 10 * MS..=HOUR);
     let interval = t.duration("interval", 5 * SECOND, 100 * MS..=YEAR);
     if !t.present() {
@@ -666,8 +668,21 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
     if !t.require("port") {
         return None;
     }
-    let kind = match kind.as_ref().map(|k| k.get_ref().as_str()) {
-        Some("http") | None => {
+    let name = kind.as_ref().map_or("http", |k| k.get_ref().as_str());
+    if name != "https" {
+        let tls_keys = [ca_file.as_ref().map(|f| f.span().start)]
+            .into_iter()
+            .flatten()
+            .chain(tls_verify.is_some().then_some(t.at));
+        for at in tls_keys {
+            t.doc().problem(
+                at,
+                "`ca_file` and `tls_verify` are for kind = \"https\" only",
+            );
+        }
+    }
+    let kind = match name {
+        "http" | "https" => {
             let path = path.map_or_else(|| "/".to_string(), |p| p.into_inner());
             if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 t.doc().problem(
@@ -687,7 +702,15 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
                             format!("health host {text:?} is not a host name such as \"app.example.com\""),
                         );
                     }
-                    valid.then(|| h.into_inner())
+                    // Over TLS the host is the certificate's name, sent as SNI: a DNS name.
+                    let named = !text.contains(':') && text.parse::<std::net::IpAddr>().is_err();
+                    if valid && name == "https" && !named {
+                        t.doc().problem(
+                            h.span().start,
+                            format!("health host {text:?}: for https give the name the certificate is for, without a port; leave `host` out to check the certificate against the address"),
+                        );
+                    }
+                    (valid && (name != "https" || named)).then(|| h.into_inner())
                 });
                 let status = match status {
                     None => Some(200..=299),
@@ -705,23 +728,42 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
                         parsed
                     }
                 };
-                status.map(|status| HealthKind::Http { path, host, status })
+                let tls = (name == "https").then(|| match tls_verify {
+                    Some(false) => {
+                        if let Some(file) = &ca_file {
+                            t.doc().problem(
+                                file.span().start,
+                                "`ca_file` with `tls_verify = false`: nothing would be verified against it; drop one of the two",
+                            );
+                        }
+                        HealthTls::Insecure
+                    }
+                    _ => HealthTls::Verify {
+                        ca_file: ca_file.map(|f| f.into_inner()),
+                    },
+                });
+                status.map(|status| HealthKind::Http {
+                    path,
+                    host,
+                    status,
+                    tls,
+                })
             }
         }
-        Some("tcp") => {
+        "tcp" => {
             for key in [&path, &host, &status].into_iter().flatten() {
                 t.doc().problem(
                     key.span().start,
-                    "`path`, `host` and `status` are for kind = \"http\" only",
+                    "`path`, `host` and `status` are for kind = \"http\" or \"https\" only",
                 );
             }
             Some(HealthKind::Tcp)
         }
-        Some(other) => {
+        other => {
             let at = kind.as_ref().map_or(t.at, |k| k.span().start);
             t.doc().problem(
                 at,
-                format!("unknown health kind {other:?}: expected \"http\" or \"tcp\""),
+                format!("unknown health kind {other:?}: expected \"http\", \"https\" or \"tcp\""),
             );
             None
         }

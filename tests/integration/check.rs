@@ -50,7 +50,8 @@ fn likely_mistakes_are_warned_about_with_their_lines() {
         services: common::SERVICES
             .replace("ttl = 300", "ttl = 172800")
             .replace("cutover_ttl = 5", "cutover_ttl = 100000")
-            .replace("\"198.51.100.10\"", "\"198.51.100.10\", \"192.0.2.10\""),
+            .replace("\"198.51.100.10\"", "\"198.51.100.10\", \"192.0.2.10\"")
+            + "[service.health]\nkind = \"https\"\nport = 443\ntls_verify = false\n",
         ..Setup::default()
     };
     let (ok, text, dir) = check(&setup, |_| {});
@@ -64,6 +65,7 @@ fn likely_mistakes_are_warned_about_with_their_lines() {
     assert!(line("is over a day").starts_with(&format!("warning: {dir}/flipdns.toml:")));
     line("cutover_ttl = 100000 is not well below ttl = 172800");
     line("192.0.2.10 is in both blue and green");
+    line("health tls_verify = false accepts any certificate");
     assert_eq!(
         line("NS ns1.svc.example.com."),
         format!(

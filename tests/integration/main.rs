@@ -12,6 +12,7 @@ mod crash;
 mod cutover;
 mod faults;
 mod flip;
+mod health;
 mod layering;
 mod metrics;
 mod model;

@@ -1,0 +1,217 @@
+//! HTTPS health checks against a real TLS server (`openssl s_server`) with certificates
+//! from a CA the test makes: SNI, verification on by default, `ca_file`, `tls_verify`.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::secondaries::free_port;
+use crate::common::{BIN, Server, Setup, run_ok};
+
+/// The name the site's right certificate is for.
+const SITE: &str = "app.example.test";
+
+/// `openssl s_server` on loopback: the certificate for [`SITE`] to a client that asks for
+/// that name (SNI), and one for `other.example.test` to any other client; both from the test's
+/// own CA. Killed on drop.
+struct TlsSite {
+    port: u16,
+    child: Child,
+}
+
+impl TlsSite {
+    fn start(dir: &Path) -> TlsSite {
+        let openssl = |args: &[&str]| {
+            run_ok(Command::new("openssl").current_dir(dir).args(args));
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &key,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+                &["-subj", "/CN=flipdns test CA"],
+                &["-addext", "basicConstraints=critical,CA:TRUE"],
+                &["-addext", "keyUsage=critical,keyCertSign"],
+            ]
+            .concat(),
+        );
+        for name in ["app", "other"] {
+            let (key_file, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            let subject = format!("/CN={name}.example.test");
+            openssl(
+                &[
+                    &["req"][..],
+                    &key,
+                    &["-keyout", &key_file, "-out", &csr, "-subj", &subject],
+                ]
+                .concat(),
+            );
+            let extensions = format!("{name}.ext");
+            std::fs::write(
+                dir.join(&extensions),
+                format!("subjectAltName=DNS:{name}.example.test\nextendedKeyUsage=serverAuth\n"),
+            )
+            .unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &pem,
+                "-extfile",
+                &extensions,
+            ]);
+        }
+        let port = free_port();
+        let child = Command::new("openssl")
+            .current_dir(dir)
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cert", "other.pem", "-key", "other.key"])
+            .args(["-servername", SITE, "-cert2", "app.pem", "-key2", "app.key"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server starts (package openssl)");
+        let site = TlsSite { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s_server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        site
+    }
+}
+
+impl Drop for TlsSite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A service whose green is the site, checked over HTTPS with `health` lines added.
+fn service(name: &str, port: u16, health: &str) -> String {
+    format!(
+        "[[service]]\nname = \"{name}\"\nblue = [\"192.0.2.10\"]\ngreen = [\"127.0.0.1\"]\nlive = \"blue\"\nttl = 4\ncutover_ttl = 1\nsettle = \"3s\"\n[service.health]\nkind = \"https\"\nport = {port}\npath = \"/healthz\"\ntimeout = \"3s\"\ninterval = \"1h\"\n{health}\n"
+    )
+}
+
+fn flip_refusal(server: &Server, service: &str) -> String {
+    let out = server.ctl(&["flip", service, "--to", "green", "--now"]);
+    assert!(!out.status.success(), "{service} flipped");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn https_checks_send_sni_and_verify_the_certificate() {
+    let certificates = tempfile::tempdir().unwrap();
+    let site = TlsSite::start(certificates.path());
+    let ca = certificates.path().join("ca.pem");
+    let ca = ca.display();
+    let port = site.port;
+    let services = [
+        // The right name, sent as SNI, gets the right certificate; the CA is ours.
+        service(
+            "app",
+            port,
+            &format!("host = \"{SITE}\"\nca_file = \"{ca}\""),
+        ),
+        // Verification is on by default: the system's CAs do not know ours.
+        service("untrusted", port, &format!("host = \"{SITE}\"")),
+        // Another name gets the other certificate, not valid for it.
+        service(
+            "misnamed",
+            port,
+            &format!("host = \"misnamed.example.test\"\nca_file = \"{ca}\""),
+        ),
+        // Without a host the certificate must be valid for the address.
+        service("bare", port, &format!("ca_file = \"{ca}\"")),
+        // tls_verify = false takes any certificate.
+        service(
+            "insecure",
+            port,
+            "host = \"misnamed.example.test\"\ntls_verify = false",
+        ),
+    ]
+    .concat();
+    let server = Server::start_with(&Setup {
+        services,
+        ..Setup::default()
+    });
+
+    let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    assert!(out.contains("health of green: 1/1 healthy"), "{out}");
+
+    let err = flip_refusal(&server, "untrusted");
+    assert!(
+        err.contains(
+            "unhealthy 127.0.0.1 (certificate from an unknown CA: set `ca_file` to the CA that issued it)"
+        ) || err.contains("unhealthy 127.0.0.1 (no CA to verify against"),
+        "{err}"
+    );
+    for service in ["misnamed", "bare"] {
+        let err = flip_refusal(&server, service);
+        assert!(
+            err.contains("unhealthy 127.0.0.1 (certificate not valid for the name checked: set `host` to a name it is for)"),
+            "{service}: {err}"
+        );
+    }
+
+    let out = server.ctl_ok(&["flip", "insecure", "--to", "green", "--now"]);
+    assert!(out.contains("health of green: 1/1 healthy"), "{out}");
+}
+
+#[test]
+fn a_ca_file_that_is_not_a_ca_is_named_at_check() {
+    let certificates = tempfile::tempdir().unwrap();
+    let not_pem = certificates.path().join("ca.pem");
+    std::fs::write(&not_pem, "no certificate here\n").unwrap();
+    let setup = Setup {
+        services: service(
+            "app",
+            443,
+            &format!("host = \"{SITE}\"\nca_file = \"{}\"", not_pem.display()),
+        ),
+        ..Setup::default()
+    };
+    let dir = setup.write();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("flipdns.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = 1 + setup
+        .config()
+        .lines()
+        .position(|l| l == "[[service]]")
+        .expect("the service's table");
+    let expected = format!(
+        "flipdns.toml:{line}: service `app`: health ca_file {} holds no \"BEGIN CERTIFICATE\" block",
+        not_pem.display()
+    );
+    assert!(err.contains(&expected), "{err}\nexpected: {expected}");
+}
