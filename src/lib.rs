@@ -11,7 +11,8 @@
 //! (`tests/integration/layering.rs` checks there is no cycle).
 //!
 //! ```text
-//! foundation   clock.rs     wall and monotonic time; the seam tests drive
+//! foundation   build_info.rs  version, commit and compiler of this binary
+//!              clock.rs     wall and monotonic time; the seam tests drive
 //!              color.rs     Color
 //!              logging.rs   the log sink: a bounded queue to a thread of its own
 //!              problem.rs   located problems in operator files
@@ -31,7 +32,7 @@
 //!              rrl.rs       response rate limiting of UDP answers per source prefix
 //!              transfer.rs  outgoing AXFR/IXFR as a stream of messages from one snapshot
 //!              dns/         the request handler: bytes in, bytes out, one snapshot load
-//! change       health.rs    health checks of a color's addresses
+//! change       health/      health checks of a color's addresses (TCP, HTTP, HTTPS)
 //!              switch.rs    the one place a change happens: serialize, persist, publish
 //!              fleet/       the secondaries: NOTIFY, the serial each serves, who is behind
 //!              cutover/     the per-service TTL/flip rules and the task that runs them
@@ -60,6 +61,7 @@
 //!    `/metrics`; snapshot and counters -> `status`, `/metrics`.
 
 pub mod admin;
+pub mod build_info;
 pub mod catalog;
 pub mod clock;
 pub mod color;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Authoritative DNS server that flips services between blue and green.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version = flipdns::build_info::LONG, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

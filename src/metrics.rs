@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::build_info;
 use crate::clock::Clock;
 use crate::color::Color;
 use crate::counters::Counters;
@@ -604,7 +605,14 @@ impl Collector for Exporter {
             &mut e,
             "flipdns_build_info",
             "Build information.",
-            [(vec![("version", env!("CARGO_PKG_VERSION"))], gauge(1))],
+            [(
+                vec![
+                    ("version", build_info::VERSION),
+                    ("revision", build_info::REVISION),
+                    ("rustc", build_info::RUSTC),
+                ],
+                gauge(1),
+            )],
         )
     }
 }

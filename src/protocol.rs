@@ -331,10 +331,17 @@ impl ErrorKind {
 /// Reply to `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
-    /// The server's version (`flipdns --version`).
+    /// The server's version, `0.1.0`.
     pub server: String,
     /// [`PROTOCOL_VERSION`] of the server.
     pub protocol: u32,
+    /// The commit the server was built from, or "unknown"; empty from a server that predates
+    /// the field.
+    #[serde(default)]
+    pub revision: String,
+    /// The compiler it was built with, `1.95.0`; empty likewise.
+    #[serde(default)]
+    pub rustc: String,
 }
 
 /// Reply to `status`.
@@ -937,10 +944,12 @@ mod tests {
         let version = Response::Version(Version {
             server: "1.2.3".into(),
             protocol: PROTOCOL_VERSION,
+            revision: "0123456789ab".into(),
+            rustc: "1.95.0".into(),
         });
         assert_eq!(
             serde_json::to_string(&Reply::Ok(version)).unwrap(),
-            r#"{"ok":{"version":{"server":"1.2.3","protocol":1}}}"#
+            r#"{"ok":{"version":{"server":"1.2.3","protocol":1,"revision":"0123456789ab","rustc":"1.95.0"}}}"#
         );
         assert_eq!(
             serde_json::to_string(&Reply::Error(Error::new(ErrorKind::UnknownService, "no")))

@@ -47,7 +47,13 @@ fn history(entries: &[AuditEntry]) -> String {
 }
 
 fn version(v: &Version) -> String {
-    format!("flipdns {} (admin protocol {})\n", v.server, v.protocol)
+    if v.revision.is_empty() {
+        return format!("flipdns {} (admin protocol {})\n", v.server, v.protocol);
+    }
+    format!(
+        "flipdns {} (commit {}, rustc {}, admin protocol {})\n",
+        v.server, v.revision, v.rustc, v.protocol
+    )
 }
 
 /// Shows cutover progress on stderr: a bar on a terminal, plain lines otherwise.

@@ -101,10 +101,46 @@ fn version_names_the_server_and_the_protocol() {
         env!("CARGO_PKG_VERSION"),
         "{reply}"
     );
+    // The commit built from: this checkout's HEAD, as the test binary was built with it.
+    let head = crate::common::run_ok(std::process::Command::new("git").args([
+        "rev-parse",
+        "--short=12",
+        "HEAD",
+    ]));
+    let head = String::from_utf8(head.stdout).unwrap().trim().to_string();
+    assert_eq!(reply["ok"]["version"]["revision"], head, "{reply}");
+    let rustc = reply["ok"]["version"]["rustc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        rustc.split('.').count() == 3 && rustc.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "{reply}"
+    );
     let out = server.ctl_ok(&["version"]);
+    let long = format!(
+        "{} (commit {head}, rustc {rustc}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(out, format!("flipdns {long}, admin protocol 1)\n"));
+    let out =
+        crate::common::run_ok(std::process::Command::new(crate::common::BIN).arg("--version"));
     assert_eq!(
-        out,
-        format!("flipdns {} (admin protocol 1)\n", env!("CARGO_PKG_VERSION"))
+        String::from_utf8_lossy(&out.stdout),
+        format!("flipdns {long})\n")
+    );
+    // And in /metrics, for dashboards that show which build runs where.
+    let server = Server::start_with(&crate::common::Setup {
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
+        ..crate::common::Setup::default()
+    });
+    let line = format!(
+        "flipdns_build_info{{version=\"{}\",revision=\"{head}\",rustc=\"{rustc}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        crate::common::scrape(&server, "/metrics").contains(&line),
+        "{line}"
     );
 }
 

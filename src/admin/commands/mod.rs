@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::build_info;
 use crate::clock::Clock;
 use crate::cutover::Cutovers;
 use crate::fleet::Fleet;
@@ -92,8 +93,10 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
     }
     let reply = match request {
         Request::Version => Ok(Response::Version(Version {
-            server: env!("CARGO_PKG_VERSION").into(),
+            server: build_info::VERSION.into(),
             protocol: PROTOCOL_VERSION,
+            revision: build_info::REVISION.into(),
+            rustc: build_info::RUSTC.into(),
         })),
         Request::Status { service } => status::run(context, service.as_deref())
             .await
