@@ -352,3 +352,40 @@ fn the_log_level_changes_at_run_time_through_ctl() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad log filter"));
 }
+
+/// Port 53 without root: the refused bind says how to get the capability instead of
+/// running as root. Runs the server as another user, so it needs root.
+#[test]
+fn a_privileged_port_refused_says_how_to_bind_it_without_root() {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: running serve as another user needs root (CI runs as root)");
+        return;
+    }
+    let setup = Setup::default();
+    let dir = setup.write();
+    let config = setup
+        .config()
+        .replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.1:53\"]");
+    std::fs::write(dir.path().join("flipdns.toml"), config).unwrap();
+    // The user may read the config and write its state; only the port is in its way.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("flipdns.toml"))
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot bind udp 127.0.0.1:53: Permission denied (os error 13); ports below 1024 need CAP_NET_BIND_SERVICE: run under the systemd unit in contrib/systemd (AmbientCapabilities), or `sudo setcap cap_net_bind_service=+ep $(command -v flipdns)`, rather than as root"),
+        "{err}"
+    );
+}
