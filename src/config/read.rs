@@ -420,9 +420,11 @@ fn zone(t: &Table) -> Option<ZoneConfig> {
 
 fn services(top: &Table, zones: &[ZoneConfig]) -> Vec<ServiceConfig> {
     let doc = top.doc();
-    let mut services = Vec::new();
+    let tables = top.tables("service");
+    // Exactly as many as written: the list is kept for the server's life.
+    let mut services = Vec::with_capacity(tables.len());
     let mut names: HashMap<String, usize> = HashMap::new();
-    for t in top.tables("service") {
+    for t in tables {
         if let Some(service) = service(&t, zones) {
             if names.insert(service.name.clone(), service.line).is_some() {
                 let message = format!(
@@ -499,7 +501,7 @@ fn service(t: &Table, zones: &[ZoneConfig]) -> Option<ServiceConfig> {
         settle: settle?,
         min_flip_interval,
         answer: answer?,
-        health: health?,
+        health: health?.map(Box::new),
         line: t.line(),
     })
 }

@@ -98,7 +98,10 @@ struct Dns {
 
 /// The change and report paths, started.
 struct Core {
-    config: Config,
+    /// `[server]` and `[limits]` as at start (what a reload does not change); not the whole
+    /// config, whose services would then be held twice, and after a reload for nothing.
+    server: crate::config::Server,
+    limits: crate::config::Limits,
     clock: Clock,
     switch: Arc<Switch>,
     counters: Arc<Counters>,
@@ -124,6 +127,7 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     let mut loops = Supervisor::new(shutdown.clone());
     spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker)?;
     let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
+    crate::reload::release_freed_memory();
     core.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("ready");
     crate::systemd::ready(&serving_status(&core));
@@ -202,7 +206,13 @@ impl Core {
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Core, ServeError> {
-        let config = catalog.config.clone();
+        let config = &catalog.config;
+        let (server, limits) = (config.server.clone(), config.limits.clone());
+        let ledger_config = config.ledger.clone();
+        let rrl = config
+            .rrl
+            .enabled
+            .then(|| Arc::new(Limiter::new(&config.rrl)));
         let switch = Arc::new(Switch::start(catalog, store, clock.clone())?);
         let fleet = Fleet::start(
             &switch.catalog(),
@@ -211,9 +221,9 @@ impl Core {
             shutdown,
             tracker,
         );
-        let ledger = config.ledger.enabled.then(|| {
+        let ledger = ledger_config.enabled.then(|| {
             Ledger::start(
-                config.ledger.capacity,
+                ledger_config.capacity,
                 switch.records().clone(),
                 clock.clone(),
                 crate::stragglers::DRAIN_EVERY,
@@ -229,15 +239,10 @@ impl Core {
             shutdown,
             tracker,
         ));
-        let rrl = config
-            .rrl
-            .enabled
-            .then(|| Arc::new(Limiter::new(&config.rrl)));
-        let counters = Arc::new(Counters::with_workers(
-            config.server.listen.len() * config.server.workers,
-        ));
+        let counters = Arc::new(Counters::with_workers(server.listen.len() * server.workers));
         Ok(Core {
-            config,
+            server,
+            limits,
             clock,
             switch,
             counters,
@@ -271,10 +276,10 @@ fn spawn_query_path(
         counters: core.counters.clone(),
         ledger: core.ledger.clone(),
         fleet: core.fleet.clone(),
-        transfers: Arc::new(tokio::sync::Semaphore::new(core.config.limits.transfers)),
-        transfer_timeout: core.config.limits.transfer_timeout,
+        transfers: Arc::new(tokio::sync::Semaphore::new(core.limits.transfers)),
+        transfer_timeout: core.limits.transfer_timeout,
     });
-    let limits = &core.config.limits;
+    let limits = &core.limits;
     let tcp_limits = TcpLimits {
         connections: limits.tcp_connections,
         idle_timeout: limits.tcp_idle_timeout,
@@ -287,8 +292,7 @@ fn spawn_query_path(
         };
         for (index, socket) in udp.into_iter().enumerate() {
             let what = format!("{} worker {index}", name("udp", socket.local_addr()));
-            let (path, batch, shutdown) =
-                (path.clone(), core.config.server.udp_batch, shutdown.clone());
+            let (path, batch, shutdown) = (path.clone(), core.server.udp_batch, shutdown.clone());
             // Numbered across addresses: each owns its counter shard.
             let worker = workers;
             workers += 1;
@@ -359,12 +363,12 @@ fn spawn_control_plane(
         "the SIGHUP handler",
         reload_on_hangup(reloader.clone(), shutdown.clone()),
     );
-    let limits = &core.config.limits;
+    let limits = &core.limits;
     let admin_limits = AdminLimits {
         clients: limits.admin_clients,
         request_timeout: limits.admin_request_timeout,
-        allowed_uids: core.config.server.admin_allowed_uids.clone(),
-        allowed_gids: core.config.server.admin_allowed_gids.clone(),
+        allowed_uids: core.server.admin_allowed_uids.clone(),
+        allowed_gids: core.server.admin_allowed_gids.clone(),
     };
     let context = Arc::new(Context {
         switch: core.switch.clone(),
@@ -376,8 +380,8 @@ fn spawn_control_plane(
         shutdown: shutdown.clone(),
         write_timeout: limits.admin_request_timeout,
         audit: Arc::new(crate::admin::audit::AuditLog::start(
-            core.config.server.audit_file.clone(),
-            core.config.limits.audit_file_size,
+            core.server.audit_file.clone(),
+            core.limits.audit_file_size,
         )),
     });
     let admin = Arc::new(admin);
