@@ -17,7 +17,7 @@ Usage (from the repository root, after `cargo build --release`):
   benches/scale/scale.py 100 10000          # chosen sizes
   FLIPDNS_BIN=path/to/flipdns benches/scale/scale.py
 
-Prints one Markdown table row per N. Nothing here is a test: the figures go in README's
+Prints one Markdown table row per N (with SCALE_VERBOSE=1 also the RSS after each reload). Nothing here is a test: the figures go in README's
 performance section and the closing notes.
 """
 import json
@@ -160,6 +160,7 @@ def measure(n):
             "rss_reload_first": rss[0] / 1024,
             "rss_reload_last": rss[-1] / 1024,
             "rss_reload_max": max(rss) / 1024,
+            "rss_reloads": [round(r / 1024) for r in rss],
         }
 
 
@@ -175,6 +176,8 @@ def main():
             f"{r['rss_start']:.0f} / {r['rss_reload_first']:.0f} / {r['rss_reload_last']:.0f} ({r['rss_reload_max']:.0f}) MB |",
             flush=True,
         )
+        if os.environ.get("SCALE_VERBOSE"):
+            print(f"RSS after each reload (MB): {r['rss_reloads']}", flush=True)
 
 
 if __name__ == "__main__":
