@@ -30,6 +30,9 @@ pub const COMMAND_QUEUE: usize = 16;
 const EVENT_BUFFER: usize = 64;
 /// Pause before retrying a deadline whose state write failed.
 const RETRY_AFTER_WRITE_ERROR: Duration = Duration::from_secs(1);
+/// Pause before a service whose cutover task panicked gets a new one: a bug that panics at
+/// once must not spin.
+pub const RESTART_AFTER_PANIC: Duration = Duration::from_secs(1);
 
 /// What an operator asks of a service's cutover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +70,8 @@ impl HealthGate for Probe {
 
 type Reply = oneshot::Sender<Result<Done, Refusal>>;
 
-/// The cutover tasks of all services, by service name.
+/// The cutover tasks of all services, by service name. A clone shares the tasks.
+#[derive(Clone)]
 pub struct Cutovers {
     switch: Arc<Switch>,
     fleet: Arc<Fleet>,
@@ -155,8 +159,28 @@ impl Cutovers {
             running.watchers.insert(config.name.clone(), token.clone());
             let (config, check) = (config.clone(), check.clone());
             let gate = self.gate.clone();
-            self.tracker
-                .spawn(async move { watch(&*gate, &config, &check, &observed, token).await });
+            // Supervised like the cutover tasks: checks that panic start again.
+            self.tracker.spawn(async move {
+                loop {
+                    let round = tokio::spawn({
+                        let (gate, config, check) = (gate.clone(), config.clone(), check.clone());
+                        let (observed, token) = (observed.clone(), token.clone());
+                        async move { watch(&*gate, &config, &check, &observed, token).await }
+                    });
+                    let Err(failure) = round.await else {
+                        return;
+                    };
+                    tracing::error!(
+                        service = %config.name,
+                        "the background health checks panicked ({}); a bug: they start again in {RESTART_AFTER_PANIC:?}",
+                        panic_message(failure)
+                    );
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(RESTART_AFTER_PANIC) => {}
+                    }
+                }
+            });
         }
     }
 
@@ -184,8 +208,17 @@ impl Cutovers {
             next_id: 1,
             notes: Vec::new(),
         };
-        self.tracker
-            .spawn(driver.run(receiver, self.shutdown.clone()));
+        // Supervised: a task that panics is replaced by one that starts again from the
+        // state file, as after a restart, so a deadline or a pending flip is not lost.
+        let driver = tokio::spawn(driver.run(receiver, self.shutdown.clone()));
+        let (cutovers, service) = (self.clone(), config.name.clone());
+        self.tracker.spawn(async move {
+            // Tasks are never aborted: an error is a panic.
+            let Err(failure) = driver.await else {
+                return;
+            };
+            cutovers.restart_after_panic(&service, task, failure).await;
+        });
         running.drivers.insert(
             config.name.clone(),
             Handle {
@@ -195,6 +228,35 @@ impl Cutovers {
             },
         );
         true
+    }
+
+    async fn restart_after_panic(&self, service: &str, task: u64, failure: tokio::task::JoinError) {
+        tracing::error!(
+            service,
+            "the cutover task panicked ({}); a bug: it starts again from the state file in {RESTART_AFTER_PANIC:?}",
+            panic_message(failure)
+        );
+        {
+            let mut running = self.running();
+            if running.drivers.get(service).is_some_and(|h| h.task == task) {
+                running.drivers.remove(service);
+            }
+        }
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RESTART_AFTER_PANIC) => {}
+        }
+        let catalog = self.switch.catalog();
+        let Some(config) = catalog.config.service(service) else {
+            return; // removed meanwhile
+        };
+        let Some((_, current)) = self.switch.service(service).await else {
+            return;
+        };
+        let mut running = self.running();
+        if needs_task(&current.service) && !running.drivers.contains_key(service) {
+            self.start_task(&mut running, config);
+        }
     }
 
     /// Runs `action` on `service` and returns what happened.
@@ -211,10 +273,19 @@ impl Cutovers {
             })
         })??;
         answer.await.map_err(|_| {
-            Refusal::new(
-                RefusalKind::ShuttingDown,
-                "the server is shutting down, or the service was removed; a scheduled cutover resumes when it starts again",
-            )
+            if self.shutdown.is_cancelled() || self.switch.catalog().config.service(service).is_none() {
+                Refusal::new(
+                    RefusalKind::ShuttingDown,
+                    "the server is shutting down, or the service was removed; a scheduled cutover resumes when it starts again",
+                )
+            } else {
+                Refusal::new(
+                    RefusalKind::Busy,
+                    format!(
+                        "the cutover task of {service} failed before it replied (a bug, in the log); whether the change was made is in `flipdns ctl status {service}`; try again"
+                    ),
+                )
+            }
         })?
     }
 
@@ -232,6 +303,15 @@ impl Cutovers {
     /// Runs `f` on `service`'s task, started if it has none.
     fn with_handle<T>(&self, service: &str, f: impl FnOnce(&Handle) -> T) -> Result<T, Refusal> {
         let mut running = self.running();
+        // A task that panicked is gone until its supervisor replaces it; a command need
+        // not wait for that.
+        if running
+            .drivers
+            .get(service)
+            .is_some_and(|h| h.commands.is_closed())
+        {
+            running.drivers.remove(service);
+        }
         if !running.drivers.contains_key(service) {
             let catalog = self.switch.catalog();
             let started = match catalog.config.service(service) {
@@ -261,6 +341,18 @@ impl Cutovers {
     /// The registry, even if a holder panicked: it only holds channel ends.
     fn running(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a task that panicked said (tasks here are never aborted).
+fn panic_message(failure: tokio::task::JoinError) -> String {
+    let Ok(panic) = failure.try_into_panic() else {
+        return "cancelled".into();
+    };
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "no message".into(),
     }
 }
 

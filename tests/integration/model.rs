@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use flipdns::catalog::Catalog;
@@ -63,8 +63,9 @@ fn config_text(ttl: u32, with_api: bool) -> String {
     )
 }
 
-/// A health gate whose answer the test sets.
-struct Scripted(AtomicBool);
+/// A health gate whose answer the test sets: healthy or not, how many of the next checks
+/// panic (a bug in the task that runs them), and how many have.
+struct Scripted(AtomicBool, AtomicU32, AtomicU32);
 
 impl HealthGate for Scripted {
     fn check<'a>(
@@ -74,7 +75,15 @@ impl HealthGate for Scripted {
         color: Color,
     ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>> {
         let healthy = self.0.load(Relaxed);
+        let panics = self
+            .1
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok();
         Box::pin(async move {
+            if panics {
+                self.2.fetch_add(1, Relaxed);
+                panic!("a scripted bug in a health check");
+            }
             ColorHealth {
                 color,
                 checked_at_ms: 0,
@@ -245,6 +254,8 @@ struct Truth {
     /// operator's say-so, until this moment; a rollback while settling (immediate by I3)
     /// before then is exempt from I1.
     exposed_until: [u64; 2],
+    /// A task panicked during this step: its command may have failed (`Busy`).
+    faulted: bool,
 }
 
 struct Rng(u64);
@@ -266,7 +277,9 @@ impl Rng {
 enum Step {
     Ask,
     Prepare,
-    Flip { now: bool },
+    Flip {
+        now: bool,
+    },
     Rollback,
     Cancel,
     Reload,
@@ -275,6 +288,9 @@ enum Step {
     Wait(u64),
     WallClockJump(i64),
     Health(bool),
+    /// The next health check panics: the task running it must be replaced, and what it
+    /// was waiting for still happen.
+    Panic,
 }
 
 fn step(rng: &mut Rng) -> Step {
@@ -291,7 +307,8 @@ fn step(rng: &mut Rng) -> Step {
         63..=66 => Step::Kill9,
         67..=90 => Step::Wait([500, 3_000, 20_000, 61_000, 200_000][rng.below(5) as usize]),
         91..=94 => Step::WallClockJump([-90_000, -5_000, 5_000, 90_000][rng.below(4) as usize]),
-        _ => Step::Health(rng.below(3) != 0),
+        95..=97 => Step::Health(rng.below(3) != 0),
+        _ => Step::Panic,
     }
 }
 
@@ -315,14 +332,20 @@ fn the_cutover_keeps_its_promises_in_random_sequences() {
         .start_paused(true)
         .build()
         .unwrap();
-    let mut steps = 0;
+    let (mut steps, mut panics) = (0, 0);
     for seed in seeds {
-        steps += runtime.block_on(sequence(seed));
+        let (s, p) = runtime.block_on(sequence(seed));
+        (steps, panics) = (steps + s, panics + p);
     }
-    eprintln!("model: {steps} steps checked");
+    eprintln!("model: {steps} steps checked, {panics} tasks panicked and were replaced");
+    assert!(
+        panics > 0 || sequences < 100,
+        "the sequences exercised no panic"
+    );
 }
 
-async fn sequence(seed: u64) -> usize {
+/// Runs one sequence: the steps checked, and how many tasks panicked.
+async fn sequence(seed: u64) -> (usize, u32) {
     let mut builder = tempfile::Builder::new();
     builder.prefix("flipdns-model");
     let dir = match tmp_root() {
@@ -336,7 +359,11 @@ async fn sequence(seed: u64) -> usize {
         dir: dir.path().to_path_buf(),
         clock,
         time,
-        gate: Arc::new(Scripted(AtomicBool::new(true))),
+        gate: Arc::new(Scripted(
+            AtomicBool::new(true),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+        )),
         running: None,
         config_ttl: TTL,
         with_api: true,
@@ -360,7 +387,9 @@ async fn sequence(seed: u64) -> usize {
             .unwrap()
             .1
             .service;
+        let fired = world.gate.2.load(Relaxed);
         let outcome = apply(&mut world, &mut truth, step).await;
+        truth.faulted = world.gate.2.load(Relaxed) > fired;
         let after = world
             .running()
             .switch
@@ -381,8 +410,9 @@ async fn sequence(seed: u64) -> usize {
         )
         .await;
     }
-    // Liveness: health up, and long enough for every deadline to pass.
+    // Liveness: health up, no more bugs, and long enough for every deadline to pass.
     world.gate.0.store(true, Relaxed);
+    world.gate.1.store(0, Relaxed);
     world.time.thaw();
     tokio::time::sleep(Duration::from_secs(400)).await;
     world.time.freeze();
@@ -399,8 +429,9 @@ async fn sequence(seed: u64) -> usize {
         None,
         "seed {seed}: a pending flip with health up has happened 400 s on ({last:?})"
     );
+    let panics = world.gate.2.load(Relaxed);
     world.stop().await;
-    count
+    (count, panics)
 }
 
 /// What a command step returned: `Ok(outcome)` or `Err(kind)`; `None` for other steps.
@@ -499,6 +530,10 @@ async fn apply(world: &mut World, truth: &mut Truth, step: Step) -> StepOutcome 
             world.gate.0.store(up, Relaxed);
             None
         }
+        Step::Panic => {
+            world.gate.1.store(1, Relaxed);
+            None
+        }
     }
 }
 
@@ -585,6 +620,7 @@ async fn check(
         match outcome {
             Some(Ok(Outcome::Flipped)) => {}
             Some(Err(RefusalKind::Unhealthy)) if !world.gate.0.load(Relaxed) => {}
+            Some(Err(RefusalKind::Busy)) if truth.faulted => {}
             other => panic!("{context}: I3: a rollback while settling gave {other:?}"),
         }
     }
