@@ -4,7 +4,8 @@
 /// The crate's version, `0.1.0`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The commit built from (12 hex digits), or "unknown" outside a git checkout.
+/// The commit built from (at least 12 hex digits, more where 12 are ambiguous), or "unknown"
+/// outside a git checkout.
 pub const REVISION: &str = env!("FLIPDNS_REVISION");
 
 /// The compiler's version, `1.95.0`.

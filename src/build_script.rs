@@ -30,12 +30,13 @@ fn main() {
 fn git_head() -> Option<String> {
     let git = |args: &[&str]| output(Command::new("git").args(args));
     let head = git(&["rev-parse", "--short=12", "HEAD"])?;
-    // HEAD names the branch; the branch's ref (loose, or packed) names the commit.
-    for file in ["HEAD", "packed-refs"] {
+    // HEAD's reflog is appended to whenever HEAD moves, whether the branch's ref is a loose
+    // file (which `git pack-refs` removes, and the next commit creates again) or packed;
+    // HEAD itself and the refs stand in where reflogs are off.
+    let mut files = vec!["logs/HEAD".to_string(), "HEAD".into(), "packed-refs".into()];
+    files.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for file in &files {
         watch(git(&["rev-parse", "--git-path", file]));
-    }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        watch(git(&["rev-parse", "--git-path", &branch]));
     }
     Some(head)
 }

@@ -623,13 +623,25 @@ settle = "10m"
             ))[0]
                 .contains("nothing would be verified")
         );
-        for host in ["app.example.com:8443", "192.0.2.1", "[2001:db8::1]"] {
+        for host in [
+            "app.example.com:8443",
+            "192.0.2.1",
+            "[2001:db8::1]",
+            "[foo]",
+            "10.1",
+            "0x7f.1",
+            "2130706433",
+        ] {
             assert!(
                 problems(&with(&format!("kind = \"https\"\nhost = \"{host}\"")))[0]
                     .contains("for https give the name the certificate is for"),
                 "{host}"
             );
         }
+        assert_eq!(
+            problems(&with("kind = \"https\"\nhost = \"app.example.com.\"")),
+            Vec::<String>::new()
+        );
         assert!(
             problems(&with("kind = \"ftp\""))[0]
                 .contains("expected \"http\", \"https\" or \"tcp\"")

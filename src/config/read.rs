@@ -705,7 +705,13 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
                         );
                     }
                     // Over TLS the host is the certificate's name, sent as SNI: a DNS name.
-                    let named = !text.contains(':') && text.parse::<std::net::IpAddr>().is_err();
+                    // URL parsers read a name whose last label is a number (`10.1`,
+                    // `0x7f.1`, `2130706433`) as an IPv4 address, and would connect there.
+                    let last = text.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+                    let hex = last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+                        && last[2..].chars().all(|c| c.is_ascii_hexdigit());
+                    let number = last.chars().all(|c| c.is_ascii_digit()) || hex;
+                    let named = !text.contains([':', '[', ']']) && !number;
                     if valid && name == "https" && !named {
                         t.doc().problem(
                             h.span().start,

@@ -133,7 +133,15 @@ impl Probe {
                     None => (format!("https://{target}{path}"), None),
                 };
                 match client(health, (**config).clone(), pin) {
-                    Ok(client) => get(client.get(url), status, health.timeout).await,
+                    // `host` exactly, as over plain HTTP (reqwest would add a port
+                    // other than 443).
+                    Ok(client) => {
+                        let mut request = client.get(url);
+                        if let Some(host) = host {
+                            request = request.header(reqwest::header::HOST, host);
+                        }
+                        get(request, status, health.timeout).await
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -161,6 +169,10 @@ fn client(
         .timeout(health.timeout)
         .connect_timeout(health.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // Never through an HTTP(S)_PROXY of the environment: a proxy would look the host
+        // up itself and check whatever its name points at (the live color), not the
+        // address of the color being checked.
+        .no_proxy()
         .pool_max_idle_per_host(0)
         .tls_backend_preconfigured(tls)
         .user_agent(concat!(
@@ -222,7 +234,7 @@ fn describe(error: &reqwest::Error) -> String {
         };
         return match certificate {
             C::UnknownIssuer => {
-                "certificate from an unknown CA: set `ca_file` to the CA that issued it".to_string()
+                "certificate from an unknown CA: set `ca_file` to the CA that issued it, and check that the server sends its intermediate certificates".to_string()
             }
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 "certificate not valid for the name checked: set `host` to a name it is for"

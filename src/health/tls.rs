@@ -3,10 +3,12 @@
 //! A check verifies the certificate as a browser would, against the system's CAs and any of
 //! the operator's own (`ca_file`), for the configured `host` (sent as SNI) or, without one,
 //! for the address itself. Building this reads files, so it runs off the runtime, once per
-//! check of a color, which also picks up a renewed CA without a reload.
+//! check of a color: `ca_file` is read each time (a renewed CA needs no reload), the
+//! system's CAs once an hour.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -31,10 +33,7 @@ pub fn client_config(tls: &HealthTls) -> Result<ClientConfig, String> {
                 Some(file) => read_ca_file(file)?,
                 None => Vec::new(),
             };
-            // The system's CAs as reqwest and curl find them (SSL_CERT_FILE, SSL_CERT_DIR,
-            // then the distribution's bundle); unreadable ones are skipped, as they do.
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            let mut roots = system_cas();
             roots.add_parsable_certificates(extra);
             if roots.is_empty() {
                 return Err(
@@ -55,6 +54,27 @@ pub fn client_config(tls: &HealthTls) -> Result<ClientConfig, String> {
     ))
 }
 
+/// How long the system's CAs are kept before they are read again (a distribution update).
+const SYSTEM_CAS_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The system's CAs as reqwest and curl find them (SSL_CERT_FILE, SSL_CERT_DIR, then the
+/// distribution's bundle; unreadable ones are skipped, as they do). Reading and parsing them
+/// is a few milliseconds of one core, so they are kept for an hour rather than read again for
+/// every check of every color.
+fn system_cas() -> rustls::RootCertStore {
+    static CACHE: Mutex<Option<(Instant, rustls::RootCertStore)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    match &*cache {
+        Some((read, roots)) if read.elapsed() < SYSTEM_CAS_MAX_AGE => roots.clone(),
+        _ => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            *cache = Some((Instant::now(), roots.clone()));
+            roots
+        }
+    }
+}
+
 /// The set-up of a plain HTTP client: it never makes a TLS connection, and building it reads
 /// nothing (the HTTP client wants one all the same).
 pub fn unused_client_config() -> ClientConfig {
@@ -67,7 +87,8 @@ pub fn unused_client_config() -> ClientConfig {
     )
 }
 
-/// The CAs in a PEM file: at least one certificate, each one a usable trust anchor.
+/// The CAs in a PEM file: at least one certificate, each one parsable as a trust anchor
+/// (whether it may sign others is for the handshake to find out).
 pub fn read_ca_file(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = file.display();
     let text = std::fs::read(file).map_err(|e| format!("cannot read ca_file {shown}: {e}"))?;
@@ -83,7 +104,7 @@ pub fn read_ca_file(file: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     for certificate in &certificates {
         roots
             .add(certificate.clone())
-            .map_err(|e| format!("ca_file {shown}: a certificate is not a usable CA: {e}"))?;
+            .map_err(|e| format!("ca_file {shown}: a certificate cannot be parsed: {e}"))?;
     }
     Ok(certificates)
 }

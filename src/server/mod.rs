@@ -98,8 +98,9 @@ struct Dns {
 
 /// The change and report paths, started.
 struct Core {
-    /// `[server]` and `[limits]` as at start (what a reload does not change); not the whole
-    /// config, whose services would then be held twice, and after a reload for nothing.
+    /// `[server]` and `[limits]` as at start, for what only a restart changes (sockets,
+    /// workers, admin access, limits); not the whole config, whose services would then be
+    /// held twice, and after a reload for nothing.
     server: crate::config::Server,
     limits: crate::config::Limits,
     clock: Clock,

@@ -156,10 +156,20 @@ fn https_checks_send_sni_and_verify_the_certificate() {
         ),
     ]
     .concat();
-    let server = Server::start_with(&Setup {
-        services,
-        ..Setup::default()
-    });
+    // A proxy in the environment is not used: it would check whatever the name points at.
+    let nowhere = std::ffi::OsStr::new("http://127.0.0.1:9");
+    let server = Server::start_in_with_env(
+        Setup {
+            services,
+            ..Setup::default()
+        }
+        .write(),
+        &[
+            ("HTTPS_PROXY", nowhere),
+            ("HTTP_PROXY", nowhere),
+            ("ALL_PROXY", nowhere),
+        ],
+    );
 
     let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     assert!(out.contains("health of green: 1/1 healthy"), "{out}");
@@ -167,7 +177,7 @@ fn https_checks_send_sni_and_verify_the_certificate() {
     let err = flip_refusal(&server, "untrusted");
     assert!(
         err.contains(
-            "unhealthy 127.0.0.1 (certificate from an unknown CA: set `ca_file` to the CA that issued it)"
+            "unhealthy 127.0.0.1 (certificate from an unknown CA: set `ca_file` to the CA that issued it, and check that the server sends its intermediate certificates)"
         ) || err.contains("unhealthy 127.0.0.1 (no CA to verify against"),
         "{err}"
     );
@@ -184,7 +194,7 @@ fn https_checks_send_sni_and_verify_the_certificate() {
 }
 
 #[test]
-fn a_ca_file_that_is_not_a_ca_is_named_at_check() {
+fn a_ca_file_without_certificates_is_named_at_check() {
     let certificates = tempfile::tempdir().unwrap();
     let not_pem = certificates.path().join("ca.pem");
     std::fs::write(&not_pem, "no certificate here\n").unwrap();
