@@ -5,7 +5,9 @@ use std::process::Command;
 use crate::common;
 use crate::common::{BIN, Setup};
 
-fn check(setup: &Setup, tweak: impl FnOnce(&std::path::Path)) -> (bool, String, String) {
+/// Runs `flipdns check` on `setup`, written out and then changed by `tweak`: whether it
+/// passed, what it printed, and the directory.
+pub fn check(setup: &Setup, tweak: impl FnOnce(&std::path::Path)) -> (bool, String, String) {
     let dir = setup.write();
     tweak(dir.path());
     let out = Command::new(BIN)

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::secondaries::free_port;
-use crate::common::{BIN, Server, Setup, run_ok};
+use crate::common::{Server, Setup, run_ok};
 
 /// The name the site's right certificate is for.
 const SITE: &str = "app.example.test";
@@ -195,33 +195,25 @@ fn https_checks_send_sni_and_verify_the_certificate() {
 
 #[test]
 fn a_ca_file_without_certificates_is_named_at_check() {
-    let certificates = tempfile::tempdir().unwrap();
-    let not_pem = certificates.path().join("ca.pem");
-    std::fs::write(&not_pem, "no certificate here\n").unwrap();
     let setup = Setup {
         services: service(
             "app",
             443,
-            &format!("host = \"{SITE}\"\nca_file = \"{}\"", not_pem.display()),
+            &format!("host = \"{SITE}\"\nca_file = \"ca.pem\""),
         ),
         ..Setup::default()
     };
-    let dir = setup.write();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("flipdns.toml"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, text, dir) = crate::check::check(&setup, |dir| {
+        std::fs::write(dir.join("ca.pem"), "no certificate here\n").unwrap();
+    });
+    assert!(!ok, "{text}");
     let line = 1 + setup
         .config()
         .lines()
         .position(|l| l == "[[service]]")
         .expect("the service's table");
     let expected = format!(
-        "flipdns.toml:{line}: service `app`: health ca_file {} holds no \"BEGIN CERTIFICATE\" block",
-        not_pem.display()
+        "{dir}/flipdns.toml:{line}: service `app`: health ca_file {dir}/ca.pem holds no \"BEGIN CERTIFICATE\" block"
     );
-    assert!(err.contains(&expected), "{err}\nexpected: {expected}");
+    assert!(text.contains(&expected), "{text}\nexpected: {expected}");
 }
