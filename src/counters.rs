@@ -198,14 +198,7 @@ impl Counters {
         COUNTED_QTYPES
             .iter()
             .enumerate()
-            .map(move |(i, &(_, name))| {
-                let sum = self
-                    .tallies
-                    .iter()
-                    .map(|tally| tally.qtypes[i].load(Relaxed))
-                    .sum();
-                (name, sum)
-            })
+            .map(move |(i, &(_, name))| (name, self.sum(|tally| &tally.qtypes[i])))
     }
 
     #[inline]
@@ -217,20 +210,21 @@ impl Counters {
     pub fn responses(&self) -> impl Iterator<Item = (Transport, &'static str, u64)> + '_ {
         Transport::ALL.into_iter().flat_map(move |t| {
             COUNTED_RCODES.iter().enumerate().map(move |(i, &rcode)| {
-                let sum = self
-                    .tallies
-                    .iter()
-                    .map(|tally| tally.responses[t as usize][i].load(Relaxed))
-                    .sum();
+                let sum = self.sum(|tally| &tally.responses[t as usize][i]);
                 (t, rcode_name(rcode), sum)
             })
         })
     }
 
     pub fn dropped_by(&self, reason: Dropped) -> u64 {
+        self.sum(|tally| &tally.dropped[reason as usize])
+    }
+
+    /// One counter, summed over the shards (at scrape time).
+    fn sum(&self, counter: impl Fn(&Tally) -> &AtomicU64) -> u64 {
         self.tallies
             .iter()
-            .map(|tally| tally.dropped[reason as usize].load(Relaxed))
+            .map(|tally| counter(tally).load(Relaxed))
             .sum()
     }
 
