@@ -106,15 +106,10 @@ impl Reloader {
         let outcome = self.reload_now(force).await;
         self.outcomes.note(outcome.is_ok(), self.clock.now_ms());
         let catalog = self.switch.catalog();
+        let serving = crate::systemd::serving(catalog.config.services.len(), catalog.zones.len());
         crate::systemd::ready(&match &outcome {
-            Ok(_) => format!(
-                "serving {} services; reloaded",
-                catalog.config.services.len()
-            ),
-            Err(_) => format!(
-                "serving {} services; the last reload failed (see the log)",
-                catalog.config.services.len()
-            ),
+            Ok(_) => format!("{serving}; reloaded"),
+            Err(_) => format!("{serving}; the last reload failed (see the log)"),
         });
         outcome
     }
