@@ -13,7 +13,8 @@ use hickory_proto::rr::{Name, RData};
 use crate::config::{Config, HealthKind, HealthTls, ServiceConfig, TsigKeyConfig};
 use crate::health;
 use crate::problem::{Problem, Problems};
-use crate::tsig::{self, Key};
+use crate::wire;
+use crate::wire::tsig::{self, Key};
 use crate::zone::Zone;
 
 /// A validated config and its zones, in config order.
@@ -117,7 +118,7 @@ impl Catalog {
         // number of names, however many services there are.
         let mut owners: HashMap<Vec<u8>, usize> = HashMap::with_capacity(config.services.len());
         for (i, service) in config.services.iter().enumerate() {
-            owners.entry(lower_wire(service.fqdn())).or_insert(i);
+            owners.entry(wire::name::lower(service.fqdn())).or_insert(i);
         }
         // The service owning `name` or an ancestor of it, other than `skip`: each suffix of
         // its wire form looked up, without building names.
@@ -125,7 +126,7 @@ impl Catalog {
             if owners.is_empty() {
                 return None;
             }
-            let name = lower_wire(name);
+            let name = wire::name::lower(name);
             let mut at = 0;
             while at < name.len() && name[at] != 0 {
                 if let Some(&owner) = owners.get(&name[at..])
@@ -257,17 +258,6 @@ impl Catalog {
 
 /// A TTL above this is warned about: a day.
 pub const MAX_SENSIBLE_TTL: u32 = 86_400;
-
-/// Lowercase wire format of `name`.
-pub fn lower_wire(name: &Name) -> Vec<u8> {
-    let mut out = Vec::with_capacity(name.len() + 2);
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    out.push(0);
-    out
-}
 
 /// Reads a key's secret file: base64, not readable by others (a secret anyone on the
 /// machine can read is no secret).

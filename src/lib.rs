@@ -17,9 +17,8 @@
 //!              logging.rs   the log sink: a bounded queue to a thread of its own
 //!              problem.rs   located problems in operator files
 //!              systemd.rs   sd_notify: ready, reloading, stopping
-//!              wire.rs      DNS protocol numbers and sizes
-//!              subnet.rs    the EDNS Client Subnet of a query
-//!              tsig.rs      TSIG keys, checking signed requests, signing responses
+//!              wire/        DNS messages as bytes: numbers and sizes, names, client subnet,
+//!                           TSIG keys, checking signed requests, signing responses
 //!              protocol.rs  the admin wire protocol (depends on nothing of the daemon)
 //! input        config/      the TOML model; each key read once, every problem with file:line
 //!              zone/        zone files -> static records (lexer, reader, checks; pure)
@@ -83,10 +82,8 @@ pub mod rrl;
 pub mod server;
 pub mod state;
 pub mod stragglers;
-pub mod subnet;
 pub mod switch;
 pub mod systemd;
 pub mod transfer;
-pub mod tsig;
 pub mod wire;
 pub mod zone;

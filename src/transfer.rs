@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData};
 
 use crate::records::{Snapshot, ZoneRecord, render_rdata};
 use crate::state::serial_after;
-use crate::tsig;
+use crate::wire::tsig;
 use crate::wire::{HEADER_LEN, MAX_TCP_MESSAGE, RCODE_SERVFAIL};
 
 /// A message is closed once it holds this much; fewer, larger messages cost fewer MACs,

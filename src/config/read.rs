@@ -264,7 +264,7 @@ fn tsig_keys(top: &Table) -> Vec<TsigKeyConfig> {
                 }
             });
         let algorithm = t.required_string("algorithm").and_then(|a| {
-            let known = crate::tsig::ALGORITHMS.iter().any(|(n, _)| n == a.get_ref());
+            let known = crate::wire::tsig::ALGORITHMS.iter().any(|(n, _)| n == a.get_ref());
             if !known {
                 doc.problem(a.span().start, format!("unknown TSIG algorithm {:?}: expected hmac-sha256, hmac-sha384 or hmac-sha512", a.get_ref()));
             }

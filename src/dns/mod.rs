@@ -20,9 +20,9 @@ use crate::counters::{Counters, Shard, TransferResult};
 use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
 use crate::rrl::{Limiter, Verdict};
 use crate::stragglers::{Observation, Recorder};
-use crate::subnet::ClientSubnet;
 use crate::transfer::{Asked, Transfer};
-use crate::tsig::{self, Check, Signed};
+use crate::wire::subnet::ClientSubnet;
+use crate::wire::tsig::{self, Check, Signed};
 use crate::wire::{
     CLASS_CH, CLASS_IN, CLASSIC_UDP_PAYLOAD, MAX_TCP_MESSAGE, MAX_UDP_PAYLOAD, OPCODE_QUERY,
     OPTION_CLIENT_SUBNET, OPTION_NSID, RCODE_BADVERS, RCODE_FORMERR, RCODE_NOTAUTH, RCODE_NXDOMAIN,

@@ -6,7 +6,7 @@
 //! get NOTIMP. The question name must be uncompressed: in the first question a pointer could
 //! only point back into the header.
 
-use crate::subnet::ClientSubnet;
+use crate::wire::subnet::ClientSubnet;
 use crate::wire::{
     Dropped, HEADER_LEN, MAX_NAME_LEN, OPCODE_NOTIFY, OPCODE_QUERY, OPCODE_UPDATE,
     OPTION_CLIENT_SUBNET, OPTION_NSID, RCODE_FORMERR, RCODE_NOTIMP, TYPE_IXFR, TYPE_OPT, TYPE_TSIG,

@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
 use crate::records::ZoneRecord;
-use crate::tsig::Key;
+use crate::wire::tsig::Key;
 
 /// Largest answer read; an SOA answer is far smaller.
 const MAX_ANSWER: usize = 4096;

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::config::{FleetConfig, SecondaryConfig};
 use crate::records::Records;
 use crate::state::serial_after;
-use crate::tsig::Key;
+use crate::wire::tsig::Key;
 
 /// The secondaries of this primary and what each is known to serve.
 pub struct Fleet {

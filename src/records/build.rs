@@ -12,12 +12,13 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use super::content::{History, service_rrsets};
 use super::render::{Section, Tail, uncompressed};
 use super::{
-    Base, Generation, Hit, Node, NodeRef, Rendered, ServiceView, Snapshot, SoaAt, ZoneView, wire,
+    Base, Generation, Hit, Node, NodeRef, Rendered, ServiceView, Snapshot, SoaAt, ZoneView,
 };
 use crate::catalog::{Catalog, service_names};
 use crate::color::Color;
 use crate::observed::Observed;
 use crate::state::ServiceState;
+use crate::wire::name::lower as wire;
 use crate::zone::Zone;
 
 /// How deep a CNAME chain inside our own zones is followed before the answer stops.

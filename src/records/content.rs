@@ -143,7 +143,7 @@ pub fn zone_digest(
 /// The wire form of a record without compression, lowercase owner: what digests and
 /// differences compare.
 fn canonical(record: &ZoneRecord) -> Vec<u8> {
-    let mut out = super::wire(&record.name);
+    let mut out = crate::wire::name::lower(&record.name);
     out.extend_from_slice(&u16::from(record.rdata.record_type()).to_be_bytes());
     out.extend_from_slice(&record.ttl.to_be_bytes());
     out.extend_from_slice(&uncompressed(&record.rdata));

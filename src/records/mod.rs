@@ -358,8 +358,3 @@ impl Hasher for NameHasher {
 }
 
 type NameHash = BuildHasherDefault<NameHasher>;
-
-/// Lowercase wire format of `name` (labels with length bytes, ending in the root label).
-pub fn wire(name: &Name) -> Vec<u8> {
-    crate::catalog::lower_wire(name)
-}

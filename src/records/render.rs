@@ -89,7 +89,7 @@ impl Tail {
     fn name(&mut self, name: &Name) {
         let labels: Vec<&[u8]> = name.iter().collect();
         for i in 0..labels.len() {
-            let suffix = lower_wire(&labels[i..]);
+            let suffix = crate::wire::name::lower_labels(labels[i..].iter().copied());
             if let Some(&(_, target)) = self.names.iter().find(|(n, _)| *n == suffix) {
                 self.labels(&labels[..i], &labels);
                 self.out
@@ -106,7 +106,10 @@ impl Tail {
         for (i, label) in written.iter().enumerate() {
             let offset = self.base + self.out.len();
             if offset <= MAX_POINTER {
-                self.names.push((lower_wire(&all[i..]), offset));
+                self.names.push((
+                    crate::wire::name::lower_labels(all[i..].iter().copied()),
+                    offset,
+                ));
             }
             self.out.push(label.len() as u8);
             self.out.extend_from_slice(label);
@@ -151,14 +154,4 @@ pub fn uncompressed(rdata: &RData) -> Vec<u8> {
         .emit(&mut encoder)
         .expect("zone data was validated when it was parsed");
     bytes
-}
-
-fn lower_wire(labels: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in labels {
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    out.push(0);
-    out
 }

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::Observation;
 use crate::color::Color;
 use crate::records::NameKind;
-use crate::subnet::ClientSubnet;
+use crate::wire::subnet::ClientSubnet;
 
 /// Chunks a batch holds: room for [`super::BATCH`] observations of the common size, fewer
 /// of the larger ones.

@@ -30,7 +30,7 @@ use crate::color::Color;
 use crate::config::AnswerMode;
 use crate::records::{NameKind, Records};
 use crate::state::FlipCount;
-use crate::subnet::ClientSubnet;
+use crate::wire::subnet::ClientSubnet;
 use batch::Batch;
 pub use report::{ClassCounts, Listing, Report, ResolverClass};
 use table::Table;

@@ -17,7 +17,7 @@ use super::Observation;
 use crate::color::Color;
 use crate::records::NameKind;
 use crate::state::FlipCount;
-use crate::subnet::ClientSubnet;
+use crate::wire::subnet::ClientSubnet;
 
 /// Entries compared when one must be evicted.
 pub const EVICTION_SAMPLE: usize = 8;

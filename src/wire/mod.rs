@@ -5,6 +5,10 @@
 //! NOTIFY, TSIG, the counters) takes its numbers from here. Nothing here knows zones,
 //! services or sockets.
 
+pub mod name;
+pub mod subnet;
+pub mod tsig;
+
 /// DNS header length (RFC 1035 section 4.1.1).
 pub const HEADER_LEN: usize = 12;
 /// RFC 1035 section 3.1: a name is at most 255 octets in wire format.
