@@ -24,8 +24,8 @@
 //!              zone/        zone files -> static records (lexer, reader, checks; pure)
 //!              catalog.rs   config + zone files, cross-checked: what the server answers for
 //! live state   state/       the persisted state (colors, flips, phases, serials) and its file
-//!              observed.rs  what the server saw of each service (answers, drain input, health)
-//!              counters.rs  server-wide counters
+//!              observed/    what the running server saw (answers, drain input, health per
+//!                           service; server-wide counters); never persisted
 //! query        records/     the immutable snapshot a query is answered from, pre-rendered,
 //!                           and each zone's content, digest and IXFR history
 //!              rrl.rs       response rate limiting of UDP answers per source prefix
@@ -65,7 +65,6 @@ pub mod catalog;
 pub mod clock;
 pub mod color;
 pub mod config;
-pub mod counters;
 pub mod cutover;
 pub mod dns;
 pub mod fixture;

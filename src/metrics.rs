@@ -1,6 +1,6 @@
 //! The Prometheus endpoint: every counter and gauge, assembled when `/metrics` is scraped.
 //!
-//! The query path only bumps relaxed atomics ([`crate::counters`], [`crate::observed`]);
+//! The query path only bumps relaxed atomics ([`crate::observed::counters`], [`crate::observed`]);
 //! labels, text and the current snapshot's gauges are assembled here at scrape time by a
 //! `prometheus-client` collector, one function per area. The endpoint is a deliberately
 //! small HTTP/1.0 responder with its own bounds, so it needs no HTTP stack.
@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::build_info;
 use crate::clock::Clock;
 use crate::color::Color;
-use crate::counters::Counters;
 use crate::fleet::Fleet;
 use crate::observed::FlipResult;
+use crate::observed::counters::Counters;
 use crate::records::{Records, ServiceView, Services, Snapshot};
 use crate::rrl::Limiter;
 use crate::state::PhaseName;

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::counters::{Counters, Shard, TransferResult};
+use crate::observed::counters::{Counters, Shard, TransferResult};
 use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
 use crate::rrl::{Limiter, Verdict};
 use crate::stragglers::{Observation, Recorder};

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::QueryPath;
-use crate::counters::TransferResult;
 use crate::dns::Handled;
+use crate::observed::counters::TransferResult;
 use crate::stragglers::Recorder;
 use crate::transfer::{Sent, Transfer};
 use crate::wire::Transport;

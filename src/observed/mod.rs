@@ -1,0 +1,9 @@
+//! What the running server saw: answers, flips and health per service, and server-wide
+//! counters. Written where things happen (the query path, the cutover, the health checks),
+//! read by `status`, `/metrics` and the cutover's drain input; never persisted, so a
+//! restart starts afresh and the cutover assumes the worst about what it cannot remember.
+
+pub mod counters;
+mod service;
+
+pub use service::{AddressHealth, ColorHealth, FlipResult, HealthBoard, Observed};
