@@ -11,12 +11,10 @@
 //! (`tests/integration/layering.rs` checks there is no cycle).
 //!
 //! ```text
-//! foundation   build_info.rs  version, commit and compiler of this binary
+//! foundation   process/     the process: its build, log sink, service manager (sd_notify), memory
 //!              clock.rs     wall and monotonic time; the seam tests drive
 //!              color.rs     Color
-//!              logging.rs   the log sink: a bounded queue to a thread of its own
 //!              problem.rs   located problems in operator files
-//!              systemd.rs   sd_notify: ready, reloading, stopping
 //!              wire/        DNS messages as bytes: numbers and sizes, names, client subnet,
 //!                           TSIG keys, checking signed requests, signing responses
 //!              protocol.rs  the admin wire protocol (depends on nothing of the daemon)
@@ -60,7 +58,6 @@
 //!    `/metrics`; snapshot and counters -> `status`, `/metrics`.
 
 pub mod admin;
-pub mod build_info;
 pub mod catalog;
 pub mod clock;
 pub mod color;
@@ -70,10 +67,10 @@ pub mod dns;
 pub mod fixture;
 pub mod fleet;
 pub mod health;
-pub mod logging;
 pub mod metrics;
 pub mod observed;
 pub mod problem;
+pub mod process;
 pub mod protocol;
 pub mod records;
 pub mod reload;
@@ -82,7 +79,6 @@ pub mod server;
 pub mod state;
 pub mod stragglers;
 pub mod switch;
-pub mod systemd;
 pub mod transfer;
 pub mod wire;
 pub mod zone;

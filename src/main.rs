@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Authoritative DNS server that flips services between blue and green.
 #[derive(Parser)]
-#[command(version = flipdns::build_info::LONG, about, long_about = None)]
+#[command(version = flipdns::process::build_info::LONG, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -282,7 +282,7 @@ fn init_logs() -> Result<(), String> {
     let filter = EnvFilter::try_from_env("FLIPDNS_LOG").unwrap_or_else(|_| "info".into());
     // The filter can be swapped at run time (`flipdns ctl log-level`).
     let (filter, handle) = reload::Layer::new(filter);
-    flipdns::logging::control_filter(Box::new(move |text| {
+    flipdns::process::logging::control_filter(Box::new(move |text| {
         let filter = EnvFilter::try_new(text).map_err(|e| {
             format!("bad log filter {text:?}: {e}; e.g. info, debug, flipdns::fleet=debug")
         })?;
@@ -291,7 +291,7 @@ fn init_logs() -> Result<(), String> {
             .map_err(|e| format!("cannot change the log filter: {e}"))
     }));
     let logs = fmt::layer()
-        .with_writer(flipdns::logging::Sink)
+        .with_writer(flipdns::process::logging::Sink)
         .log_internal_errors(false);
     let registry = tracing_subscriber::registry().with(filter);
     let format = std::env::var("FLIPDNS_LOG_FORMAT").unwrap_or_default();
@@ -315,7 +315,7 @@ fn init_logs() -> Result<(), String> {
 fn serve(config: &Path) -> Result<(), String> {
     // Log lines go through a bounded queue to a thread of their own: a stderr that fails or
     // stops being read drops lines (counted), never a signal, a reply or an answer.
-    flipdns::logging::start(std::io::stderr());
+    flipdns::process::logging::start(std::io::stderr());
     init_logs()?;
     let catalog = load(config)?;
     for warning in catalog.warnings() {
@@ -332,7 +332,7 @@ fn serve(config: &Path) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())
     });
-    flipdns::logging::finish(std::time::Duration::from_millis(500));
+    flipdns::process::logging::finish(std::time::Duration::from_millis(500));
     served
 }
 

@@ -19,12 +19,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::build_info;
 use crate::clock::Clock;
 use crate::color::Color;
 use crate::fleet::Fleet;
 use crate::observed::FlipResult;
 use crate::observed::counters::Counters;
+use crate::process::build_info;
 use crate::records::{Records, ServiceView, Services, Snapshot};
 use crate::rrl::Limiter;
 use crate::state::PhaseName;
@@ -407,7 +407,7 @@ impl Exporter {
         ] {
             family(e, name, help, [(vec![], counter(value.load(Relaxed)))])?;
         }
-        let (queue_full, write_failed) = crate::logging::dropped();
+        let (queue_full, write_failed) = crate::process::logging::dropped();
         family(
             e,
             "flipdns_log_lines_dropped",

@@ -102,12 +102,13 @@ impl Reloader {
     /// With `force`, services with a cutover in progress may be removed.
     pub async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.busy.lock().await;
-        crate::systemd::reloading();
+        crate::process::systemd::reloading();
         let outcome = self.reload_now(force).await;
         self.outcomes.note(outcome.is_ok(), self.clock.now_ms());
         let catalog = self.switch.catalog();
-        let serving = crate::systemd::serving(catalog.config.services.len(), catalog.zones.len());
-        crate::systemd::ready(&match &outcome {
+        let serving =
+            crate::process::systemd::serving(catalog.config.services.len(), catalog.zones.len());
+        crate::process::systemd::ready(&match &outcome {
             Ok(_) => format!("{serving}; reloaded"),
             Err(_) => format!("{serving}; the last reload failed (see the log)"),
         });
@@ -153,7 +154,7 @@ impl Reloader {
         })?;
         self.cutovers.sync();
         self.fleet.sync(&self.switch.catalog());
-        release_freed_memory();
+        crate::process::memory::release_freed_memory();
         for setting in &restart_needed {
             tracing::warn!("reload: {setting} changed; it takes effect at the next restart");
         }
@@ -168,19 +169,6 @@ impl Reloader {
             changes,
             restart_needed,
         })
-    }
-}
-
-/// Hands the pages of the replaced catalog and snapshot back to the system, and at start
-/// those of the parsed config file (tens of times the file's size while it is read). glibc
-/// keeps freed memory in its per-thread arenas, where a reload's worth (megabytes at
-/// thousands of services) lands in a different arena each time and RSS climbs with every
-/// reload.
-pub fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory of the allocator to the system.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

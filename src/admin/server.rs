@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::commands::{Context, Peer, dispatch, reply_line};
-use crate::logging::Throttle;
 use crate::observed::counters::Counters;
+use crate::process::logging::Throttle;
 use crate::protocol::{Error, ErrorKind, MAX_REQUEST_BYTES, Reply};
 
 /// Why the admin socket could not be bound.

@@ -128,17 +128,17 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     let mut loops = Supervisor::new(shutdown.clone());
     spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker)?;
     let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
-    crate::reload::release_freed_memory();
+    crate::process::memory::release_freed_memory();
     core.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("ready");
-    crate::systemd::ready(&serving_status(&core));
+    crate::process::systemd::ready(&serving_status(&core));
     let outcome = loops.watch().await;
     if let Err(failed) = &outcome {
         tracing::error!("{failed}; shutting down");
     }
     core.ready
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    crate::systemd::stopping();
+    crate::process::systemd::stopping();
     loops.stop().await;
     drop(admin);
     finish(tracker).await;
@@ -149,7 +149,7 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
 /// The status line systemd shows (`systemctl status`).
 fn serving_status(core: &Core) -> String {
     let catalog = core.switch.catalog();
-    crate::systemd::serving(catalog.config.services.len(), catalog.zones.len())
+    crate::process::systemd::serving(catalog.config.services.len(), catalog.zones.len())
 }
 
 /// Binds DNS, admin and metrics sockets, logging each.

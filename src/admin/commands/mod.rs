@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::build_info;
 use crate::clock::Clock;
 use crate::cutover::Cutovers;
 use crate::fleet::Fleet;
 use crate::observed;
+use crate::process::build_info;
 use crate::protocol::{
     AddressHealth, AuditEntry, ColorHealth, Error, ErrorKind, PROTOCOL_VERSION, PhaseName,
     PhaseStatus, Reply, Request, Response, Version,
@@ -118,7 +118,7 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
             reloaded.map(Response::Reloaded)
         }
         Request::LogLevel { ref filter } => {
-            let set = crate::logging::set_filter(filter);
+            let set = crate::process::logging::set_filter(filter);
             match &set {
                 Ok(()) => context.audit(peer, &request, format!("log filter {filter}"), true),
                 Err(e) => context.audit(peer, &request, e.clone(), false),
