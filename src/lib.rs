@@ -26,9 +26,8 @@
 //!                           service; server-wide counters); never persisted
 //! query        records/     the immutable snapshot a query is answered from, pre-rendered,
 //!                           and each zone's content, digest and IXFR history
-//!              rrl.rs       response rate limiting of UDP answers per source prefix
-//!              transfer.rs  outgoing AXFR/IXFR as a stream of messages from one snapshot
-//!              dns/         the request handler: bytes in, bytes out, one snapshot load
+//!              dns/         the request handler: bytes in, bytes out, one snapshot load;
+//!                           response rate limiting; outgoing AXFR/IXFR streams
 //! change       health/      health checks of a color's addresses (TCP, HTTP, HTTPS)
 //!              switch.rs    the one place a change happens: serialize, persist, publish
 //!              fleet/       the secondaries: NOTIFY, the serial each serves, who is behind
@@ -74,11 +73,9 @@ pub mod process;
 pub mod protocol;
 pub mod records;
 pub mod reload;
-pub mod rrl;
 pub mod server;
 pub mod state;
 pub mod stragglers;
 pub mod switch;
-pub mod transfer;
 pub mod wire;
 pub mod zone;

@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::color::Color;
+use crate::dns::rrl::Limiter;
 use crate::fleet::Fleet;
 use crate::observed::FlipResult;
 use crate::observed::counters::Counters;
 use crate::process::build_info;
 use crate::records::{Records, ServiceView, Services, Snapshot};
-use crate::rrl::Limiter;
 use crate::state::PhaseName;
 use crate::stragglers::{Ledger, ResolverClass};
 use crate::wire::Dropped;

@@ -11,6 +11,8 @@
 //! connection as a [`Transfer`] to stream.
 
 pub mod request;
+pub mod rrl;
+pub mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,9 +20,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::observed::counters::{Counters, Shard, TransferResult};
 use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
-use crate::rrl::{Limiter, Verdict};
 use crate::stragglers::{Observation, Recorder};
-use crate::transfer::{Asked, Transfer};
 use crate::wire::subnet::ClientSubnet;
 use crate::wire::tsig::{self, Check, Signed};
 use crate::wire::{
@@ -29,6 +29,8 @@ use crate::wire::{
     RCODE_REFUSED, TYPE_AXFR, TYPE_IXFR, TYPE_OPT, TYPE_SOA, TYPE_TXT, Transport,
 };
 use request::{Edns, Parsed, Request};
+use rrl::{Limiter, Verdict};
+use transfer::{Asked, Transfer};
 
 /// What a request came to.
 pub enum Handled {

@@ -20,9 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use super::QueryPath;
 use crate::dns::Handled;
+use crate::dns::transfer::{Sent, Transfer};
 use crate::observed::counters::TransferResult;
 use crate::stragglers::Recorder;
-use crate::transfer::{Sent, Transfer};
 use crate::wire::Transport;
 
 /// Replies buffered per connection before a write is forced.
