@@ -15,11 +15,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use flipdns::clock::Clock;
 use flipdns::color::Color;
 use flipdns::dns::Handler;
+use flipdns::observed::answers::{NameKind, Observation, Recorder};
 use flipdns::observed::counters::Counters;
-use flipdns::records::NameKind;
 use flipdns::state::Store;
+use flipdns::stragglers::Ledger;
 use flipdns::stragglers::table::Table;
-use flipdns::stragglers::{Ledger, Observation, Recorder};
 use flipdns::switch::Switch;
 use flipdns::wire::Transport;
 use tokio_util::sync::CancellationToken;
@@ -123,7 +123,7 @@ fn answer(c: &mut Criterion) {
         });
     }
     let packet = &cases[0].1;
-    let mut quiet = setup.quiet_ledger.recorder();
+    let mut quiet = setup.quiet_ledger.intake().recorder();
     group.bench_function("service_a_ledger_on_recording", |b| {
         b.iter(|| {
             handler.handle(
@@ -135,7 +135,7 @@ fn answer(c: &mut Criterion) {
             )
         })
     });
-    let mut on = setup.ledger.recorder();
+    let mut on = setup.ledger.intake().recorder();
     group.bench_function("service_a_ledger_on_draining", |b| {
         b.iter(|| handler.handle(black_box(packet), client, Transport::Udp, &mut out, &mut on))
     });

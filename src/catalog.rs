@@ -11,7 +11,6 @@ use std::sync::Arc;
 use hickory_proto::rr::{Name, RData};
 
 use crate::config::{Config, HealthKind, HealthTls, ServiceConfig, TsigKeyConfig};
-use crate::health;
 use crate::problem::{Problem, Problems};
 use crate::wire;
 use crate::wire::tsig::{self, Key};
@@ -70,7 +69,7 @@ impl Catalog {
                 continue;
             };
             // Read again at each check; read here so a bad file is found before a flip.
-            if let Err(e) = health::read_ca_file(file) {
+            if let Err(e) = crate::pem::read_ca_file(file) {
                 problems.push(Problem::at(
                     &config.path,
                     service.line,

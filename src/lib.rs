@@ -68,6 +68,7 @@ pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod observed;
+pub mod pem;
 pub mod problem;
 pub mod process;
 pub mod protocol;

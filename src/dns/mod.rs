@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
+use crate::observed::answers::{Observation, Recorder};
 use crate::observed::counters::{Counters, Shard, TransferResult};
 use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
-use crate::stragglers::{Observation, Recorder};
 use crate::wire::subnet::ClientSubnet;
 use crate::wire::tsig::{self, Check, Signed};
 use crate::wire::{

@@ -21,8 +21,6 @@ use crate::color::Color;
 use crate::config::{HealthConfig, HealthKind, ServiceConfig};
 use crate::observed::{AddressHealth, ColorHealth};
 
-pub use tls::read_ca_file;
-
 /// Addresses checked at once by one check of one color.
 pub const MAX_CONCURRENT_CHECKS: usize = 16;
 

@@ -6,14 +6,12 @@
 //! check of a color: `ca_file` is read each time (a renewed CA needs no reload), the
 //! system's CAs once an hour.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
@@ -30,7 +28,7 @@ pub fn client_config(tls: &HealthTls) -> Result<ClientConfig, String> {
     let verifier: Arc<dyn ServerCertVerifier> = match tls {
         HealthTls::Verify { ca_file } => {
             let extra = match ca_file {
-                Some(file) => read_ca_file(file)?,
+                Some(file) => crate::pem::read_ca_file(file)?,
                 None => Vec::new(),
             };
             let mut roots = system_cas();
@@ -85,28 +83,6 @@ pub fn unused_client_config() -> ClientConfig {
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
     )
-}
-
-/// The CAs in a PEM file: at least one certificate, each one parsable as a trust anchor
-/// (whether it may sign others is for the handshake to find out).
-pub fn read_ca_file(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let shown = file.display();
-    let text = std::fs::read(file).map_err(|e| format!("cannot read ca_file {shown}: {e}"))?;
-    let certificates = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("ca_file {shown} is not PEM: {e}"))?;
-    if certificates.is_empty() {
-        return Err(format!(
-            "ca_file {shown} holds no \"BEGIN CERTIFICATE\" block"
-        ));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in &certificates {
-        roots
-            .add(certificate.clone())
-            .map_err(|e| format!("ca_file {shown}: a certificate cannot be parsed: {e}"))?;
-    }
-    Ok(certificates)
 }
 
 /// ring: already in the tree for TSIG; aws-lc would add a large C build.

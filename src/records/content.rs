@@ -13,11 +13,12 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{Name, RData};
 
+use super::NameHasher;
 use super::render::uncompressed;
-use super::{NameHasher, NameKind};
 use crate::catalog::{Catalog, service_names};
 use crate::color::Color;
 use crate::config::{AnswerMode, ServiceConfig};
+use crate::observed::answers::NameKind;
 use crate::zone::Zone;
 
 /// One record of a zone (class IN).

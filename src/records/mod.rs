@@ -35,6 +35,7 @@ use crate::catalog::Catalog;
 use crate::color::Color;
 use crate::config::AnswerMode;
 use crate::observed::Observed;
+use crate::observed::answers::NameKind;
 use crate::state::ServiceState;
 
 /// Holds the current snapshot. Readers never block; a publish is one atomic pointer swap.
@@ -234,15 +235,6 @@ pub struct SoaAt {
     /// Message offset of the apex inside the question name, or `None` when the apex is not
     /// a suffix of it (a CNAME into another zone): then it is written in full.
     pub pointer: Option<u16>,
-}
-
-/// Through which of its names a service was asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameKind {
-    /// `SERVICE.ZONE` (or a static CNAME leading to it): follows the live color.
-    Service,
-    /// `blue.SERVICE.ZONE` or `green.SERVICE.ZONE`: always that color.
-    Color,
 }
 
 /// Where a question name falls.

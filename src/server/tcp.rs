@@ -21,8 +21,8 @@ use tokio_util::task::TaskTracker;
 use super::QueryPath;
 use crate::dns::Handled;
 use crate::dns::transfer::{Sent, Transfer};
+use crate::observed::answers::Recorder;
 use crate::observed::counters::TransferResult;
-use crate::stragglers::Recorder;
 use crate::wire::Transport;
 
 /// Replies buffered per connection before a write is forced.
@@ -75,7 +75,7 @@ pub async fn serve(
         tracker.spawn(async move {
             let counters = &path.counters;
             counters.tcp_open.fetch_add(1, Relaxed);
-            let mut recorder = Recorder::new(path.ledger.as_ref());
+            let mut recorder = Recorder::new(path.ledger.as_ref().map(|l| l.intake()));
             if let Err(Closed::Timeout) =
                 connection(stream, peer, &path, &mut recorder, limits, &shutdown).await
             {

@@ -26,7 +26,7 @@ use nix::sys::socket::{
 use tokio_util::sync::CancellationToken;
 
 use super::QueryPath;
-use crate::stragglers::Recorder;
+use crate::observed::answers::Recorder;
 use crate::wire::{MAX_TCP_MESSAGE, Transport};
 
 pub use crate::config::MAX_UDP_BATCH;
@@ -72,7 +72,7 @@ pub fn serve(
     let batch = batch.clamp(1, MAX_UDP_BATCH);
     let handler = path.handler.for_worker(worker);
     let fd = socket.as_raw_fd();
-    let mut recorder = Recorder::new(path.ledger.as_ref());
+    let mut recorder = Recorder::new(path.ledger.as_ref().map(|l| l.intake()));
     let mut requests = vec![0u8; batch * MAX_UDP_REQUEST];
     let mut lengths = [0usize; MAX_UDP_BATCH];
     let mut peers: [Option<SockaddrStorage>; MAX_UDP_BATCH] = [None; MAX_UDP_BATCH];

@@ -1,83 +1,45 @@
 //! The straggler ledger: after a flip, which resolvers converged, which may still hold the
 //! old color, and which keep asking for it.
 //!
-//! - **Query path**: the handler hands each service answer to a [`Recorder`], one per receive
-//!   loop, which packs it into a batch (16 bytes each, see [`batch`]): no lock, and no
-//!   allocation once warm. A full batch, or the batch of a loop whose socket has gone idle,
-//!   goes into a bounded queue without waking anyone; when the queue is full the batch is
-//!   dropped and counted.
+//! - **Intake**: the query path hands its service answers over in batches
+//!   ([`crate::observed::answers`]): no lock, and no allocation once warm.
 //! - **Ledger task**: every 10 ms applies the queued batches to the [`table::Table`]
-//!   (bounded, sampled-LRU eviction) under a mutex that only it and reports take, refreshes each service's latest flip once
-//!   a second, and logs a flip's first straggler and the moment its old color is drained.
+//!   (bounded, sampled-LRU eviction) under a mutex that only it and reports take, refreshes
+//!   each service's latest flip once a second, and logs a flip's first straggler and the
+//!   moment its old color is drained.
 //! - **Report**: [`report`] classifies a service's entries on demand for `stragglers`,
 //!   `status` and metrics.
 
-pub mod batch;
 pub mod report;
 pub mod table;
 
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, format_utc};
-use crate::color::Color;
 use crate::config::AnswerMode;
-use crate::records::{NameKind, Records};
+use crate::observed::answers::Intake;
+use crate::observed::batch::Batch;
+use crate::records::Records;
 use crate::state::FlipCount;
-use crate::wire::subnet::ClientSubnet;
-use batch::Batch;
 pub use report::{ClassCounts, Listing, Report, ResolverClass};
 use table::Table;
 pub use table::{Entry, Flip};
 
-/// Observations a receive loop gathers before handing them over.
-pub const BATCH: usize = 256;
-/// A batch is handed over when full, or once its first observation is this old (a loop
-/// that idles hands over what it has after this long): by size or time, never by each brief
-/// idle moment, which at ordinary rates made batches of one and filled the queue.
-pub const HANDOVER_AFTER_MS: u64 = 20;
-/// Batches queued for the ledger task before new ones are dropped.
-pub const QUEUE_BATCHES: usize = 256;
 /// How often the ledger task refreshes flips and checks for drained colors.
 const TICK: Duration = Duration::from_secs(1);
 /// How often the ledger task applies the batches that have arrived. Observations reach the
 /// table this much later; reports drain first, so they are never stale.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
-/// One service answer, as the query path saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Observation {
-    /// Milliseconds on the coarse monotonic clock (one clock read per answer, the same the
-    /// drain input takes); the ledger task turns it into wall-clock time.
-    pub at_ms: u64,
-    /// The source address of the query: the resolver.
-    pub resolver: IpAddr,
-    pub subnet: Option<ClientSubnet>,
-    /// Catalog index of the service.
-    pub service: u32,
-    /// The color answered.
-    pub color: Color,
-    /// Asked by the service name or by a color name.
-    pub name: NameKind,
-    pub ttl: u32,
-}
-
 /// The ledger shared by the query path, the ledger task and reports.
 pub struct Ledger {
     table: Mutex<Table>,
-    /// Full batches on their way to the table. The receive loops never wake anyone: the
-    /// ledger task drains the queue every [`DRAIN_EVERY`].
-    queue: mpsc::SyncSender<Batch>,
-    arrivals: Mutex<mpsc::Receiver<Batch>>,
-    /// Emptied batches, handed back to the receive loops so they need not allocate.
-    free: Mutex<Vec<Batch>>,
-    dropped: AtomicU64,
+    /// Where the query path's batches arrive; drained every [`DRAIN_EVERY`].
+    intake: Arc<Intake>,
     /// Where each service's latest flip is read from.
     records: Arc<Records>,
     clock: Clock,
@@ -107,13 +69,9 @@ impl Ledger {
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Arc<Ledger> {
-        let (queue, arrivals) = mpsc::sync_channel(QUEUE_BATCHES);
         let ledger = Arc::new(Ledger {
             table: Mutex::new(Table::new(capacity)),
-            queue,
-            arrivals: Mutex::new(arrivals),
-            free: Mutex::new(Vec::new()),
-            dropped: AtomicU64::new(0),
+            intake: Intake::new(),
             records,
             started_ms: clock.now_ms(),
             clock,
@@ -122,20 +80,13 @@ impl Ledger {
         ledger
     }
 
-    /// A recorder for one receive loop or connection.
-    pub fn recorder(self: &Arc<Ledger>) -> Recorder {
-        Recorder {
-            batch: Batch::new(),
-            ledger: Some(self.clone()),
-        }
+    /// Where the query path hands its answers to this ledger.
+    pub fn intake(&self) -> &Arc<Intake> {
+        &self.intake
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Batch>> {
-        self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn run(self: Arc<Ledger>, drain_every: Duration, shutdown: CancellationToken) {
@@ -160,12 +111,7 @@ impl Ledger {
 
     /// Applies every batch that has arrived and hands the emptied batches back.
     fn drain(&self) {
-        let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        while let Ok(mut batch) = arrivals.try_recv() {
-            self.apply(&batch);
-            batch.clear();
-            self.free().push(batch);
-        }
+        self.intake.drain(|batch| self.apply(batch));
     }
 
     fn apply(&self, batch: &Batch) {
@@ -366,7 +312,7 @@ impl Ledger {
             entries: table.len() as u64,
             capacity: table.capacity() as u64,
             evicted: table.evicted,
-            dropped: self.dropped.load(Relaxed),
+            dropped: self.intake.dropped(),
         }
     }
 }
@@ -377,82 +323,13 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-/// Gathers the observations of one receive loop; hands them over when the batch is full and
-/// when [`Recorder::flush`] is called (the loop's socket is idle).
-pub struct Recorder {
-    batch: Batch,
-    ledger: Option<Arc<Ledger>>,
-}
-
-impl Recorder {
-    /// A recorder for `ledger`, or one that records nothing when the ledger is off.
-    pub fn new(ledger: Option<&Arc<Ledger>>) -> Recorder {
-        ledger.map_or_else(Recorder::off, Ledger::recorder)
-    }
-
-    /// A recorder that records nothing: the ledger is off.
-    pub fn off() -> Recorder {
-        Recorder {
-            batch: Batch::default(),
-            ledger: None,
-        }
-    }
-
-    pub fn is_on(&self) -> bool {
-        self.ledger.is_some()
-    }
-
-    #[inline]
-    pub fn record(&mut self, observation: Observation) {
-        if self.ledger.is_some() && !self.batch.push(&observation) {
-            self.flush();
-            self.batch.push(&observation);
-        }
-    }
-
-    /// When the batch is due to be handed over (monotonic milliseconds), if it holds any.
-    pub fn due_ms(&self) -> Option<u64> {
-        (self.ledger.is_some() && !self.batch.is_empty())
-            .then(|| self.batch.since_ms() + HANDOVER_AFTER_MS)
-    }
-
-    /// Hands the batch over if it is due at `now_ms` (monotonic).
-    pub fn flush_if_due(&mut self, now_ms: u64) {
-        if self.due_ms().is_some_and(|due| now_ms >= due) {
-            self.flush();
-        }
-    }
-
-    /// Hands the batch to the ledger task now.
-    pub fn flush(&mut self) {
-        let Some(ledger) = &self.ledger else { return };
-        if self.batch.is_empty() {
-            return;
-        }
-        let fresh = ledger.free().pop().unwrap_or_default();
-        let full = std::mem::replace(&mut self.batch, fresh);
-        if let Err(e) = ledger.queue.try_send(full) {
-            let mut lost = match e {
-                mpsc::TrySendError::Full(batch) | mpsc::TrySendError::Disconnected(batch) => batch,
-            };
-            ledger
-                .dropped
-                .fetch_add(lost.iter().count() as u64, Relaxed);
-            lost.clear();
-            ledger.free().push(lost);
-        }
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
+    use crate::color::Color;
+    use crate::observed::answers::{BATCH, NameKind, Observation, QUEUE_BATCHES};
 
     #[test]
     fn a_full_queue_drops_batches_and_counts_them() {
@@ -472,7 +349,7 @@ mod tests {
                 &TaskTracker::new(),
             )
         };
-        let mut recorder = ledger.recorder();
+        let mut recorder = ledger.intake().recorder();
         let observation = |i: usize| Observation {
             at_ms: 1_000 + i as u64 / 100,
             resolver: IpAddr::from((0x0A00_0000 + i as u32).to_be_bytes()),

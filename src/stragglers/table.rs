@@ -13,9 +13,8 @@ use std::net::IpAddr;
 
 use hashbrown::HashTable;
 
-use super::Observation;
 use crate::color::Color;
-use crate::records::NameKind;
+use crate::observed::answers::{NameKind, Observation};
 use crate::state::FlipCount;
 use crate::wire::subnet::ClientSubnet;
 

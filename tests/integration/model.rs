@@ -35,11 +35,12 @@ use flipdns::config::{Config, HealthConfig, ServiceConfig};
 use flipdns::cutover::{Action, Cutovers, HealthGate, Outcome, RefusalKind};
 use flipdns::dns::Handler;
 use flipdns::fleet::Fleet;
+use flipdns::observed::answers::Recorder;
 use flipdns::observed::counters::Counters;
 use flipdns::observed::{AddressHealth, ColorHealth};
 use flipdns::reload::Reloader;
 use flipdns::state::{Phase, Store};
-use flipdns::stragglers::{Ledger, Recorder};
+use flipdns::stragglers::Ledger;
 use flipdns::switch::Switch;
 use flipdns::wire::Transport;
 use hickory_proto::op::Message;
@@ -223,7 +224,7 @@ fn ask(running: &Running, resolver: u8) -> Answer {
     let packet = flipdns::fixture::query("app.svc.example.com", 1);
     let client = SocketAddr::new(IpAddr::from([10, 0, 0, resolver]), 5353);
     let mut out = Vec::new();
-    let mut recorder = Recorder::new(Some(&running.ledger));
+    let mut recorder = Recorder::new(Some(running.ledger.intake()));
     assert!(
         running
             .handler

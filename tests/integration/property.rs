@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use flipdns::dns::Handler;
-use flipdns::stragglers::Recorder;
+use flipdns::observed::answers::Recorder;
 use flipdns::wire::Transport;
 use hickory_proto::op::Message;
 

@@ -35,7 +35,7 @@ pub async fn run(
     // Observations reach the ledger within HANDOVER_AFTER_MS of the answer: wait that long,
     // so the report includes the answers given just before it was asked for.
     tokio::time::sleep(std::time::Duration::from_millis(
-        ledger::HANDOVER_AFTER_MS + 5,
+        crate::observed::answers::HANDOVER_AFTER_MS + 5,
     ))
     .await;
     let classes: Vec<ResolverClass> = if all {

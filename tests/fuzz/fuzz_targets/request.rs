@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use flipdns::dns::Handler;
 use flipdns::wire::Transport;
-use flipdns::stragglers::Recorder;
+use flipdns::observed::answers::Recorder;
 use libfuzzer_sys::fuzz_target;
 
 static HANDLER: LazyLock<Handler> = LazyLock::new(flipdns::fixture::handler);

@@ -11,14 +11,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::Observation;
+use super::answers::{NameKind, Observation};
 use crate::color::Color;
-use crate::records::NameKind;
 use crate::wire::subnet::ClientSubnet;
 
-/// Chunks a batch holds: room for [`super::BATCH`] observations of the common size, fewer
+/// Chunks a batch holds: room for [`super::answers::BATCH`] observations of the common size, fewer
 /// of the larger ones.
-pub const CHUNKS: usize = super::BATCH;
+pub const CHUNKS: usize = super::answers::BATCH;
 
 const GREEN: u8 = 1;
 const COLOR_NAME: u8 = 2;
