@@ -7,14 +7,16 @@
 //!
 //! # Layout
 //!
-//! From the ground up; each module imports only modules above it in this list
-//! (`tests/integration/layering.rs` checks there is no cycle).
+//! From the ground up: each module imports only modules above it in this list, and
+//! `tests/integration/layering.rs` reads this list and fails on an import that points down
+//! it. A new module gets its line here in the floor it belongs to.
 //!
 //! ```text
-//! foundation   process/     the process: its build, log sink, service manager (sd_notify), memory
-//!              clock.rs     wall and monotonic time; the seam tests drive
+//! foundation   clock.rs     wall and monotonic time; the seam tests drive
 //!              color.rs     Color
 //!              problem.rs   located problems in operator files
+//!              pem.rs       PEM files an operator names: a private CA's certificates
+//!              process/     the process: its build, log sink, service manager, memory
 //!              wire/        DNS messages as bytes: numbers and sizes, names, client subnet,
 //!                           TSIG keys, checking signed requests, signing responses
 //!              protocol.rs  the admin wire protocol (depends on nothing of the daemon)
@@ -22,8 +24,9 @@
 //!              zone/        zone files -> static records (lexer, reader, checks; pure)
 //!              catalog.rs   config + zone files, cross-checked: what the server answers for
 //! live state   state/       the persisted state (colors, flips, phases, serials) and its file
-//!              observed/    what the running server saw (answers, drain input, health per
-//!                           service; server-wide counters); never persisted
+//!              observed/    what the running server saw: answers per color, drain input,
+//!                           health, answers on their way to the ledger, counters; never
+//!                           persisted
 //! query        records/     the immutable snapshot a query is answered from, pre-rendered,
 //!                           and each zone's content, digest and IXFR history
 //!              dns/         the request handler: bytes in, bytes out, one snapshot load;
@@ -49,11 +52,11 @@
 //!    [`cutover::Cutovers`] (one task per service: commands, deadlines, health gate) ->
 //!    [`switch::Switch`] -> new state -> state file -> new snapshot -> swap -> reply.
 //! 3. **Transfer**: a publish -> [`fleet`] NOTIFYs every secondary -> it asks IXFR over TCP
-//!    -> [`dns::Handler::serve`] checks its address and TSIG key -> [`transfer::Transfer`]
+//!    -> [`dns::Handler::serve`] checks its address and TSIG key -> [`dns::transfer::Transfer`]
 //!    streams the changes from the snapshot's history (or the whole zone) -> the fleet asks
 //!    its SOA serial until it serves the change -> the cutover waiting on it goes on.
-//! 4. **Report**: observations (handed over in batches by each receive loop) ->
-//!    [`stragglers::Ledger`] -> classes -> `stragglers` and `status` on the admin socket,
+//! 4. **Report**: observations (handed over in batches by each receive loop through
+//!    [`observed::answers::Intake`]) -> [`stragglers::Ledger`] -> classes -> `stragglers` and `status` on the admin socket,
 //!    `/metrics`; snapshot and counters -> `status`, `/metrics`.
 
 pub mod admin;
