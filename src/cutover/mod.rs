@@ -37,17 +37,58 @@
 //!   unless forced) and never changes a live color ([`crate::switch::Switch::reload`]).
 //!
 //! The rules are [`rules`], pure functions of config, state and time; the per-service task
-//! that applies them is [`driver`]. Nothing here builds admin replies: the admin layer
+//! that applies them is `driver`, started and supervised by `tasks` ([`Cutovers`]). Nothing here builds admin replies: the admin layer
 //! turns these values into them.
 
 mod driver;
 pub mod rules;
+mod tasks;
 
-pub use driver::{Action, COMMAND_QUEUE, Cutovers, HealthGate, Probe};
+pub use tasks::{COMMAND_QUEUE, Cutovers};
 
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::clock::Clock;
 use crate::color::Color;
+use crate::config::{HealthConfig, ServiceConfig};
+use crate::health;
 use crate::observed::ColorHealth;
 use crate::state::ServiceState;
+
+/// What an operator asks of a service's cutover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Prepare,
+    Flip { to: Color, now: bool, force: bool },
+    Rollback { force: bool },
+    Cancel,
+}
+
+/// Checks a color's addresses: the flip gate and the background checks. The server probes
+/// for real ([`Probe`]); tests script the answers.
+pub trait HealthGate: Send + Sync {
+    fn check<'a>(
+        &'a self,
+        service: &'a ServiceConfig,
+        health: &'a HealthConfig,
+        color: Color,
+    ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>>;
+}
+
+/// Real health checks over the network.
+pub struct Probe(pub Clock);
+
+impl HealthGate for Probe {
+    fn check<'a>(
+        &'a self,
+        service: &'a ServiceConfig,
+        health: &'a HealthConfig,
+        color: Color,
+    ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>> {
+        Box::pin(health::check_color(service, health, color, &self.0))
+    }
+}
 
 /// What a cutover command did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
