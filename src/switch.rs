@@ -30,7 +30,7 @@ use crate::records::content::{self, service_records};
 use crate::records::{
     Change, Diff, Digest, Generation, History, Records, Serving, ServingService, Snapshot,
 };
-use crate::state::store::Delta;
+use crate::state::format::Delta;
 use crate::state::{Phase, ServiceState, State, StateError, Store, ZoneState, serial_after};
 
 /// Owns the live state and its store; publishes snapshots to [`Records`].

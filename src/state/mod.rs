@@ -6,6 +6,7 @@
 //! is [`crate::switch`]'s.
 
 pub mod disk;
+pub mod format;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -19,21 +19,16 @@
 //!
 //! An exclusive lock on `STATE.lock` keeps two servers from sharing one state.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
+use super::State;
 use super::disk::{Disk, RealDisk};
-use super::{FlipCount, Phase, ServiceState, State, ZoneState};
-use crate::color::Color;
+use super::format::{self, Delta, Entry, VERSION, encode};
 
-/// The snapshot version this build writes. Versions 1 and 2 are read and upgraded.
-pub const VERSION: u32 = 3;
 /// Journal entries after which the snapshot is rewritten and the journal started afresh.
 pub const COMPACT_AFTER: usize = 1000;
 
@@ -95,71 +90,6 @@ struct Journal {
     /// A failed write that could not be undone: the length the segment must be truncated
     /// back to before anything else is written, and what went wrong.
     uncertain: Option<u64>,
-}
-
-/// A change: the services and zones it rewrites, whole.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Delta {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub services: BTreeMap<String, ServiceState>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub zones: BTreeMap<String, ZoneState>,
-}
-
-impl Delta {
-    fn apply(self, state: &mut State) {
-        state.services.extend(self.services);
-        state.zones.extend(self.zones);
-    }
-}
-
-/// One journal line.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    version: u32,
-    seq: u64,
-    #[serde(flatten)]
-    delta: Delta,
-}
-
-/// The snapshot file of version 3.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileV3 {
-    version: u32,
-    /// The last journal entry this snapshot includes.
-    #[serde(default)]
-    journal_seq: u64,
-    #[serde(default)]
-    services: BTreeMap<String, ServiceState>,
-    #[serde(default)]
-    zones: BTreeMap<String, ZoneState>,
-}
-
-/// A service as version 2 wrote it: the flip count was called `generation`, and phases
-/// carried no `confirmed` (read as `false`: a restart assumes the worst).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServiceStateV2 {
-    live: Color,
-    generation: u64,
-    #[serde(default)]
-    flipped_at_ms: Option<u64>,
-    #[serde(default)]
-    phase: Phase,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileV2 {
-    #[serde(rename = "version")]
-    _version: u32,
-    #[serde(default)]
-    services: BTreeMap<String, ServiceStateV2>,
-    #[serde(default)]
-    zones: BTreeMap<String, ZoneState>,
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -374,19 +304,6 @@ struct Loaded {
 
 /// Reads the state at `path` (snapshot, then the journal segments), upgrading older
 /// versions, without locking it: for `flipdns state show` and for the server at start.
-/// The state file's text for `state`, its journal sequence at `seq`.
-fn encode(state: &State, seq: u64) -> io::Result<Vec<u8>> {
-    let mut text = serde_json::to_vec_pretty(&FileV3 {
-        version: VERSION,
-        journal_seq: seq,
-        services: state.services.clone(),
-        zones: state.zones.clone(),
-    })
-    .map_err(io::Error::other)?;
-    text.push(b'\n');
-    Ok(text)
-}
-
 /// `state` as a state file of its own (`flipdns state export`): what [`import`] and
 /// [`read_state`] read back.
 pub fn export(state: &State) -> Vec<u8> {
@@ -502,66 +419,17 @@ fn read_snapshot(path: &Path) -> Result<Option<(State, u64)>, StateError> {
             });
         }
     };
-    let corrupt = |e: serde_json::Error| StateError::Corrupt {
-        path: path.to_path_buf(),
-        line: e.line(),
-        message: e.to_string(),
-    };
-    #[derive(Deserialize)]
-    struct Version {
-        version: Option<u64>,
-    }
-    let version: Version = serde_json::from_str(&text).map_err(corrupt)?;
-    match version.version {
-        Some(1 | 2) => {
-            let file: FileV2 = serde_json::from_str(&text).map_err(corrupt)?;
-            let services = file
-                .services
-                .into_iter()
-                .map(|(name, s)| {
-                    let state = ServiceState {
-                        live: s.live,
-                        flips: FlipCount(s.generation),
-                        flipped_at_ms: s.flipped_at_ms,
-                        phase: s.phase,
-                        ttl: 0,
-                        expires_ms: [0; 2],
-                        expires_held: [None; 2],
-                        fleet: None,
-                    };
-                    (name, state)
-                })
-                .collect();
-            let state = State {
-                services,
-                zones: file.zones,
-            };
-            Ok(Some((state, 0)))
-        }
-        Some(3) => {
-            let file: FileV3 = serde_json::from_str(&text).map_err(corrupt)?;
-            let state = State {
-                services: file.services,
-                zones: file.zones,
-            };
-            Ok(Some((state, file.journal_seq)))
-        }
-        Some(version) => Err(StateError::UnknownVersion {
-            path: path.to_path_buf(),
-            version,
-        }),
-        None => Err(StateError::Corrupt {
-            path: path.to_path_buf(),
-            line: 1,
-            message: "no \"version\" field".into(),
-        }),
-    }
+    format::decode_snapshot(&text, path).map(Some)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::color::Color;
     use crate::state::disk::{FaultyDisk, Op};
+    use crate::state::{FlipCount, Phase, ServiceState, ZoneState};
 
     fn service(live: Color, flips: u64) -> ServiceState {
         ServiceState {
