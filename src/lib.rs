@@ -32,7 +32,8 @@
 //!              dns/         the request handler: bytes in, bytes out, one snapshot load;
 //!                           response rate limiting; outgoing AXFR/IXFR streams
 //! change       health/      health checks of a color's addresses (TCP, HTTP, HTTPS)
-//!              switch.rs    the one place a change happens: serialize, persist, publish
+//!              switch/      the one place a change happens: serialize, persist, publish;
+//!                           the restart rules
 //!              fleet/       the secondaries: NOTIFY, the serial each serves, who is behind
 //!              cutover/     the per-service TTL/flip rules and the task that runs them
 //!              reload.rs    SIGHUP and `ctl reload`: validate everything, then swap

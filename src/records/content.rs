@@ -81,12 +81,22 @@ pub fn service_records(config: &ServiceConfig, live: Color, ttl: u32) -> Vec<Zon
         .collect()
 }
 
-/// The records of zone `zone` of `catalog` but the SOA, with `services` (config index, live
-/// color, TTL) for the services in it.
+/// How a zone serves one service at one moment: what its records are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedAs {
+    /// The service's index in the catalog's config.
+    pub index: usize,
+    pub live: Color,
+    /// The TTL its answers carry (normal or cutover).
+    pub ttl: u32,
+}
+
+/// The records of zone `zone` of `catalog` but the SOA, with `services` served as they say
+/// (those of other zones are skipped).
 pub fn zone_records<'a>(
     catalog: &'a Catalog,
     zone: usize,
-    services: impl Iterator<Item = (usize, Color, u32)> + 'a,
+    services: impl Iterator<Item = ServedAs> + 'a,
 ) -> impl Iterator<Item = ZoneRecord> + 'a {
     let origin = &catalog.zones[zone].origin;
     let statics = catalog.zones[zone].records.iter().map(|r| ZoneRecord {
@@ -95,10 +105,8 @@ pub fn zone_records<'a>(
         rdata: r.rdata.clone(),
     });
     let services = services
-        .filter(move |(index, _, _)| catalog.config.services[*index].zone == *origin)
-        .flat_map(move |(index, live, ttl)| {
-            service_records(&catalog.config.services[index], live, ttl)
-        });
+        .filter(move |s| catalog.config.services[s.index].zone == *origin)
+        .flat_map(move |s| service_records(&catalog.config.services[s.index], s.live, s.ttl));
     statics.chain(services)
 }
 
@@ -129,12 +137,12 @@ pub fn zone_size(catalog: &Catalog, zone: usize) -> usize {
     sizes[zone]
 }
 
-/// The digest of zone `zone` of `catalog` with `services` (config index, live, TTL): the
-/// SOA without its serial, and every other record.
+/// The digest of zone `zone` of `catalog` with `services` served as they say: the SOA
+/// without its serial, and every other record.
 pub fn zone_digest(
     catalog: &Catalog,
     zone: usize,
-    services: impl Iterator<Item = (usize, Color, u32)>,
+    services: impl Iterator<Item = ServedAs>,
 ) -> Digest {
     let data = &catalog.zones[zone];
     soa_digest(&RData::SOA(data.soa.clone()), data.soa_ttl, &data.origin)

@@ -296,7 +296,11 @@ impl Snapshot {
             self.services
                 .iter()
                 .enumerate()
-                .map(|(index, s)| (index, s.live(), s.ttl)),
+                .map(|(index, s)| content::ServedAs {
+                    index,
+                    live: s.live(),
+                    ttl: s.ttl,
+                }),
         )
     }
 }

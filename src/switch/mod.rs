@@ -8,9 +8,7 @@
 //! undo. Deciding *which* change to make is [`crate::cutover`]'s and [`crate::reload`]'s job.
 //!
 //! At start the switch assumes the worst about what the previous process did and cannot
-//! say: a service that was steady handed out normal-TTL answers until this start, with the
-//! larger of the TTL it had then and the one configured now; a drain deadline written
-//! before the short TTL was confirmed is moved to cover the same.
+//! say: those rules are [`restart`].
 //!
 //! Services are named, never indexed, across calls: a reload may add, remove and reorder
 //! them. Each name gets a small id that stays the same for the life of the process, for the
@@ -23,15 +21,19 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
 use crate::catalog::Catalog;
-use crate::clock::{Clock, format_utc};
+use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::observed::Observed;
-use crate::records::content::{self, service_records};
+use crate::records::content::{self, ServedAs, service_records};
 use crate::records::{
     Change, Diff, Digest, Generation, History, Records, Serving, ServingService, Snapshot,
 };
 use crate::state::format::Delta;
-use crate::state::{Phase, ServiceState, State, StateError, Store, ZoneState, serial_after};
+use crate::state::{ServiceState, State, StateError, Store, ZoneState};
+
+mod restart;
+
+use restart::{log_resumed, restart, settle_zones};
 
 /// Owns the live state and its store; publishes snapshots to [`Records`].
 pub struct Switch {
@@ -341,90 +343,11 @@ impl Switch {
     }
 }
 
-/// The state to serve `catalog` with after a start: the loaded state for what it knows,
-/// the config for the rest, and the restart rules for what the previous process could
-/// have done. Fills `observed` with each service's drain input.
-fn restart(
-    catalog: &Catalog,
-    mut state: State,
-    clock: &Clock,
-    observed: &mut HashMap<String, Arc<Observed>>,
-) -> State {
-    let loaded = state.clone();
-    let (now, mono) = (clock.now_ms(), clock.mono_ms());
-    let margin = clock.coarse_resolution_ms();
-    for name in state.services.keys() {
-        if catalog.config.service(name).is_none() {
-            tracing::warn!(service = %name, "the state file knows a service the config does not; ignoring it (kept in the file)");
-        }
-    }
-    for config in &catalog.config.services {
-        let service = state
-            .services
-            .entry(config.name.clone())
-            .or_insert_with(|| ServiceState::new(config.live, config.ttl));
-        // Normal-TTL answers the previous process may have given up to now, and those of the
-        // live color that an earlier `--now` flip left in caches.
-        let worst_ttl_ms = u64::from(service.ttl.max(config.ttl)) * 1000;
-        let left = service
-            .expires_mono(service.live, clock.boot(), |w| clock.mono_of(w))
-            .unwrap_or(0);
-        let long_expiry = match &mut service.phase {
-            Phase::Steady => mono + worst_ttl_ms + margin,
-            Phase::Preparing {
-                drained_at_ms,
-                confirmed,
-                ..
-            } => {
-                if !*confirmed {
-                    *drained_at_ms = (*drained_at_ms).max(now + worst_ttl_ms + margin);
-                    *confirmed = true;
-                }
-                0
-            }
-            Phase::Settling { .. } => 0,
-        }
-        .max(left);
-        service.ttl = config.ttl;
-        hold(service, clock);
-        observed.insert(config.name.clone(), Arc::new(Observed::new(long_expiry)));
-    }
-    settle_zones(catalog, &mut state, &loaded);
-    state
-}
-
-/// Sets each zone's serial and digest for serving `catalog` with `state`: at least the
-/// zone file's serial, and one more than in `previous` when the content differs from what
-/// was served under the serial there (a change made while the server was down, or by a
-/// reload), so a secondary never keeps other content under the same serial. Returns the
-/// zones, known in `previous`, whose serial moved.
-fn settle_zones(catalog: &Catalog, state: &mut State, previous: &State) -> Vec<(String, u32)> {
-    let mut moved = Vec::new();
-    for (index, zone) in catalog.zones.iter().enumerate() {
-        let origin = zone.origin.to_string();
-        let digest = content::zone_digest(catalog, index, served(catalog, state)).0;
-        let file = zone.soa.serial;
-        let known = previous.zones.get(&origin);
-        let mut serial = known.map_or(file, |z| z.serial);
-        if known.is_some_and(|z| z.digest != 0 && z.digest != digest) {
-            serial = serial.wrapping_add(1);
-        }
-        if serial_after(file, serial) {
-            serial = file;
-        }
-        if known.is_some_and(|z| z.serial != serial) {
-            moved.push((origin.clone(), serial));
-        }
-        state.zones.insert(origin, ZoneState { serial, digest });
-    }
-    moved
-}
-
-/// Each service of `catalog` as `state` serves it: config index, live color, TTL.
-fn served<'a>(
+/// Each service of `catalog` as `state` serves it.
+pub(super) fn served<'a>(
     catalog: &'a Catalog,
     state: &'a State,
-) -> impl Iterator<Item = (usize, crate::color::Color, u32)> + 'a {
+) -> impl Iterator<Item = ServedAs> + 'a {
     catalog
         .config
         .services
@@ -432,51 +355,12 @@ fn served<'a>(
         .enumerate()
         .map(|(index, config)| {
             let service = &state.services[&config.name];
-            (
+            ServedAs {
                 index,
-                service.live,
-                service.phase.ttl(config.ttl, config.cutover_ttl),
-            )
+                live: service.live,
+                ttl: service.phase.ttl(config.ttl, config.cutover_ttl),
+            }
         })
-}
-
-/// Logs every service that resumes in the middle of a cutover.
-fn log_resumed(catalog: &Catalog, state: &State, clock: &Clock) {
-    let now = clock.now_ms();
-    for config in &catalog.config.services {
-        let service = &state.services[&config.name];
-        if let Some(what) = describe_cutover(&service.phase) {
-            let left = |at: u64| at.saturating_sub(now).div_ceil(1000);
-            let when = match service.phase {
-                Phase::Preparing { drained_at_ms, .. } => format!(
-                    "drained at {} (in {} s)",
-                    format_utc(drained_at_ms),
-                    left(drained_at_ms)
-                ),
-                Phase::Settling { until_ms, .. } => {
-                    format!(
-                        "normal TTL at {} (in {} s)",
-                        format_utc(until_ms),
-                        left(until_ms)
-                    )
-                }
-                Phase::Steady => String::new(),
-            };
-            tracing::info!(service = %config.name, live = %service.live, "resumed: {what}, {when}");
-        }
-    }
-}
-
-/// `flip to green pending` / `preparing, no flip pending` / `settling`; `None` when steady.
-fn describe_cutover(phase: &Phase) -> Option<String> {
-    match phase {
-        Phase::Steady => None,
-        Phase::Preparing {
-            target: Some(t), ..
-        } => Some(format!("preparing, flip to {t} pending")),
-        Phase::Preparing { target: None, .. } => Some("preparing, no flip pending".into()),
-        Phase::Settling { .. } => Some("settling after a flip".into()),
-    }
 }
 
 /// The state after a reload from `old` to `new`, and what changed: the current state for
@@ -578,7 +462,7 @@ impl Inner {
 /// Holds the deadline of `service`'s phase on the monotonic clock: the moment it is written
 /// (or loaded after a restart in another boot) is when its wall-clock value is taken to
 /// mean a monotonic one; later wall-clock steps do not move it.
-fn hold(service: &mut ServiceState, clock: &Clock) {
+pub(super) fn hold(service: &mut ServiceState, clock: &Clock) {
     service.hold(clock.boot(), |wall| clock.mono_of(wall));
 }
 
