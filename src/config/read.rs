@@ -4,11 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
 
-use super::table::{Document, Table};
+use super::table::{Document, Located, Table};
 use super::{
     AnswerMode, Config, FleetConfig, HealthConfig, HealthKind, HealthTls, LedgerConfig, Limits,
     MAX_SOCKET_PATH, MAX_TTL, RrlConfig, SecondaryConfig, Server, ServiceConfig, TsigKeyConfig,
@@ -646,7 +647,6 @@ fn addresses(t: &Table, color: &'static str) -> Option<Vec<IpAddr>> {
     ok.then_some(addresses)
 }
 
-/// `[service.health]`: `Some(None)` when absent, `None` when it has problems.
 /// `"200"` or `"200-399"`: the HTTP statuses a health check accepts.
 fn parse_status(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
     let (low, high) = text.split_once('-').unwrap_or((text, text));
@@ -654,14 +654,26 @@ fn parse_status(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
     ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some(low..=high)
 }
 
+/// The keys of `[service.health]` that only HTTP and HTTPS checks take.
+struct HttpKeys {
+    path: Option<Located<String>>,
+    host: Option<Located<String>>,
+    status: Option<Located<String>>,
+    ca_file: Option<Located<PathBuf>>,
+    tls_verify: Option<bool>,
+}
+
+/// `[service.health]`: `Some(None)` when absent, `None` when it has problems.
 fn health(t: &Table) -> Option<Option<HealthConfig>> {
     let port = t.ranged("port", 1..=65535);
     let kind = t.string("kind");
-    let path = t.string("path");
-    let host = t.string("host");
-    let status = t.string("status");
-    let ca_file = t.path("ca_file");
-    let tls_verify = t.has("tls_verify").then(|| t.boolean("tls_verify", true));
+    let keys = HttpKeys {
+        path: t.string("path"),
+        host: t.string("host"),
+        status: t.string("status"),
+        ca_file: t.path("ca_file"),
+        tls_verify: t.has("tls_verify").then(|| t.boolean("tls_verify", true)),
+    };
     let timeout = t.duration("timeout", 2 * SECOND, 10 * MS..=HOUR);
     let interval = t.duration("interval", 5 * SECOND, 100 * MS..=YEAR);
     if !t.present() {
@@ -672,10 +684,10 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
     }
     let name = kind.as_ref().map_or("http", |k| k.get_ref().as_str());
     if name != "https" {
-        let tls_keys = [ca_file.as_ref().map(|f| f.span().start)]
+        let tls_keys = [keys.ca_file.as_ref().map(|f| f.span().start)]
             .into_iter()
             .flatten()
-            .chain(tls_verify.is_some().then_some(t.at));
+            .chain(keys.tls_verify.is_some().then_some(t.at));
         for at in tls_keys {
             t.doc().problem(
                 at,
@@ -684,82 +696,9 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
         }
     }
     let kind = match name {
-        "http" | "https" => {
-            let path = path.map_or_else(|| "/".to_string(), |p| p.into_inner());
-            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                t.doc().problem(
-                    t.at,
-                    format!("health path {path:?} must start with / and hold no spaces"),
-                );
-                None
-            } else {
-                let host = host.and_then(|h| {
-                    let text = h.get_ref();
-                    let valid = !text.is_empty()
-                        && text.len() <= 255
-                        && text.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
-                    if !valid {
-                        t.doc().problem(
-                            h.span().start,
-                            format!("health host {text:?} is not a host name such as \"app.example.com\""),
-                        );
-                    }
-                    // Over TLS the host is the certificate's name, sent as SNI: a DNS name.
-                    // URL parsers read a name whose last label is a number (`10.1`,
-                    // `0x7f.1`, `2130706433`) as an IPv4 address, and would connect there.
-                    let last = text.trim_end_matches('.').rsplit('.').next().unwrap_or("");
-                    let hex = last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
-                        && last[2..].chars().all(|c| c.is_ascii_hexdigit());
-                    let number = last.chars().all(|c| c.is_ascii_digit()) || hex;
-                    let named = !text.contains([':', '[', ']']) && !number;
-                    if valid && name == "https" && !named {
-                        t.doc().problem(
-                            h.span().start,
-                            format!("health host {text:?}: for https give the name the certificate is for, without a port; leave `host` out to check the certificate against the address"),
-                        );
-                    }
-                    (valid && (name != "https" || named)).then(|| h.into_inner())
-                });
-                let status = match status {
-                    None => Some(200..=299),
-                    Some(s) => {
-                        let parsed = parse_status(s.get_ref());
-                        if parsed.is_none() {
-                            t.doc().problem(
-                                s.span().start,
-                                format!(
-                                    "health status {:?}: expected a status or a range from 100 to 599, such as \"200\" or \"200-399\"",
-                                    s.get_ref()
-                                ),
-                            );
-                        }
-                        parsed
-                    }
-                };
-                let tls = (name == "https").then(|| match tls_verify {
-                    Some(false) => {
-                        if let Some(file) = &ca_file {
-                            t.doc().problem(
-                                file.span().start,
-                                "`ca_file` with `tls_verify = false`: nothing would be verified against it; drop one of the two",
-                            );
-                        }
-                        HealthTls::Insecure
-                    }
-                    _ => HealthTls::Verify {
-                        ca_file: ca_file.map(|f| f.into_inner()),
-                    },
-                });
-                status.map(|status| HealthKind::Http {
-                    path,
-                    host,
-                    status,
-                    tls,
-                })
-            }
-        }
+        "http" | "https" => health_http(t, keys, name == "https"),
         "tcp" => {
-            for key in [&path, &host, &status].into_iter().flatten() {
+            for key in [&keys.path, &keys.host, &keys.status].into_iter().flatten() {
                 t.doc().problem(
                     key.span().start,
                     "`path`, `host` and `status` are for kind = \"http\" or \"https\" only",
@@ -782,4 +721,93 @@ fn health(t: &Table) -> Option<Option<HealthConfig>> {
         timeout,
         interval,
     }))
+}
+
+/// An HTTP or HTTPS check: path, host, accepted statuses and, for HTTPS, the trust.
+fn health_http(t: &Table, keys: HttpKeys, https: bool) -> Option<HealthKind> {
+    let path = keys
+        .path
+        .map_or_else(|| "/".to_string(), |p| p.into_inner());
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        t.doc().problem(
+            t.at,
+            format!("health path {path:?} must start with / and hold no spaces"),
+        );
+        return None;
+    }
+    let host = keys.host.and_then(|h| health_host(t, h, https));
+    let status = match keys.status {
+        None => Some(200..=299),
+        Some(s) => health_status(t, s),
+    };
+    let tls = https.then(|| health_tls(t, keys.tls_verify, keys.ca_file));
+    status.map(|status| HealthKind::Http {
+        path,
+        host,
+        status,
+        tls,
+    })
+}
+
+/// The `host` a check sends; over TLS also the certificate's name (SNI), so a DNS name.
+fn health_host(t: &Table, h: Located<String>, https: bool) -> Option<String> {
+    let text = h.get_ref();
+    let valid = !text.is_empty()
+        && text.len() <= 255
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    if !valid {
+        t.doc().problem(
+            h.span().start,
+            format!("health host {text:?} is not a host name such as \"app.example.com\""),
+        );
+    }
+    // URL parsers read a name whose last label is a number (`10.1`, `0x7f.1`, `2130706433`)
+    // as an IPv4 address, and would connect there.
+    let last = text.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    let hex = last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+        && last[2..].chars().all(|c| c.is_ascii_hexdigit());
+    let number = last.chars().all(|c| c.is_ascii_digit()) || hex;
+    let named = !text.contains([':', '[', ']']) && !number;
+    if valid && https && !named {
+        t.doc().problem(
+            h.span().start,
+            format!("health host {text:?}: for https give the name the certificate is for, without a port; leave `host` out to check the certificate against the address"),
+        );
+    }
+    (valid && (!https || named)).then(|| h.into_inner())
+}
+
+/// The statuses a check accepts, `"200"` or `"200-399"`.
+fn health_status(t: &Table, s: Located<String>) -> Option<std::ops::RangeInclusive<u16>> {
+    let parsed = parse_status(s.get_ref());
+    if parsed.is_none() {
+        t.doc().problem(
+            s.span().start,
+            format!(
+                "health status {:?}: expected a status or a range from 100 to 599, such as \"200\" or \"200-399\"",
+                s.get_ref()
+            ),
+        );
+    }
+    parsed
+}
+
+/// Which certificates an HTTPS check accepts.
+fn health_tls(t: &Table, tls_verify: Option<bool>, ca_file: Option<Located<PathBuf>>) -> HealthTls {
+    match tls_verify {
+        Some(false) => {
+            if let Some(file) = &ca_file {
+                t.doc().problem(
+                    file.span().start,
+                    "`ca_file` with `tls_verify = false`: nothing would be verified against it; drop one of the two",
+                );
+            }
+            HealthTls::Insecure
+        }
+        _ => HealthTls::Verify {
+            ca_file: ca_file.map(|f| f.into_inner()),
+        },
+    }
 }
