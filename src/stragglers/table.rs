@@ -365,92 +365,10 @@ impl Table {
         let slot = self.slot(key, o.at_ms);
         let entry = &mut self.slots[slot];
         entry.last_seen_ms = entry.last_seen_ms.max(o.at_ms);
-        let mut straggled = None;
-        match o.name {
-            NameKind::Service => {
-                if flip.flips.0 > 0 && o.at_ms >= flip.at_ms && entry.record_flips != flip.flips {
-                    // The first answer since the flip: what it held before is its record. An
-                    // answer that had expired by its TTL before the flip was not held, unless
-                    // the resolver's rhythm says it keeps answers past their TTL; one that had
-                    // expired because nobody asked is not lateness.
-                    let held_old = entry.answer_at_ms > 0
-                        && entry.answer_at_ms < flip.at_ms
-                        && Some(entry.answer_color) == flip.from
-                        && (entry.expires_ms() > flip.at_ms || entry.clamps());
-                    entry.record_flips = flip.flips;
-                    entry.old_expires_ms = if held_old { entry.expires_ms() } else { 0 };
-                    entry.converged_at_ms = 0;
-                    entry.late = false;
-                }
-                if entry.record_flips == flip.flips
-                    && entry.converged_at_ms == 0
-                    && o.color == flip.to
-                    && flip.flips.0 > 0
-                {
-                    entry.converged_at_ms = o.at_ms;
-                    let late_ms = entry.late_by_ms();
-                    if late_ms > late_tolerance_ms(entry.answer_ttl) {
-                        entry.late = true;
-                        straggled = Some(Straggled {
-                            key,
-                            color: o.color,
-                            late_ms,
-                            first_of_flip: false,
-                            converged: true,
-                        });
-                    }
-                }
-                if entry.answer_at_ms > 0 {
-                    // Queries closer than half a TTL are retries or other types, not a
-                    // cache refreshing: they are not intervals.
-                    let gap = o.at_ms.saturating_sub(entry.answer_at_ms);
-                    if gap * 2 >= u64::from(entry.answer_ttl) * 1000 && gap > 0 {
-                        entry.note_interval(gap.min(u64::from(u32::MAX)) as u32);
-                    }
-                }
-                entry.answer_at_ms = o.at_ms;
-                entry.answer_ttl = o.ttl;
-                entry.answer_color = o.color;
-                // Observations carry no flip count (16 bytes each, see `batch`): an answer
-                // after the latest flip belongs to it, one before it to the flip before.
-                entry.answer_flips = if o.at_ms >= flip.at_ms {
-                    flip.flips
-                } else {
-                    FlipCount(flip.flips.0.saturating_sub(1))
-                };
-                entry.service_queries = entry.service_queries.saturating_add(1);
-            }
-            NameKind::Color => {
-                entry.color_queries = entry.color_queries.saturating_add(1);
-                if flip.flips.0 > 0 && Some(o.color) == flip.from && o.at_ms > flip.at_ms {
-                    // Every legitimate reason to ask for the old color's name has expired:
-                    // in CNAME mode the CNAME to it, otherwise the TTL last given, from the flip.
-                    let expiry = if flip.cname && entry.answer_at_ms > 0 {
-                        entry.expires_ms()
-                    } else {
-                        flip.at_ms + u64::from(entry.last_ttl.max(o.ttl)) * 1000
-                    };
-                    if o.at_ms > expiry {
-                        if entry.straggle_flips != flip.flips {
-                            entry.straggle_flips = flip.flips;
-                            entry.straggle_count = 0;
-                            entry.straggle_first_ms = o.at_ms;
-                        }
-                        entry.straggle_count = entry.straggle_count.saturating_add(1);
-                        entry.straggle_last_ms = o.at_ms;
-                        let late_ms = o.at_ms - expiry;
-                        entry.straggle_late_ms = late_ms.min(u64::from(u32::MAX)) as u32;
-                        straggled = Some(Straggled {
-                            key,
-                            color: o.color,
-                            late_ms,
-                            first_of_flip: false,
-                            converged: false,
-                        });
-                    }
-                }
-            }
-        }
+        let mut straggled = match o.name {
+            NameKind::Service => entry.answered_service(o, &flip),
+            NameKind::Color => entry.answered_color(o, &flip),
+        };
         entry.last_ttl = o.ttl;
         let track = &mut self.services[o.service as usize];
         if o.name == NameKind::Service {
@@ -528,6 +446,99 @@ impl Table {
 }
 
 impl Entry {
+    /// An answer to the service name: the resolver's record of the flip (what it held, when
+    /// it converged, whether late), its rhythm, and its latest answer.
+    fn answered_service(&mut self, o: &Observation, flip: &Flip) -> Option<Straggled> {
+        let mut straggled = None;
+        if flip.flips.0 > 0 && o.at_ms >= flip.at_ms && self.record_flips != flip.flips {
+            // The first answer since the flip: what it held before is its record. An
+            // answer that had expired by its TTL before the flip was not held, unless
+            // the resolver's rhythm says it keeps answers past their TTL; one that had
+            // expired because nobody asked is not lateness.
+            let held_old = self.answer_at_ms > 0
+                && self.answer_at_ms < flip.at_ms
+                && Some(self.answer_color) == flip.from
+                && (self.expires_ms() > flip.at_ms || self.clamps());
+            self.record_flips = flip.flips;
+            self.old_expires_ms = if held_old { self.expires_ms() } else { 0 };
+            self.converged_at_ms = 0;
+            self.late = false;
+        }
+        if self.record_flips == flip.flips
+            && self.converged_at_ms == 0
+            && o.color == flip.to
+            && flip.flips.0 > 0
+        {
+            self.converged_at_ms = o.at_ms;
+            let late_ms = self.late_by_ms();
+            if late_ms > late_tolerance_ms(self.answer_ttl) {
+                self.late = true;
+                straggled = Some(Straggled {
+                    key: self.key,
+                    color: o.color,
+                    late_ms,
+                    first_of_flip: false,
+                    converged: true,
+                });
+            }
+        }
+        if self.answer_at_ms > 0 {
+            // Queries closer than half a TTL are retries or other types, not a
+            // cache refreshing: they are not intervals.
+            let gap = o.at_ms.saturating_sub(self.answer_at_ms);
+            if gap * 2 >= u64::from(self.answer_ttl) * 1000 && gap > 0 {
+                self.note_interval(gap.min(u64::from(u32::MAX)) as u32);
+            }
+        }
+        self.answer_at_ms = o.at_ms;
+        self.answer_ttl = o.ttl;
+        self.answer_color = o.color;
+        // Observations carry no flip count (16 bytes each, see `batch`): an answer
+        // after the latest flip belongs to it, one before it to the flip before.
+        self.answer_flips = if o.at_ms >= flip.at_ms {
+            flip.flips
+        } else {
+            FlipCount(flip.flips.0.saturating_sub(1))
+        };
+        self.service_queries = self.service_queries.saturating_add(1);
+        straggled
+    }
+
+    /// An answer to a color name: a query for the old color's name after every legitimate
+    /// reason to ask for it has expired is a straggler's.
+    fn answered_color(&mut self, o: &Observation, flip: &Flip) -> Option<Straggled> {
+        let mut straggled = None;
+        self.color_queries = self.color_queries.saturating_add(1);
+        if flip.flips.0 > 0 && Some(o.color) == flip.from && o.at_ms > flip.at_ms {
+            // Every legitimate reason to ask for the old color's name has expired:
+            // in CNAME mode the CNAME to it, otherwise the TTL last given, from the flip.
+            let expiry = if flip.cname && self.answer_at_ms > 0 {
+                self.expires_ms()
+            } else {
+                flip.at_ms + u64::from(self.last_ttl.max(o.ttl)) * 1000
+            };
+            if o.at_ms > expiry {
+                if self.straggle_flips != flip.flips {
+                    self.straggle_flips = flip.flips;
+                    self.straggle_count = 0;
+                    self.straggle_first_ms = o.at_ms;
+                }
+                self.straggle_count = self.straggle_count.saturating_add(1);
+                self.straggle_last_ms = o.at_ms;
+                let late_ms = o.at_ms - expiry;
+                self.straggle_late_ms = late_ms.min(u64::from(u32::MAX)) as u32;
+                straggled = Some(Straggled {
+                    key: self.key,
+                    color: o.color,
+                    late_ms,
+                    first_of_flip: false,
+                    converged: false,
+                });
+            }
+        }
+        straggled
+    }
+
     fn note_interval(&mut self, gap: u32) {
         if self.samples == 0 {
             self.interval_ms = gap;
