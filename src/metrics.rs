@@ -444,7 +444,7 @@ impl Exporter {
             .flat_map(|s| {
                 s.zones
                     .iter()
-                    .map(|(zone, link, serial)| ([s.name.clone(), zone.to_string()], link, *serial))
+                    .map(|z| ([s.name.clone(), z.origin.to_string()], &z.link, z.serial))
             })
             .collect();
         fn labels(names: &[String; 2]) -> Labels<'_> {
@@ -458,8 +458,7 @@ impl Exporter {
             "flipdns_secondary_serial",
             "SOA serial a secondary answered with, by secondary and zone (absent until it answered).",
             rows.iter().filter_map(|(names, link, _)| {
-                link.serves
-                    .map(|(serial, _)| (labels(names), gauge(serial.into())))
+                link.serves.map(|s| (labels(names), gauge(s.serial.into())))
             }),
         )?;
         family(
@@ -478,7 +477,7 @@ impl Exporter {
             "flipdns_secondary_current",
             "1 when a secondary serves our serial of the zone, else 0.",
             rows.iter().map(|(names, link, serial)| {
-                let current = link.serves.is_some_and(|(s, _)| s == *serial);
+                let current = link.serves.is_some_and(|s| s.serial == *serial);
                 (labels(names), gauge(current as i64))
             }),
         )?;

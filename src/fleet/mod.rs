@@ -8,6 +8,7 @@
 //! admin requests watch.
 
 mod client;
+pub mod follow;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -53,17 +54,44 @@ pub struct Secondary {
 pub struct Link {
     /// The last NOTIFY sent: serial, Unix ms, tries so far, acknowledged.
     pub notify: Option<NotifyState>,
-    /// The last transfer it took from us: serial, Unix ms, what was sent.
-    pub transferred: Option<(u32, u64, &'static str)>,
-    /// The serial its SOA answer gave, and when (Unix ms).
-    pub serves: Option<(u32, u64)>,
+    /// The last transfer it took from us.
+    pub transferred: Option<Transferred>,
+    /// The serial its latest SOA answer gave.
+    pub serves: Option<Serves>,
     /// Since when (Unix ms) it serves an older serial than ours.
     pub behind_since_ms: Option<u64>,
-    /// The last thing that went wrong asking it, and when.
-    pub error: Option<(String, u64)>,
+    /// The last thing that went wrong asking it.
+    pub error: Option<LinkError>,
     /// Failed NOTIFYs and SOA queries so far.
     pub errors: u64,
     pub notifies: u64,
+}
+
+/// A zone transfer a secondary took from us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transferred {
+    /// The serial it was brought up to.
+    pub serial: u32,
+    /// When it ended (Unix ms).
+    pub at_ms: u64,
+    /// `axfr`, `ixfr`, `ixfr_full` or `up_to_date`.
+    pub kind: &'static str,
+}
+
+/// The serial a secondary's SOA answer gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serves {
+    pub serial: u32,
+    /// When it answered (Unix ms).
+    pub at_ms: u64,
+}
+
+/// Something that went wrong asking a secondary (a NOTIFY or an SOA query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkError {
+    pub message: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +132,17 @@ pub struct SecondaryStatus {
     pub name: String,
     pub address: SocketAddr,
     pub key: Option<String>,
-    /// By zone: its link, and our serial.
-    pub zones: Vec<(Name, Link, u32)>,
+    /// Its copy of each zone.
+    pub zones: Vec<ZoneLink>,
+}
+
+/// A secondary's copy of one zone, beside ours.
+#[derive(Debug, Clone)]
+pub struct ZoneLink {
+    pub origin: Name,
+    pub link: Link,
+    /// The serial we serve.
+    pub serial: u32,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -198,13 +235,13 @@ impl Fleet {
             .iter()
             .filter_map(|s| {
                 let link = s.link(zone);
-                let serves = link.serves.map(|(serial, _)| serial);
+                let serves = link.serves.map(|s| s.serial);
                 let caught_up = serves.is_some_and(|s| s == serial || serial_after(s, serial));
                 (!caught_up).then(|| Behind {
                     name: s.config.name.clone(),
                     address: s.config.address,
                     serves,
-                    error: link.error.map(|(e, _)| e),
+                    error: link.error.map(|e| e.message),
                 })
             })
             .collect()
@@ -219,7 +256,12 @@ impl Fleet {
             .iter()
             .filter(|s| s.config.address.ip() == peer)
         {
-            secondary.update(zone, |link| link.transferred = Some((serial, now, sent)));
+            let transferred = Transferred {
+                serial,
+                at_ms: now,
+                kind: sent,
+            };
+            secondary.update(zone, |link| link.transferred = Some(transferred));
             secondary.poke.notify_one();
         }
     }
@@ -236,7 +278,11 @@ impl Fleet {
                 zones: snapshot
                     .zones
                     .iter()
-                    .map(|z| (z.origin.clone(), s.link(&z.origin), z.serial))
+                    .map(|z| ZoneLink {
+                        origin: z.origin.clone(),
+                        link: s.link(&z.origin),
+                        serial: z.serial,
+                    })
                     .collect(),
             })
             .collect()

@@ -14,7 +14,7 @@ use std::time::Duration;
 use hickory_proto::rr::Name;
 use tokio::time::Instant;
 
-use super::{Fleet, NotifyState, Secondary, client};
+use super::{Fleet, LinkError, NotifyState, Secondary, Serves, client};
 use crate::records::ZoneRecord;
 use crate::state::serial_after;
 
@@ -141,7 +141,10 @@ async fn notify(fleet: &Fleet, secondary: &Secondary, soa: &ZoneRecord, work: &m
         link.notifies += 1;
         if let Some(error) = error {
             link.errors += 1;
-            link.error = Some((error, at_ms));
+            link.error = Some(LinkError {
+                message: error,
+                at_ms,
+            });
         }
     });
     if let Some(error) = logged {
@@ -184,8 +187,8 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
     let mut changed = false;
     secondary.update(zone, |link| {
         let before = (
-            link.serves.map(|(s, _)| s),
-            link.error.clone().map(|(e, _)| e),
+            link.serves.map(|s| s.serial),
+            link.error.clone().map(|e| e.message),
         );
         match &result {
             Ok(serial) => {
@@ -194,7 +197,10 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
                         .behind_since_ms
                         .map(|since| at_ms.saturating_sub(since));
                 }
-                link.serves = Some((*serial, at_ms));
+                link.serves = Some(Serves {
+                    serial: *serial,
+                    at_ms,
+                });
                 if current {
                     link.behind_since_ms = None;
                     link.error = None;
@@ -204,18 +210,18 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
             }
             Err(e) => {
                 let message = format!("SOA query: {e}");
-                if link.error.as_ref().is_none_or(|(m, _)| *m != message) {
+                if link.error.as_ref().is_none_or(|e| e.message != message) {
                     failed = Some(message.clone());
                 }
                 link.errors += 1;
-                link.error = Some((message, at_ms));
+                link.error = Some(LinkError { message, at_ms });
                 link.behind_since_ms.get_or_insert(at_ms);
             }
         }
         changed = before
             != (
-                link.serves.map(|(s, _)| s),
-                link.error.clone().map(|(e, _)| e),
+                link.serves.map(|s| s.serial),
+                link.error.clone().map(|e| e.message),
             );
     });
     let name = &secondary.config.name;

@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 
 use super::{Context, Peer, health, phase, send};
 use crate::cutover::{self, Action, Done, Refusal, RefusalKind};
+use crate::fleet::follow;
 use crate::protocol::{
     Converged, Cutover, Error, ErrorKind, FleetConvergence, Outcome, Progress, Reply, Request,
     Response, Step,
@@ -98,15 +99,20 @@ async fn follow<W: AsyncWrite + Unpin>(
             ttl: scheduled.ttl,
         },
     };
+    let shutting_down = || {
+        let service = &scheduled.service;
+        Error::new(
+            ErrorKind::ShuttingDown,
+            format!(
+                "the server is shutting down; the flip of {service} to {target} is persisted and resumes when it starts again (`flipdns ctl status {service}` shows it)"
+            ),
+        )
+    };
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     loop {
         tokio::select! {
             _ = context.shutdown.cancelled() => {
-                let error = Error::new(ErrorKind::ShuttingDown, format!(
-                    "the server is shutting down; the flip of {} to {target} is persisted and resumes when it starts again (`flipdns ctl status {}` shows it)",
-                    scheduled.service, scheduled.service
-                ));
-                return send(context, out, &Reply::Error(error)).await;
+                return send(context, out, &Reply::Error(shutting_down())).await;
             }
             _ = ticker.tick() => send(context, out, &Reply::Progress(draining(drained_at_ms))).await?,
             event = events.recv() => match event {
@@ -137,11 +143,7 @@ async fn follow<W: AsyncWrite + Unpin>(
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {
-                    let error = Error::new(ErrorKind::ShuttingDown, format!(
-                        "the server is shutting down; the flip of {} to {target} is persisted and resumes when it starts again (`flipdns ctl status {}` shows it)",
-                        scheduled.service, scheduled.service
-                    ));
-                    return send(context, out, &Reply::Error(error)).await;
+                    return send(context, out, &Reply::Error(shutting_down())).await;
                 }
             },
         }
@@ -158,92 +160,75 @@ async fn flipped<W: AsyncWrite + Unpin>(
     out: &mut W,
 ) -> io::Result<()> {
     let mut cutover = reply(done);
-    let fleet = &context.fleet;
-    let zone = context
-        .switch
-        .catalog()
+    let catalog = context.switch.catalog();
+    let zone = catalog
         .config
         .service(&done.service)
         .map(|s| s.zone.clone());
-    let (Some(zone), false) = (zone, fleet.is_empty()) else {
+    let (Some(zone), false) = (zone, context.fleet.is_empty()) else {
         return send(context, out, &Reply::Ok(Response::Cutover(cutover))).await;
     };
-    let serial = done.serial;
+    let (serial, id) = (done.serial, done.cutover.unwrap_or(0));
     let flipped_at = done
         .state
         .flipped_at_ms
         .unwrap_or_else(|| context.clock.now_ms());
-    let deadline = tokio::time::Instant::now() + context.switch.catalog().config.fleet.wait;
-    let mut changes = fleet.changes();
-    let mut converged: Vec<Converged> = Vec::new();
-    loop {
-        let behind = fleet.behind(&zone, serial);
-        for status in fleet.status() {
-            let serves = status
-                .zones
-                .iter()
-                .find(|(z, _, _)| *z == zone)
-                .and_then(|(_, l, _)| l.serves);
-            let caught_up = !behind.iter().any(|b| b.name == status.name);
-            if caught_up && !converged.iter().any(|c| c.name == status.name) {
-                let after_ms = serves.map_or(0, |(_, at)| at.saturating_sub(flipped_at));
-                converged.push(Converged {
-                    name: status.name.clone(),
-                    after_ms,
-                });
-                if wait {
-                    let progress = Progress {
-                        service: done.service.clone(),
-                        cutover: done.cutover.unwrap_or(0),
-                        step: Step::Secondary {
-                            serial,
-                            name: status.name.clone(),
-                            after_ms,
-                        },
-                    };
-                    send(context, out, &Reply::Progress(progress)).await?;
+    let waiting = wait.then_some(catalog.config.fleet.wait);
+    let mut follow =
+        context
+            .fleet
+            .follow(zone, serial, flipped_at, waiting, context.shutdown.clone());
+    let progress = |step| {
+        Reply::Progress(Progress {
+            service: done.service.clone(),
+            cutover: id,
+            step,
+        })
+    };
+    while let Some(event) = follow.next().await {
+        match event {
+            follow::Event::Arrived(a) if wait => {
+                let step = Step::Secondary {
+                    serial,
+                    name: a.name,
+                    after_ms: a.after_ms,
+                };
+                send(context, out, &progress(step)).await?;
+            }
+            follow::Event::Arrived(_) => {}
+            follow::Event::Waiting(behind) => {
+                let behind = behind.iter().map(ToString::to_string).collect();
+                send(
+                    context,
+                    out,
+                    &progress(Step::Secondaries { serial, behind }),
+                )
+                .await?;
+            }
+            follow::Event::Done(outcome) => {
+                let behind: Vec<String> = outcome.behind.iter().map(ToString::to_string).collect();
+                if !behind.is_empty() && outcome.waited {
+                    let (name, list) = (&done.service, behind.join("; "));
+                    tracing::warn!(service = %name, serial, "flipped here, but {} secondar{} behind: {list}", behind.len(), if behind.len() == 1 { "y is" } else { "ies are" });
                 }
-            }
-        }
-        if behind.is_empty() || !wait || tokio::time::Instant::now() >= deadline {
-            let behind: Vec<String> = behind.iter().map(ToString::to_string).collect();
-            if !behind.is_empty() && wait {
-                let (name, list) = (done.service.clone(), behind.join("; "));
-                tracing::warn!(service = %name, serial, "flipped here, but {} secondar{} behind: {list}", behind.len(), if behind.len() == 1 { "y is" } else { "ies are" });
-            }
-            cutover.fleet = Some(FleetConvergence {
-                serial,
-                converged,
-                behind,
-                waited: wait,
-            });
-            return send(context, out, &Reply::Ok(Response::Cutover(cutover))).await;
-        }
-        tokio::select! {
-            _ = context.shutdown.cancelled() => {
                 cutover.fleet = Some(FleetConvergence {
                     serial,
-                    converged,
-                    behind: behind.iter().map(ToString::to_string).collect(),
-                    waited: false,
+                    converged: outcome
+                        .converged
+                        .into_iter()
+                        .map(|a| Converged {
+                            name: a.name,
+                            after_ms: a.after_ms,
+                        })
+                        .collect(),
+                    behind,
+                    waited: outcome.waited,
                 });
-                return send(context, out, &Reply::Ok(Response::Cutover(cutover))).await;
-            }
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = tokio::time::sleep(PROGRESS_EVERY) => {
-                let progress = Progress {
-                    service: done.service.clone(),
-                    cutover: done.cutover.unwrap_or(0),
-                    step: Step::Secondaries {
-                        serial,
-                        behind: behind.iter().map(ToString::to_string).collect(),
-                    },
-                };
-                send(context, out, &Reply::Progress(progress)).await?;
+                break;
             }
         }
     }
+    send(context, out, &Reply::Ok(Response::Cutover(cutover))).await
 }
 
 /// An outcome as the wire spells it (`scheduled`, `flipped`, ...), for the audit trail.

@@ -105,36 +105,40 @@ fn secondary(status: &fleet::SecondaryStatus) -> SecondaryStatus {
         zones: status
             .zones
             .iter()
-            .map(|(origin, link, serial)| SecondaryZone {
-                origin: origin.to_string(),
-                serial: *serial,
-                serves: link.serves.map(|(s, _)| s),
-                checked_at_ms: link.serves.map(|(_, at)| at),
-                lag: link.serves.map(|(s, _)| {
-                    if serial_after(*serial, s) {
-                        serial.wrapping_sub(s)
-                    } else {
-                        0
-                    }
-                }),
-                behind_since_ms: link.behind_since_ms,
-                notify: link.notify.map(|n| NotifyStatus {
-                    serial: n.serial,
-                    at_ms: n.at_ms,
-                    tries: n.tries,
-                    acked: n.acked,
-                }),
-                transferred: link
-                    .transferred
-                    .map(|(serial, at_ms, kind)| TransferStatus {
-                        serial,
-                        at_ms,
-                        kind: kind.into(),
+            .map(
+                |fleet::ZoneLink {
+                     origin,
+                     link,
+                     serial,
+                 }| SecondaryZone {
+                    origin: origin.to_string(),
+                    serial: *serial,
+                    serves: link.serves.map(|s| s.serial),
+                    checked_at_ms: link.serves.map(|s| s.at_ms),
+                    lag: link.serves.map(|s| {
+                        if serial_after(*serial, s.serial) {
+                            serial.wrapping_sub(s.serial)
+                        } else {
+                            0
+                        }
                     }),
-                error: link.error.as_ref().map(|(e, _)| e.clone()),
-                error_at_ms: link.error.as_ref().map(|(_, at)| *at),
-                errors: link.errors,
-            })
+                    behind_since_ms: link.behind_since_ms,
+                    notify: link.notify.map(|n| NotifyStatus {
+                        serial: n.serial,
+                        at_ms: n.at_ms,
+                        tries: n.tries,
+                        acked: n.acked,
+                    }),
+                    transferred: link.transferred.map(|t| TransferStatus {
+                        serial: t.serial,
+                        at_ms: t.at_ms,
+                        kind: t.kind.into(),
+                    }),
+                    error: link.error.as_ref().map(|e| e.message.clone()),
+                    error_at_ms: link.error.as_ref().map(|e| e.at_ms),
+                    errors: link.errors,
+                },
+            )
             .collect(),
     }
 }
