@@ -42,6 +42,15 @@ pub enum Handled {
     Transfer(Box<Transfer>),
 }
 
+/// Who asked, and how: the requester's address, the transport, and the key that signed the
+/// request (checked), when one did.
+#[derive(Clone, Copy)]
+struct Asker<'a> {
+    client: SocketAddr,
+    transport: Transport,
+    signed: Option<&'a Signed>,
+}
+
 /// The answer to a well-formed request.
 enum Answered {
     Rcode(u16),
@@ -190,7 +199,12 @@ impl Handler {
     ) -> Answered {
         let snapshot = self.records.load();
         let Some(at) = request.tsig_at else {
-            return self.answer(request, &snapshot, client, transport, None, out, recorder);
+            let asker = Asker {
+                client,
+                transport,
+                signed: None,
+            };
+            return self.answer(request, &snapshot, asker, out, recorder);
         };
         let now = self.clock.now_ms() / 1000;
         let check = tsig::check(packet, at, &snapshot.catalog.keys, now);
@@ -208,41 +222,35 @@ impl Handler {
                 return Answered::Rcode(rcode);
             }
         };
-        let answered = self.answer(
-            request,
-            &snapshot,
+        let asker = Asker {
             client,
             transport,
-            Some(&signed),
-            out,
-            recorder,
-        );
+            signed: Some(&signed),
+        };
+        let answered = self.answer(request, &snapshot, asker, out, recorder);
         if let Answered::Rcode(_) = answered {
             signed.sign(out, now);
         }
         answered
     }
 
-    /// Answers a well-formed request from `snapshot` (signed by `signed`, when it was);
+    /// Answers a well-formed request from `snapshot` (signed, when `asker` says so);
     /// returns the (extended) RCODE sent, or the transfer to stream.
-    #[allow(clippy::too_many_arguments)]
     fn answer(
         &self,
         request: &Request<'_>,
         snapshot: &Arc<Snapshot>,
-        client: SocketAddr,
-        transport: Transport,
-        signed: Option<&Signed>,
+        asker: Asker<'_>,
         out: &mut Vec<u8>,
         recorder: &mut Recorder,
     ) -> Answered {
-        let limit = match (transport, request.edns) {
+        let limit = match (asker.transport, request.edns) {
             (Transport::Tcp, _) => MAX_TCP_MESSAGE,
             (Transport::Udp, Some(edns)) => edns.udp_size.min(MAX_UDP_PAYLOAD) as usize,
             (Transport::Udp, None) => CLASSIC_UDP_PAYLOAD as usize,
         };
         // A signed answer has room kept for its signature.
-        let limit = limit - signed.map_or(0, |s| s.key.record_len(0));
+        let limit = limit - asker.signed.map_or(0, |s| s.key.record_len(0));
         let identity = snapshot.catalog.config.server.identity.as_deref();
         let nsid = identity.filter(|_| request.edns.is_some_and(|e| e.nsid));
         let reply = Reply::new(request, limit, out, nsid.map(str::as_bytes));
@@ -269,13 +277,13 @@ impl Handler {
             return Answered::Rcode(reply.bare(RCODE_FORMERR.into(), false));
         }
         if matches!(request.qtype, TYPE_AXFR | TYPE_IXFR) {
-            return self.transfer(request, name, snapshot, client, transport, signed, reply);
+            return self.transfer(request, name, snapshot, asker, reply);
         }
         Answered::Rcode(match snapshot.lookup(name) {
             Lookup::Node(node) => {
                 let rendered = node.answer(request.qtype);
                 if let Some(hit) = rendered.hit {
-                    let service = &snapshot.services[hit.service as usize];
+                    let service = &snapshot.services[hit.index as usize];
                     service.observed.answered(hit.color);
                     if hit.long || recorder.is_on() {
                         let at_ms = self.clock.coarse_mono_ms();
@@ -286,7 +294,7 @@ impl Handler {
                         }
                         recorder.record(Observation {
                             at_ms,
-                            resolver: client.ip(),
+                            resolver: asker.client.ip(),
                             subnet: request.edns.and_then(|e| e.client_subnet),
                             service: service.id,
                             color: hit.color,
@@ -309,17 +317,19 @@ impl Handler {
     /// A zone transfer request (`name` lowercase): only a configured secondary, with its
     /// key when it has one, gets one (the service list is not public); over UDP an IXFR
     /// gets the SOA, so that the secondary comes back over TCP (RFC 1995 section 2).
-    #[allow(clippy::too_many_arguments)]
     fn transfer(
         &self,
         request: &Request<'_>,
         name: &[u8],
         snapshot: &Arc<Snapshot>,
-        client: SocketAddr,
-        transport: Transport,
-        signed: Option<&Signed>,
+        asker: Asker<'_>,
         reply: Reply<'_, '_>,
     ) -> Answered {
+        let Asker {
+            client,
+            transport,
+            signed,
+        } = asker;
         let Some(zone) = snapshot.zone_at(name) else {
             let rcode = match snapshot.lookup(name) {
                 Lookup::NotOurs => RCODE_REFUSED,

@@ -423,7 +423,7 @@ impl<'a> Renderer<'a> {
             zone,
             rrsets,
             hit: Some(Hit {
-                service: index,
+                index,
                 color,
                 name: kind,
                 ttl: state.ttl,

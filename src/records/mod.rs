@@ -216,8 +216,8 @@ pub struct Rendered {
 /// A service answer: which service, which color, through which name, with which TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
-    /// Index into [`Snapshot::services`].
-    pub service: u32,
+    /// The service's index into [`Snapshot::services`] (not its stable id).
+    pub index: u32,
     pub color: Color,
     pub name: NameKind,
     pub ttl: u32,
