@@ -1,16 +1,15 @@
 //! The `flipdns` command: arguments, logging, exit codes; the work is in the library.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flipdns::admin::client::{Client, ClientError};
-use flipdns::admin::format::{self, ProgressView};
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
 use flipdns::config::{Config, default_config};
-use flipdns::protocol::{Error, ErrorKind, Reply, Request, ResolverClass, Response};
+use flipdns::process::output::{complain, json_line, say};
+use flipdns::protocol::{Request, ResolverClass};
 use tokio_util::sync::CancellationToken;
 
 /// Authoritative DNS server that flips services between blue and green.
@@ -21,19 +20,25 @@ struct Cli {
     command: Command,
 }
 
+/// The config file every command reads.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file; relative paths inside it are relative to its directory.
+    #[arg(long = "config", env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
+    path: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server in the foreground until SIGTERM or Ctrl-C.
     Serve {
-        /// Config file; relative paths inside it are relative to its directory.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Validate the config and its zone files; print every problem with file and line.
     Check {
-        /// Config file to check.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Read the durable state (snapshot and journal, merged) without a running server.
     State {
@@ -50,9 +55,8 @@ enum Command {
         /// Admin socket path [default: admin_socket of --config].
         #[arg(long, env = "FLIPDNS_SOCKET")]
         socket: Option<PathBuf>,
-        /// Config whose admin_socket to use when --socket is not given.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print the server's reply as JSON on stdout, errors included.
         #[arg(long, global = true)]
         json: bool,
@@ -79,15 +83,13 @@ enum Generate {
 enum StateCommand {
     /// Print the state as JSON: live colors, flips, phases, deadlines, serials.
     Show {
-        /// Config whose state_file to read.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Print the state as a state file of its own, for a backup (works while serving).
     Export {
-        /// Config whose state_file to read.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Replace the state with a backup made by `state export`; the server must be stopped.
     ///
@@ -96,9 +98,8 @@ enum StateCommand {
     Import {
         /// The backup to restore.
         file: PathBuf,
-        /// Config whose state_file to replace.
-        #[arg(long, env = "FLIPDNS_CONFIG", default_value_os_t = default_config())]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -208,12 +209,12 @@ fn parse_color(s: &str) -> Result<Color, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => exit(serve(&config)),
-        Command::Check { config } => exit(check(&config)),
+        Command::Serve { config } => exit(serve(&config.path)),
+        Command::Check { config } => exit(check(&config.path)),
         Command::State { command } => exit(match command {
-            StateCommand::Show { config } => show_state(&config),
-            StateCommand::Export { config } => export_state(&config),
-            StateCommand::Import { file, config } => import_state(&file, &config),
+            StateCommand::Show { config } => show_state(&config.path),
+            StateCommand::Export { config } => export_state(&config.path),
+            StateCommand::Import { file, config } => import_state(&file, &config.path),
         }),
         Command::Generate { what } => exit(generate(what)),
         Command::Ctl {
@@ -221,8 +222,23 @@ fn main() -> ExitCode {
             config,
             json,
             command,
-        } => ctl(socket, &config, json, command),
+        } => ctl(socket, &config.path, json, command),
     }
+}
+
+/// Runs one `ctl` command on the socket given, or the config's.
+fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) -> ExitCode {
+    let socket = match socket {
+        Some(socket) => socket,
+        None => match flipdns::config::admin_socket_of(config) {
+            Ok(socket) => socket,
+            Err(e) => {
+                complain(&format!("no --socket given and {e}"));
+                return ExitCode::from(3);
+            }
+        },
+    };
+    flipdns::admin::ctl::run(&socket, json, request(command))
 }
 
 fn generate(what: Generate) -> Result<(), String> {
@@ -251,19 +267,6 @@ fn exit(result: Result<(), String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Writes `text` to stdout. A reader that went away (`| head`) or a full disk is not a
-/// reason to panic: the error comes back for the exit code.
-fn say(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()
-}
-
-/// `flipdns: MESSAGE` on stderr, if stderr can take it.
-fn complain(message: &str) {
-    let _ = writeln!(std::io::stderr(), "flipdns: {message}");
 }
 
 fn load(config: &Path) -> Result<Catalog, String> {
@@ -416,111 +419,6 @@ fn check(config: &Path) -> Result<(), String> {
     say(&text).map_err(|e| format!("cannot write to stdout: {e}"))
 }
 
-/// Runs one `ctl` command: the reply on stdout (for a person, or JSON with `--json`),
-/// progress on stderr, and an exit code per kind of error (README, "Exit codes").
-fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) -> ExitCode {
-    let socket = match socket {
-        Some(socket) => socket,
-        None => match flipdns::config::admin_socket_of(config) {
-            Ok(socket) => socket,
-            Err(e) => {
-                complain(&format!("no --socket given and {e}"));
-                return ExitCode::from(3);
-            }
-        },
-    };
-    let request = request(command);
-    let following = match &request {
-        Request::Flip {
-            service,
-            wait: true,
-            ..
-        }
-        | Request::Rollback {
-            service,
-            wait: true,
-            ..
-        } => Some(service.clone()),
-        _ => None,
-    };
-    if let Some(service) = &following {
-        detach_on_interrupt(service);
-        if std::io::stderr().is_terminal() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "(Ctrl-C detaches: the cutover goes on in the server)"
-            );
-        }
-    }
-    let mut view = ProgressView::default();
-    let result = Client::connect(&socket)
-        .and_then(|mut client| client.call_with_progress(&request, |p| view.show(p)));
-    match result {
-        Ok(response) => match print_reply(json, &response) {
-            // Done here, but not everywhere: scripts must not take it for a full success.
-            Ok(()) if secondaries_behind(&response) => ExitCode::from(SECONDARIES_BEHIND),
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::FAILURE, // stdout went away; the request was carried out
-        },
-        Err(error) => {
-            let code = error.exit_code();
-            match (json, &error) {
-                (true, ClientError::Refused(e)) => {
-                    let _ = say(&json_line(&Reply::Error(e.clone())));
-                }
-                (true, other) => {
-                    let e = Error::new(ErrorKind::Io, other.to_string());
-                    let _ = say(&json_line(&Reply::Error(e)));
-                }
-                (false, ClientError::NoReply | ClientError::Io(_)) if following.is_some() => {
-                    let service = following.as_deref().unwrap_or_default();
-                    complain(&format!(
-                        "{error}; the cutover is persisted in the server and goes on (or resumes when it starts again): `flipdns ctl status {service}` shows it"
-                    ))
-                }
-                (false, _) => complain(&error.to_string()),
-            }
-            ExitCode::from(code)
-        }
-    }
-}
-
-/// The message Ctrl-C prints while a cutover is followed, ready before the signal.
-static DETACHED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    if let Some(message) = DETACHED.get() {
-        // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is never freed.
-        unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
-    }
-    // SAFETY: as above.
-    unsafe { libc::_exit(130) };
-}
-
-/// Makes Ctrl-C say that the cutover goes on in the server, and how to follow or stop it.
-fn detach_on_interrupt(service: &str) {
-    let _ = DETACHED.set(
-        format!(
-            "\n{service}: detached; the cutover goes on in the server: `flipdns ctl status {service}` follows it, `flipdns ctl cancel {service}` abandons it\n"
-        )
-        .into_bytes(),
-    );
-    // SAFETY: installs a handler that only calls async-signal-safe functions.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        )
-    };
-}
-
-/// The exit code of a flip that is done here while secondaries do not serve it.
-const SECONDARIES_BEHIND: u8 = 5;
-
-fn secondaries_behind(response: &Response) -> bool {
-    matches!(response, Response::Cutover(c) if c.fleet.as_ref().is_some_and(|f| f.waited && !f.behind.is_empty()))
-}
-
 fn request(command: CtlCommand) -> Request {
     match command {
         CtlCommand::Version => Request::Version,
@@ -571,27 +469,6 @@ fn request(command: CtlCommand) -> Request {
             limit: Some(limit),
         },
     }
-}
-
-/// The reply on stdout: for a person, or with `--json` the reply's value (the `status`,
-/// `cutover`, ... object itself).
-fn print_reply(json: bool, response: &Response) -> std::io::Result<()> {
-    if !json {
-        return say(&format::response(response));
-    }
-    say(&match response {
-        Response::Version(v) => json_line(v),
-        Response::Status(s) => json_line(s),
-        Response::Cutover(c) => json_line(c),
-        Response::Reloaded(r) => json_line(r),
-        Response::Stragglers(r) => json_line(r),
-        Response::History(h) => json_line(h),
-        Response::LogLevel(f) => json_line(f),
-    })
-}
-
-fn json_line<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).expect("replies serialize") + "\n"
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@
 //! - [`audit`]: the trail of changes asked, who asked and what came of them;
 //! - [`commands`]: runs each request (one file per command) and turns domain values into
 //!   replies;
-//! - [`client`] and [`format`]: what `flipdns ctl` runs and prints.
+//! - [`ctl`], [`client`] and [`format`]: what `flipdns ctl` runs, sends and prints.
 //!
 //! The request and reply types are [`crate::protocol`], which depends on nothing here.
 
 pub mod audit;
 pub mod client;
 pub mod commands;
+pub mod ctl;
 pub mod format;
 pub mod server;

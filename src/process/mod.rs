@@ -4,4 +4,5 @@
 pub mod build_info;
 pub mod logging;
 pub mod memory;
+pub mod output;
 pub mod systemd;

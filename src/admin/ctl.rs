@@ -1,0 +1,123 @@
+//! `flipdns ctl`: one request to a running server, its progress on stderr, its reply on
+//! stdout (for a person, or JSON with `--json`), and an exit code per kind of error
+//! (README, "Exit codes"). The arguments are the binary's; this is what it does with them.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::client::{Client, ClientError};
+use super::format::{self, ProgressView};
+use crate::process::output::{complain, json_line, say};
+use crate::protocol::{Error, ErrorKind, Reply, Request, Response};
+
+/// Runs one `ctl` command: the reply on stdout (for a person, or JSON with `--json`),
+/// progress on stderr, and an exit code per kind of error (README, "Exit codes").
+pub fn run(socket: &Path, json: bool, request: Request) -> ExitCode {
+    let following = match &request {
+        Request::Flip {
+            service,
+            wait: true,
+            ..
+        }
+        | Request::Rollback {
+            service,
+            wait: true,
+            ..
+        } => Some(service.clone()),
+        _ => None,
+    };
+    if let Some(service) = &following {
+        detach_on_interrupt(service);
+        if std::io::stderr().is_terminal() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "(Ctrl-C detaches: the cutover goes on in the server)"
+            );
+        }
+    }
+    let mut view = ProgressView::default();
+    let result = Client::connect(socket)
+        .and_then(|mut client| client.call_with_progress(&request, |p| view.show(p)));
+    match result {
+        Ok(response) => match print_reply(json, &response) {
+            // Done here, but not everywhere: scripts must not take it for a full success.
+            Ok(()) if secondaries_behind(&response) => ExitCode::from(SECONDARIES_BEHIND),
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE, // stdout went away; the request was carried out
+        },
+        Err(error) => {
+            let code = error.exit_code();
+            match (json, &error) {
+                (true, ClientError::Refused(e)) => {
+                    let _ = say(&json_line(&Reply::Error(e.clone())));
+                }
+                (true, other) => {
+                    let e = Error::new(ErrorKind::Io, other.to_string());
+                    let _ = say(&json_line(&Reply::Error(e)));
+                }
+                (false, ClientError::NoReply | ClientError::Io(_)) if following.is_some() => {
+                    let service = following.as_deref().unwrap_or_default();
+                    complain(&format!(
+                        "{error}; the cutover is persisted in the server and goes on (or resumes when it starts again): `flipdns ctl status {service}` shows it"
+                    ))
+                }
+                (false, _) => complain(&error.to_string()),
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The message Ctrl-C prints while a cutover is followed, ready before the signal.
+static DETACHED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    if let Some(message) = DETACHED.get() {
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is never freed.
+        unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(130) };
+}
+
+/// Makes Ctrl-C say that the cutover goes on in the server, and how to follow or stop it.
+fn detach_on_interrupt(service: &str) {
+    let _ = DETACHED.set(
+        format!(
+            "\n{service}: detached; the cutover goes on in the server: `flipdns ctl status {service}` follows it, `flipdns ctl cancel {service}` abandons it\n"
+        )
+        .into_bytes(),
+    );
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        )
+    };
+}
+
+/// The exit code of a flip that is done here while secondaries do not serve it.
+const SECONDARIES_BEHIND: u8 = 5;
+
+fn secondaries_behind(response: &Response) -> bool {
+    matches!(response, Response::Cutover(c) if c.fleet.as_ref().is_some_and(|f| f.waited && !f.behind.is_empty()))
+}
+
+/// The reply on stdout: for a person, or with `--json` the reply's value (the `status`,
+/// `cutover`, ... object itself).
+fn print_reply(json: bool, response: &Response) -> std::io::Result<()> {
+    if !json {
+        return say(&format::response(response));
+    }
+    say(&match response {
+        Response::Version(v) => json_line(v),
+        Response::Status(s) => json_line(s),
+        Response::Cutover(c) => json_line(c),
+        Response::Reloaded(r) => json_line(r),
+        Response::Stragglers(r) => json_line(r),
+        Response::History(h) => json_line(h),
+        Response::LogLevel(f) => json_line(f),
+    })
+}
