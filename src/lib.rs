@@ -13,6 +13,7 @@
 //!
 //! ```text
 //! foundation   clock.rs     wall and monotonic time; the seam tests drive
+//!              accept.rs    taking connections off a listener until shutdown, with backoff
 //!              color.rs     Color
 //!              problem.rs   located problems in operator files
 //!              pem.rs       PEM files an operator names: a private CA's certificates
@@ -60,6 +61,7 @@
 //!    [`observed::answers::Intake`]) -> [`stragglers::Ledger`] -> classes -> `stragglers` and `status` on the admin socket,
 //!    `/metrics`; snapshot and counters -> `status`, `/metrics`.
 
+pub mod accept;
 pub mod admin;
 pub mod catalog;
 pub mod clock;

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept;
 use crate::clock::Clock;
 use crate::color::Color;
 use crate::dns::rrl::Limiter;
@@ -643,16 +644,10 @@ pub async fn serve(
 ) -> Result<(), String> {
     let permits = Arc::new(Semaphore::new(METRICS_MAX_CLIENTS));
     loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("metrics endpoint: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, _)) =
+            accept::next("metrics endpoint", &shutdown, || listener.accept()).await
+        else {
+            return Ok(());
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::commands::{Context, Peer, dispatch, reply_line};
+use crate::accept;
 use crate::observed::counters::Counters;
 use crate::process::logging::Throttle;
 use crate::protocol::{Error, ErrorKind, MAX_REQUEST_BYTES, Reply};
@@ -172,16 +173,10 @@ pub async fn serve(
     let reserved = Arc::new(Semaphore::new(1));
     let tracker = TaskTracker::new();
     loop {
-        let mut stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = socket.listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("admin socket: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((mut stream, _)) =
+            accept::next("admin socket", &shutdown, || socket.listener.accept()).await
+        else {
+            break;
         };
         let permit = permits
             .clone()

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::QueryPath;
+use crate::accept;
 use crate::dns::Handled;
 use crate::dns::transfer::{Sent, Transfer};
 use crate::observed::answers::Recorder;
@@ -43,8 +44,7 @@ pub struct TcpLimits {
 }
 
 /// Accepts connections until `shutdown`; connections run on `tracker` so shutdown can wait
-/// for the queries in flight. Accept errors (out of file descriptors, a connection reset
-/// before it was accepted) concern one moment, so the loop backs off and goes on.
+/// for the queries in flight.
 pub async fn serve(
     listener: TcpListener,
     path: Arc<QueryPath>,
@@ -54,17 +54,9 @@ pub async fn serve(
 ) -> Result<(), String> {
     let permits = Arc::new(Semaphore::new(limits.connections));
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("tcp accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = accept::next("tcp", &shutdown, || listener.accept()).await
+        else {
+            return Ok(());
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             path.counters.tcp_refused.fetch_add(1, Relaxed);
