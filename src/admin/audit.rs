@@ -4,7 +4,7 @@
 //!
 //! Entries are written by a thread of their own, after the reply has gone: a slow or failing
 //! disk delays no acknowledgement and changes no outcome (a failed or dropped entry is
-//! logged and counted). The file is bounded: past [`AuditLog::max_bytes`] it is renamed to
+//! logged and counted). The file is bounded: past `audit_file_size` it is renamed to
 //! `FILE.1` (replacing the previous one) and started afresh, so at most twice the bound is
 //! kept. `ctl history` reads both.
 

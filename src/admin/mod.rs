@@ -4,7 +4,7 @@
 //! - [`audit`]: the trail of changes asked, who asked and what came of them;
 //! - [`commands`]: runs each request (one file per command) and turns domain values into
 //!   replies;
-//! - [`ctl`], [`client`] and [`format`]: what `flipdns ctl` runs, sends and prints.
+//! - [`ctl`], [`client`] and [`format`](mod@format): what `flipdns ctl` runs, sends and prints.
 //!
 //! The request and reply types are [`crate::protocol`], which depends on nothing here.
 

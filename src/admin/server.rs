@@ -1,5 +1,6 @@
-//! The admin socket server: binds the Unix socket, reads bounded request lines, dispatches
-//! them to the [`Switch`], writes one reply line each.
+//! The admin socket server: binds the Unix socket, checks each peer (SO_PEERCRED), reads
+//! bounded request lines and hands each to [`super::commands::dispatch`], which writes its
+//! reply (and any progress) lines.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

@@ -1,5 +1,5 @@
 //! The TOML configuration: its validated model (here), each key with its default and range
-//! ([`read`]), and the table reader that locates every problem ([`table`]).
+//! (`read`), and the table reader that locates every problem (`table`).
 //!
 //! Parsing is strict: unknown keys are problems, every value is checked, and every problem is
 //! reported with its line, all in one pass, before any socket is bound. Paths are relative to

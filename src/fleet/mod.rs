@@ -2,7 +2,7 @@
 //! serial each one serves (asked by SOA query), and the answer a cutover waits for: does
 //! every secondary serve this serial yet?
 //!
-//! One task per `[[secondary]]` ([`worker`]) keeps its status here; zone transfers it took
+//! One task per `[[secondary]]` (`worker`) keeps its status here; zone transfers it took
 //! are noted by the TCP connection that served them. Reading the status takes a short lock;
 //! every change of a served serial bumps [`Fleet::changes`], which cutovers and waiting
 //! admin requests watch.

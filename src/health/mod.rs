@@ -3,7 +3,7 @@
 //! A check is an HTTP or HTTPS GET (a status in the configured range is healthy) or a TCP
 //! connect to each address of a color, at most [`MAX_CONCURRENT_CHECKS`] at a time, each
 //! bounded by the service's timeout. Checks run on their own tasks and never touch the query
-//! path; the latest background results go to the service's [`Observed`] for `status` and
+//! path; the latest background results go to the service's [`Observed`](crate::observed::Observed) for `status` and
 //! metrics.
 
 mod tls;

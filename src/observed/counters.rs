@@ -2,7 +2,7 @@
 //! connections turned away, TSIG results, zone transfers. Relaxed atomics bumped where things
 //! happen; read when `/metrics` is scraped.
 //!
-//! The counters bumped on every query are sharded: each UDP worker owns a [`Tally`] on cache
+//! The counters bumped on every query are sharded: each UDP worker owns a `Tally` on cache
 //! lines of its own and bumps it without a locked instruction (it is the only writer); TCP
 //! connections share one. A scrape sums them.
 
@@ -42,7 +42,7 @@ pub const COUNTED_QTYPES: [(u16, &str); 13] = [
     (0, "OTHER"),
 ];
 
-/// Which [`Tally`] a query path bumps, and how.
+/// Which `Tally` a query path bumps, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shard {
     /// The shared one, with atomic additions: any number of writers (TCP connections).

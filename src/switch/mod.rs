@@ -8,7 +8,7 @@
 //! undo. Deciding *which* change to make is [`crate::cutover`]'s and [`crate::reload`]'s job.
 //!
 //! At start the switch assumes the worst about what the previous process did and cannot
-//! say: those rules are [`restart`].
+//! say: those rules are `restart`.
 //!
 //! Services are named, never indexed, across calls: a reload may add, remove and reorder
 //! them. Each name gets a small id that stays the same for the life of the process, for the

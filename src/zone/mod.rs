@@ -1,8 +1,8 @@
 //! Zone files: RFC 1035 master files turned into static records, with file:line problems.
 //!
-//! The [`lexer`] splits the file into entries (comments, quotes, parentheses), the
-//! [`reader`] turns each into a record (`$ORIGIN`, `$TTL`, owner, TTL, class, type, and the
-//! RDATA through hickory-proto), and [`validate`] checks the zone as a whole, so every
+//! The `lexer` splits the file into entries (comments, quotes, parentheses), the
+//! `reader` turns each into a record (`$ORIGIN`, `$TTL`, owner, TTL, class, type, and the
+//! RDATA through hickory-proto), and `validate` checks the zone as a whole, so every
 //! problem names its line. Pure: it reads one file and knows nothing of services or
 //! sockets. Time and memory are linear in the file's size.
 
