@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::{BLUE_V4, Server, Setup};
 
 /// Sends raw bytes on a fresh connection and returns the reply line.
@@ -211,7 +212,7 @@ fn clients_beyond_the_limit_are_turned_away() {
     let held: Vec<UnixStream> = (0..3)
         .map(|_| UnixStream::connect(server.socket()).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_secs(1)); // accepted, in order
     let mut fourth = UnixStream::connect(server.socket()).unwrap();
     fourth
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -256,7 +257,7 @@ fn clients_that_never_read_cannot_lock_out_a_flip() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_secs(1)); // both slots held
     let started = Instant::now();
     let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     assert!(out.starts_with("app: blue -> green"), "{out}");
@@ -265,14 +266,14 @@ fn clients_that_never_read_cannot_lock_out_a_flip() {
         "at once, on the kept slot"
     );
     // The greedy clients lose their connections to the write timeout.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.ctl(&["status"]).status.success() {
-        assert!(
-            Instant::now() < deadline,
-            "status works again once they are dropped"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        common::until(Duration::from_secs(10), || server
+            .ctl(&["status"])
+            .status
+            .success())
+        .is_some(),
+        "status works again once they are dropped"
+    );
     for thread in greedy {
         drop(thread.join().unwrap());
     }

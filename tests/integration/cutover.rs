@@ -3,6 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::{
     BIN, BLUE_V4, GREEN_V4, HttpStub, Server, Setup, service_status, short_service, unix_ms,
 };
@@ -23,15 +24,8 @@ fn live(server: &Server) -> Vec<String> {
 }
 
 /// Waits until `check` holds, polling, for at most `limit`.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+fn eventually(limit: Duration, check: impl FnMut() -> bool) -> bool {
+    common::until(limit, check).is_some()
 }
 
 #[test]
@@ -224,7 +218,7 @@ fn a_pending_flip_survives_kill_9_and_keeps_its_deadline() {
         service_status(&server, "app")["phase"]["drained_at_ms"],
         drained_at
     );
-    while unix_ms() + 300 < drained_at {
+    while unix_ms() + 1000 < drained_at {
         assert_eq!(
             live(&server),
             BLUE_V4,
@@ -498,21 +492,29 @@ fn commands_beyond_the_queue_are_turned_away() {
         let mut stream = std::os::unix::net::UnixStream::connect(server.socket()).unwrap();
         std::io::Write::write_all(&mut stream, request).unwrap();
         stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
+            .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         stream
     };
     let first = send();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_secs(1)); // the first is taken and blocks on its check
     let waiting: Vec<_> = (0..20).map(|_| send()).collect();
-    let refused = waiting
+    // A refusal comes at once; a queued command gets no reply before its read timeout.
+    let readers: Vec<_> = waiting
         .into_iter()
-        .filter_map(|stream| {
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut line).ok()?;
-            line.contains("too many commands queued for app (limit 16)")
-                .then_some(())
+        .map(|stream| {
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut line)
+                    .ok()?;
+                line.contains("too many commands queued for app (limit 16)")
+                    .then_some(())
+            })
         })
+        .collect();
+    let refused = readers
+        .into_iter()
+        .filter_map(|reader| reader.join().unwrap())
         .count();
     assert_eq!(
         refused, 4,

@@ -4,8 +4,9 @@
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common;
 use crate::common::secondaries::free_port;
 use crate::common::{Server, Setup, run_ok};
 
@@ -95,11 +96,10 @@ impl TlsSite {
             .spawn()
             .expect("openssl s_server starts (package openssl)");
         let site = TlsSite { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s_server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let listening = common::until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(listening.is_some(), "s_server did not listen");
         site
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::{Server, Setup, query};
 
 /// A resolver in the foreground, killed on drop.
@@ -135,11 +136,8 @@ fn start(
         clamps: clamp > 0,
         _dir: dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ready(addr).is_none() {
-        assert!(Instant::now() < deadline, "{name} on {addr} did not answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let answered = common::until(Duration::from_secs(10), || ready(addr).is_some());
+    assert!(answered.is_some(), "{name} on {addr} did not answer");
     resolver
 }
 

@@ -9,6 +9,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::secondaries::{KEY, SECRET, free_port, primary_config};
 use crate::common::{Kind, Secondary, Server, Setup, dig};
 
@@ -74,17 +75,6 @@ fn app(port: u16) -> Option<(String, u32)> {
     answer.answer.first().map(|r| (r.data.clone(), r.ttl))
 }
 
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 /// Lines of the primary's log about transfers to `port`'s secondary... by kind.
 fn transfers(server: &Server, kind: &str) -> usize {
     server
@@ -131,7 +121,7 @@ fn nsd_knot_and_bind_follow_every_flip_and_prepare_by_notify_and_ixfr() {
     assert!(reply["fleet"]["behind"].as_array().unwrap().is_empty());
     let took = started.elapsed();
     for secondary in &fleet {
-        let serves = wait_until(FOLLOW, || {
+        let serves = common::until(FOLLOW, || {
             app(secondary.port).is_some_and(|(a, _)| a == "198.51.100.10")
         });
         assert!(serves.is_some(), "{} kept blue", secondary.kind.name());
@@ -168,14 +158,14 @@ fn nsd_knot_and_bind_follow_every_flip_and_prepare_by_notify_and_ixfr() {
     server.ctl_ok(&["prepare", "app"]);
     for secondary in &fleet {
         assert!(
-            wait_until(FOLLOW, || app(secondary.port)
+            common::until(FOLLOW, || app(secondary.port)
                 .is_some_and(|(_, ttl)| ttl == 5))
             .is_some(),
             "{} kept the long TTL",
             secondary.kind.name()
         );
     }
-    let confirmed = wait_until(FOLLOW, || {
+    let confirmed = common::until(FOLLOW, || {
         let status = crate::common::service_status(&server, "app");
         status.get("fleet").is_none()
     });
@@ -325,7 +315,7 @@ fn a_flip_waits_for_a_secondary_that_was_down_and_proceeds_when_it_is_back() {
         .spawn()
         .unwrap();
     // The drain here is 2 s; then the flip waits for nsd and says so.
-    let waiting = wait_until(Duration::from_secs(20), || {
+    let waiting = common::until(Duration::from_secs(20), || {
         let status = server.ctl_ok(&["status", "app"]);
         status.contains("secondaries behind serial") && status.contains("nsd (127.0.0.1:")
     });
@@ -345,7 +335,7 @@ fn a_flip_waits_for_a_secondary_that_was_down_and_proceeds_when_it_is_back() {
         "{stderr}"
     );
     assert!(
-        wait_until(FOLLOW, || app(port)
+        common::until(FOLLOW, || app(port)
             .is_some_and(|(a, _)| a == "198.51.100.10"))
         .is_some(),
         "nsd follows the flip"
@@ -490,7 +480,7 @@ fn a_primary_killed_during_a_transfer_leaves_the_secondary_serving_the_last_comp
     let before = knot.log().matches("AXFR, incoming").count();
     knot.restart();
     assert!(
-        wait_until(Duration::from_secs(30), || knot
+        common::until(Duration::from_secs(30), || knot
             .log()
             .matches("AXFR, incoming")
             .count()
@@ -718,7 +708,7 @@ fn a_flip_waiting_for_the_fleet_still_waits_after_kill_9_and_goes_on_when_it_is_
                 .any(|s| s.as_str().unwrap_or("").starts_with("nsd ("))
         })
     };
-    assert!(wait_until(Duration::from_secs(10), || behind(&server)).is_some());
+    assert!(common::until(Duration::from_secs(10), || behind(&server)).is_some());
     let server = Server::start_in(server.kill9());
     // The wait is in the state: after the restart the flip still waits, well past the drain.
     std::thread::sleep(Duration::from_secs(4));
@@ -727,12 +717,12 @@ fn a_flip_waiting_for_the_fleet_still_waits_after_kill_9_and_goes_on_when_it_is_
     assert_eq!(status["phase"]["target"], "green", "{status}");
     assert!(behind(&server), "{status}");
     nsd.restart();
-    let flipped = wait_until(Duration::from_secs(30), || {
+    let flipped = common::until(Duration::from_secs(30), || {
         crate::common::service_status(&server, "app")["live"] == "green"
     });
     assert!(flipped.is_some(), "{}\n{}", server.log(), nsd.log());
     assert!(
-        wait_until(FOLLOW, || app(port)
+        common::until(FOLLOW, || app(port)
             .is_some_and(|(a, _)| a == "198.51.100.10"))
         .is_some()
     );

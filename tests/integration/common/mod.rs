@@ -1,9 +1,9 @@
 //! Test harness: starts the real `flipdns` binary on a free loopback port with a temporary
 //! config, zone, state file and admin socket; queries it with `dig`; drives it with
 //! `flipdns ctl`; kills it on drop.
-#![allow(dead_code)] // each test module uses a different part of the harness
 
 mod dig;
+mod poll;
 
 pub mod secondaries;
 mod server;
@@ -11,6 +11,7 @@ mod stubs;
 mod wire;
 
 pub use dig::dig;
+pub use poll::until;
 pub use secondaries::{Kind, Secondary};
 pub use server::*;
 pub use stubs::*;

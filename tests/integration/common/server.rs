@@ -210,14 +210,7 @@ impl Server {
 
     /// Waits until a log line contains `needle`.
     pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        super::until(limit, || self.log().contains(needle)).is_some()
     }
 
     /// SIGKILL: no cleanup, as after a crash or power loss.
