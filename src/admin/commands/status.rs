@@ -3,11 +3,13 @@
 
 use super::{Context, health, phase, unknown_service};
 use crate::color::Color;
+use crate::config::ServiceConfig;
 use crate::fleet;
 use crate::protocol::{
-    Answers, Error, FleetWaitStatus, NotifyStatus, SecondaryStatus, SecondaryZone, ServiceStatus,
-    Status, TransferStatus, ZoneStatus,
+    Answers, ClassCounts as ResolverCounts, Error, FleetWaitStatus, NotifyStatus, SecondaryStatus,
+    SecondaryZone, ServiceStatus, Status, TransferStatus, ZoneStatus,
 };
+use crate::records::{ServiceView, Snapshot};
 use crate::state::serial_after;
 
 /// Status of every service, or of `only`.
@@ -33,52 +35,8 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
         .iter()
         .enumerate()
         .map(|(i, (config, view))| {
-            let state = &view.state;
-            let observed = &view.observed;
-            ServiceStatus {
-                name: config.name.clone(),
-                fqdn: config.fqdn().to_string(),
-                zone: config.zone.to_string(),
-                live: state.live,
-                phase: phase(&state.phase),
-                ttl: view.ttl,
-                normal_ttl: config.ttl,
-                cutover_ttl: config.cutover_ttl,
-                flips: state.flips.0,
-                serial: snapshot
-                    .zones
-                    .iter()
-                    .find(|z| z.origin == config.zone)
-                    .map_or(0, |z| z.serial),
-                flipped_at_ms: state.flipped_at_ms,
-                blue: config.blue.clone(),
-                green: config.green.clone(),
-                answers: Answers {
-                    blue: observed.answers(Color::Blue),
-                    green: observed.answers(Color::Green),
-                },
-                health: Color::ALL
-                    .iter()
-                    .filter_map(|&c| observed.health.get(c))
-                    .map(|h| health(&h))
-                    .collect(),
-                resolvers: classes.as_ref().map(|c| super::stragglers::counts(&c[i])),
-                fleet: state.fleet.map(|wait| FleetWaitStatus {
-                    serial: wait.serial,
-                    change: match (wait.prepare_ttl, wait.flip_ttl) {
-                        (Some(_), Some(_)) => "prepare and flip",
-                        (Some(_), None) => "prepare",
-                        _ => "flip",
-                    }
-                    .into(),
-                    behind: context
-                        .fleet
-                        .behind(&config.zone, wait.serial)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                }),
-            }
+            let resolvers = classes.as_ref().map(|c| super::stragglers::counts(&c[i]));
+            service(context, &snapshot, config, view, resolvers)
         })
         .collect();
     let zones = snapshot
@@ -95,6 +53,62 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
         zones,
         secondaries: context.fleet.status().iter().map(secondary).collect(),
     })
+}
+
+/// One service as `snapshot` serves it.
+fn service(
+    context: &Context,
+    snapshot: &Snapshot,
+    config: &ServiceConfig,
+    view: &ServiceView,
+    resolvers: Option<ResolverCounts>,
+) -> ServiceStatus {
+    let state = &view.state;
+    let observed = &view.observed;
+    ServiceStatus {
+        name: config.name.clone(),
+        fqdn: config.fqdn().to_string(),
+        zone: config.zone.to_string(),
+        live: state.live,
+        phase: phase(&state.phase),
+        ttl: view.ttl,
+        normal_ttl: config.ttl,
+        cutover_ttl: config.cutover_ttl,
+        flips: state.flips.0,
+        serial: snapshot
+            .zones
+            .iter()
+            .find(|z| z.origin == config.zone)
+            .map_or(0, |z| z.serial),
+        flipped_at_ms: state.flipped_at_ms,
+        blue: config.blue.clone(),
+        green: config.green.clone(),
+        answers: Answers {
+            blue: observed.answers(Color::Blue),
+            green: observed.answers(Color::Green),
+        },
+        health: Color::ALL
+            .iter()
+            .filter_map(|&c| observed.health.get(c))
+            .map(|h| health(&h))
+            .collect(),
+        resolvers,
+        fleet: state.fleet.map(|wait| FleetWaitStatus {
+            serial: wait.serial,
+            change: match (wait.prepare_ttl, wait.flip_ttl) {
+                (Some(_), Some(_)) => "prepare and flip",
+                (Some(_), None) => "prepare",
+                _ => "flip",
+            }
+            .into(),
+            behind: context
+                .fleet
+                .behind(&config.zone, wait.serial)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }),
+    }
 }
 
 fn secondary(status: &fleet::SecondaryStatus) -> SecondaryStatus {
