@@ -94,7 +94,12 @@ impl Catalog {
     }
 
     fn check(config: &Config, zones: &[Zone], problems: &mut Vec<Problem>) {
-        // A record of one zone that lies inside a deeper configured zone would never be served.
+        Catalog::check_nested_zones(zones, problems);
+        Catalog::check_service_names(config, zones, problems);
+    }
+
+    /// A record of one zone that lies inside a deeper configured zone would never be served.
+    fn check_nested_zones(zones: &[Zone], problems: &mut Vec<Problem>) {
         for zone in zones {
             for other in zones
                 .iter()
@@ -112,9 +117,13 @@ impl Catalog {
                 }
             }
         }
-        // Each service owns its three names and everything below them. Names are indexed
-        // once (lowercase wire form), and each name looks up its own ancestors: linear in the
-        // number of names, however many services there are.
+    }
+
+    /// Each service owns its three names and everything below them: no other service, zone
+    /// or static record may be there. Names are indexed once (lowercase wire form), and each
+    /// name looks up its own ancestors: linear in the number of names, however many
+    /// services there are.
+    fn check_service_names(config: &Config, zones: &[Zone], problems: &mut Vec<Problem>) {
         let mut owners: HashMap<Vec<u8>, usize> = HashMap::with_capacity(config.services.len());
         for (i, service) in config.services.iter().enumerate() {
             owners.entry(wire::name::lower(service.fqdn())).or_insert(i);

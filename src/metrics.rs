@@ -266,10 +266,11 @@ impl Exporter {
         )
     }
 
-    fn cutovers<'s>(
+    /// Each service's cutover: phase, TTL, pending flip, and its deadlines.
+    fn cutovers(
         &self,
         e: &mut DescriptorEncoder,
-        services: &'s Services,
+        services: &Services,
     ) -> Result<(), std::fmt::Error> {
         family(
             e,
@@ -309,6 +310,15 @@ impl Exporter {
                 _ => None,
             }),
         )?;
+        self.deadlines(e, services)
+    }
+
+    /// The moments of each service's cutover: drain deadline, settle end, latest flip.
+    fn deadlines<'s>(
+        &self,
+        e: &mut DescriptorEncoder,
+        services: &'s Services,
+    ) -> Result<(), std::fmt::Error> {
         // Times that do not apply are absent, not 0: an alert on "deadline in the past"
         // must not fire for every steady service.
         let at = |service: &'s ServiceView, ms: Option<u64>| {

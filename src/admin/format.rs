@@ -427,6 +427,35 @@ pub fn stragglers(r: &StragglersReport) -> String {
             seconds_from_now(at)
         ));
     }
+    out.push_str(&summary(r));
+    for class in ResolverClass::ALL {
+        let listed: Vec<&ResolverView> = r.resolvers.iter().filter(|v| v.class == class).collect();
+        if listed.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{}:\n", class_name(class)));
+        for v in listed {
+            out.push_str(&format!("  {}\n", format_resolver(v)));
+        }
+    }
+    if r.left_out > 0 {
+        out.push_str(&format!(
+            "({} more not listed; --limit raises the cap)\n",
+            r.left_out
+        ));
+    }
+    let l = &r.ledger;
+    out.push_str(&format!(
+        "ledger: {} of {} entries, {} evicted, {} observations dropped\n",
+        l.entries, l.capacity, l.evicted, l.dropped
+    ));
+    out
+}
+
+/// The counts per class and what they add up to: straggling queries, the last straggler,
+/// the old color's decay.
+fn summary(r: &StragglersReport) -> String {
+    let mut out = String::new();
     let c = &r.counts;
     for (class, n) in [
         ("converged", c.converged),
@@ -456,27 +485,6 @@ pub fn stragglers(r: &StragglersReport) -> String {
             f.from
         ));
     }
-    for class in ResolverClass::ALL {
-        let listed: Vec<&ResolverView> = r.resolvers.iter().filter(|v| v.class == class).collect();
-        if listed.is_empty() {
-            continue;
-        }
-        out.push_str(&format!("{}:\n", class_name(class)));
-        for v in listed {
-            out.push_str(&format!("  {}\n", format_resolver(v)));
-        }
-    }
-    if r.left_out > 0 {
-        out.push_str(&format!(
-            "({} more not listed; --limit raises the cap)\n",
-            r.left_out
-        ));
-    }
-    let l = &r.ledger;
-    out.push_str(&format!(
-        "ledger: {} of {} entries, {} evicted, {} observations dropped\n",
-        l.entries, l.capacity, l.evicted, l.dropped
-    ));
     out
 }
 

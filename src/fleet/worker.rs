@@ -153,6 +153,27 @@ async fn notify(fleet: &Fleet, secondary: &Secondary, soa: &ZoneRecord, work: &m
     fleet.changed();
 }
 
+impl Work {
+    /// When to ask again after a probe: at the check interval once the secondary is
+    /// current, sooner and backing off while it is not; and NOTIFY again when it answers,
+    /// is still behind, and the NOTIFYs ran out unacknowledged.
+    fn schedule_after_probe(&mut self, current: bool, answered: bool, check_interval: Duration) {
+        if current {
+            self.notify_done = true;
+            self.next_probe = Instant::now() + check_interval;
+            self.gap = FIRST_POLL;
+        } else {
+            self.next_probe = Instant::now() + self.gap;
+            self.gap = (self.gap * 2).min(MAX_POLL);
+            if answered && self.notify_done && !self.notify_acked {
+                self.notify_tries = 0;
+                self.notify_done = false;
+                self.next_notify = Instant::now();
+            }
+        }
+    }
+}
+
 /// Asks which serial the secondary serves, and schedules the next question.
 async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Work) {
     let now_s = fleet.clock.now_ms() / 1000;
@@ -168,20 +189,7 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
     let current = result
         .as_ref()
         .is_ok_and(|&s| s == work.serial || serial_after(s, work.serial));
-    if current {
-        work.notify_done = true;
-        work.next_probe = Instant::now() + secondary.fleet.check_interval;
-        work.gap = FIRST_POLL;
-    } else {
-        work.next_probe = Instant::now() + work.gap;
-        work.gap = (work.gap * 2).min(MAX_POLL);
-        if result.is_ok() && work.notify_done && !work.notify_acked {
-            // Back after NOTIFYs ran out, and still behind: tell it again.
-            work.notify_tries = 0;
-            work.notify_done = false;
-            work.next_notify = Instant::now();
-        }
-    }
+    work.schedule_after_probe(current, result.is_ok(), secondary.fleet.check_interval);
     let mut caught_up = None;
     let mut failed = None;
     let mut changed = false;

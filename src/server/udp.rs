@@ -62,6 +62,9 @@ pub fn worker_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSock
 
 /// One worker: serves `socket` until `shutdown`, moving up to `batch` datagrams per system
 /// call. Ends with `Ok` at shutdown, or with why the socket cannot be read any more.
+///
+/// One function on purpose: it is the hot loop, and its buffers (allocated here, once)
+/// stay locals of one frame rather than being handed between helpers per batch.
 pub fn serve(
     socket: UdpSocket,
     path: Arc<QueryPath>,
