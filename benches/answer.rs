@@ -18,8 +18,8 @@ use flipdns::dns::Handler;
 use flipdns::observed::answers::{NameKind, Observation, Recorder};
 use flipdns::observed::counters::Counters;
 use flipdns::state::Store;
-use flipdns::stragglers::Ledger;
 use flipdns::stragglers::table::Table;
+use flipdns::stragglers::{Flip, Ledger};
 use flipdns::switch::Switch;
 use flipdns::wire::Transport;
 use tokio_util::sync::CancellationToken;
@@ -151,6 +151,7 @@ fn observation(i: u32) -> Observation {
         color: Color::Blue,
         name: NameKind::Service,
         ttl: 300,
+        flip_tag: 0,
     }
 }
 
@@ -162,7 +163,7 @@ fn ledger(c: &mut Criterion) {
     group.bench_function("record", |b| {
         b.iter(|| {
             i = (i + 1) % 10_000;
-            table.record(black_box(&observation(i)))
+            table.record(black_box(&observation(i)), &Flip::default())
         })
     });
     // Every observation from a new resolver, in a full table: each one evicts.
@@ -171,7 +172,7 @@ fn ledger(c: &mut Criterion) {
     group.bench_function("record_evicting", |b| {
         b.iter(|| {
             j = j.wrapping_add(1);
-            full.record(black_box(&observation(j)))
+            full.record(black_box(&observation(j)), &Flip::default())
         })
     });
     group.finish();

@@ -38,6 +38,10 @@ pub struct FakeTime {
     frozen: std::sync::Mutex<(u64, Option<tokio::time::Instant>)>,
 }
 
+/// Where a fake monotonic clock starts: a machine up for a day, as real ones are, so that
+/// no moment a test makes is 0 (which records take to mean "never").
+const FAKE_UPTIME_MS: u64 = 86_400_000;
+
 impl FakeTime {
     /// Steps the wall clock by `ms` (back when negative); the monotonic clock does not move.
     pub fn step(&self, ms: i64) {
@@ -62,11 +66,13 @@ impl FakeTime {
     fn mono_ms(&self) -> u64 {
         let frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
         let now = frozen.1.unwrap_or_else(tokio::time::Instant::now);
-        (now.duration_since(self.start).as_millis() as u64).saturating_sub(frozen.0)
+        FAKE_UPTIME_MS
+            + (now.duration_since(self.start).as_millis() as u64).saturating_sub(frozen.0)
     }
 
     fn wall_ms(&self) -> u64 {
-        let wall = self.base_wall_ms as i64 + self.mono_ms() as i64 + self.step_ms.load(Relaxed);
+        let elapsed = (self.mono_ms() - FAKE_UPTIME_MS) as i64;
+        let wall = self.base_wall_ms as i64 + elapsed + self.step_ms.load(Relaxed);
         wall.max(0) as u64
     }
 }
@@ -256,10 +262,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fake_clock_follows_tokio_and_steps_the_wall_clock_alone() {
         let (clock, time) = Clock::fake(1_000_000);
+        let booted = clock.mono_ms();
+        assert!(booted > 0, "a fake machine has been up a while");
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!((clock.now_ms(), clock.mono_ms()), (1_005_000, 5_000));
+        assert_eq!(
+            (clock.now_ms(), clock.mono_ms()),
+            (1_005_000, booted + 5_000)
+        );
         time.step(-60_000);
-        assert_eq!((clock.now_ms(), clock.mono_ms()), (945_000, 5_000));
+        assert_eq!((clock.now_ms(), clock.mono_ms()), (945_000, booted + 5_000));
         assert_eq!(clock.until(950_000), Duration::from_secs(5));
     }
 }

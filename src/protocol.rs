@@ -734,11 +734,16 @@ pub struct StragglersReport {
     pub ledger_started_ms: u64,
     /// Resolvers by class.
     pub counts: ClassCounts,
-    /// Straggling queries for the old color's name since the flip.
+    /// Resolvers that held the old color at the moment of the flip (an unexpired answer of
+    /// it, or one their rhythm says they kept past its TTL).
+    #[serde(default)]
+    pub held_at_flip: u64,
+    /// Queries for the old color's name, after every reason to ask for it had expired,
+    /// since this flip.
     pub straggler_queries: u64,
     /// The resolvers of the classes asked for, most interesting first.
     pub resolvers: Vec<ResolverView>,
-    /// Resolvers of those classes left out by the limit.
+    /// Resolvers not listed: of the classes not asked for, or beyond the limit.
     #[serde(default)]
     pub left_out: u64,
     /// The classes listed.
@@ -795,9 +800,10 @@ pub struct ClassCounts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResolverClass {
-    /// Kept O past its TTL: came back for N later than its TTL allowed (by more than half
-    /// the TTL, at least 5 s), or asked for O's color name after every legitimate reason
-    /// had expired. It stays one for this flip after it converges.
+    /// Kept O past F (or past its O answer's expiry, whichever is later) by more than half
+    /// its TTL (at least 5 s) and more than its TTL and 2 s after F, or asked for O's color
+    /// name after every legitimate reason had expired. It stays one for this flip after it
+    /// converges.
     Straggler,
     /// Silent, though it re-queried on a regular rhythm before: likely a stale cache.
     Overdue,
@@ -863,15 +869,22 @@ pub struct ResolverView {
 /// What a resolver did around a flip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlipRecord {
-    /// It held the old color at the flip.
+    /// It held the old color at the moment of the flip: an unexpired answer of it, or one
+    /// its rhythm says it kept past the TTL (judged again once the rhythm is proven, also
+    /// after the flip).
     pub held_old: bool,
-    /// When that old answer expired by its TTL (Unix ms).
+    /// When the old answer it had from before the flip expired by its TTL (Unix ms).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub old_expired_at_ms: Option<u64>,
+    /// When keeping the old color starts to count as late: the later of the flip and
+    /// `old_expired_at_ms` (Unix ms); only when it held the old color.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub late_from_ms: Option<u64>,
     /// When it first got the new color (Unix ms); absent while it has not.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub converged_at_ms: Option<u64>,
-    /// `converged_at - old_expired_at`, 0 when on time.
+    /// How long it kept the old color past `late_from_ms`: `converged_at - late_from`; 0
+    /// when it did not hold the old color or has not converged.
     pub late_by_ms: u64,
 }
 

@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Write};
 use crate::clock::{self, format_utc};
 use crate::color::Color;
 use crate::protocol::{
-    AuditEntry, ColorHealth, Cutover, Outcome, PhaseName, Progress, Reloaded, ResolverClass,
-    ResolverView, Response, SecondaryStatus, ServiceStatus, Status, Step, StragglersReport,
-    TimelinePoint, Version,
+    AuditEntry, ColorHealth, Cutover, FlipRecord, Outcome, PhaseName, Progress, Reloaded,
+    ResolverClass, ResolverView, Response, SecondaryStatus, ServiceStatus, Status, Step,
+    StragglersReport, TimelinePoint, Version,
 };
 
 /// Any reply, for a person.
@@ -428,20 +428,13 @@ pub fn stragglers(r: &StragglersReport) -> String {
         ));
     }
     out.push_str(&summary(r));
-    for class in ResolverClass::ALL {
-        let listed: Vec<&ResolverView> = r.resolvers.iter().filter(|v| v.class == class).collect();
-        if listed.is_empty() {
-            continue;
-        }
-        out.push_str(&format!("{}:\n", class_name(class)));
-        for v in listed {
-            out.push_str(&format!("  {}\n", format_resolver(v)));
-        }
+    for v in &r.resolvers {
+        out.push_str(&format!("  {}\n", format_resolver(v)));
     }
     if r.left_out > 0 {
         out.push_str(&format!(
-            "({} more not listed; --limit raises the cap)\n",
-            r.left_out
+            "({} not listed: --all lists every class, --limit raises the cap)\n",
+            plural(r.left_out, "resolver", "resolvers")
         ));
     }
     let l = &r.ledger;
@@ -468,8 +461,8 @@ fn summary(r: &StragglersReport) -> String {
     }
     if r.straggler_queries > 0 {
         out.push_str(&format!(
-            "  {} queries for the old color's name after expiry\n",
-            r.straggler_queries
+            "  {} for the old color's name after every reason to ask had expired\n",
+            plural(r.straggler_queries, "query", "queries")
         ));
     }
     if let (Some(f), Some(at)) = (&r.flip, r.last_straggler_converged_ms) {
@@ -479,10 +472,14 @@ fn summary(r: &StragglersReport) -> String {
             at.saturating_sub(f.at_ms) / 1000
         ));
     }
-    if let (Some(f), Some(line)) = (&r.flip, decay(r)) {
+    if let Some(f) = &r.flip {
+        let later = decay(r).map_or(String::new(), |line| {
+            format!("; still held (draining + silent + overdue) {line}")
+        });
         out.push_str(&format!(
-            "  {} held (draining + silent + overdue) {line}\n",
-            f.from
+            "  {} held by {} at the flip{later}\n",
+            f.from,
+            plural(r.held_at_flip, "resolver", "resolvers")
         ));
     }
     out
@@ -490,11 +487,11 @@ fn summary(r: &StragglersReport) -> String {
 
 /// `3 at the flip, 3 after 10 s, 0 after 60 s`: how many resolvers held the old color over
 /// time, from the timeline, at a few moments.
+/// How many still held the old color 10 s, 30 s, ... after the flip, from the timeline.
 fn decay(r: &StragglersReport) -> Option<String> {
     let flip = r.flip.as_ref()?;
     let held = |p: &TimelinePoint| p.counts.draining + p.counts.silent + p.counts.overdue;
-    let first = r.timeline.first()?;
-    let mut parts = vec![format!("{} at the flip", held(first))];
+    let mut parts = Vec::new();
     for after in [10u64, 30, 60, 120, 300, 600, 3600] {
         if let Some(p) = r
             .timeline
@@ -504,9 +501,15 @@ fn decay(r: &StragglersReport) -> Option<String> {
             parts.push(format!("{} after {after} s", held(p)));
         }
     }
-    Some(parts.join(", "))
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// `1 query`, `2 queries`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// One resolver on one line that says its class and what makes it one.
 fn format_resolver(v: &ResolverView) -> String {
     let who = match &v.subnet {
         Some(subnet) => format!("{} for {subnet}", v.resolver),
@@ -520,44 +523,67 @@ fn format_resolver(v: &ResolverView) -> String {
         ),
         _ => String::new(),
     };
-    if let (ResolverClass::Straggler, None, Some(record)) = (v.class, &v.straggler, &v.record) {
-        return format!(
-            "{who:<22} kept the old color {:.1} s past its TTL: expired {}, converged {}{rhythm}",
-            record.late_by_ms as f64 / 1000.0,
-            record.old_expired_at_ms.map_or("-".into(), format_utc),
-            record.converged_at_ms.map_or("-".into(), format_utc)
-        );
-    }
-    if let (ResolverClass::Converged, Some(record)) = (v.class, &v.record) {
-        return match (record.held_old, record.converged_at_ms) {
-            (true, Some(at)) => format!(
-                "{who:<22} converged at {} (old answer expired {}){rhythm}",
-                format_utc(at),
-                record.old_expired_at_ms.map_or("-".into(), format_utc)
-            ),
-            _ => format!("{who:<22} holds {} (TTL {} s){rhythm}", v.color, v.ttl),
-        };
-    }
-    match (&v.straggler, v.class) {
-        (Some(s), _) => format!(
-            "{who:<22} asked for the old color {} times, first {}, last {}, {:.1} s past expiry{rhythm}",
-            s.count,
+    let class = class_name(v.class);
+    let line = match (v.class, &v.straggler, &v.record) {
+        (ResolverClass::Straggler, Some(s), _) => format!(
+            "asked for the old color's name {} after every reason to ask for it had expired (first {}, last {}, {:.1} s past expiry)",
+            plural(s.count.into(), "time", "times"),
             format_utc(s.first_ms),
             format_utc(s.last_ms),
             f64::from(s.late_ms) / 1000.0
         ),
-        (None, ResolverClass::Draining) => format!(
-            "{who:<22} holds {} (TTL {} s) until {}{rhythm}",
+        (ResolverClass::Straggler, None, Some(record)) => format!(
+            "kept the old color {:.1} s past {} and did not get {} until {}",
+            record.late_by_ms as f64 / 1000.0,
+            late_from(record),
+            v.color,
+            record.converged_at_ms.map_or("-".into(), format_utc)
+        ),
+        (ResolverClass::Converged, _, Some(record)) if record.held_old => format!(
+            "got {} at {}, {:.1} s after {} (on time)",
+            v.color,
+            record.converged_at_ms.map_or("-".into(), format_utc),
+            record.late_by_ms as f64 / 1000.0,
+            late_from(record)
+        ),
+        (ResolverClass::Converged, _, _) => format!(
+            "holds {} (TTL {} s), answered {}",
+            v.color,
+            v.ttl,
+            format_utc(v.answered_at_ms)
+        ),
+        (ResolverClass::Draining, _, _) => format!(
+            "holds {} (TTL {} s) until {}",
             v.color,
             v.ttl,
             format_utc(v.expires_at_ms)
         ),
-        (None, _) => format!(
-            "{who:<22} last got {} at {} (TTL {} s), silent since{rhythm}",
+        (ResolverClass::Overdue, _, _) => format!(
+            "got {} at {} (TTL {} s, expired {}); its rhythm says it is long overdue",
             v.color,
             format_utc(v.answered_at_ms),
-            v.ttl
+            v.ttl,
+            format_utc(v.expires_at_ms)
         ),
+        _ => format!(
+            "got {} at {} (TTL {} s, expired {}); not seen since",
+            v.color,
+            format_utc(v.answered_at_ms),
+            v.ttl,
+            format_utc(v.expires_at_ms)
+        ),
+    };
+    format!("{who:<22} {class}: {line}{rhythm}")
+}
+
+/// What lateness was counted from: the flip, or the old answer's expiry when later.
+fn late_from(record: &FlipRecord) -> String {
+    match (record.late_from_ms, record.old_expired_at_ms) {
+        (Some(from), Some(expired)) if from == expired => {
+            format!("the expiry of its old answer ({})", format_utc(expired))
+        }
+        (Some(from), _) => format!("the flip ({})", format_utc(from)),
+        _ => "the flip".into(),
     }
 }
 

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::observed::answers::{Observation, Recorder};
+use crate::observed::answers::{Observation, Recorder, flip_tag};
 use crate::observed::counters::{Counters, Shard, TransferResult};
 use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
 use crate::wire::subnet::ClientSubnet;
@@ -300,6 +300,7 @@ impl Handler {
                             color: hit.color,
                             name: hit.name,
                             ttl: hit.ttl,
+                            flip_tag: flip_tag(service.state.flips.0),
                         });
                     }
                 }

@@ -50,6 +50,16 @@ pub struct Observation {
     /// Asked by the service name or by a color name.
     pub name: NameKind,
     pub ttl: u32,
+    /// The service's flip count when the answer was given, modulo 256: the answer is judged
+    /// against the flip that was live then, never against one that came later or a stale
+    /// copy. The ledger knows the full counts; 256 flips between an answer and its arrival
+    /// at the ledger (tens of milliseconds) do not happen.
+    pub flip_tag: u8,
+}
+
+/// The tag of flip count `flips` ([`Observation::flip_tag`]).
+pub fn flip_tag(flips: u64) -> u8 {
+    flips as u8
 }
 
 /// The bounded queue between the receive loops and the ledger.

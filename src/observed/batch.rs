@@ -6,8 +6,9 @@
 //! line), followed by one 16-byte chunk for an IPv6 resolver and one for a client subnet.
 //!
 //! Chunk layout: resolver IPv4 (4) | service, low 16 bits (2) | TTL (4) | milliseconds after
-//! the batch's base time (2) | flags (1) | subnet prefix (1) | subnet family (1) | service,
-//! high 8 bits (1): service ids are below [`crate::config::MAX_SERVICES`], under 2^24.
+//! the batch's base time (2) | flags (1) | subnet prefix (1) | flip tag (1) | service, high
+//! 8 bits (1): service ids are below [`crate::config::MAX_SERVICES`], under 2^24. A client
+//! subnet's family (1 or 2, the only ones a request may carry) is a flag.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -23,6 +24,8 @@ const GREEN: u8 = 1;
 const COLOR_NAME: u8 = 2;
 const V6: u8 = 4;
 const SUBNET: u8 = 8;
+/// The client subnet is IPv6 (family 2); without it, IPv4 (family 1).
+const SUBNET_V6: u8 = 16;
 
 /// A batch of packed observations.
 #[derive(Debug)]
@@ -83,12 +86,15 @@ impl Batch {
         if v6.is_some() {
             flags |= V6;
         }
-        let (family, prefix) = match o.subnet {
+        let prefix = match o.subnet {
             Some(s) => {
                 flags |= SUBNET;
-                (s.family as u8, s.source_prefix)
+                if s.family == 2 {
+                    flags |= SUBNET_V6;
+                }
+                s.source_prefix
             }
-            None => (0, 0),
+            None => 0,
         };
         let mut chunk = [0u8; 16];
         chunk[..4].copy_from_slice(&v4);
@@ -99,7 +105,7 @@ impl Batch {
         chunk[10..12].copy_from_slice(&(offset as u16).to_le_bytes());
         chunk[12] = flags;
         chunk[13] = prefix;
-        chunk[14] = family;
+        chunk[14] = o.flip_tag;
         self.chunks.push(chunk);
         if let Some(v6) = v6 {
             self.chunks.push(v6);
@@ -123,7 +129,7 @@ impl Batch {
             };
             let subnet = if flags & SUBNET != 0 {
                 Some(ClientSubnet {
-                    family: u16::from(chunk[14]),
+                    family: if flags & SUBNET_V6 != 0 { 2 } else { 1 },
                     source_prefix: chunk[13],
                     address: *chunks.next()?,
                 })
@@ -146,6 +152,7 @@ impl Batch {
                     NameKind::Service
                 },
                 ttl: u32::from_le_bytes([chunk[6], chunk[7], chunk[8], chunk[9]]),
+                flip_tag: chunk[14],
             })
         })
     }
@@ -170,6 +177,7 @@ mod tests {
             color: Color::Green,
             name: NameKind::Color,
             ttl: 86_400,
+            flip_tag: 7,
         }
     }
 
@@ -196,6 +204,7 @@ mod tests {
             },
             Observation {
                 service: crate::config::MAX_SERVICES as u32 - 1,
+                flip_tag: 255,
                 ..observation("192.0.2.4".parse().unwrap(), None, 1_002)
             },
         ];

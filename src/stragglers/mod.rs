@@ -4,9 +4,11 @@
 //! - **Intake**: the query path hands its service answers over in batches
 //!   ([`crate::observed::answers`]): no lock, and no allocation once warm.
 //! - **Ledger task**: every 10 ms applies the queued batches to the [`table::Table`]
-//!   (bounded, sampled-LRU eviction) under a mutex that only it and reports take, refreshes
-//!   each service's latest flip once a second, and logs a flip's first straggler and the
-//!   moment its old color is drained.
+//!   (bounded, sampled-LRU eviction) under a mutex that only it and reports take. Each
+//!   answer is judged against the flip that was live when it was given (its tag names it;
+//!   a flip the ledger has not seen yet is taken from the snapshot on the spot). Once a
+//!   second it samples the timelines and logs a flip's first straggler and the moment its
+//!   old color is drained.
 //! - **Report**: [`report`] classifies a service's entries on demand for `stragglers`,
 //!   `status` and metrics.
 
@@ -21,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, format_utc};
 use crate::config::AnswerMode;
-use crate::observed::answers::Intake;
+use crate::observed::answers::{Intake, Observation};
 use crate::observed::batch::Batch;
 use crate::records::Records;
 use crate::state::FlipCount;
@@ -43,8 +45,9 @@ pub struct Ledger {
     /// Where each service's latest flip is read from.
     records: Arc<Records>,
     clock: Clock,
-    /// When this ledger began (wall clock): answers before it are not in it.
+    /// When this ledger began (wall clock, and monotonic): answers before it are not in it.
     started_ms: u64,
+    started_mono: u64,
 }
 
 /// The ledger's own figures.
@@ -74,6 +77,7 @@ impl Ledger {
             intake: Intake::new(),
             records,
             started_ms: clock.now_ms(),
+            started_mono: clock.mono_ms(),
             clock,
         });
         tracker.spawn(ledger.clone().run(drain_every, shutdown.clone()));
@@ -116,92 +120,130 @@ impl Ledger {
 
     fn apply(&self, batch: &Batch) {
         let mut first = None;
-        let to_wall = self.clock.wall_of(0);
         {
             let mut table = self.table();
-            for mut observation in batch.iter() {
-                observation.at_ms += to_wall;
-                if let Some(straggled) = table.record(&observation).filter(|s| s.first_of_flip) {
+            for observation in batch.iter() {
+                let flip = self.flip_of(&mut table, &observation);
+                if let Some(straggled) = table
+                    .record(&observation, &flip)
+                    .filter(|s| s.first_of_flip)
+                {
                     first = Some(straggled);
                 }
             }
         }
         if let Some(s) = first {
-            let service = self
-                .table()
-                .track_of(s.key.service)
-                .map(|t| t.name.clone())
-                .unwrap_or_default();
-            let subnet = s
-                .key
-                .subnet()
-                .map(|n| format!(" for {}", n.display()))
-                .unwrap_or_default();
-            if s.converged {
-                tracing::info!(
-                    "first straggler for {service}: {}{subnet} came back for {} only {:.1} s after its old answer expired (it kept the old color past its TTL)",
-                    s.key.resolver(),
-                    s.color,
-                    s.late_ms as f64 / 1000.0
-                );
-            } else {
-                tracing::info!(
-                    "first straggler for {service}: {}{subnet} still asks for {}, {:.1} s after every TTL expired",
-                    s.key.resolver(),
-                    s.color,
-                    s.late_ms as f64 / 1000.0
-                );
-            }
+            self.log_first_straggler(s);
         }
     }
 
-    /// Copies each service's latest flip from the snapshot into the table. A service seen
-    /// for the first time starts with its flips already logged: they happened before.
+    /// The flip `o` was answered under, as its tag says: the latest or the previous one the
+    /// ledger knows, else the service's latest in the snapshot (the answer came after a flip
+    /// the ledger has not seen yet: it is taken now, not at the next tick).
+    fn flip_of(&self, table: &mut Table, o: &Observation) -> Flip {
+        if let Some(flip) = table.track(o.service).flip_of(o.flip_tag) {
+            return flip;
+        }
+        self.take_flip(table, o.service);
+        let track = table.track(o.service);
+        track.flip_of(o.flip_tag).unwrap_or(track.flip)
+    }
+
+    fn log_first_straggler(&self, s: table::Straggled) {
+        let table = self.table();
+        let Some(track) = table.track_of(s.key.service) else {
+            return;
+        };
+        let service = track.name.clone();
+        let flip = track.flip;
+        drop(table);
+        let subnet = s
+            .key
+            .subnet()
+            .map(|n| format!(" for {}", n.display()))
+            .unwrap_or_default();
+        let late = s.late_ms as f64 / 1000.0;
+        if s.converged {
+            let old = flip.from.unwrap_or(s.color.other());
+            tracing::info!(
+                "first straggler for {service}: {}{subnet} kept {old} {late:.1} s past the flip or its old answer's expiry; it did not come back for {} until then",
+                s.key.resolver(),
+                s.color,
+            );
+        } else {
+            tracing::info!(
+                "first straggler for {service}: {}{subnet} still asks for {}, {late:.1} s after every reason to ask for it had expired",
+                s.key.resolver(),
+                s.color,
+            );
+        }
+    }
+
+    /// The latest flip of the service with id `id`, as the snapshot has it now, into the
+    /// table. Its monotonic times are fixed the first time the ledger sees the flip's
+    /// values, so a later wall-clock step cannot move them.
+    fn take_flip(&self, table: &mut Table, id: u32) {
+        let snapshot = self.records.load();
+        let hint = table.track(id).index as usize;
+        let index = match snapshot.services.get(hint) {
+            Some(view) if view.id == id => hint,
+            _ => match snapshot.services.iter().position(|v| v.id == id) {
+                Some(index) => index,
+                None => return, // removed by a reload
+            },
+        };
+        let view = &snapshot.services[index];
+        let track = table.track(id);
+        track.index = index as u32;
+        if track.name.is_empty() {
+            // First seen: its flips so far happened before; none is logged.
+            track.name = view.name.clone();
+            track.logged_drained = view.state.flips.0 as u32;
+            track.logged_first_straggler = view.state.flips.0 as u32;
+        }
+        let state = &view.state;
+        let old = state.live.other();
+        let seen = (
+            state.flips.0,
+            state.flipped_at_ms.unwrap_or(0),
+            state.expires_ms[old.index()],
+            state.fleet.is_some_and(|w| w.flip_ttl.is_some()),
+        );
+        if track.seen == seen && track.flip.flips == seen.0 as u32 {
+            return;
+        }
+        track.seen = seen;
+        let clock = &self.clock;
+        let at_ms = clock.mono_of(seen.1);
+        // Not known (a state from before the expiries were kept): a normal TTL from the flip.
+        let old_expires_ms = state
+            .expires_mono(old, clock.boot(), |w| clock.mono_of(w))
+            .unwrap_or(at_ms + u64::from(state.ttl) * 1000);
+        track.take_flip(Flip {
+            flips: state.flips.0 as u32,
+            at_ms,
+            old_expires_ms,
+            from: (state.flips > FlipCount(0)).then_some(old),
+            to: state.live,
+            cname: view.answer == AnswerMode::Cname,
+            secondaries_behind: seen.3,
+        });
+    }
+
+    /// Takes every service's latest flip from the snapshot (once a tick, for the drain log
+    /// and the timelines of services nobody asks about).
     fn refresh_flips(&self) {
-        let snapshot = self.records.load_full();
+        let ids: Vec<u32> = self.records.load().services.iter().map(|v| v.id).collect();
         let mut table = self.table();
-        for view in &snapshot.services {
-            let state = &view.state;
-            let flip = Flip {
-                flips: state.flips,
-                at_ms: state.flipped_at_ms.unwrap_or(0),
-                old_expires_ms: state.expires_ms[state.live.other().index()],
-                from: (state.flips > FlipCount(0)).then(|| state.live.other()),
-                to: state.live,
-                cname: view.answer == AnswerMode::Cname,
-                secondaries_behind: state.fleet.is_some_and(|w| w.flip_ttl.is_some()),
-            };
-            let track = table.track(view.id);
-            if track.name.is_empty() {
-                track.name = view.name.clone();
-                track.logged_drained = flip.flips;
-                track.logged_first_straggler = flip.flips;
-            }
-            if track.flip.flips != flip.flips {
-                track.last_late_converged_ms = 0;
-            }
-            if track.flip != flip || track.old_expires_mono == 0 {
-                // Not known (a state from before the expiries were kept): a normal TTL from
-                // the flip.
-                let clock = &self.clock;
-                let unknown = flip.at_ms + u64::from(state.ttl) * 1000;
-                track.old_expires_mono = state
-                    .expires_mono(state.live.other(), clock.boot(), |w| clock.mono_of(w))
-                    .unwrap_or_else(|| clock.mono_of(unknown));
-                if flip.secondaries_behind {
-                    // Not before every secondary has the flip: the fleet's confirmation
-                    // writes the real expiry.
-                    track.old_expires_mono = u64::MAX;
-                }
-            }
-            track.flip = flip;
+        for id in ids {
+            self.take_flip(&mut table, id);
         }
     }
 
     /// Adds a point to the timeline of every service whose next point is due: one pass over
     /// the table for all of them.
     fn sample_timelines(&self) {
-        let now = self.clock.coarse_now_ms();
+        let now = self.clock.coarse_mono_ms();
         let mut table = self.table();
         let due: Vec<u32> = (0..table.services.len())
             .filter(|&i| {
@@ -224,7 +266,7 @@ impl Ledger {
     /// Logs, once per flip, when the old color has left every cache that obeys TTLs. The
     /// lines are gathered under the table lock and written after it is released.
     fn log_drained(&self) {
-        let (now, mono) = (self.clock.coarse_now_ms(), self.clock.mono_ms());
+        let mono = self.clock.coarse_mono_ms();
         let mut lines = Vec::new();
         {
             let mut table = self.table();
@@ -233,12 +275,12 @@ impl Ledger {
                 let (flip, Some(old)) = (track.flip, track.flip.from) else {
                     continue;
                 };
-                let drained_at = report::drained_at(track, old);
-                if track.logged_drained == flip.flips || mono < track.old_expires_mono {
+                if track.logged_drained == flip.flips || !report::drained(track, mono) {
                     continue;
                 }
+                let drained_at = self.clock.wall_of(report::drained_at(track, old));
                 let name = track.name.clone();
-                let counts = report::counts(&table, index as u32, now);
+                let counts = report::counts(&table, index as u32, mono);
                 table.services[index].logged_drained = flip.flips;
                 lines.push((old, name, drained_at, counts));
             }
@@ -267,11 +309,12 @@ impl Ledger {
         let snapshot = self.records.load();
         let view = snapshot.service(service)?;
         let figures = self.figures();
+        let (wall, mono) = (self.clock.now_ms(), self.clock.coarse_mono_ms());
         let mut report = report::report(
             &self.table(),
             view.id,
-            self.clock.coarse_now_ms(),
-            self.clock.mono_ms(),
+            mono,
+            wall as i64 - self.clock.mono_ms() as i64,
             listing,
         );
         // Resolvers that got the old color before the ledger started are not in it: a
@@ -279,7 +322,7 @@ impl Ledger {
         let ttl_ms = u64::from(view.state.ttl) * 1000;
         report.complete = report
             .flip
-            .is_none_or(|f| self.started_ms + ttl_ms <= f.at_ms);
+            .is_none_or(|f| self.started_mono + ttl_ms <= f.at_ms);
         report.ledger_started_ms = self.started_ms;
         Some((report, figures))
     }
@@ -293,7 +336,7 @@ impl Ledger {
     /// `status` of many services does not walk it once per service.
     pub fn counts_of(&self, services: &[u32]) -> Vec<ClassCounts> {
         self.drain();
-        report::counts_of(&self.table(), services, self.clock.coarse_now_ms())
+        report::counts_of(&self.table(), services, self.clock.coarse_mono_ms())
             .into_iter()
             .map(|(_, c)| c)
             .collect()
@@ -358,6 +401,7 @@ mod tests {
             color: Color::Blue,
             name: NameKind::Service,
             ttl: 60,
+            flip_tag: 0,
         };
         for i in 0..(QUEUE_BATCHES + 2) * BATCH {
             recorder.record(observation(i));

@@ -1,5 +1,8 @@
 //! The resolver table: one entry per (resolver, client subnet, service), bounded.
 //!
+//! Times here are milliseconds on the monotonic clock: a wall-clock step between a flip and
+//! a resolver's return must not make it late or early. Reports turn them into wall time.
+//!
 //! Entries live in a slab of fixed-size slots; a `hashbrown::HashTable` maps key hashes to
 //! slot numbers, so each entry is stored once. At capacity, a new resolver takes the slot of
 //! the least recently seen of [`EVICTION_SAMPLE`] randomly chosen entries (sampled LRU, as in
@@ -15,7 +18,6 @@ use hashbrown::HashTable;
 
 use crate::color::Color;
 use crate::observed::answers::{NameKind, Observation};
-use crate::state::FlipCount;
 use crate::wire::subnet::ClientSubnet;
 
 /// Entries compared when one must be evicted.
@@ -69,18 +71,18 @@ impl Key {
     }
 }
 
-/// What the ledger knows about one key. Times are Unix milliseconds (coarse clock).
+/// What the ledger knows about one key. Times are monotonic milliseconds (coarse clock).
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     pub key: Key,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
-    /// The last answer to the service name (0: never asked for it).
+    /// The latest answer to the service name (0: never asked for it).
     pub answer_at_ms: u64,
     pub answer_ttl: u32,
     pub answer_color: Color,
-    /// The service's flip count when the answer was given.
-    pub answer_flips: FlipCount,
+    /// The service's flip count when that answer was given.
+    pub answer_flips: u32,
     /// TTL of the last answer of any of the service's names.
     pub last_ttl: u32,
     pub service_queries: u32,
@@ -91,18 +93,20 @@ pub struct Entry {
     pub samples: u16,
     /// Queries for the old color's name after every legitimate reason expired, for the
     /// flip that made the flip count `straggle_flips`.
-    pub straggle_flips: FlipCount,
+    pub straggle_flips: u32,
     pub straggle_count: u32,
     pub straggle_first_ms: u64,
     pub straggle_last_ms: u64,
     /// How far past expiry the last straggling query came.
     pub straggle_late_ms: u32,
-    /// This resolver's record of the flip that made the flip count `record_flips`: when the
-    /// old color it held at the flip expired by its TTL (0: it held the new color, or
-    /// nothing), when it first got the new color (0: not yet), and whether that was later
-    /// than its TTL allowed by more than [`late_tolerance_ms`].
-    pub record_flips: FlipCount,
-    pub old_expires_ms: u64,
+    /// This resolver's record of the flip that made the flip count `record_flips`, begun at
+    /// its first answer after that flip: the old-color answer it had from before the flip
+    /// (when it expired by its TTL, 0 for none, and that TTL), whether it held it at the flip,
+    /// when it first got the new color (0: not yet), and whether that was late.
+    pub record_flips: u32,
+    pub before_expires_ms: u64,
+    pub before_ttl: u32,
+    pub held_old: bool,
     pub converged_at_ms: u64,
     pub late: bool,
 }
@@ -113,6 +117,9 @@ pub const MIN_SAMPLES: u16 = 2;
 /// An interval this many times the TTL says the resolver keeps answers longer than their
 /// TTL: it clamps TTLs (or serves stale).
 pub const CLAMP_RATIO: f64 = 2.0;
+/// However late a resolver comes back by the tolerance, coming back within its TTL and
+/// this much of the flip is never late: no cache that obeys TTLs could have done better.
+pub const FLIP_GRACE_MS: u64 = 2_000;
 
 /// How much later than its TTL allows a resolver may come back for the new color and still
 /// be on time: clients ask when they like, so a resolver that obeys TTLs refetches a little
@@ -130,20 +137,22 @@ impl Entry {
             answer_at_ms: 0,
             answer_ttl: 0,
             answer_color: Color::Blue,
-            answer_flips: FlipCount(0),
+            answer_flips: 0,
             last_ttl: 0,
             service_queries: 0,
             color_queries: 0,
             interval_ms: 0,
             deviation_ms: 0,
             samples: 0,
-            straggle_flips: FlipCount(0),
+            straggle_flips: 0,
             straggle_count: 0,
             straggle_first_ms: 0,
             straggle_last_ms: 0,
             straggle_late_ms: 0,
-            record_flips: FlipCount(0),
-            old_expires_ms: 0,
+            record_flips: 0,
+            before_expires_ms: 0,
+            before_ttl: 0,
+            held_old: false,
             converged_at_ms: 0,
             late: false,
         }
@@ -161,12 +170,19 @@ impl Entry {
         self.interval_ratio().is_some_and(|r| r >= CLAMP_RATIO)
     }
 
-    /// How late it converged after the latest flip it saw: 0 on time or not yet.
-    pub fn late_by_ms(&self) -> u64 {
-        if self.old_expires_ms > 0 && self.converged_at_ms > 0 {
-            self.converged_at_ms.saturating_sub(self.old_expires_ms)
-        } else {
-            0
+    /// When keeping the old color starts to count as late, for `flip` (its record's): the
+    /// later of the flip and the expiry of the old answer it held; `None` unless it held one.
+    pub fn late_from_ms(&self, flip: &Flip) -> Option<u64> {
+        (self.held_old && self.record_flips == flip.flips)
+            .then(|| self.before_expires_ms.max(flip.at_ms))
+    }
+
+    /// How long after the flip (or after its old answer expired, whichever is later) it
+    /// kept the old color: 0 when it did not hold it, and until it converges.
+    pub fn late_by_ms(&self, flip: &Flip) -> u64 {
+        match self.late_from_ms(flip) {
+            Some(from) if self.converged_at_ms > 0 => self.converged_at_ms.saturating_sub(from),
+            _ => 0,
         }
     }
 
@@ -176,11 +192,11 @@ impl Entry {
     }
 }
 
-/// The latest flip of a service, as the ledger judges answers against it.
+/// A flip of a service, as the ledger judges answers against it. Times are monotonic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flip {
     /// The service's flip count after this flip; 0: never flipped.
-    pub flips: FlipCount,
+    pub flips: u32,
     pub at_ms: u64,
     /// When the last answer of the old color this server (in any process) could have
     /// given expires, as the flip recorded it in the state.
@@ -197,7 +213,7 @@ pub struct Flip {
 impl Default for Flip {
     fn default() -> Flip {
         Flip {
-            flips: FlipCount(0),
+            flips: 0,
             at_ms: 0,
             old_expires_ms: 0,
             from: None,
@@ -208,27 +224,84 @@ impl Default for Flip {
     }
 }
 
+impl Flip {
+    /// The tag answers given under this flip carry ([`Observation::flip_tag`]).
+    pub fn tag(&self) -> u8 {
+        crate::observed::answers::flip_tag(self.flips.into())
+    }
+
+    fn happened(&self) -> bool {
+        self.flips > 0
+    }
+}
+
 /// Per-service aggregates, kept beside the entries.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTrack {
+    /// The latest flip the ledger knows, and the one before it: an answer given just
+    /// before a flip may reach the ledger after the flip is known.
     pub flip: Flip,
+    pub previous: Flip,
+    /// Where the service was last found in the snapshot (an index, checked against its id).
+    pub index: u32,
+    /// What the state said of the latest flip when the ledger took it (wall-clock values),
+    /// so its monotonic times are fixed once: a later wall-clock step cannot move them.
+    pub seen: (u64, u64, u64, bool),
     /// Latest expiry of any service-name answer, by color: the moment the last cache that
     /// obeys TTLs drops that color.
     pub expiry_ms: [u64; 2],
-    /// Straggling queries, by the color asked for.
+    /// Straggling queries since start, by the color asked for (for `/metrics`).
     pub straggler_queries: [u64; 2],
-    /// The service's name, for log lines; empty until the ledger task first sees it.
+    /// Straggling queries for the old color's name since the latest flip.
+    pub flip_straggler_queries: u64,
+    /// The service's name, for log lines; empty until the ledger first sees it.
     pub name: String,
-    /// [`Flip::old_expires_ms`] on the monotonic clock, fixed when the ledger first saw the
-    /// flip, so a later wall-clock step cannot make "drained" come early.
-    pub old_expires_mono: u64,
     /// The flip whose first straggler, and whose drain, has been logged.
-    pub logged_first_straggler: FlipCount,
-    pub logged_drained: FlipCount,
+    pub logged_first_straggler: u32,
+    pub logged_drained: u32,
     /// When the last resolver that converged late (for the latest flip) converged.
     pub last_late_converged_ms: u64,
     /// Class counts over time since the latest flip.
     pub timeline: Timeline,
+}
+
+impl ServiceTrack {
+    /// The flip an answer with `tag` was given under, if the ledger knows it.
+    pub fn flip_of(&self, tag: u8) -> Option<Flip> {
+        if self.flip.tag() == tag {
+            Some(self.flip)
+        } else if self.previous.tag() == tag && self.previous.flips + 1 == self.flip.flips {
+            Some(self.previous)
+        } else {
+            None
+        }
+    }
+
+    /// Takes `flip` as the latest; the one it replaces becomes the previous (or, when the
+    /// ledger missed flips in between, one like it: its color and count, at the new
+    /// flip's time).
+    pub fn take_flip(&mut self, flip: Flip) {
+        if flip.flips == self.flip.flips {
+            self.flip = flip;
+            return;
+        }
+        self.previous = if flip.flips == self.flip.flips + 1 {
+            self.flip
+        } else {
+            Flip {
+                flips: flip.flips.saturating_sub(1),
+                at_ms: flip.at_ms,
+                old_expires_ms: flip.at_ms,
+                from: flip.from.map(|_| flip.to),
+                to: flip.from.unwrap_or(flip.to),
+                cname: flip.cname,
+                secondaries_behind: false,
+            }
+        };
+        self.flip = flip;
+        self.last_late_converged_ms = 0;
+        self.flip_straggler_queries = 0;
+    }
 }
 
 /// Points a timeline keeps; when full, every other one goes and the step doubles, so it
@@ -240,17 +313,17 @@ pub const TIMELINE_SPAN_MS: u64 = 24 * 3600 * 1000;
 /// A flip's class counts over time: bounded, finer near the flip.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
-    pub flips: FlipCount,
+    pub flips: u32,
     pub step_ms: u64,
     pub next_ms: u64,
-    /// (Unix ms, counts in [`super::ResolverClass::ALL`] order).
+    /// (monotonic ms, counts in [`super::ResolverClass::ALL`] order).
     pub points: Vec<(u64, [u32; 5])>,
 }
 
 impl Timeline {
     /// Whether a point is due at `now_ms` for `flip`; starts afresh for a new flip.
     pub fn due(&mut self, flip: &Flip, now_ms: u64) -> bool {
-        if flip.flips.0 == 0 {
+        if !flip.happened() {
             return false;
         }
         if self.flips != flip.flips {
@@ -280,6 +353,8 @@ impl Timeline {
 pub struct Straggled {
     pub key: Key,
     pub color: Color,
+    /// How late: past the flip or its old answer's expiry (a late return), or past every
+    /// reason to ask for the old color's name (a query for it).
     pub late_ms: u64,
     pub first_of_flip: bool,
     /// It came back for the new color late, rather than asking for the old color's name.
@@ -358,16 +433,18 @@ impl Table {
         self.slots.iter()
     }
 
-    /// Records one observation; returns a straggler it revealed.
-    pub fn record(&mut self, o: &Observation) -> Option<Straggled> {
+    /// Records one observation, given under `flip` (the one live when it was answered, as
+    /// its tag says); returns a straggler it revealed.
+    pub fn record(&mut self, o: &Observation, flip: &Flip) -> Option<Straggled> {
         let key = Key::new(o.resolver, o.subnet, o.service);
-        let flip = self.track(o.service).flip;
+        let latest_flip = self.track(o.service).flip;
+        let latest = latest_flip.flips;
         let slot = self.slot(key, o.at_ms);
         let entry = &mut self.slots[slot];
         entry.last_seen_ms = entry.last_seen_ms.max(o.at_ms);
         let mut straggled = match o.name {
-            NameKind::Service => entry.answered_service(o, &flip),
-            NameKind::Color => entry.answered_color(o, &flip),
+            NameKind::Service => entry.answered_service(o, flip, &latest_flip),
+            NameKind::Color => entry.answered_color(o, flip),
         };
         entry.last_ttl = o.ttl;
         let track = &mut self.services[o.service as usize];
@@ -377,11 +454,16 @@ impl Table {
         }
         if let Some(s) = straggled.as_mut() {
             if s.converged {
-                track.last_late_converged_ms = track.last_late_converged_ms.max(o.at_ms);
+                if flip.flips == latest {
+                    track.last_late_converged_ms = track.last_late_converged_ms.max(o.at_ms);
+                }
             } else {
                 track.straggler_queries[s.color.index()] += 1;
+                if flip.flips == latest {
+                    track.flip_straggler_queries += 1;
+                }
             }
-            if track.logged_first_straggler != flip.flips {
+            if track.logged_first_straggler != flip.flips && flip.flips == latest {
                 track.logged_first_straggler = flip.flips;
                 s.first_of_flip = true;
             }
@@ -446,97 +528,138 @@ impl Table {
 }
 
 impl Entry {
-    /// An answer to the service name: the resolver's record of the flip (what it held, when
-    /// it converged, whether late), its rhythm, and its latest answer.
-    fn answered_service(&mut self, o: &Observation, flip: &Flip) -> Option<Straggled> {
-        let mut straggled = None;
-        if flip.flips.0 > 0 && o.at_ms >= flip.at_ms && self.record_flips != flip.flips {
-            // The first answer since the flip: what it held before is its record. An
-            // answer that had expired by its TTL before the flip was not held, unless
-            // the resolver's rhythm says it keeps answers past their TTL; one that had
-            // expired because nobody asked is not lateness.
-            let held_old = self.answer_at_ms > 0
-                && self.answer_at_ms < flip.at_ms
-                && Some(self.answer_color) == flip.from
-                && (self.expires_ms() > flip.at_ms || self.clamps());
-            self.record_flips = flip.flips;
-            self.old_expires_ms = if held_old { self.expires_ms() } else { 0 };
-            self.converged_at_ms = 0;
-            self.late = false;
-        }
-        if self.record_flips == flip.flips
-            && self.converged_at_ms == 0
-            && o.color == flip.to
-            && flip.flips.0 > 0
-        {
-            self.converged_at_ms = o.at_ms;
-            let late_ms = self.late_by_ms();
-            if late_ms > late_tolerance_ms(self.answer_ttl) {
-                self.late = true;
-                straggled = Some(Straggled {
-                    key: self.key,
-                    color: o.color,
-                    late_ms,
-                    first_of_flip: false,
-                    converged: true,
-                });
-            }
-        }
-        if self.answer_at_ms > 0 {
-            // Queries closer than half a TTL are retries or other types, not a
-            // cache refreshing: they are not intervals.
-            let gap = o.at_ms.saturating_sub(self.answer_at_ms);
-            if gap * 2 >= u64::from(self.answer_ttl) * 1000 && gap > 0 {
-                self.note_interval(gap.min(u64::from(u32::MAX)) as u32);
-            }
-        }
-        self.answer_at_ms = o.at_ms;
-        self.answer_ttl = o.ttl;
-        self.answer_color = o.color;
-        // Observations carry no flip count (16 bytes each, see `batch`): an answer
-        // after the latest flip belongs to it, one before it to the flip before.
-        self.answer_flips = if o.at_ms >= flip.at_ms {
-            flip.flips
-        } else {
-            FlipCount(flip.flips.0.saturating_sub(1))
-        };
+    /// An answer to the service name, given under `flip`: the resolver's record of the flip
+    /// (what it held at the flip, when it converged, whether late), its rhythm, and its
+    /// latest answer. Answers can arrive out of order (from different receive loops, or a
+    /// secondary's stream): an older one than the latest counts, but does not replace it.
+    fn answered_service(
+        &mut self,
+        o: &Observation,
+        flip: &Flip,
+        latest: &Flip,
+    ) -> Option<Straggled> {
         self.service_queries = self.service_queries.saturating_add(1);
-        straggled
+        if flip.happened() && self.record_flips != flip.flips && self.answer_flips < flip.flips {
+            self.begin_record(flip);
+        }
+        if flip.flips + 1 == latest.flips && self.record_flips == latest.flips {
+            self.arrived_late(o, latest);
+        }
+        let newest = o.at_ms >= self.answer_at_ms;
+        if newest {
+            if self.answer_at_ms > 0 {
+                // Queries closer than half a TTL are retries or other types, not a cache
+                // refreshing: they are not intervals.
+                let gap = o.at_ms - self.answer_at_ms;
+                if gap * 2 >= u64::from(self.answer_ttl) * 1000 && gap > 0 {
+                    self.note_interval(gap.min(u64::from(u32::MAX)) as u32);
+                }
+            }
+            self.answer_at_ms = o.at_ms;
+            self.answer_ttl = o.ttl;
+            self.answer_color = o.color;
+            self.answer_flips = flip.flips;
+        }
+        if !flip.happened() || self.record_flips != flip.flips {
+            return None;
+        }
+        let was_late = self.late;
+        if o.color == flip.to && (self.converged_at_ms == 0 || o.at_ms < self.converged_at_ms) {
+            self.converged_at_ms = o.at_ms;
+        }
+        // A rhythm proven only now (after the flip) still says what it did at the flip.
+        if !self.held_old && self.before_expires_ms > 0 && self.clamps() {
+            self.held_old = true;
+        }
+        self.late = self.judged_late(flip);
+        (self.late && !was_late).then(|| Straggled {
+            key: self.key,
+            color: flip.to,
+            late_ms: self.late_by_ms(flip),
+            first_of_flip: false,
+            converged: true,
+        })
+    }
+
+    /// Begins the record of `flip` at the resolver's first answer under it: the old-color
+    /// answer it had from before is what it may have held. It held it if that answer had
+    /// not expired by its TTL at the flip, or if its rhythm says it keeps answers past their
+    /// TTL (also judged again later, once the rhythm is proven); one that had expired
+    /// because nobody asked is not lateness.
+    fn begin_record(&mut self, flip: &Flip) {
+        let before = self.answer_at_ms > 0
+            && self.answer_at_ms <= flip.at_ms
+            && Some(self.answer_color) == flip.from;
+        self.record_flips = flip.flips;
+        self.before_expires_ms = if before { self.expires_ms() } else { 0 };
+        self.before_ttl = if before { self.answer_ttl } else { 0 };
+        self.held_old = before && (self.expires_ms() > flip.at_ms || self.clamps());
+        self.converged_at_ms = 0;
+        self.late = false;
+    }
+
+    /// An answer given before `latest` (the flip of the record) that arrived after the
+    /// record began: if it is later than the answer the record took as the one held at the
+    /// flip, it is that answer.
+    fn arrived_late(&mut self, o: &Observation, latest: &Flip) {
+        let before_at = self
+            .before_expires_ms
+            .saturating_sub(u64::from(self.before_ttl) * 1000);
+        if Some(o.color) != latest.from || (self.before_expires_ms > 0 && o.at_ms <= before_at) {
+            return;
+        }
+        self.before_expires_ms = o.at_ms + u64::from(o.ttl) * 1000;
+        self.before_ttl = o.ttl;
+        self.held_old = self.before_expires_ms > latest.at_ms || self.clamps();
+        self.late = self.judged_late(latest);
+    }
+
+    /// Late: it got the new color later than its TTL allows by more than the tolerance,
+    /// and later than one TTL and [`FLIP_GRACE_MS`] after the flip (a cache that obeys
+    /// TTLs and got its answer just before the flip comes back that late).
+    fn judged_late(&self, flip: &Flip) -> bool {
+        let Some(from) = self.late_from_ms(flip) else {
+            return false;
+        };
+        let grace = flip.at_ms + u64::from(self.before_ttl) * 1000 + FLIP_GRACE_MS;
+        let deadline = (from + late_tolerance_ms(self.before_ttl)).max(grace);
+        self.converged_at_ms > deadline
     }
 
     /// An answer to a color name: a query for the old color's name after every legitimate
     /// reason to ask for it has expired is a straggler's.
     fn answered_color(&mut self, o: &Observation, flip: &Flip) -> Option<Straggled> {
-        let mut straggled = None;
         self.color_queries = self.color_queries.saturating_add(1);
-        if flip.flips.0 > 0 && Some(o.color) == flip.from && o.at_ms > flip.at_ms {
-            // Every legitimate reason to ask for the old color's name has expired:
-            // in CNAME mode the CNAME to it, otherwise the TTL last given, from the flip.
-            let expiry = if flip.cname && self.answer_at_ms > 0 {
-                self.expires_ms()
-            } else {
-                flip.at_ms + u64::from(self.last_ttl.max(o.ttl)) * 1000
-            };
-            if o.at_ms > expiry {
-                if self.straggle_flips != flip.flips {
-                    self.straggle_flips = flip.flips;
-                    self.straggle_count = 0;
-                    self.straggle_first_ms = o.at_ms;
-                }
-                self.straggle_count = self.straggle_count.saturating_add(1);
-                self.straggle_last_ms = o.at_ms;
-                let late_ms = o.at_ms - expiry;
-                self.straggle_late_ms = late_ms.min(u64::from(u32::MAX)) as u32;
-                straggled = Some(Straggled {
-                    key: self.key,
-                    color: o.color,
-                    late_ms,
-                    first_of_flip: false,
-                    converged: false,
-                });
-            }
+        if !flip.happened() || Some(o.color) != flip.from || o.at_ms <= flip.at_ms {
+            return None;
         }
-        straggled
+        // Every legitimate reason to ask for the old color's name has expired: in CNAME
+        // mode the CNAME to it, otherwise the TTL last given, from the flip.
+        let expiry = if flip.cname && self.answer_at_ms > 0 {
+            self.expires_ms()
+        } else {
+            flip.at_ms + u64::from(self.last_ttl.max(o.ttl)) * 1000
+        };
+        if o.at_ms <= expiry {
+            return None;
+        }
+        if self.straggle_flips != flip.flips {
+            self.straggle_flips = flip.flips;
+            self.straggle_count = 0;
+            self.straggle_first_ms = o.at_ms;
+        }
+        self.straggle_count = self.straggle_count.saturating_add(1);
+        self.straggle_first_ms = self.straggle_first_ms.min(o.at_ms);
+        self.straggle_last_ms = self.straggle_last_ms.max(o.at_ms);
+        let late_ms = o.at_ms - expiry;
+        self.straggle_late_ms = late_ms.min(u64::from(u32::MAX)) as u32;
+        Some(Straggled {
+            key: self.key,
+            color: o.color,
+            late_ms,
+            first_of_flip: false,
+            converged: false,
+        })
     }
 
     fn note_interval(&mut self, gap: u32) {
@@ -570,6 +693,7 @@ mod tests {
             color,
             name,
             ttl: 5,
+            flip_tag: 0,
         }
     }
 
@@ -577,22 +701,28 @@ mod tests {
     fn the_entry_count_stays_at_capacity_and_memory_stays_flat() {
         let mut table = Table::new(1000);
         for i in 0..1000u32 {
-            table.record(&observation(
-                i.to_be_bytes(),
-                u64::from(i),
-                NameKind::Service,
-                Color::Blue,
-            ));
+            table.record(
+                &observation(
+                    i.to_be_bytes(),
+                    u64::from(i),
+                    NameKind::Service,
+                    Color::Blue,
+                ),
+                &Flip::default(),
+            );
         }
         assert_eq!(table.len(), 1000);
         let bytes = table.allocated_bytes();
         for i in 1000..5000u32 {
-            table.record(&observation(
-                i.to_be_bytes(),
-                u64::from(i),
-                NameKind::Service,
-                Color::Blue,
-            ));
+            table.record(
+                &observation(
+                    i.to_be_bytes(),
+                    u64::from(i),
+                    NameKind::Service,
+                    Color::Blue,
+                ),
+                &Flip::default(),
+            );
         }
         assert_eq!(
             table.len(),
@@ -624,18 +754,19 @@ mod tests {
         // Resolver 1 keeps asking; thousands of one-off resolvers come and go.
         for i in 0..5000u32 {
             let at = u64::from(i) * 10;
-            table.record(&observation(
-                [10, 0, 0, 1],
-                at,
-                NameKind::Service,
-                Color::Blue,
-            ));
-            table.record(&observation(
-                (0x0B00_0000 + i).to_be_bytes(),
-                at + 1,
-                NameKind::Service,
-                Color::Blue,
-            ));
+            table.record(
+                &observation([10, 0, 0, 1], at, NameKind::Service, Color::Blue),
+                &Flip::default(),
+            );
+            table.record(
+                &observation(
+                    (0x0B00_0000 + i).to_be_bytes(),
+                    at + 1,
+                    NameKind::Service,
+                    Color::Blue,
+                ),
+                &Flip::default(),
+            );
         }
         let active = Key::new(IpAddr::from([10, 0, 0, 1]), None, 0);
         let entry = table
@@ -653,12 +784,10 @@ mod tests {
             .enumerate()
         {
             let _ = i;
-            table.record(&observation(
-                [10, 0, 0, 2],
-                *at,
-                NameKind::Service,
-                Color::Blue,
-            ));
+            table.record(
+                &observation([10, 0, 0, 2], *at, NameKind::Service, Color::Blue),
+                &Flip::default(),
+            );
         }
         let entry = table.entries().next().unwrap();
         assert_eq!(entry.samples, 4, "the 100 ms retry is not an interval");

@@ -19,6 +19,7 @@ mod metrics;
 mod model;
 mod property;
 mod reload;
+mod report_edges;
 mod resolvers;
 mod restart;
 mod secondaries;

@@ -257,6 +257,9 @@ struct Truth {
     exposed_until: [u64; 2],
     /// A task panicked during this step: its command may have failed (`Busy`).
     faulted: bool,
+    /// Every answer each resolver got: (monotonic ms, color, TTL, the service's flip count
+    /// then), by its last octet.
+    answers: std::collections::HashMap<u8, Vec<(u64, Color, u32, u64)>>,
 }
 
 struct Rng(u64);
@@ -453,8 +456,9 @@ async fn command(world: &World, action: Action) -> StepOutcome {
 async fn apply(world: &mut World, truth: &mut Truth, step: Step) -> StepOutcome {
     match step {
         Step::Ask => {
-            let answer = ask(world.running(), 1 + (world.clock.mono_ms() % 3) as u8);
-            note(truth, world, answer);
+            let resolver = 1 + (world.clock.mono_ms() % 3) as u8;
+            let answer = ask(world.running(), resolver);
+            note(truth, world, resolver, answer);
             None
         }
         Step::Prepare => command(world, Action::Prepare).await,
@@ -538,13 +542,61 @@ async fn apply(world: &mut World, truth: &mut Truth, step: Step) -> StepOutcome 
     }
 }
 
-fn note(truth: &mut Truth, world: &World, answer: Answer) {
+fn note(truth: &mut Truth, world: &World, resolver: u8, answer: Answer) {
     let now = world.clock.mono_ms();
+    let flips = world
+        .running()
+        .switch
+        .records()
+        .load()
+        .service("app")
+        .unwrap()
+        .state
+        .flips
+        .0;
+    truth
+        .answers
+        .entry(resolver)
+        .or_default()
+        .push((now, answer.color, answer.ttl, flips));
     let expiry = now + u64::from(answer.ttl) * 1000;
     let c = answer.color.index();
     truth.expiry[c] = truth.expiry[c].max(expiry);
     if answer.ttl != CUTOVER_TTL {
         truth.long_expiry[c] = truth.long_expiry[c].max(expiry);
+    }
+}
+
+fn never_late_within_a_ttl_of_the_flip(running: &Running, truth: &Truth, context: &str) {
+    let listing = flipdns::stragglers::Listing {
+        classes: vec![flipdns::stragglers::ResolverClass::Straggler],
+        limit: 100,
+    };
+    let Some((report, _)) = running.ledger.report("app", &listing) else {
+        return;
+    };
+    let Some(flip) = report.flip else { return };
+    for (_, entry) in &report.resolvers {
+        let IpAddr::V4(v4) = entry.key.resolver() else {
+            continue;
+        };
+        let answers = &truth.answers[&v4.octets()[3]];
+        let flips = u64::from(flip.flips);
+        let held_ttl = answers
+            .iter()
+            .rev()
+            .find(|a| a.3 < flips && Some(a.1) == flip.from)
+            .map_or(0, |a| a.2);
+        let first_new = answers.iter().find(|a| a.3 == flips && a.1 == flip.to);
+        if let Some((at, _, _, _)) = first_new {
+            assert!(
+                *at > flip.at_ms + u64::from(held_ttl) * 1000 + 2000,
+                "{context}: {} is a straggler, but got {} {} ms after the flip, within its TTL of {held_ttl} s and 2 s: {entry:?}",
+                v4,
+                flip.to,
+                at - flip.at_ms
+            );
+        }
     }
 }
 
@@ -570,7 +622,7 @@ async fn check(
     assert_eq!(&disk.services["app"], after, "{context}: disk and state");
     assert_eq!(view.state, *after, "{context}: snapshot and state");
     let answer = ask(running, 9);
-    note(truth, world, answer);
+    note(truth, world, 9, answer);
     assert_eq!(answer.color, after.live, "{context}: the answer's color");
     let ttl = after.phase.ttl(world.config_ttl, CUTOVER_TTL);
     assert_eq!(answer.ttl, ttl, "{context}: the answer's TTL");
@@ -615,6 +667,10 @@ async fn check(
             );
         }
     }
+
+    // The report's edge: a resolver whose clients saw the new color within its TTL and 2 s
+    // of the flip is never a straggler (it did no worse than a cache that obeys TTLs).
+    never_late_within_a_ttl_of_the_flip(running, truth, context);
 
     // I3: a rollback while settling flips at once, or is refused by health only.
     if let (Step::Rollback, Phase::Settling { .. }) = (step, before.phase) {

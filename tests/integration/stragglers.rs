@@ -17,7 +17,8 @@ fn service(answer: &str) -> String {
     )
 }
 
-/// Five kinds of resolver; the flip comes at 12.1 s, the report at 15.6 s.
+/// Five kinds of resolver; the flip comes at 13 s, the report at 17 s: every moment a class
+/// turns on is a second or more from the events around it.
 fn classes_after_a_flip(answer: &str, net: u8) {
     let server = Server::start_with(&Setup {
         services: service(answer),
@@ -27,33 +28,33 @@ fn classes_after_a_flip(answer: &str, net: u8) {
     let source = |host: u8| format!("127.0.{net}.{host}");
     let start = Instant::now() + Duration::from_millis(300);
     // Compliant: asks again whenever its 1 s TTL runs out.
-    let compliant = Resolver::spawn(&source(11), addr, start, every(0, 17_000, 1000, APP, None));
+    let compliant = Resolver::spawn(&source(11), addr, start, every(0, 18_000, 1000, APP, None));
     // Clamping: keeps answers 4 TTLs; its last refresh before the report is at 12 s.
     let clamping = Resolver::spawn(&source(12), addr, start, every(0, 12_001, 4000, APP, None));
     // Idle: asked once.
     let idle = Resolver::spawn(&source(13), addr, start, every(0, 1, 1000, APP, None));
     // Pinned: something behind it uses the old color's name after the flip.
     let mut pinned_schedule = every(0, 12_001, 1000, APP, None);
-    pinned_schedule.extend(every(12_600, 17_000, 500, OLD, None));
+    pinned_schedule.extend(every(15_000, 18_000, 500, OLD, None));
     let pinned = Resolver::spawn(&source(14), addr, start, pinned_schedule);
     // One resolver, two client subnets: A pinned to the old color, B converging.
     let mut subnets = every(0, 1, 1000, APP, SUBNET_A);
     subnets.extend(every(0, 1, 1000, APP, SUBNET_B));
-    subnets.extend(every(12_600, 17_000, 500, OLD, SUBNET_A));
+    subnets.extend(every(15_000, 18_000, 500, OLD, SUBNET_A));
     let subnets = Resolver::spawn(&source(15), addr, start, subnets);
     let converging_b = Resolver::spawn(
         &source(15),
         addr,
         start,
-        every(13_500, 13_501, 1000, APP, SUBNET_B),
+        every(14_500, 14_501, 1000, APP, SUBNET_B),
     );
 
     std::thread::sleep(
-        (start + Duration::from_millis(12_100)).saturating_duration_since(Instant::now()),
+        (start + Duration::from_millis(13_000)).saturating_duration_since(Instant::now()),
     );
     server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     std::thread::sleep(
-        (start + Duration::from_millis(15_600)).saturating_duration_since(Instant::now()),
+        (start + Duration::from_millis(17_000)).saturating_duration_since(Instant::now()),
     );
 
     let json = server.ctl_ok(&["stragglers", "app", "--json"]);
@@ -110,6 +111,18 @@ fn classes_after_a_flip(answer: &str, net: u8) {
         "{text}"
     );
     assert!(text.contains("x its TTL"), "{text}");
+    assert!(
+        text.contains("blue held by ") && text.contains(" at the flip"),
+        "{text}"
+    );
+    for (host, class) in [(14, "straggler"), (12, "overdue")] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&source(host))
+                    && l.contains(&format!(" {class}: "))),
+            "each line says its class: {text}"
+        );
+    }
     let status = common::service_status(&server, "app");
     assert_eq!(status["resolvers"]["straggler"], 2);
     assert!(
@@ -254,8 +267,9 @@ fn late_convergence_across_two_flips(answer: &str, net: u8) {
             .unwrap_or_else(|| panic!("{ip} not listed: {report}"))
     };
 
-    // Two regular 8 s intervals (ratio 8) before the first flip at 16.1 s.
-    at(16_100);
+    // Two regular 8 s intervals (ratio 8) before the first flip at 17 s, a second after its
+    // refresh of 16 s expired.
+    at(17_000);
     server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
     at(20_000);
     let holding = find(&report(&[]), &source(12));
@@ -265,7 +279,7 @@ fn late_convergence_across_two_flips(answer: &str, net: u8) {
     );
     assert_eq!(holding["clamps"], true, "{holding}");
     assert_eq!(holding["record"]["held_old"], true, "{holding}");
-    at(24_600); // it came back at 24 s: 7 s after its answer of 16 s expired
+    at(25_000); // it came back at 24 s: 7 s after the flip (and its answer's expiry)
     let first = report(&[]);
     let late = find(&first, &source(12));
     assert_eq!(late["class"], "straggler", "{first}");
@@ -285,7 +299,7 @@ fn late_convergence_across_two_flips(answer: &str, net: u8) {
     );
 
     // The second flip: the record is this flip's, and it is late again.
-    at(25_100);
+    at(25_500);
     server.ctl_ok(&["flip", "app", "--to", "blue", "--now"]);
     at(28_000);
     let holding = find(&report(&[]), &source(12));
@@ -294,13 +308,16 @@ fn late_convergence_across_two_flips(answer: &str, net: u8) {
         "a new flip, a new record: {holding}"
     );
     assert!(holding["record"]["converged_at_ms"].is_null(), "{holding}");
-    at(32_600);
+    at(33_000);
     let second = report(&[]);
     let late = find(&second, &source(12));
     assert_eq!(late["class"], "straggler", "{second}");
     assert_eq!(second["flip"]["flips"], 2);
     let late_by = late["record"]["late_by_ms"].as_u64().unwrap();
-    assert!((6_000..=8_000).contains(&late_by), "{late}");
+    assert!(
+        (5_500..=7_500).contains(&late_by),
+        "6.5 s past the second flip: {late}"
+    );
 
     // Every resolver on request; the limit counted; one class alone.
     let all = report(&["--all", "--limit", "100"]);
@@ -313,6 +330,13 @@ fn late_convergence_across_two_flips(answer: &str, net: u8) {
     let capped = report(&["--all", "--limit", "5"]);
     assert_eq!(capped["resolvers"].as_array().unwrap().len(), 5);
     assert_eq!(capped["left_out"], 8);
+    let by_default = report(&[]);
+    assert_eq!(
+        by_default["left_out"].as_u64().unwrap()
+            + by_default["resolvers"].as_array().unwrap().len() as u64,
+        13,
+        "every resolver not shown is counted: {by_default}"
+    );
     let converged = report(&["--class", "converged"]);
     assert!(
         converged["resolvers"]

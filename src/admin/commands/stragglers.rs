@@ -5,7 +5,7 @@ use crate::protocol::{
     self, Error, ErrorKind, FlipRecord, FlipView, LedgerView, ResolverView, StragglerView,
     StragglersReport, TimelinePoint,
 };
-use crate::stragglers::{self as ledger, Entry, Listing, ResolverClass, report};
+use crate::stragglers::{self as ledger, Entry, Listing, Report, ResolverClass, report};
 
 /// Resolvers listed unless the request says otherwise.
 const DEFAULT_LIMIT: usize = 20;
@@ -55,31 +55,32 @@ pub async fn run(
     Ok(StragglersReport {
         service: service.to_string(),
         flip: report.flip.map(|f| FlipView {
-            flips: f.flips.0,
+            flips: f.flips.into(),
             from: f.from.unwrap_or(f.to.other()),
             to: f.to,
-            at_ms: f.at_ms,
+            at_ms: report.wall(f.at_ms),
         }),
-        drained_at_ms: report.drained_at_ms,
+        drained_at_ms: report.drained_at_ms.map(|at| report.wall(at)),
         drained: report.drained,
         complete: report.complete,
         ledger_started_ms: report.ledger_started_ms,
         counts: counts(&report.counts),
+        held_at_flip: report.held_at_flip,
         straggler_queries: report.straggler_queries,
         resolvers: report
             .resolvers
             .iter()
-            .map(|(class, entry)| resolver(*class, entry, report.flip.as_ref()))
+            .map(|(class, entry)| resolver(&report, *class, entry))
             .collect(),
         left_out: report.left_out,
         classes: classes.into_iter().map(class).collect(),
         last_straggler_converged_ms: (report.last_late_converged_ms > 0)
-            .then_some(report.last_late_converged_ms),
+            .then(|| report.wall(report.last_late_converged_ms)),
         timeline: report
             .timeline
             .iter()
             .map(|(at_ms, c)| TimelinePoint {
-                at_ms: *at_ms,
+                at_ms: report.wall(*at_ms),
                 counts: counts(c),
             })
             .collect(),
@@ -123,52 +124,51 @@ fn from_wire(class: protocol::ResolverClass) -> ResolverClass {
     }
 }
 
-/// What the resolver did around `flip`: its record, or, when it has not asked since, what
-/// it holds.
-fn record(entry: &Entry, flip: Option<&ledger::Flip>) -> Option<FlipRecord> {
-    let flip = flip?;
+/// What the resolver did around the report's flip: its record, or, when it has not asked
+/// since, what it held then.
+fn record(report: &Report, entry: &Entry) -> Option<FlipRecord> {
+    let flip = report.flip.as_ref()?;
+    let at = |ms: u64| (ms > 0).then(|| report.wall(ms));
     if entry.record_flips == flip.flips {
         return Some(FlipRecord {
-            held_old: entry.old_expires_ms > 0,
-            old_expired_at_ms: (entry.old_expires_ms > 0).then_some(entry.old_expires_ms),
-            converged_at_ms: (entry.converged_at_ms > 0).then_some(entry.converged_at_ms),
-            late_by_ms: entry.late_by_ms(),
+            held_old: entry.held_old,
+            old_expired_at_ms: at(entry.before_expires_ms),
+            late_from_ms: entry.late_from_ms(flip).map(|ms| report.wall(ms)),
+            converged_at_ms: at(entry.converged_at_ms),
+            late_by_ms: entry.late_by_ms(flip),
         });
     }
-    let held_old = entry.answer_at_ms > 0 && Some(entry.answer_color) == flip.from;
-    held_old.then(|| FlipRecord {
-        held_old,
-        old_expired_at_ms: Some(entry.expires_ms()),
+    report::held_at_flip(entry, flip).then(|| FlipRecord {
+        held_old: true,
+        old_expired_at_ms: at(entry.expires_ms()),
+        late_from_ms: Some(report.wall(entry.expires_ms().max(flip.at_ms))),
         converged_at_ms: None,
         late_by_ms: 0,
     })
 }
 
-fn resolver(
-    resolver_class: ResolverClass,
-    entry: &Entry,
-    flip: Option<&ledger::Flip>,
-) -> ResolverView {
+fn resolver(report: &Report, resolver_class: ResolverClass, entry: &Entry) -> ResolverView {
+    let wall = |ms| report.wall(ms);
     ResolverView {
         resolver: entry.key.resolver(),
         subnet: entry.key.subnet().map(|s| s.display()),
         class: class(resolver_class),
         color: entry.answer_color,
-        flips: entry.answer_flips.0,
-        answered_at_ms: entry.answer_at_ms,
+        flips: entry.answer_flips.into(),
+        answered_at_ms: wall(entry.answer_at_ms),
         ttl: entry.answer_ttl,
-        expires_at_ms: entry.expires_ms(),
+        expires_at_ms: wall(entry.expires_ms()),
         queries: entry.service_queries,
         interval_ms: report::interval_ms(entry),
         interval_ratio: report::interval_ratio(entry),
         straggler: (resolver_class == ResolverClass::Straggler && entry.straggle_count > 0)
             .then_some(StragglerView {
                 count: entry.straggle_count,
-                first_ms: entry.straggle_first_ms,
-                last_ms: entry.straggle_last_ms,
+                first_ms: wall(entry.straggle_first_ms),
+                last_ms: wall(entry.straggle_last_ms),
                 late_ms: entry.straggle_late_ms,
             }),
         clamps: report::clamps(entry),
-        record: record(entry, flip),
+        record: record(report, entry),
     }
 }
