@@ -171,8 +171,8 @@ impl Request {
         }
     }
 
-    /// Whether the request changes something (a cutover command or a reload): those get
-    /// the admin slot kept free of readers.
+    /// Whether the request changes something (a cutover command or a reload): a
+    /// connection carrying one out never gives up its seat to a newcomer.
     pub fn changes_state(&self) -> bool {
         matches!(
             self,

@@ -8,6 +8,7 @@
 //!
 //! The request and reply types are [`crate::protocol`], which depends on nothing here.
 
+pub mod admission;
 pub mod audit;
 pub mod client;
 pub mod commands;

@@ -3,6 +3,7 @@
 //! reply (and any progress) lines.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,15 +12,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{Admission, Doing, Ticket};
 use super::commands::{Context, Peer, dispatch, reply_line};
 use crate::accept;
 use crate::observed::counters::Counters;
 use crate::process::logging::Throttle;
-use crate::protocol::{Error, ErrorKind, MAX_REQUEST_BYTES, Reply};
+use crate::protocol::{Error, ErrorKind, MAX_REQUEST_BYTES, Reply, Request};
 
 /// Why the admin socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -160,9 +161,10 @@ fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
 /// Refused admin clients are logged at most once a second, with how many were held back.
 static REFUSALS: Throttle = Throttle::new(Duration::from_secs(1));
 
-/// Serves admin clients until `shutdown`, then waits for requests in progress. Beyond the
-/// client limit, one more connection is taken for changes only, so clients that hold every
-/// slot (without reading their replies, say) cannot lock out a flip or a rollback.
+/// Serves admin clients until `shutdown`, then waits for requests in progress. When every
+/// seat is taken, a connection that is not carrying out a change gives up its seat for the
+/// newcomer ([`super::admission`]): no number of clients that have not asked for a change
+/// can lock out a flip or a rollback.
 pub async fn serve(
     socket: Arc<AdminSocket>,
     context: Arc<Context>,
@@ -170,103 +172,138 @@ pub async fn serve(
     limits: AdminLimits,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let permits = Arc::new(Semaphore::new(limits.clients));
-    let reserved = Arc::new(Semaphore::new(1));
+    let admission = Admission::new(limits.clients);
     let tracker = TaskTracker::new();
     loop {
-        let Some((mut stream, _)) =
+        let Some((stream, _)) =
             accept::next("admin socket", &shutdown, || socket.listener.accept()).await
         else {
             break;
         };
-        let permit = permits
-            .clone()
-            .try_acquire_owned()
-            .map(|p| (p, false))
-            .or_else(|_| reserved.clone().try_acquire_owned().map(|p| (p, true)));
-        let refusal = match (&permit, limits.refuse(&stream)) {
-            (_, Some(reason)) => Some(reason),
-            (Err(_), None) => Some(Error::new(
-                ErrorKind::TooManyClients,
-                format!(
-                    "too many admin clients (limit {}); try again",
-                    limits.clients
-                ),
-            )),
-            (Ok(_), None) => None,
+        let user = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+        let ticket = match limits.refuse(&stream) {
+            Some(reason) => Err(reason),
+            None => admission.admit(user, stream.as_raw_fd()).map_err(|full| {
+                Error::new(
+                    ErrorKind::TooManyClients,
+                    format!(
+                        "too many admin clients: all {} carry out a change (admin_clients); try again",
+                        full.limit
+                    ),
+                )
+            }),
         };
-        if let Some(reason) = refusal {
-            counters.admin_refused.fetch_add(1, Relaxed);
-            if let Some(held_back) = REFUSALS.admit() {
-                tracing::warn!(
-                    "admin client refused: {reason} ({held_back} more since the last such line)"
-                );
+        match ticket {
+            Err(reason) => {
+                counters.admin_refused.fetch_add(1, Relaxed);
+                if let Some(held_back) = REFUSALS.admit() {
+                    tracing::warn!(
+                        "admin client refused: {reason} ({held_back} more since the last such line)"
+                    );
+                }
+                tracker.spawn(say_and_close(stream, reason));
             }
-            tracker.spawn(async move {
-                let line = reply_line(&Reply::Error(reason));
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes()))
-                        .await;
-            });
-            continue;
+            Ok(ticket) => {
+                let (context, shutdown, admission) =
+                    (context.clone(), shutdown.clone(), admission.clone());
+                let timeout = limits.request_timeout;
+                tracker.spawn(async move {
+                    let mut stream = stream;
+                    client(
+                        &mut stream,
+                        &context,
+                        timeout,
+                        &ticket,
+                        &admission,
+                        &shutdown,
+                    )
+                    .await;
+                    // The seat goes before the socket closes: its descriptor is not reused
+                    // while the registry may still look at it.
+                    drop(ticket);
+                    drop(stream);
+                });
+            }
         }
-        let (context, shutdown, timeout) =
-            (context.clone(), shutdown.clone(), limits.request_timeout);
-        let Ok((permit, changes_only)) = permit else {
-            continue;
-        };
-        tracker.spawn(async move {
-            client(stream, &context, timeout, changes_only, &shutdown).await;
-            drop(permit);
-        });
     }
     tracker.close();
     tracker.wait().await;
     Ok(())
 }
 
-/// One client connection: requests in, replies out, until EOF, an error or shutdown.
+/// Writes `reason` as the connection's one reply line (within a second) and closes it.
+async fn say_and_close(mut stream: UnixStream, reason: Error) {
+    let line = reply_line(&Reply::Error(reason));
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
+}
+
+/// One client connection: requests in, replies out, until EOF, an error, shutdown, or its
+/// seat is given up for a newcomer (never while it carries out a change).
 async fn client(
-    stream: UnixStream,
+    stream: &mut UnixStream,
     context: &Context,
     timeout: Duration,
-    changes_only: bool,
+    ticket: &Ticket,
+    admission: &Admission,
     shutdown: &CancellationToken,
 ) {
-    let peer = peer(&stream);
-    let (read, mut write) = stream.into_split();
+    let peer = peer(stream);
+    let (read, mut write) = stream.split();
+    let seat = &ticket.seat;
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
+    let made_room = || {
+        Error::new(
+            ErrorKind::TooManyClients,
+            "closed to make room for another admin client (admin_clients); try again",
+        )
+    };
     loop {
         line.clear();
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            read = tokio::time::timeout(timeout, read_line(&mut reader, &mut line)) => read,
+            _ = seat.evicted.cancelled() => Err(made_room()),
+            read = tokio::time::timeout(timeout, read_line(&mut reader, &mut line)) => match read {
+                Ok(Ok(Line::Complete)) => Ok(()),
+                Ok(Ok(Line::Eof)) | Ok(Err(_)) => return,
+                Ok(Ok(Line::TooLong)) => Err(Error::new(ErrorKind::RequestTimeout, format!(
+                    "request longer than {MAX_REQUEST_BYTES} bytes; closing"
+                ))),
+                Err(_) => Err(Error::new(ErrorKind::RequestTimeout, format!(
+                    "request not completed within {} s; closing",
+                    timeout.as_secs_f32()
+                ))),
+            },
         };
-        let refusal = match read {
-            Ok(Ok(Line::Complete)) => {
-                // Not cut off at shutdown: a request finishes, and one that follows a
-                // cutover tells its client the server is stopping (the shutdown grace
-                // bounds the wait).
-                let done = dispatch(context, &peer, &line, &mut write, changes_only).await;
-                if done.is_err() {
-                    return; // the client went away; a cutover it started goes on
-                }
-                continue;
+        if let Err(error) = read {
+            let line = reply_line(&Reply::Error(error));
+            let _ = tokio::time::timeout(timeout, write.write_all(line.as_bytes())).await;
+            return;
+        }
+        let changes = serde_json::from_slice::<Request>(&line).is_ok_and(|r| r.changes_state());
+        seat.set(
+            if changes {
+                Doing::Changing
+            } else {
+                Doing::Reading
+            },
+            admission,
+        );
+        // Not cut off at shutdown: a request finishes, and one that follows a cutover tells
+        // its client the server is stopping (the shutdown grace bounds the wait). A reader
+        // whose seat is given up stops at once; a change is never given up.
+        let done = tokio::select! {
+            done = dispatch(context, &peer, &line, &mut write) => done,
+            _ = seat.evicted.cancelled() => {
+                let line = reply_line(&Reply::Error(made_room()));
+                let _ = tokio::time::timeout(timeout, write.write_all(line.as_bytes())).await;
+                return;
             }
-            Ok(Ok(Line::Eof)) | Ok(Err(_)) => return,
-            Ok(Ok(Line::TooLong)) => {
-                format!("request longer than {MAX_REQUEST_BYTES} bytes; closing")
-            }
-            Err(_) => format!(
-                "request not completed within {} s; closing",
-                timeout.as_secs_f32()
-            ),
         };
-        let error = Error::new(ErrorKind::RequestTimeout, refusal);
-        let line = reply_line(&Reply::Error(error));
-        let _ = tokio::time::timeout(timeout, write.write_all(line.as_bytes())).await;
-        return;
+        if done.is_err() {
+            return; // the client went away; a cutover it started goes on
+        }
+        seat.set(Doing::Idle, admission);
     }
 }
 

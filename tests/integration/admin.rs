@@ -202,41 +202,119 @@ fn a_stalled_request_times_out_and_the_server_keeps_serving() {
 }
 
 #[test]
-fn clients_beyond_the_limit_are_turned_away() {
+fn a_newcomer_takes_the_seat_of_a_silent_client_and_only_changes_fill_the_socket() {
     let setup = Setup {
         extra: "[limits]\nadmin_clients = 2\n".into(),
         ..Setup::default()
     };
     let server = Server::start_with(&setup);
-    // Two clients hold the slots; a third gets the one kept for changes.
-    let held: Vec<UnixStream> = (0..3)
-        .map(|_| UnixStream::connect(server.socket()).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_secs(1)); // accepted, in order
-    let mut fourth = UnixStream::connect(server.socket()).unwrap();
-    fourth
+    // Two silent clients hold both seats; a third client takes the older one's.
+    let first = UnixStream::connect(server.socket()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let second = UnixStream::connect(server.socket()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(raw(&server, b"{\"cmd\": \"version\"}\n").contains("\"ok\""));
+    let mut reply = String::new();
+    let mut first_read = &first;
+    first_read
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut reply = String::new();
-    fourth.read_to_string(&mut reply).unwrap();
+    first_read.read_to_string(&mut reply).unwrap();
     assert!(
-        reply.contains("too many admin clients (limit 2)"),
+        reply.contains("closed to make room for another admin client"),
         "{reply}"
     );
-    // The reserved slot takes changes only.
-    let mut third = &held[2];
-    third.write_all(b"{\"cmd\": \"status\"}\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(third).read_line(&mut line).unwrap();
-    assert!(line.contains("the slot kept for changes"), "{line}");
-    drop(held);
-    std::thread::sleep(Duration::from_millis(100));
-    assert_unchanged(&server);
+    drop((first, second));
+
+    // Two flips that follow a drain carry out changes: a third client finds no seat.
+    let follow = || {
+        let mut stream = UnixStream::connect(server.socket()).unwrap();
+        stream
+            .write_all(b"{\"cmd\": \"flip\", \"service\": \"app\", \"to\": \"green\"}\n")
+            .unwrap();
+        stream
+    };
+    let following = [follow(), follow()];
+    std::thread::sleep(Duration::from_secs(1)); // both read and following
+    let reply = raw(&server, b"{\"cmd\": \"status\"}\n");
+    assert!(
+        reply.contains("too many admin clients: all 2 carry out a change"),
+        "{reply}"
+    );
+    drop(following);
+    assert!(
+        common::until(Duration::from_secs(10), || server
+            .ctl(&["cancel", "app"])
+            .status
+            .success())
+        .is_some()
+    );
+    assert_eq!(
+        server.dig(&["app.svc.example.com", "A"]).data("A"),
+        BLUE_V4,
+        "the cancelled flips changed no color"
+    );
+}
+
+/// Issue 22: 17 connections that say nothing, each opened again as soon as it is closed (a
+/// leaking monitoring agent), made every flip fail with "too many admin clients".
+#[test]
+fn silent_clients_cannot_lock_out_a_flip() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = Server::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (socket, stop) = (server.socket(), stop.clone());
+        std::thread::spawn(move || {
+            let open = || {
+                let stream = UnixStream::connect(&socket).ok()?;
+                stream.set_nonblocking(true).ok()?;
+                Some(stream)
+            };
+            let mut held: Vec<Option<UnixStream>> = (0..17).map(|_| open()).collect();
+            let mut reopened = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for slot in held.iter_mut() {
+                    let closed = match slot {
+                        Some(stream) => {
+                            let mut byte = [0u8; 256];
+                            !matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                        }
+                        None => true,
+                    };
+                    if closed {
+                        *slot = open();
+                        reopened += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            reopened
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    for round in 0..7 {
+        let to = if round % 2 == 0 { "green" } else { "blue" };
+        let out = server.ctl(&["flip", "app", "--to", to, "--now", "--force"]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reopened = flood.join().unwrap();
+    assert!(
+        reopened >= 7,
+        "the flood was pushed out and came back: {reopened}"
+    );
 }
 
 /// Issue 15: clients that send requests and never read the replies held every slot for
-/// good, and `flip` got "too many admin clients". Replies now have a write timeout, and one
-/// slot is kept for changes.
+/// good, and `flip` got "too many admin clients". Replies now have a write timeout, and a
+/// change takes the seat of a client that is not carrying one out.
 #[test]
 fn clients_that_never_read_cannot_lock_out_a_flip() {
     let setup = Setup {
@@ -263,7 +341,7 @@ fn clients_that_never_read_cannot_lock_out_a_flip() {
     assert!(out.starts_with("app: blue -> green"), "{out}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
-        "at once, on the kept slot"
+        "at once, in a greedy client's seat"
     );
     // The greedy clients lose their connections to the write timeout.
     assert!(

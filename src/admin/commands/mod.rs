@@ -68,14 +68,12 @@ impl Context {
 }
 
 /// Runs one request line, writing its reply (and any progress) to `out`. An error is a
-/// write error: the client is gone. With `changes_only` (a client on the reserved slot),
-/// only requests that change something are taken.
+/// write error: the client is gone.
 pub async fn dispatch<W: AsyncWrite + Unpin>(
     context: &Context,
     peer: &Peer,
     line: &[u8],
     out: &mut W,
-    changes_only: bool,
 ) -> io::Result<()> {
     let request: Request = match serde_json::from_slice(line) {
         Ok(request) => request,
@@ -84,13 +82,6 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
             return send(context, out, &Reply::Error(error)).await;
         }
     };
-    if changes_only && !request.changes_state() {
-        let error = Error::new(
-            ErrorKind::TooManyClients,
-            "too many admin clients: this connection holds the slot kept for changes (prepare, flip, rollback, cancel, reload); try again",
-        );
-        return send(context, out, &Reply::Error(error)).await;
-    }
     let reply = match request {
         Request::Version => Ok(Response::Version(Version {
             server: build_info::VERSION.into(),
