@@ -335,6 +335,9 @@ fn serve(config: &Path) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())
     });
+    // A blocking read that shutdown abandoned (a reload's zone file on a FIFO or a dead
+    // mount) must not hold the exit: the runtime does not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     flipdns::process::logging::finish(std::time::Duration::from_millis(500));
     served
 }

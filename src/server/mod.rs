@@ -40,7 +40,8 @@ use crate::state::{StateError, Store};
 use crate::stragglers::Ledger;
 use crate::switch::Switch;
 
-/// How long shutdown waits for queries and admin requests in flight.
+/// How long shutdown waits for queries, admin requests and reloads in flight; what is still
+/// busy then is abandoned, and the process exits.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the server could not start, or stopped on its own.
@@ -139,10 +140,19 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     core.ready
         .store(false, std::sync::atomic::Ordering::Relaxed);
     crate::process::systemd::stopping();
-    loops.stop().await;
+    // One deadline for all of shutdown: nothing in flight (a query, an admin request, a
+    // reload whose read hangs on a FIFO or a dead mount) holds the exit beyond it.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    loops.stop(deadline).await;
     drop(admin);
-    finish(tracker).await;
-    core.switch.quiesce().await;
+    finish(tracker, deadline).await;
+    if tokio::time::timeout_at(deadline, core.switch.quiesce())
+        .await
+        .is_err()
+    {
+        tracing::warn!("a state compaction was still running at the shutdown deadline; the journal holds every change");
+    }
+    tracing::info!("stopped");
     outcome.map_err(ServeError::from)
 }
 
@@ -360,9 +370,11 @@ fn spawn_control_plane(
             metrics::serve(listener, Arc::new(exporter), shutdown.clone()),
         );
     }
+    // Installed before `ready` is said: a SIGHUP right after it must reload, not kill.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     loops.spawn(
         "the SIGHUP handler",
-        reload_on_hangup(reloader.clone(), shutdown.clone()),
+        reload_on_hangup(hangups, reloader.clone(), shutdown.clone()),
     );
     let limits = &core.limits;
     let admin_limits = AdminLimits {
@@ -399,14 +411,14 @@ fn spawn_control_plane(
     admin
 }
 
-/// Lets the work in flight finish, up to [`SHUTDOWN_GRACE`].
-async fn finish(tracker: TaskTracker) {
+/// Lets the work in flight finish, until `deadline`.
+async fn finish(tracker: TaskTracker, deadline: tokio::time::Instant) {
     tracing::info!(
         "shutting down: waiting up to {} s for queries in flight",
         SHUTDOWN_GRACE.as_secs()
     );
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+    if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()
     {
@@ -415,23 +427,25 @@ async fn finish(tracker: TaskTracker) {
             SHUTDOWN_GRACE.as_secs()
         );
     }
-    tracing::info!("stopped");
 }
 
-/// Reloads on SIGHUP until `shutdown`; the outcome is logged either way.
+/// Reloads on SIGHUP until `shutdown`; the outcome is logged either way. At shutdown a
+/// reload in progress is abandoned (its blocked read, if any, with it).
 async fn reload_on_hangup(
+    hangups: io::Result<tokio::signal::unix::Signal>,
     reloader: Arc<Reloader>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup())
-        .map_err(|e| format!("cannot install a SIGHUP handler: {e}"))?;
+    let mut hangups = hangups.map_err(|e| format!("cannot install a SIGHUP handler: {e}"))?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = hangups.recv() => {
                 tracing::info!("SIGHUP received: reloading");
-                let _ = reloader.reload(false).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = reloader.reload(false) => {}
+                }
             }
         }
     }

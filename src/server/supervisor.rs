@@ -73,9 +73,17 @@ impl Supervisor {
         }
     }
 
-    /// Waits for the loops to notice shutdown.
-    pub async fn stop(mut self) {
-        while self.loops.join_next().await.is_some() {}
+    /// Waits for the loops to notice shutdown, until `deadline`; those still busy then (an
+    /// admin request waiting on a reload's hung read, say) are abandoned, and say so.
+    pub async fn stop(mut self, deadline: tokio::time::Instant) {
+        let all = async { while self.loops.join_next().await.is_some() {} };
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!(
+                "{} server loop(s) still busy at the shutdown deadline; abandoning them",
+                self.loops.len()
+            );
+            self.loops.abort_all();
+        }
     }
 }
 
