@@ -150,7 +150,9 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         .await
         .is_err()
     {
-        tracing::warn!("a state compaction was still running at the shutdown deadline; the journal holds every change");
+        tracing::warn!(
+            "a state compaction was still running at the shutdown deadline; the journal holds every change"
+        );
     }
     tracing::info!("stopped");
     outcome.map_err(ServeError::from)

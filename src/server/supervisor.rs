@@ -107,7 +107,9 @@ mod tests {
             "udp 127.0.0.1:53 stopped: socket closed"
         );
         assert!(shutdown.is_cancelled());
-        supervisor.stop().await;
+        supervisor
+            .stop(tokio::time::Instant::now() + std::time::Duration::from_secs(5))
+            .await;
     }
 
     #[tokio::test]
@@ -121,6 +123,8 @@ mod tests {
         });
         shutdown.cancel();
         assert!(supervisor.watch().await.is_ok());
-        supervisor.stop().await;
+        supervisor
+            .stop(tokio::time::Instant::now() + std::time::Duration::from_secs(5))
+            .await;
     }
 }

@@ -4,8 +4,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -223,9 +223,8 @@ fn sigterm_during_a_blocked_reload_exits_within_the_bound() {
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&zone);
-        let status = status.unwrap_or_else(|| {
-            panic!("SIGHUP {signal_reload}: still running 10 s after SIGTERM")
-        });
+        let status = status
+            .unwrap_or_else(|| panic!("SIGHUP {signal_reload}: still running 10 s after SIGTERM"));
         assert!(
             status.success() && took < Duration::from_secs(7),
             "SIGHUP {signal_reload}: exited {status} after {took:?}, beyond the 5 s grace"
