@@ -56,8 +56,8 @@ pub struct Exporter {
     pub reloads: Arc<crate::reload::Outcomes>,
     /// Unix milliseconds the process started.
     pub started_ms: u64,
-    /// Failed state writes and compactions ([`crate::switch::Switch::write_errors`]).
-    pub state_write_errors: Arc<std::sync::atomic::AtomicU64>,
+    /// State writes that failed, and whether the state file is uncertain now.
+    pub switch: Arc<crate::switch::Switch>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -136,7 +136,13 @@ impl Exporter {
             e,
             "flipdns_state_write_errors",
             "State file writes that failed: a change refused (nothing applied), or a compaction to retry.",
-            [(vec![], counter(self.state_write_errors.load(Relaxed)))],
+            [(vec![], counter(self.switch.write_errors().load(Relaxed)))],
+        )?;
+        family(
+            e,
+            "flipdns_state_uncertain",
+            "1 while the state file may hold a change the answers do not carry (a failed write could not be undone; retried every second), else 0.",
+            [(vec![], gauge(self.switch.uncertain().is_some() as i64))],
         )?;
         family(
             e,

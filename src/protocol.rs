@@ -277,11 +277,15 @@ pub enum ErrorKind {
     /// A pending flip was refused: a secondary did not confirm the short TTL within
     /// `[fleet] wait`, so the drain is not proven; `--force` overrides.
     SecondariesBehind,
+    /// The change could not be written to the state file, and the failed write could not be
+    /// undone: the disk may hold it or not. The answers do not carry it; the server retries
+    /// the undo every second, and `status` says the state is uncertain until it succeeds.
+    Uncertain,
 }
 
 impl ErrorKind {
-    /// Every kind, in exit-code order.
-    pub const ALL: [ErrorKind; 14] = [
+    /// Every kind, in exit-code order (new kinds go last: codes never change).
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::Invalid,
         ErrorKind::UnknownService,
         ErrorKind::RefusedUnhealthy,
@@ -296,6 +300,7 @@ impl ErrorKind {
         ErrorKind::TooManyClients,
         ErrorKind::RequestTimeout,
         ErrorKind::SecondariesBehind,
+        ErrorKind::Uncertain,
     ];
 
     /// The exit code of `flipdns ctl` for this kind: 10 and up, one per kind (0 is success,
@@ -324,6 +329,7 @@ impl ErrorKind {
             ErrorKind::TooManyClients => "too_many_clients",
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::SecondariesBehind => "secondaries_behind",
+            ErrorKind::Uncertain => "uncertain",
         }
     }
 }
@@ -356,6 +362,19 @@ pub struct Status {
     /// Every configured secondary.
     #[serde(default)]
     pub secondaries: Vec<SecondaryStatus>,
+    /// Set while the state file may hold a change that is not served (a failed write
+    /// could not be undone): why, and since when. Absent when disk and answers agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_uncertain: Option<StateUncertain>,
+}
+
+/// The state file may hold a change the answers do not carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateUncertain {
+    /// What went wrong.
+    pub reason: String,
+    /// Since when (Unix milliseconds).
+    pub since_ms: u64,
 }
 
 /// One secondary in `status`.

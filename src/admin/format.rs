@@ -182,6 +182,13 @@ pub fn format_health(health: &ColorHealth) -> String {
 /// Human-readable `status`.
 pub fn status(status: &Status) -> String {
     let mut out = String::new();
+    if let Some(u) = &status.state_uncertain {
+        out.push_str(&format!(
+            "STATE UNCERTAIN since {}: the state file may hold a change the answers do not carry; retried every second\n  {}\n",
+            format_utc(u.since_ms),
+            u.reason
+        ));
+    }
     for s in &status.services {
         out.push_str(&service(s));
     }

@@ -17,8 +17,8 @@ use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::fleet::Fleet;
 use crate::observed::{ColorHealth, FlipResult, Observed};
-use crate::state::{Phase, ServiceState};
-use crate::switch::{Current, Switch};
+use crate::state::{Phase, ServiceState, StateError};
+use crate::switch::{ChangeError, Current, Switch};
 
 /// Pause before retrying a deadline whose state write failed.
 const RETRY_AFTER_WRITE_ERROR: Duration = Duration::from_secs(1);
@@ -364,13 +364,13 @@ impl Driver {
                     let refusal =
                         rules::fleet_refusal(&self.facts(current), to, serial, &behind, waited);
                     return match self.refuse(refusal, current).await {
-                        Err(refusal) if refusal.kind == RefusalKind::NotWritten => Err(refusal),
+                        Err(refusal) if refusal.is_write_failure() => Err(refusal),
                         _ => Ok(()),
                     };
                 }
                 self.fleet_since = None;
                 match self.flip(to, force, Why::Drained, current).await {
-                    Err(refusal) if refusal.kind == RefusalKind::NotWritten => Err(refusal),
+                    Err(refusal) if refusal.is_write_failure() => Err(refusal),
                     _ => Ok(()),
                 }
             }
@@ -416,9 +416,9 @@ impl Driver {
             Ok(after) => after,
             Err(e) => {
                 let refusal = Refusal::new(
-                    RefusalKind::NotWritten,
+                    e.kind,
                     format!(
-                        "flip of {name} to {to} not done: {}; {}",
+                        "flip of {name} to {to} {}; {}",
                         e.message,
                         rules::left_in(&self.config, &current.service)
                     ),
@@ -483,11 +483,21 @@ impl Driver {
         Ok(self.done(Outcome::Cancelled, &now, None))
     }
 
+    /// Makes `change` through the switch. A refusal says "not done", or, when the failed
+    /// write could not be undone, that the disk may hold the change.
     async fn apply(&self, change: impl FnOnce(&mut ServiceState)) -> Result<Current, Refusal> {
         self.switch
             .apply(&self.config.name, change)
             .await
-            .map_err(|e| Refusal::new(RefusalKind::NotWritten, format!("not done: {e}")))
+            .map_err(|e| match e {
+                ChangeError::State(e @ StateError::Uncertain { .. }) => Refusal::new(
+                    RefusalKind::Uncertain,
+                    format!(
+                        "may be on disk or not: {e}; the answers do not carry it, and a restart before the repair may serve it (`flipdns ctl status` says when the state is certain again)"
+                    ),
+                ),
+                e => Refusal::new(RefusalKind::NotWritten, format!("not done: {e}")),
+            })
     }
 
     fn emit(&self, step: Step) {

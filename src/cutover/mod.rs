@@ -148,6 +148,9 @@ pub enum RefusalKind {
     Busy,
     /// The state file could not be written; nothing changed.
     NotWritten,
+    /// The state file could not be written, nor the failed write undone: the disk may hold
+    /// the change or not, while the answers do not carry it.
+    Uncertain,
     /// A secondary did not confirm the short TTL in time; `--force` overrides.
     SecondariesBehind,
     /// The cutover being followed was cancelled.
@@ -157,6 +160,11 @@ pub enum RefusalKind {
 }
 
 impl Refusal {
+    /// The state file could not be written (whether or not the failed write was undone).
+    pub fn is_write_failure(&self) -> bool {
+        matches!(self.kind, RefusalKind::NotWritten | RefusalKind::Uncertain)
+    }
+
     pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
         Refusal {
             kind,

@@ -365,7 +365,7 @@ fn spawn_control_plane(
             ready: core.ready.clone(),
             reloads: reloader.outcomes.clone(),
             started_ms: core.clock.now_ms(),
-            state_write_errors: core.switch.write_errors(),
+            switch: core.switch.clone(),
         };
         loops.spawn(
             "the metrics endpoint",

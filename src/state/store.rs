@@ -52,7 +52,7 @@ pub enum StateError {
     #[error("state file {path}: cannot write: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error(
-        "state file {path}: a write failed ({first}) and could not be undone ({second}): the disk may hold the change or not; changes are refused until the journal can be truncated back"
+        "state file {path}: a write failed ({first}) and could not be undone ({second}): the disk may hold the change or not; it is retried every second, and changes are refused until then"
     )]
     Uncertain {
         path: PathBuf,
@@ -215,6 +215,18 @@ impl Store {
                 }
             },
         }
+    }
+
+    /// Tries again to undo a failed write that could not be undone: `Ok(true)` when the
+    /// disk holds the state before it now, `Ok(false)` when nothing was uncertain.
+    pub fn repair(&self) -> io::Result<bool> {
+        let mut journal = self.journal();
+        let Some(good) = journal.uncertain else {
+            return Ok(false);
+        };
+        self.undo(&journal, good)?;
+        journal.uncertain = None;
+        Ok(true)
     }
 
     /// Truncates the active segment back to `len`, durably.

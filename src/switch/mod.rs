@@ -47,7 +47,22 @@ pub struct Switch {
     background: tokio_util::task::TaskTracker,
     /// State writes that failed (the change refused) and compactions that failed.
     write_errors: Arc<std::sync::atomic::AtomicU64>,
+    /// Set while a failed write could not be undone: the disk may hold a change that is not
+    /// served. Cleared by the repair loop once the undo succeeds.
+    uncertain: Arc<std::sync::Mutex<Option<Uncertain>>>,
 }
+
+/// The state file may hold a change the server does not serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncertain {
+    /// What went wrong, as the refusal said it.
+    pub reason: String,
+    /// Since when (Unix ms).
+    pub since_ms: u64,
+}
+
+/// How often a write that could not be undone is tried again.
+pub const REPAIR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Inner {
     state: State,
@@ -104,6 +119,12 @@ pub enum ReloadRefused {
     State(#[from] StateError),
 }
 
+impl std::fmt::Debug for Switch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Switch(generation {:?})", self.records.load().generation)
+    }
+}
+
 impl Switch {
     /// Loads the state (the state file wins over `live` in the config), applies the restart
     /// rules, writes it back so an unwritable state directory shows at start rather than at
@@ -130,6 +151,7 @@ impl Switch {
             inner: Mutex::new(inner),
             background: tokio_util::task::TaskTracker::new(),
             write_errors: Default::default(),
+            uncertain: Default::default(),
         })
     }
 
@@ -310,7 +332,50 @@ impl Switch {
             self.write_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        if let Err(e @ StateError::Uncertain { .. }) = &written {
+            self.became_uncertain(e.to_string());
+        }
         written
+    }
+
+    /// Whether the state file may hold a change that is not served, and why.
+    pub fn uncertain(&self) -> Option<Uncertain> {
+        self.uncertain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Notes the uncertainty and, unless one runs already, starts the loop that undoes the
+    /// failed write as soon as the disk lets it, so disk and answers agree again.
+    fn became_uncertain(&self, reason: String) {
+        let mut uncertain = self.uncertain.lock().unwrap_or_else(|e| e.into_inner());
+        let running = uncertain.is_some();
+        *uncertain = Some(Uncertain {
+            reason,
+            since_ms: self.clock.now_ms(),
+        });
+        if running {
+            return;
+        }
+        let (store, flag) = (self.store.clone(), self.uncertain.clone());
+        self.background.spawn(async move {
+            loop {
+                tokio::time::sleep(REPAIR_EVERY).await;
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.repair()).await {
+                    Ok(Ok(_)) => {
+                        *flag.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        tracing::info!(
+                            "state file repaired: the failed write is undone, and the disk holds what is served"
+                        );
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::debug!("state file still cannot be repaired: {e}"),
+                    Err(_) => return,
+                }
+            }
+        });
     }
 
     /// State writes and compactions that failed since start, for `/metrics`.

@@ -67,6 +67,75 @@ fn a_flip_that_cannot_be_written_is_refused_and_changes_nothing() {
     );
 }
 
+/// Issue 22: with fsync and ftruncate failing (EIO, injected by strace into the running
+/// server), a rollback's write fails and so does its undo. The reply must not say "nothing
+/// changed" (exit 15): it is `uncertain` (exit 24), said once; status and `/metrics` say
+/// the state is uncertain until the server's retries succeed, and then disk and answers
+/// agree again.
+#[test]
+fn a_write_whose_undo_fails_is_uncertain_until_it_is_repaired() {
+    let server = Server::start_with(&crate::common::Setup {
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
+        ..crate::common::Setup::default()
+    });
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    let mut strace = Command::new("strace")
+        .args(["-f", "-qq", "-p"])
+        .arg(server.pid().to_string())
+        .args([
+            "-e",
+            "trace=fsync,fdatasync,ftruncate",
+            "-e",
+            "inject=fsync,fdatasync,ftruncate:error=EIO",
+            "-o",
+            "/dev/null",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace (package strace)");
+    std::thread::sleep(Duration::from_secs(2)); // attached to every thread
+    let out = server.ctl(&["rollback", "app", "--force", "--json"]);
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    // While the disk still fails: said by status and /metrics, and green is still served.
+    let status: serde_json::Value =
+        serde_json::from_str(&server.ctl_ok(&["status", "--json"])).unwrap();
+    let text = server.ctl_ok(&["status"]);
+    let metrics = common::scrape(&server, "/metrics");
+    let served = server.dig(&["app.svc.example.com", "A"]).data("A");
+    let _ = strace.kill();
+    let _ = strace.wait();
+    assert_eq!(out.status.code(), Some(24), "uncertain: {reply}");
+    assert_eq!(reply["error"]["kind"], "uncertain", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("could not be undone"), "{message}");
+    assert!(!message.contains("not done: not done"), "{message}");
+    assert!(status["state_uncertain"]["reason"].is_string(), "{status}");
+    assert!(text.starts_with("STATE UNCERTAIN since"), "{text}");
+    assert!(metrics.contains("flipdns_state_uncertain 1"), "{metrics}");
+    assert_eq!(
+        served, GREEN_V4,
+        "the answers do not carry the uncertain change"
+    );
+    // Once the disk lets it, the undo is retried and succeeds: disk and answers agree.
+    let repaired = common::until(Duration::from_secs(10), || {
+        let status: serde_json::Value =
+            serde_json::from_str(&server.ctl_ok(&["status", "--json"])).unwrap();
+        status["state_uncertain"].is_null()
+    });
+    assert!(repaired.is_some(), "{}", server.log());
+    assert!(
+        server.log().contains("state file repaired"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(persisted(server.dir.path()), "green");
+    let metrics = common::scrape(&server, "/metrics");
+    assert!(metrics.contains("flipdns_state_uncertain 0"), "{metrics}");
+    // And changes go through again.
+    server.ctl_ok(&["rollback", "app", "--force"]);
+    assert_eq!(persisted(server.dir.path()), "blue");
+}
+
 /// The live color the state file holds, if it is readable.
 fn persisted(dir: &std::path::Path) -> String {
     let state = flipdns::state::store::read_state(&dir.join("run/state.json"))

@@ -272,6 +272,7 @@ fn error(refusal: &Refusal) -> Error {
         RefusalKind::Interval => ErrorKind::RefusedInterval,
         RefusalKind::Busy => ErrorKind::Busy,
         RefusalKind::NotWritten => ErrorKind::Io,
+        RefusalKind::Uncertain => ErrorKind::Uncertain,
         RefusalKind::SecondariesBehind => ErrorKind::SecondariesBehind,
         RefusalKind::Cancelled => ErrorKind::Cancelled,
         RefusalKind::ShuttingDown => ErrorKind::ShuttingDown,

@@ -52,6 +52,13 @@ pub async fn run(context: &Context, only: Option<&str>) -> Result<Status, Error>
         services,
         zones,
         secondaries: context.fleet.status().iter().map(secondary).collect(),
+        state_uncertain: context
+            .switch
+            .uncertain()
+            .map(|u| crate::protocol::StateUncertain {
+                reason: u.reason,
+                since_ms: u.since_ms,
+            }),
     })
 }
 
