@@ -108,9 +108,15 @@ pub struct Limits {
     pub reload_timeout: Duration,
     /// Zone transfers served at once; more are answered SERVFAIL (the secondary retries).
     pub transfers: usize,
+    /// Zone transfers served at once to one source address: one slow or misbehaving
+    /// secondary cannot hold every slot.
+    pub transfers_per_source: usize,
     /// Time allowed for one whole outgoing zone transfer; a secondary that reads slower is
     /// cut off (and retries).
     pub transfer_timeout: Duration,
+    /// Bytes a second a transfer must average after its first 10 s; a slower reader is cut
+    /// off, so slow readers free their slots long before `transfer_timeout`.
+    pub transfer_min_rate: u64,
     /// Changes kept per zone for IXFR (RFC 1995); an older serial gets the whole zone. The
     /// history also never holds more records than the zone, when a whole zone is as cheap.
     pub ixfr_history: usize,

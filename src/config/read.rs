@@ -230,7 +230,9 @@ pub fn limits(t: &Table) -> Limits {
         admin_request_timeout: t.duration("admin_request_timeout", 5 * SECOND, timeout.clone()),
         reload_timeout: t.duration("reload_timeout", 10 * SECOND, timeout.clone()),
         transfers: t.count("transfers", 8, 1..=1024),
+        transfers_per_source: t.count("transfers_per_source", 2, 1..=1024),
         transfer_timeout: t.duration("transfer_timeout", 120 * SECOND, timeout),
+        transfer_min_rate: t.count("transfer_min_rate", 16 * 1024, 1..=1 << 30) as u64,
         ixfr_history: t.count("ixfr_history", 100, 0..=100_000),
         audit_file_size: t.count("audit_file_size", 16 << 20, 4096..=1 << 30) as u64,
     }

@@ -9,6 +9,7 @@
 
 mod supervisor;
 mod tcp;
+pub mod transfers;
 mod udp;
 
 use std::io;
@@ -79,9 +80,11 @@ pub struct QueryPath {
     pub counters: Arc<Counters>,
     pub ledger: Option<Arc<Ledger>>,
     pub fleet: Arc<Fleet>,
-    /// One permit per transfer served at once (`[limits] transfers`).
-    pub transfers: Arc<tokio::sync::Semaphore>,
+    /// Slots for transfers served at once (`[limits] transfers`, `transfers_per_source`).
+    pub transfers: transfers::TransferSlots,
     pub transfer_timeout: Duration,
+    /// `[limits] transfer_min_rate`, bytes a second.
+    pub transfer_min_rate: u64,
 }
 
 /// Every socket, bound before anything starts serving, so a bad address fails the start.
@@ -289,8 +292,12 @@ fn spawn_query_path(
         counters: core.counters.clone(),
         ledger: core.ledger.clone(),
         fleet: core.fleet.clone(),
-        transfers: Arc::new(tokio::sync::Semaphore::new(core.limits.transfers)),
+        transfers: transfers::TransferSlots::new(
+            core.limits.transfers,
+            core.limits.transfers_per_source,
+        ),
         transfer_timeout: core.limits.transfer_timeout,
+        transfer_min_rate: core.limits.transfer_min_rate,
     });
     let limits = &core.limits;
     let tcp_limits = TcpLimits {

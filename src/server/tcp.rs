@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::QueryPath;
+use super::transfers::{self, NoSlot};
 use crate::accept;
 use crate::dns::Handled;
 use crate::dns::transfer::{Sent, Transfer};
 use crate::observed::answers::Recorder;
 use crate::observed::counters::TransferResult;
+use crate::process::logging::Throttle;
 use crate::wire::Transport;
 
 /// Replies buffered per connection before a write is forced.
@@ -105,11 +107,18 @@ async fn stream_transfer<W: AsyncWriteExt + Unpin>(
     peer: SocketAddr,
     path: &QueryPath,
     writer: &mut W,
+    fd: std::os::fd::RawFd,
     limits: TcpLimits,
 ) -> Result<(), Closed> {
     let clock = path.handler.clock();
-    let Ok(_permit) = path.transfers.clone().try_acquire_owned() else {
+    let slot = path.transfers.take(peer.ip());
+    if let Err(no_slot) = &slot {
         path.counters.transfer(TransferResult::Busy);
+        if *no_slot == NoSlot::SourceBusy
+            && let Some(held_back) = SOURCE_BUSY.admit()
+        {
+            tracing::warn!(%peer, "zone transfer refused: this source already holds transfers_per_source transfers ({held_back} more since the last such line)");
+        }
         let busy = transfer.busy(clock.now_ms() / 1000);
         let write = async {
             writer.write_u16(busy.len() as u16).await?;
@@ -123,17 +132,21 @@ async fn stream_transfer<W: AsyncWriteExt + Unpin>(
     let sent = transfer.sent();
     let started = std::time::Instant::now();
     let (mut count, mut bytes) = (0usize, 0usize);
+    let rate = transfers::Rate::new(path.transfer_min_rate, fd);
     let stream = async {
         let mut messages = transfer.messages();
         while let Some(message) = messages.next_message(clock.now_ms() / 1000) {
-            writer.write_u16(message.len() as u16).await?;
-            writer.write_all(&message).await?;
+            let write = async {
+                writer.write_u16(message.len() as u16).await?;
+                writer.write_all(&message).await
+            };
+            rate.keeping_up(write, bytes).await?;
             count += 1;
             bytes += message.len();
             // Encoding a large zone is CPU work: let the queries on this thread through.
             tokio::task::yield_now().await;
         }
-        writer.flush().await
+        rate.keeping_up(writer.flush(), bytes).await
     };
     let result = timeout(path.transfer_timeout, stream).await;
     let (zone, serial) = (transfer.origin(), transfer.serial());
@@ -171,6 +184,9 @@ async fn stream_transfer<W: AsyncWriteExt + Unpin>(
         }
     }
 }
+
+/// Transfers refused for a source's share are logged at most once a second.
+static SOURCE_BUSY: Throttle = Throttle::new(std::time::Duration::from_secs(1));
 
 enum Closed {
     Timeout,
@@ -248,8 +264,10 @@ async fn connection(
                     .map_err(|_| Closed::Timeout)??;
             }
             Handled::Transfer(transfer) => {
-                bound_send_buffer(writer.get_ref().as_ref());
-                stream_transfer(&transfer, peer, path, &mut writer, limits).await?;
+                let socket = writer.get_ref().as_ref();
+                bound_send_buffer(socket);
+                let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+                stream_transfer(&transfer, peer, path, &mut writer, fd, limits).await?;
             }
         }
         // A large message or answer does not keep its buffer for the life of the connection.

@@ -658,6 +658,11 @@ fn transfers_are_bounded_in_number_and_in_time() {
 /// A TCP connection to `port` on 127.0.0.1 with a 4 KiB receive buffer, set before the
 /// handshake so the window stays small.
 fn small_window_connect(port: u16) -> std::net::TcpStream {
+    small_window_connect_from(port, [127, 0, 0, 1])
+}
+
+/// [`small_window_connect`] from the loopback address `source`.
+fn small_window_connect_from(port: u16, source: [u8; 4]) -> std::net::TcpStream {
     use std::os::fd::FromRawFd;
     // SAFETY: a socket we create, configure and hand to TcpStream, which then owns it.
     unsafe {
@@ -671,6 +676,20 @@ fn small_window_connect(port: u16) -> std::net::TcpStream {
             (&size as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+        let local = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_be_bytes(source).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let bound = libc::bind(
+            fd,
+            (&local as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
@@ -687,6 +706,81 @@ fn small_window_connect(port: u16) -> std::net::TcpStream {
         assert_eq!(done, 0, "connect: {}", std::io::Error::last_os_error());
         std::net::TcpStream::from_raw_fd(fd)
     }
+}
+
+/// Issue 22: eight transfers read at a crawl from one secondary's address held every slot,
+/// and every other secondary got SERVFAIL for as long as `transfer_timeout`, renewably. One
+/// source now holds at most `transfers_per_source` slots, and a reader slower than
+/// `transfer_min_rate` is cut off after the grace.
+#[test]
+fn a_slow_secondary_cannot_hold_every_transfer_slot() {
+    let mut zone = ZONE.to_string();
+    for i in 0..60000 {
+        zone.push_str(&format!(
+            "h{i} IN A 10.{}.{}.{}\n",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256
+        ));
+    }
+    let slow = free_port();
+    let setup = Setup {
+        zone,
+        services: service(300, 5),
+        extra: format!(
+            "[[secondary]]\nname = \"slow\"\naddress = \"127.0.0.2:{slow}\"\n{}",
+            open_to_dig(100, "transfers = 4\ntransfers_per_source = 2\n")
+        ),
+        ..Setup::default()
+    };
+    let server = Server::start_within(setup.write(), BIG_ZONE);
+    let query = crate::common::query(7, "svc.example.com", 252);
+    let framed = crate::common::framed(&query);
+    // The slow secondary asks for eight and reads none of them.
+    let mut crawling: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = small_window_connect_from(server.port, [127, 0, 0, 2]);
+            std::io::Write::write_all(&mut stream, &framed).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Its third and later get SERVFAIL at once: it holds its share.
+    let mut refused = 0;
+    for stream in crawling.iter_mut() {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if crate::common::read_reply(stream).is_ok_and(|r| r[3] & 0x0F == 2) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 6, "two transfers go, six are SERVFAIL");
+    // Another secondary still gets the whole zone.
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "+time=5",
+            "+tries=1",
+        ])
+        .args(["svc.example.com", "AXFR"])
+        .output()
+        .unwrap();
+    let done = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        done.contains("h59999.svc.example.com."),
+        "{}",
+        &done[done.len().saturating_sub(500)..]
+    );
+    // The two it holds are cut off for their rate, long before transfer_timeout.
+    assert!(
+        server.wait_for_log("slower than transfer_min_rate", Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+    drop(crawling);
 }
 
 #[test]
