@@ -225,25 +225,70 @@ fn refused(error: &reqwest::Error) -> bool {
 /// The innermost cause of a request error (reqwest's own message is generic), and for a
 /// certificate that does not verify, what to change.
 fn describe(error: &reqwest::Error) -> String {
-    use rustls::CertificateError as C;
     for cause in causes(error) {
-        let Some(rustls::Error::InvalidCertificate(certificate)) = tls_error(cause) else {
-            continue;
-        };
-        return match certificate {
-            C::UnknownIssuer => {
-                "certificate from an unknown CA: set `ca_file` to the CA that issued it, and check that the server sends its intermediate certificates".to_string()
-            }
-            C::NotValidForName | C::NotValidForNameContext { .. } => {
-                "certificate not valid for the name checked: set `host` to a name it is for"
-                    .to_string()
-            }
-            other => format!("certificate not accepted: {other}"),
-        };
+        if let Some(rustls::Error::InvalidCertificate(certificate)) = tls_error(cause) {
+            return certificate_problem(certificate);
+        }
     }
     causes(error)
         .last()
         .map_or_else(|| error.to_string(), |e| e.to_string())
+}
+
+/// A certificate that did not verify, in words: what is wrong and what to change.
+fn certificate_problem(certificate: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    let time = |t: &rustls::pki_types::UnixTime| crate::clock::format_utc(t.as_secs() * 1000);
+    match certificate {
+        C::UnknownIssuer => "certificate from an unknown CA: set `ca_file` to the CA that issued it, and check that the server sends its intermediate certificates".into(),
+        C::NotValidForName => {
+            "certificate not valid for the name checked: set `host` to a name it is for".into()
+        }
+        C::NotValidForNameContext { presented, .. } => {
+            // rustls writes each name as `DnsName("a.example")` or `IpAddress(192.0.2.1)`.
+            let names: Vec<&str> = presented
+                .iter()
+                .map(|n| {
+                    n.split_once('(')
+                        .map_or(n.as_str(), |(_, rest)| rest.trim_end_matches(')'))
+                        .trim_matches('"')
+                })
+                .collect();
+            let which = if names.is_empty() {
+                "it names none".to_string()
+            } else {
+                format!("it is for {}", names.join(", "))
+            };
+            format!("certificate not valid for the name checked: set `host` to a name it is for ({which})")
+        }
+        C::Expired => "certificate expired: renew it on the server".into(),
+        C::ExpiredContext { time: now, not_after } => format!(
+            "certificate expired at {} (checked at {}): renew it on the server",
+            time(not_after),
+            time(now)
+        ),
+        C::NotValidYet => "certificate not valid yet: check the clocks of the server and of this host".into(),
+        C::NotValidYetContext { time: now, not_before } => format!(
+            "certificate not valid before {} (checked at {}): check the clocks of the server and of this host",
+            time(not_before),
+            time(now)
+        ),
+        C::Revoked => "certificate revoked by its CA: issue the server a new one".into(),
+        C::BadEncoding => "certificate cannot be parsed: the server sends a damaged certificate; install it again".into(),
+        C::BadSignature => "certificate's signature does not verify against its issuer: check the chain the server sends (the intermediate certificates, in order)".into(),
+        C::UnhandledCriticalExtension => "certificate has a critical extension that cannot be checked: issue one without it".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => "certificate is not for TLS servers (its extended key usage lacks serverAuth): issue one that is".into(),
+        C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => "certificate signed with an algorithm that is not accepted: issue one signed with ECDSA P-256/P-384, Ed25519 or RSA (SHA-256 or better)".into(),
+        C::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => "the server presents a CA certificate (CA:TRUE) as its own: give it a certificate issued by that CA, and set `ca_file` to the CA".into(),
+            Some(webpki::Error::EndEntityUsedAsCa) => "the chain the server sends has a server certificate where a CA should be: send the intermediate CA certificates instead".into(),
+            Some(webpki::Error::NameConstraintViolation) => "certificate names a host its CA may not issue for (name constraints): issue it from a CA that may".into(),
+            Some(webpki::Error::PathLenConstraintViolated) => "the chain is longer than its CA allows (path length): shorten the chain the server sends".into(),
+            _ => format!("certificate not accepted: {other}"),
+        },
+        other => format!("certificate not accepted ({other}): check the certificate and the chain the server sends"),
+    }
 }
 
 /// rustls's error, which the TLS stream wraps in an io::Error (in another one, by the time

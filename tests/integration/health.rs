@@ -83,13 +83,31 @@ impl TlsSite {
                 &extensions,
             ]);
         }
+        TlsSite::serve(
+            dir,
+            &[
+                "-cert",
+                "other.pem",
+                "-key",
+                "other.key",
+                "-servername",
+                SITE,
+                "-cert2",
+                "app.pem",
+                "-key2",
+                "app.key",
+            ],
+        )
+    }
+
+    /// `openssl s_server` in `dir` with the certificate options `certificates`.
+    fn serve(dir: &Path, certificates: &[&str]) -> TlsSite {
         let port = free_port();
         let child = Command::new("openssl")
             .current_dir(dir)
             .args(["s_server", "-quiet", "-www", "-accept"])
             .arg(format!("127.0.0.1:{port}"))
-            .args(["-cert", "other.pem", "-key", "other.key"])
-            .args(["-servername", SITE, "-cert2", "app.pem", "-key2", "app.key"])
+            .args(certificates)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -184,13 +202,38 @@ fn https_checks_send_sni_and_verify_the_certificate() {
     for service in ["misnamed", "bare"] {
         let err = flip_refusal(&server, service);
         assert!(
-            err.contains("unhealthy 127.0.0.1 (certificate not valid for the name checked: set `host` to a name it is for)"),
+            err.contains("unhealthy 127.0.0.1 (certificate not valid for the name checked: set `host` to a name it is for (it is for other.example.test))"),
             "{service}: {err}"
         );
     }
 
     let out = server.ctl_ok(&["flip", "insecure", "--to", "green", "--now"]);
     assert!(out.contains("health of green: 1/1 healthy"), "{out}");
+}
+
+/// Issue 22: a self-signed certificate with CA:TRUE, as the server's own, was refused with
+/// `certificate not accepted: Other(OtherError(CaUsedAsEndEntity))`. Every certificate
+/// failure says what to change, in words.
+#[test]
+fn a_ca_certificate_used_as_the_servers_own_is_named_in_words() {
+    let certificates = tempfile::tempdir().unwrap();
+    let _site = TlsSite::start(certificates.path());
+    let own = TlsSite::serve(certificates.path(), &["-cert", "ca.pem", "-key", "ca.key"]);
+    let ca = certificates.path().join("ca.pem");
+    let server = Server::start_with(&Setup {
+        services: service(
+            "app",
+            own.port,
+            &format!("host = \"ca.example.test\"\nca_file = \"{}\"", ca.display()),
+        ),
+        ..Setup::default()
+    });
+    let err = flip_refusal(&server, "app");
+    assert!(
+        err.contains("the server presents a CA certificate (CA:TRUE) as its own: give it a certificate issued by that CA, and set `ca_file` to the CA"),
+        "{err}"
+    );
+    assert!(!err.contains("OtherError"), "{err}");
 }
 
 #[test]
