@@ -108,8 +108,9 @@ pub struct Limits {
     pub reload_timeout: Duration,
     /// Zone transfers served at once; more are answered SERVFAIL (the secondary retries).
     pub transfers: usize,
-    /// Zone transfers served at once to one source address: one slow or misbehaving
-    /// secondary cannot hold every slot.
+    /// A source address's share of the transfer slots: beyond it, a source gets a slot only
+    /// while a share stays free for the others, so one slow or misbehaving secondary cannot
+    /// hold every slot.
     pub transfers_per_source: usize,
     /// Time allowed for one whole outgoing zone transfer; a secondary that reads slower is
     /// cut off (and retries).

@@ -1,6 +1,8 @@
-//! Slots for outgoing zone transfers: so many at once in all, and so many per source
-//! address, so that one secondary (or one address pretending to be it) reading slowly
-//! cannot starve the others; and the rate a transfer must keep up.
+//! Slots for outgoing zone transfers: so many at once in all; a source address beyond its
+//! share only while that leaves a share free for the others, so that one secondary (or one
+//! address pretending to be it) reading slowly cannot starve them, while secondaries that
+//! share a host (or transfer many zones at once) are not held back on an idle server; and
+//! the rate a transfer must keep up.
 
 use std::collections::HashMap;
 use std::io;
@@ -64,11 +66,13 @@ impl TransferSlots {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a transfer to `source`, if both its share and a slot are free.
+    /// A slot for a transfer to `source`: within its share whenever one is free; beyond
+    /// it only when a share stays free for the others afterwards.
     pub fn take(&self, source: IpAddr) -> Result<Slot<'_>, NoSlot> {
         let mut held = self.held();
+        let free = self.total.available_permits();
         let mine = held.entry(source).or_insert(0);
-        if *mine >= self.per_source {
+        if *mine >= self.per_source && free <= self.per_source {
             return Err(NoSlot::SourceBusy);
         }
         let permit = self

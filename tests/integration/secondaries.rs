@@ -745,7 +745,7 @@ fn a_slow_secondary_cannot_hold_every_transfer_slot() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    // Its third and later get SERVFAIL at once: it holds its share.
+    // Its third and later get SERVFAIL at once: beyond its share, no share would stay free.
     let mut refused = 0;
     for stream in crawling.iter_mut() {
         stream
