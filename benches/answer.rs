@@ -152,6 +152,7 @@ fn observation(i: u32) -> Observation {
         name: NameKind::Service,
         ttl: 300,
         flip_tag: 0,
+        via: 0,
     }
 }
 

@@ -39,6 +39,8 @@
 //!              cutover/     the per-service TTL/flip rules and the task that runs them
 //!              reload.rs    SIGHUP and `ctl reload`: validate everything, then swap
 //! report       stragglers/  the bounded resolver ledger and its report
+//!              dnstap/      the secondaries' dnstap streams, into the ledger: the fleet's
+//!                           answers, who streams, what was lost
 //!              metrics.rs   the Prometheus endpoint, assembled at scrape time
 //! edges        admin/       the admin socket server, one file per command, `ctl` client
 //!              server/      sockets, supervised loops, shutdown; the composition root
@@ -69,6 +71,7 @@ pub mod color;
 pub mod config;
 pub mod cutover;
 pub mod dns;
+pub mod dnstap;
 pub mod fixture;
 pub mod fleet;
 pub mod health;

@@ -58,6 +58,8 @@ pub struct Exporter {
     pub started_ms: u64,
     /// State writes that failed, and whether the state file is uncertain now.
     pub switch: Arc<crate::switch::Switch>,
+    /// The secondaries' dnstap streams; `None` when `[dnstap]` is off.
+    pub dnstap: Option<Arc<crate::dnstap::Collector>>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -514,6 +516,81 @@ impl Exporter {
         )
     }
 
+    /// The secondaries' dnstap streams: who streams, and what came in and was lost.
+    fn dnstap(
+        &self,
+        e: &mut DescriptorEncoder,
+        snapshot: &Snapshot,
+    ) -> Result<(), std::fmt::Error> {
+        let secondaries = &snapshot.catalog.config.secondaries;
+        let streams = crate::dnstap::streams(self.dnstap.as_deref(), secondaries);
+        family(
+            e,
+            "flipdns_dnstap_streaming",
+            "1 while a configured secondary streams its answers (dnstap), else 0: while any is 0, straggler reports are incomplete.",
+            streams.iter().filter(|s| s.secondary).map(|s| {
+                (
+                    vec![("secondary", s.name.as_str())],
+                    gauge(s.since.is_some() as i64),
+                )
+            }),
+        )?;
+        for (name, help, value) in [
+            (
+                "flipdns_dnstap_frames",
+                "dnstap data frames received, by sender (a secondary's name, or the identity of another sender).",
+                (|s: &crate::dnstap::StreamState| s.frames)
+                    as fn(&crate::dnstap::StreamState) -> u64,
+            ),
+            (
+                "flipdns_dnstap_answers",
+                "dnstap frames that became answers in the straggler ledger, by sender.",
+                |s| s.observed,
+            ),
+            (
+                "flipdns_dnstap_dropped",
+                "dnstap frames dropped over [dnstap] frames_per_second, by sender.",
+                |s| s.dropped,
+            ),
+            (
+                "flipdns_dnstap_skipped",
+                "dnstap frames that were no service answer (queries, other names, unreadable), by sender.",
+                |s| s.skipped,
+            ),
+            (
+                "flipdns_dnstap_stream_errors",
+                "dnstap streams of a sender closed for bad input.",
+                |s| s.errors,
+            ),
+        ] {
+            family(
+                e,
+                name,
+                help,
+                streams
+                    .iter()
+                    .filter(|s| s.frames > 0 || s.secondary)
+                    .map(|s| (vec![("sender", s.name.as_str())], counter(value(s)))),
+            )?;
+        }
+        if let Some(collector) = &self.dnstap {
+            family(
+                e,
+                "flipdns_dnstap_streams_closed",
+                "dnstap streams refused or closed, by why: too_many, not_allowed, garbage, content_type, too_long, stalled, cut_short.",
+                crate::dnstap::Closed::ALL
+                    .map(|why| (vec![("why", why.as_str())], counter(collector.closed(why)))),
+            )?;
+            family(
+                e,
+                "flipdns_dnstap_streams_open",
+                "dnstap streams connected now.",
+                [(vec![], gauge(collector.open() as i64))],
+            )?;
+        }
+        Ok(())
+    }
+
     fn ledger(
         &self,
         e: &mut DescriptorEncoder,
@@ -613,6 +690,7 @@ impl Collector for Exporter {
         if let Some(ledger) = &self.ledger {
             self.ledger(&mut e, ledger, services)?;
         }
+        self.dnstap(&mut e, &snapshot)?;
         if let Some(rrl) = &self.rrl {
             self.rrl(&mut e, rrl)?;
         }

@@ -36,6 +36,9 @@ use crate::color::Color;
 /// The version of this protocol; `version` replies with it.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// How [`ResolverView::via`] names this server (the primary) among those a resolver asked.
+pub const VIA_PRIMARY: &str = "primary";
+
 /// Longest request line accepted, newline included.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
@@ -211,8 +214,8 @@ pub enum Response {
     Cutover(Cutover),
     /// Reply to `reload`.
     Reloaded(Reloaded),
-    /// Reply to `stragglers`.
-    Stragglers(StragglersReport),
+    /// Reply to `stragglers` (boxed: the largest reply by far).
+    Stragglers(Box<StragglersReport>),
     /// Reply to `history`.
     History(Vec<AuditEntry>),
     /// Reply to `log_level`: the filter now in force.
@@ -745,10 +748,16 @@ pub struct StragglersReport {
     /// Whether that moment has passed: every old-color answer the server could have given
     /// has expired. Never true before.
     pub drained: bool,
-    /// Whether the ledger can have seen every resolver that holds the old color: `false`
-    /// when it started less than a normal TTL before the flip (after a restart), and then
-    /// the classes count only the resolvers seen since.
+    /// Whether the report can have seen every resolver that holds the old color: the ledger
+    /// started at least a normal TTL before the flip, and every configured secondary has
+    /// streamed its answers (dnstap) since then without a gap. `incomplete` says why not.
     pub complete: bool,
+    /// Why the report is not complete, one reason a line (empty when it is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
+    /// The secondaries' dnstap streams: every configured secondary, and any other sender.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamView>,
     /// When the ledger started (Unix milliseconds).
     pub ledger_started_ms: u64,
     /// Resolvers by class.
@@ -776,6 +785,35 @@ pub struct StragglersReport {
     pub timeline: Vec<TimelinePoint>,
     /// The ledger's own figures.
     pub ledger: LedgerView,
+}
+
+/// One dnstap stream, as the report covers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamView {
+    /// The secondary's name, or the identity of a sender no secondary is configured with.
+    pub name: String,
+    /// The identity its frames carry.
+    pub identity: String,
+    /// Whether it is a configured `[[secondary]]`.
+    pub secondary: bool,
+    /// Whether its stream is in now.
+    pub streaming: bool,
+    /// Since when it has streamed without a gap (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// Data frames received since start.
+    pub frames: u64,
+    /// Frames that became answers in the ledger.
+    pub observed: u64,
+    /// Frames dropped over `[dnstap] frames_per_second`.
+    pub dropped: u64,
+    /// Frames that were no service answer (queries, other names, unreadable).
+    pub skipped: u64,
+    /// Its streams closed for bad input.
+    pub errors: u64,
+    /// When its latest frame came (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_frame_ms: Option<u64>,
 }
 
 /// Class counts at one moment after a flip.
@@ -883,6 +921,10 @@ pub struct ResolverView {
     /// Its record of the flip, once it asked after it or when it held the old color.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub record: Option<FlipRecord>,
+    /// The servers it asked: `primary` (this one) and the secondaries whose streams carried
+    /// its answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
 }
 
 /// What a resolver did around a flip.

@@ -214,6 +214,7 @@ fn keep_running_settings(running: &Config, mut catalog: Catalog) -> (Catalog, Ve
         ("[limits]", running.limits != new.limits),
         ("[ledger]", running.ledger != new.ledger),
         ("[rrl]", running.rrl != new.rrl),
+        ("[dnstap]", running.dnstap != new.dnstap),
     ];
     for (setting, differs) in server {
         if differs {
@@ -227,5 +228,6 @@ fn keep_running_settings(running: &Config, mut catalog: Catalog) -> (Catalog, Ve
     catalog.config.limits = running.limits.clone();
     catalog.config.ledger = running.ledger.clone();
     catalog.config.rrl = running.rrl.clone();
+    catalog.config.dnstap = running.dnstap.clone();
     (catalog, changed)
 }

@@ -7,7 +7,7 @@ use crate::color::Color;
 use crate::protocol::{
     AuditEntry, ColorHealth, Cutover, FlipRecord, Outcome, PhaseName, Progress, Reloaded,
     ResolverClass, ResolverView, Response, SecondaryStatus, ServiceStatus, Status, Step,
-    StragglersReport, TimelinePoint, Version,
+    StragglersReport, StreamView, TimelinePoint, Version,
 };
 
 /// Any reply, for a person.
@@ -418,13 +418,8 @@ pub fn stragglers(r: &StragglersReport) -> String {
             "{name}: never flipped; classes are relative to the start\n"
         )),
     }
-    if let (Some(f), false) = (&r.flip, r.complete) {
-        out.push_str(&format!(
-            "  incomplete: the ledger started at {}, less than a TTL before the flip at {}; resolvers that got {} before it are not counted\n",
-            format_utc(r.ledger_started_ms),
-            format_utc(f.at_ms),
-            f.from
-        ));
+    for reason in &r.incomplete {
+        out.push_str(&format!("  INCOMPLETE: {reason}\n"));
     }
     if let (Some(f), Some(at)) = (&r.flip, r.drained_at_ms) {
         let when = if r.drained { "drained" } else { "drains" };
@@ -435,6 +430,9 @@ pub fn stragglers(r: &StragglersReport) -> String {
         ));
     }
     out.push_str(&summary(r));
+    for stream in &r.streams {
+        out.push_str(&format!("  {}\n", format_stream(stream)));
+    }
     for v in &r.resolvers {
         out.push_str(&format!("  {}\n", format_resolver(v)));
     }
@@ -580,7 +578,38 @@ fn format_resolver(v: &ResolverView) -> String {
             format_utc(v.expires_at_ms)
         ),
     };
-    format!("{who:<22} {class}: {line}{rhythm}")
+    // Named when a secondary is among the servers it asked: alone, this server goes without
+    // saying.
+    let via = if v.via.iter().any(|s| s != crate::protocol::VIA_PRIMARY) {
+        format!(" (asked {})", v.via.join(", "))
+    } else {
+        String::new()
+    };
+    format!("{who:<22} {class}: {line}{rhythm}{via}")
+}
+
+/// One secondary's dnstap stream on one line.
+fn format_stream(s: &StreamView) -> String {
+    let who = if s.secondary {
+        format!("secondary {}", s.name)
+    } else {
+        format!(
+            "sender {:?} (no [[secondary]] with this dnstap_identity)",
+            s.identity
+        )
+    };
+    let state = match s.since_ms {
+        Some(since) => format!("streams since {}", format_utc(since)),
+        None => "does NOT stream".to_string(),
+    };
+    format!(
+        "{who} {state}: {}, {}, {} dropped, {} skipped, {} closed for bad input",
+        plural(s.frames, "frame", "frames"),
+        plural(s.observed, "answer", "answers"),
+        s.dropped,
+        s.skipped,
+        plural(s.errors, "stream", "streams")
+    )
 }
 
 /// What lateness was counted from: the flip, or the old answer's expiry when later.

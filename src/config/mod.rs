@@ -59,6 +59,7 @@ pub struct Config {
     /// `[[tsig_key]]`: the keys transfers, NOTIFY and signed queries may use.
     pub tsig_keys: Vec<TsigKeyConfig>,
     pub fleet: FleetConfig,
+    pub dnstap: DnstapConfig,
 }
 
 /// `[server]`: where the server listens and keeps its state.
@@ -140,6 +141,9 @@ pub struct SecondaryConfig {
     pub address: SocketAddr,
     /// The TSIG key its transfers must be signed with, and ours to it are signed with.
     pub key: Option<Name>,
+    /// The identity its dnstap stream carries (`dnstap-identity`, Knot's `identity`); its
+    /// name when not given.
+    pub dnstap_identity: String,
     pub line: usize,
 }
 
@@ -240,6 +244,53 @@ pub struct RrlConfig {
 impl Default for RrlConfig {
     fn default() -> RrlConfig {
         read::defaults(read::rrl)
+    }
+}
+
+/// `[dnstap]`: where the secondaries stream what they answer (off when `listen` is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnstapConfig {
+    pub listen: Vec<DnstapListen>,
+    /// Addresses a TCP sender may connect from; others are refused and counted.
+    pub allow: Vec<IpAddr>,
+    /// File mode of the Unix sockets: the senders (nsd, knot, bind) must be able to write.
+    pub socket_mode: u32,
+    /// Group of the Unix sockets, so that a sender in that group may connect.
+    pub socket_group: Option<u32>,
+    /// Streams connected at once; more are closed at once and counted.
+    pub connections: usize,
+    /// Longest data frame; a longer one closes its stream.
+    pub max_frame: usize,
+    /// Frames decoded a second across all streams; beyond it frames are dropped, counted
+    /// per sender.
+    pub frames_per_second: u64,
+    /// Distinct sender identities tracked; frames of further ones are counted as `other`.
+    pub senders: usize,
+    /// Time a stream has to finish its handshake (READY and START, or START).
+    pub handshake_timeout: Duration,
+    /// Time a frame may take to arrive once its first byte did; an idle stream between
+    /// frames is never timed out (a quiet secondary sends nothing).
+    pub frame_timeout: Duration,
+}
+
+/// One address a dnstap collector listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnstapListen {
+    /// A Unix socket, as NSD, Knot and BIND write to.
+    Unix(PathBuf),
+    /// A TCP address, as NSD 4.7+, Knot 3.4+ and the `dnstap` relay connect to.
+    Tcp(SocketAddr),
+}
+
+impl DnstapConfig {
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+}
+
+impl Default for DnstapConfig {
+    fn default() -> DnstapConfig {
+        read::defaults(read::dnstap)
     }
 }
 

@@ -11,9 +11,9 @@ use hickory_proto::rr::Name;
 
 use super::table::{Document, Located, Table};
 use super::{
-    AnswerMode, Config, FleetConfig, HealthConfig, HealthKind, HealthTls, LedgerConfig, Limits,
-    MAX_SOCKET_PATH, MAX_TTL, RrlConfig, SecondaryConfig, Server, ServiceConfig, TsigKeyConfig,
-    ZoneConfig, service_name,
+    AnswerMode, Config, DnstapConfig, DnstapListen, FleetConfig, HealthConfig, HealthKind,
+    HealthTls, LedgerConfig, Limits, MAX_SOCKET_PATH, MAX_TTL, RrlConfig, SecondaryConfig, Server,
+    ServiceConfig, TsigKeyConfig, ZoneConfig, service_name,
 };
 use crate::color::Color;
 
@@ -38,6 +38,7 @@ pub fn config(top: &Table) -> Option<Config> {
     let ledger = section(top, "ledger", ledger);
     let rrl = section(top, "rrl", rrl);
     let fleet = section(top, "fleet", fleet);
+    let dnstap = section(top, "dnstap", dnstap);
     let zones = zones(top);
     let services = services(top, &zones);
     let tsig_keys = tsig_keys(top);
@@ -58,6 +59,7 @@ pub fn config(top: &Table) -> Option<Config> {
         secondaries,
         tsig_keys,
         fleet,
+        dnstap,
     })
 }
 
@@ -195,27 +197,32 @@ fn listen(t: &Table) -> Option<Vec<SocketAddr>> {
 }
 
 fn socket_mode(t: &Table) -> u32 {
-    let Some(mode) = t.string("admin_socket_mode") else {
-        return 0o600;
+    mode(t, "admin_socket_mode", 0o600)
+}
+
+/// A socket's file mode under `key`, octal, giving the owner read and write.
+fn mode(t: &Table, key: &'static str, default: u32) -> u32 {
+    let Some(mode) = t.string(key) else {
+        return default;
     };
     match u32::from_str_radix(mode.get_ref(), 8) {
         Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => m,
         Ok(_) => {
             t.doc().problem(
                 mode.span().start,
-                "admin_socket_mode must give the owner read and write (0600 to 0777)",
+                format!("{key} must give the owner read and write (0600 to 0777)"),
             );
-            0o600
+            default
         }
         Err(_) => {
             t.doc().problem(
                 mode.span().start,
                 format!(
-                    "bad admin_socket_mode {:?}: expected an octal mode such as \"0600\"",
+                    "bad {key} {:?}: expected an octal mode such as \"0600\"",
                     mode.get_ref()
                 ),
             );
-            0o600
+            default
         }
     }
 }
@@ -341,20 +348,140 @@ fn secondaries(top: &Table, keys: &[TsigKeyConfig]) -> Vec<SecondaryConfig> {
             name.filter(|_| known)
         });
         let name = t.string("name").map(|n| n.into_inner());
+        let identity = t.string("dnstap_identity").map(|n| n.into_inner());
         if let Some(address) = address {
             if secondaries.iter().any(|s| s.address == address) {
                 doc.problem_at_line(t.line(), format!("secondary {address} is configured twice"));
             }
+            let name = name.unwrap_or_else(|| address.to_string());
+            let dnstap_identity = identity.unwrap_or_else(|| name.clone());
+            if let Some(other) = secondaries
+                .iter()
+                .find(|s| s.dnstap_identity == dnstap_identity)
+            {
+                doc.problem_at_line(
+                    t.line(),
+                    format!(
+                        "secondary {name}: dnstap identity {dnstap_identity:?} is also secondary {}'s (line {}); each stream must say whose it is",
+                        other.name, other.line
+                    ),
+                );
+            }
             secondaries.push(SecondaryConfig {
-                name: name.unwrap_or_else(|| address.to_string()),
+                name,
                 address,
                 key,
+                dnstap_identity,
                 line: t.line(),
             });
         }
         t.finish();
     }
     secondaries
+}
+
+pub fn dnstap(t: &Table) -> DnstapConfig {
+    let doc = t.doc();
+    let mut listen = Vec::new();
+    for entry in t
+        .strings("listen")
+        .map(|l| l.into_inner())
+        .unwrap_or_default()
+    {
+        let text = entry.get_ref();
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            listen.push(DnstapListen::Tcp(addr));
+        } else if text.contains('/') || !text.contains(':') {
+            let path = doc.base.join(text);
+            if path.as_os_str().len() > MAX_SOCKET_PATH {
+                doc.problem(
+                    entry.span().start,
+                    format!(
+                        "dnstap socket path {} is {} bytes; Unix sockets allow at most {MAX_SOCKET_PATH}",
+                        path.display(),
+                        path.as_os_str().len()
+                    ),
+                );
+            }
+            listen.push(DnstapListen::Unix(path));
+        } else {
+            doc.problem(
+                entry.span().start,
+                format!("bad dnstap listen {text:?}: expected a Unix socket path such as \"run/dnstap.sock\" or IP:PORT such as \"127.0.0.1:6000\""),
+            );
+        }
+    }
+    let mut allow = Vec::new();
+    for entry in t
+        .strings("allow")
+        .map(|l| l.into_inner())
+        .unwrap_or_default()
+    {
+        match entry.get_ref().parse::<IpAddr>() {
+            Ok(ip) => allow.push(ip),
+            Err(_) => doc.problem(
+                entry.span().start,
+                format!(
+                    "bad dnstap allow {:?}: expected an IP address such as \"192.0.2.53\"",
+                    entry.get_ref()
+                ),
+            ),
+        }
+    }
+    if listen.iter().any(|l| matches!(l, DnstapListen::Tcp(_))) && allow.is_empty() {
+        doc.problem(
+            t.at,
+            "[dnstap] listens on TCP but `allow` lists no sender address: every sender would be refused",
+        );
+    }
+    let socket_group = t.string("socket_group").and_then(|g| {
+        let gid = group_id(g.get_ref());
+        if gid.is_none() {
+            doc.problem(
+                g.span().start,
+                format!(
+                    "dnstap socket_group {:?} is no group of this system",
+                    g.get_ref()
+                ),
+            );
+        }
+        gid
+    });
+    DnstapConfig {
+        listen,
+        allow,
+        socket_mode: mode(t, "socket_mode", 0o660),
+        socket_group,
+        connections: t.count("connections", 64, 1..=4096),
+        max_frame: t.count("max_frame", 128 * 1024, 512..=1 << 20),
+        frames_per_second: t.count("frames_per_second", 2_000_000, 1..=100_000_000) as u64,
+        senders: t.count("senders", 256, 1..=65_536),
+        handshake_timeout: t.duration("handshake_timeout", 10 * SECOND, 100 * MS..=HOUR),
+        frame_timeout: t.duration("frame_timeout", 30 * SECOND, 100 * MS..=HOUR),
+    }
+}
+
+/// The id of group `name` (or a number), from the system's group database.
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse() {
+        return Some(gid);
+    }
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut group: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrnam_r writes into `group` and `buf`, which we own and size; only the gid
+    // is read afterwards.
+    let done = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut group,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (done == 0 && !found.is_null()).then_some(group.gr_gid)
 }
 
 pub fn ledger(t: &Table) -> LedgerConfig {

@@ -44,6 +44,8 @@ pub(super) struct Driver {
     /// Log lines of the step in progress, written once its reply has gone: nothing is
     /// logged between a change and its reply.
     notes: Vec<Box<dyn FnOnce() + Send + Sync>>,
+    /// Rung when a secondary's long answer moved the drain (see `Cutovers::answered_long`).
+    nudge: Arc<tokio::sync::Notify>,
 }
 
 impl Driver {
@@ -55,6 +57,7 @@ impl Driver {
         observed: Arc<Observed>,
         task: u64,
         events: Events,
+        nudge: Arc<tokio::sync::Notify>,
     ) -> Driver {
         Driver {
             config: config.clone(),
@@ -70,6 +73,7 @@ impl Driver {
             pending: None,
             next_id: 1,
             notes: Vec::new(),
+            nudge,
         }
     }
 
@@ -97,6 +101,11 @@ impl Driver {
                 Ok(None) => {}
                 Err(e) => tracing::error!(service = %self.config.name, "{e}; retrying"),
             }
+            match Box::pin(self.hold_later_drain(&current)).await {
+                Ok(Some(now)) => current = now,
+                Ok(None) => {}
+                Err(e) => tracing::error!(service = %self.config.name, "{e}; retrying"),
+            }
             self.log();
             if self.pending.is_none() && !needs_task(&current.service) && self.retire(&commands) {
                 return;
@@ -105,6 +114,7 @@ impl Driver {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = fleet_news.changed() => if changed.is_err() { return },
+                _ = self.nudge.notified() => {}
                 command = commands.recv() => {
                     let Some((action, reply)) = command else { return };
                     let _ = reply.send(Box::pin(self.act(action, &current)).await);
@@ -194,6 +204,34 @@ impl Driver {
             }
         };
         self.later(move || tracing::info!(service = %name, serial, "every secondary serves the change: {until}"));
+        Ok(Some(now))
+    }
+
+    /// While preparing, writes the drain deadline again when answers since have moved it
+    /// (a secondary's normal-TTL answer, from its stream), so that a restart keeps it: the
+    /// state after it, or `None` when nothing moved.
+    async fn hold_later_drain(&mut self, current: &Current) -> Result<Option<Current>, Refusal> {
+        let Phase::Preparing { target, .. } = current.service.phase else {
+            return Ok(None);
+        };
+        let seen = self.observed.long_expiry_ms() + self.clock.coarse_resolution_ms();
+        let held = current.deadline_mono.unwrap_or(0);
+        if seen <= held {
+            return Ok(None);
+        }
+        let phase = rules::extended(&self.facts(current), seen);
+        let now = self.apply(|s| s.phase = phase).await?;
+        let drained_at_ms = now.service.phase.drained_at_ms().unwrap_or_default();
+        if let Some(target) = target {
+            self.emit(Step::Draining {
+                target,
+                drained_at_ms,
+                ttl: self.ttl(&now.service.phase),
+            });
+        }
+        let name = self.config.name.clone();
+        let at = format_utc(drained_at_ms);
+        self.later(move || tracing::info!(service = %name, drained_at = %at, "a secondary's normal-TTL answer moves the drain"));
         Ok(Some(now))
     }
 

@@ -63,6 +63,9 @@ pub(super) struct Handle {
     pub(super) task: u64,
     commands: mpsc::Sender<(Action, Reply)>,
     events: Events,
+    /// Wakes the task to hold a drain deadline the fleet's answers moved (see
+    /// [`Cutovers::answered_long`]).
+    nudge: Arc<tokio::sync::Notify>,
 }
 
 /// A service's progress events, shared by its task and its followers. The channel is made
@@ -154,7 +157,8 @@ impl Cutovers {
         let task = running.tasks_started;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let events = Events::default();
-        let driver = Driver::new(self, config, observed, task, events.clone());
+        let nudge = Arc::new(tokio::sync::Notify::new());
+        let driver = Driver::new(self, config, observed, task, events.clone(), nudge.clone());
         // Supervised: a task that panics is replaced by one that starts again from the
         // state file, as after a restart, so a deadline or a pending flip is not lost.
         let driver = tokio::spawn(driver.run(receiver, self.shutdown.clone()));
@@ -172,6 +176,7 @@ impl Cutovers {
                 task,
                 commands,
                 events,
+                nudge,
             },
         );
         true
@@ -234,6 +239,13 @@ impl Cutovers {
                 )
             }
         })?
+    }
+
+    /// A secondary gave a normal-TTL answer of `service` (its dnstap stream says) that
+    /// expires after the drain deadline it is preparing for: the service's task (started if
+    /// it has none) writes the later deadline at once, so that a restart keeps it (I1).
+    pub fn answered_long(&self, service: &str) {
+        let _ = self.with_handle(service, |handle| handle.nudge.notify_one());
     }
 
     /// Progress events of `service`'s cutovers from now on. Subscribe before sending the

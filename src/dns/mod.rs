@@ -11,6 +11,7 @@
 //! connection as a [`Transfer`] to stream.
 
 pub mod request;
+pub mod response;
 pub mod rrl;
 pub mod transfer;
 
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::observed::answers::{Observation, Recorder, flip_tag};
+use crate::observed::answers::{LOCAL, Observation, Recorder, flip_tag};
 use crate::observed::counters::{Counters, Shard, TransferResult};
 use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
 use crate::wire::subnet::ClientSubnet;
@@ -301,6 +302,7 @@ impl Handler {
                             name: hit.name,
                             ttl: hit.ttl,
                             flip_tag: flip_tag(service.state.flips.0),
+                            via: LOCAL,
                         });
                     }
                 }

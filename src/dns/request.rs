@@ -184,7 +184,7 @@ fn records(
 }
 
 /// End of the uncompressed question name at offset 12, or `None` if it is malformed.
-fn question_name_end(packet: &[u8]) -> Option<usize> {
+pub(super) fn question_name_end(packet: &[u8]) -> Option<usize> {
     let mut at = HEADER_LEN;
     loop {
         let len = *packet.get(at)? as usize;
@@ -201,19 +201,19 @@ fn question_name_end(packet: &[u8]) -> Option<usize> {
     }
 }
 
-struct Record {
-    name_end: usize,
-    rtype: u16,
-    class: u16,
-    ttl: u32,
-    rdata_len: usize,
-    end: usize,
+pub(super) struct Record {
+    pub(super) name_end: usize,
+    pub(super) rtype: u16,
+    pub(super) class: u16,
+    pub(super) ttl: u32,
+    pub(super) rdata_len: usize,
+    pub(super) end: usize,
 }
 
 /// Bounds-checks one resource record at `at`. Names may end in a pointer, which must point
 /// backwards (a forward pointer, or one into itself, is how compression loops are built);
 /// the names are never followed, since nothing here needs them.
-fn record(packet: &[u8], start: usize) -> Option<Record> {
+pub(super) fn record(packet: &[u8], start: usize) -> Option<Record> {
     let mut at = start;
     let mut len = 0;
     let name_end = loop {
@@ -255,7 +255,7 @@ fn record(packet: &[u8], start: usize) -> Option<Record> {
 
 /// The OPT pseudo-record: payload size in the class, version and DO in the TTL, options in
 /// the data. Unknown options and flags are ignored (RFC 6891 section 6.1.2).
-fn opt(class: u16, ttl: u32, mut options: &[u8]) -> Option<Edns> {
+pub(super) fn opt(class: u16, ttl: u32, mut options: &[u8]) -> Option<Edns> {
     let mut client_subnet = None;
     let mut nsid = false;
     while !options.is_empty() {

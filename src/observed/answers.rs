@@ -55,7 +55,14 @@ pub struct Observation {
     /// copy. The ledger knows the full counts; 256 flips between an answer and its arrival
     /// at the ledger (tens of milliseconds) do not happen.
     pub flip_tag: u8,
+    /// Which server gave the answer: [`LOCAL`] for this one, else the ledger's id of a
+    /// secondary whose dnstap stream carried it (and then `flip_tag` is not used: which
+    /// flip a secondary's answer belongs to is read from the color it gave).
+    pub via: u8,
 }
+
+/// [`Observation::via`] of this server's own answers.
+pub const LOCAL: u8 = 0;
 
 /// The tag of flip count `flips` ([`Observation::flip_tag`]).
 pub fn flip_tag(flips: u64) -> u8 {

@@ -8,7 +8,8 @@
 //! Chunk layout: resolver IPv4 (4) | service, low 16 bits (2) | TTL (4) | milliseconds after
 //! the batch's base time (2) | flags (1) | subnet prefix (1) | flip tag (1) | service, high
 //! 8 bits (1): service ids are below [`crate::config::MAX_SERVICES`], under 2^24. A client
-//! subnet's family (1 or 2, the only ones a request may carry) is a flag.
+//! subnet's family (1 or 2, the only ones a request may carry) is a flag. Batches carry the
+//! query path's own answers only: `via` is always this server.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -153,6 +154,7 @@ impl Batch {
                 },
                 ttl: u32::from_le_bytes([chunk[6], chunk[7], chunk[8], chunk[9]]),
                 flip_tag: chunk[14],
+                via: super::answers::LOCAL,
             })
         })
     }
@@ -178,6 +180,7 @@ mod tests {
             name: NameKind::Color,
             ttl: 86_400,
             flip_tag: 7,
+            via: 0,
         }
     }
 

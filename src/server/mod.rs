@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::cutover::{Cutovers, Probe};
 use crate::dns::Handler;
 use crate::dns::rrl::Limiter;
+use crate::dnstap::Collector;
 use crate::fleet::Fleet;
 use crate::metrics::{self, Exporter};
 use crate::observed::counters::Counters;
@@ -60,6 +61,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Loop(#[from] LoopFailed),
+    #[error("{0}")]
+    Dnstap(io::Error),
 }
 
 /// How to bind a privileged port without running as root, when that is what failed.
@@ -92,6 +95,9 @@ struct Bound {
     dns: Vec<Dns>,
     admin: AdminSocket,
     metrics: Option<TcpListener>,
+    dnstap: Vec<crate::dnstap::Listener>,
+    /// The dnstap socket files, removed at shutdown.
+    dnstap_files: Option<crate::dnstap::SocketFiles>,
 }
 
 /// One DNS address: a UDP socket per worker, and the TCP listener.
@@ -114,6 +120,8 @@ struct Core {
     rrl: Option<Arc<Limiter>>,
     cutovers: Arc<Cutovers>,
     fleet: Arc<Fleet>,
+    /// The secondaries' dnstap streams, when `[dnstap]` listens.
+    dnstap: Option<Arc<Collector>>,
     /// Serving: `/ready` answers 200.
     ready: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -130,6 +138,12 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     let tracker = TaskTracker::new();
     let core = Core::start(catalog, store, clock, &shutdown, &tracker)?;
     let mut loops = Supervisor::new(shutdown.clone());
+    let dnstap_files = bound.dnstap_files;
+    if let Some(collector) = &core.dnstap {
+        for (what, run) in collector.serve(bound.dnstap, &shutdown, &tracker) {
+            loops.spawn(what, run);
+        }
+    }
     spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker)?;
     let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
     crate::process::memory::release_freed_memory();
@@ -148,6 +162,7 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     loops.stop(deadline).await;
     drop(admin);
+    drop(dnstap_files);
     finish(tracker, deadline).await;
     if tokio::time::timeout_at(deadline, core.switch.quiesce())
         .await
@@ -203,10 +218,20 @@ async fn bind(config: &Config) -> Result<Bound, ServeError> {
         None => None,
     };
     tracing::info!("admin socket {}", admin.path().display());
+    let (dnstap, dnstap_files) = if config.dnstap.enabled() {
+        let (listeners, files) = crate::dnstap::bind(&config.dnstap)
+            .await
+            .map_err(ServeError::Dnstap)?;
+        (listeners, Some(files))
+    } else {
+        (Vec::new(), None)
+    };
     Ok(Bound {
         dns,
         admin,
         metrics,
+        dnstap,
+        dnstap_files,
     })
 }
 
@@ -225,6 +250,7 @@ impl Core {
         let config = &catalog.config;
         let (server, limits) = (config.server.clone(), config.limits.clone());
         let ledger_config = config.ledger.clone();
+        let dnstap_config = config.dnstap.clone();
         let rrl = config
             .rrl
             .enabled
@@ -256,6 +282,15 @@ impl Core {
             tracker,
         ));
         let counters = Arc::new(Counters::with_workers(server.listen.len() * server.workers));
+        let dnstap = dnstap_config.enabled().then(|| {
+            Collector::new(
+                dnstap_config,
+                switch.records().clone(),
+                ledger.clone(),
+                cutovers.clone(),
+                clock.clone(),
+            )
+        });
         Ok(Core {
             server,
             limits,
@@ -266,6 +301,7 @@ impl Core {
             rrl,
             cutovers,
             fleet,
+            dnstap,
             ready: Default::default(),
         })
     }
@@ -373,6 +409,7 @@ fn spawn_control_plane(
             reloads: reloader.outcomes.clone(),
             started_ms: core.clock.now_ms(),
             switch: core.switch.clone(),
+            dnstap: core.dnstap.clone(),
         };
         loops.spawn(
             "the metrics endpoint",
@@ -397,6 +434,7 @@ fn spawn_control_plane(
         cutovers: core.cutovers.clone(),
         fleet: core.fleet.clone(),
         ledger: core.ledger.clone(),
+        dnstap: core.dnstap.clone(),
         reloader,
         clock: core.clock.clone(),
         shutdown: shutdown.clone(),

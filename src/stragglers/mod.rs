@@ -23,13 +23,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, format_utc};
 use crate::config::AnswerMode;
-use crate::observed::answers::{Intake, Observation};
+use crate::observed::answers::{Intake, LOCAL, NameKind, Observation};
 use crate::observed::batch::Batch;
 use crate::records::Records;
 use crate::state::FlipCount;
 pub use report::{ClassCounts, Listing, Report, ResolverClass};
 use table::Table;
 pub use table::{Entry, Flip};
+
+/// How the report names this server among those a resolver asked.
+pub const THIS_SERVER: &str = "primary";
+/// `via` ids a ledger gives out; the last one stands for every further secondary.
+pub const MAX_SOURCES: usize = 64;
 
 /// How often the ledger task refreshes flips and checks for drained colors.
 const TICK: Duration = Duration::from_secs(1);
@@ -42,6 +47,9 @@ pub struct Ledger {
     table: Mutex<Table>,
     /// Where the query path's batches arrive; drained every [`DRAIN_EVERY`].
     intake: Arc<Intake>,
+    /// The servers answers came through, by `via` id: 0 is this server, the others are
+    /// secondaries named by their streams. Ids are never reused.
+    sources: Mutex<Vec<String>>,
     /// Where each service's latest flip is read from.
     records: Arc<Records>,
     clock: Clock,
@@ -75,6 +83,7 @@ impl Ledger {
         let ledger = Arc::new(Ledger {
             table: Mutex::new(Table::new(capacity)),
             intake: Intake::new(),
+            sources: Mutex::new(vec![THIS_SERVER.to_string()]),
             records,
             started_ms: clock.now_ms(),
             started_mono: clock.mono_ms(),
@@ -137,10 +146,79 @@ impl Ledger {
         }
     }
 
-    /// The flip `o` was answered under, as its tag says: the latest or the previous one the
-    /// ledger knows, else the service's latest in the snapshot (the answer came after a flip
-    /// the ledger has not seen yet: it is taken now, not at the next tick).
+    /// The id answers from the secondary `name` carry as `via` (registered on first use;
+    /// beyond [`MAX_SOURCES`] they share the last id).
+    pub fn source(&self, name: &str) -> u8 {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = sources.iter().position(|s| s == name) {
+            return id as u8;
+        }
+        if sources.len() + 1 < MAX_SOURCES {
+            sources.push(name.to_string());
+            return (sources.len() - 1) as u8;
+        }
+        if sources.len() + 1 == MAX_SOURCES {
+            sources.push("other secondaries".into());
+        }
+        (MAX_SOURCES - 1) as u8
+    }
+
+    /// The names of the servers in the `via` bits `via`.
+    pub fn source_names(&self, via: u64) -> Vec<String> {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| via & (1 << i) != 0)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// Records answers that secondaries gave, from their dnstap streams, at once (not
+    /// through the query path's queue). Each is judged against the flip its color says it
+    /// was given under: a secondary that still served the old color was lagging, and its
+    /// answer counts as one given before the flip.
+    pub fn observe(&self, observations: &[Observation]) {
+        let mut first = None;
+        {
+            let mut table = self.table();
+            let mut fresh: Vec<u32> = Vec::new();
+            for o in observations {
+                if !fresh.contains(&o.service) {
+                    self.take_flip(&mut table, o.service);
+                    fresh.push(o.service);
+                }
+                let flip = self.flip_of(&mut table, o);
+                if let Some(s) = table.record(o, &flip).filter(|s| s.first_of_flip) {
+                    first = Some(s);
+                }
+            }
+        }
+        if let Some(s) = first {
+            self.log_first_straggler(s);
+        }
+    }
+
+    /// The flip `o` was answered under. This server's answers carry a tag: the latest or
+    /// the previous flip the ledger knows, else the service's latest in the snapshot (the
+    /// answer came after a flip the ledger has not seen yet: it is taken now, not at the
+    /// next tick). A secondary's answer to the service name is under the latest flip when
+    /// it gave the latest color, else under the one before; to a color name, under the
+    /// flip live at its time.
     fn flip_of(&self, table: &mut Table, o: &Observation) -> Flip {
+        if o.via != LOCAL {
+            let track = table.track(o.service);
+            let latest = track.flip.at_ms <= o.at_ms;
+            let current = match o.name {
+                NameKind::Service => o.color == track.flip.to,
+                NameKind::Color => latest,
+            };
+            return if current || track.flip.flips == 0 {
+                track.flip
+            } else {
+                track.previous
+            };
+        }
         if let Some(flip) = table.track(o.service).flip_of(o.flip_tag) {
             return flip;
         }
@@ -195,7 +273,8 @@ impl Ledger {
         let view = &snapshot.services[index];
         let track = table.track(id);
         track.index = index as u32;
-        if track.name.is_empty() {
+        let first_seen = track.name.is_empty();
+        if first_seen {
             // First seen: its flips so far happened before; none is logged.
             track.name = view.name.clone();
             track.logged_drained = view.state.flips.0 as u32;
@@ -209,7 +288,7 @@ impl Ledger {
             state.expires_ms[old.index()],
             state.fleet.is_some_and(|w| w.flip_ttl.is_some()),
         );
-        if track.seen == seen && track.flip.flips == seen.0 as u32 {
+        if !first_seen && track.seen == seen && track.flip.flips == seen.0 as u32 {
             return;
         }
         track.seen = seen;
@@ -402,6 +481,7 @@ mod tests {
             name: NameKind::Service,
             ttl: 60,
             flip_tag: 0,
+            via: 0,
         };
         for i in 0..(QUEUE_BATCHES + 2) * BATCH {
             recorder.record(observation(i));

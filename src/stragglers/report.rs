@@ -402,6 +402,7 @@ mod tests {
                 name,
                 ttl: TTL,
                 flip_tag: flip.tag(),
+                via: 0,
             };
             let flip = self.table.track(0).flip_of(flip.tag()).unwrap();
             self.table.record(&observation, &flip);

@@ -109,6 +109,9 @@ pub struct Entry {
     pub held_old: bool,
     pub converged_at_ms: u64,
     pub late: bool,
+    /// The servers it asked, one bit per `via` id (bit 0: this server; the ledger names
+    /// the others, the secondaries whose streams carried its answers).
+    pub via: u64,
 }
 
 /// Intervals needed before a resolver's rhythm counts: two regular intervals (three
@@ -155,6 +158,7 @@ impl Entry {
             held_old: false,
             converged_at_ms: 0,
             late: false,
+            via: 0,
         }
     }
 
@@ -442,6 +446,7 @@ impl Table {
         let slot = self.slot(key, o.at_ms);
         let entry = &mut self.slots[slot];
         entry.last_seen_ms = entry.last_seen_ms.max(o.at_ms);
+        entry.via |= 1 << o.via.min(63);
         let mut straggled = match o.name {
             NameKind::Service => entry.answered_service(o, flip, &latest_flip),
             NameKind::Color => entry.answered_color(o, flip),
@@ -694,6 +699,7 @@ mod tests {
             name,
             ttl: 5,
             flip_tag: 0,
+            via: 0,
         }
     }
 

@@ -244,6 +244,44 @@ fn ask(running: &Running, resolver: u8) -> Answer {
     }
 }
 
+/// A secondary's answer to resolver 10.0.0.20, through the dnstap path: the frame as its
+/// stream carries it, decoded and handed to the ledger (and the drain input) as the
+/// collector does. A secondary that lags behind a prepare still gives the live color with
+/// the normal TTL; after a flip (settling) none does: the color it gave with that TTL is
+/// the old one, already counted when it was live here.
+fn secondary_answer(world: &World) -> Option<Answer> {
+    use prost::Message as _;
+    let running = world.running();
+    let snapshot = running.switch.records().load_full();
+    let view = snapshot.service("app").unwrap();
+    if matches!(view.state.phase, Phase::Settling { .. }) {
+        return None;
+    }
+    let live = view.live();
+    let address = match live {
+        Color::Blue => [192, 0, 2, 10],
+        Color::Green => [198, 51, 100, 10],
+    };
+    let payload = crate::common::dnstap::answer(
+        "ns2",
+        [10, 0, 0, 20],
+        "app.svc.example.com.",
+        address,
+        world.config_ttl,
+        world.clock.now_ms(),
+    );
+    let frame = flipdns::dnstap::message::Dnstap::decode(payload.as_slice()).unwrap();
+    let told = flipdns::dnstap::answer::observation(&frame, &snapshot, &world.clock, 1).unwrap();
+    if let Some(service) = &told.moves_drain {
+        running.cutovers.answered_long(service);
+    }
+    running.ledger.observe(&[told.observation]);
+    Some(Answer {
+        color: live,
+        ttl: world.config_ttl,
+    })
+}
+
 /// The ground truth: every answer handed out, in monotonic milliseconds.
 #[derive(Debug, Default)]
 struct Truth {
@@ -280,6 +318,9 @@ impl Rng {
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Ask,
+    /// A secondary answers the service name with the normal TTL and the live color, as its
+    /// dnstap stream says (it lags, or a resolver asked it just before a prepare).
+    SecondaryAnswer,
     Prepare,
     Flip {
         now: bool,
@@ -299,7 +340,8 @@ enum Step {
 
 fn step(rng: &mut Rng) -> Step {
     match rng.below(100) {
-        0..=24 => Step::Ask,
+        0..=20 => Step::Ask,
+        21..=24 => Step::SecondaryAnswer,
         25..=31 => Step::Prepare,
         32..=41 => Step::Flip {
             now: rng.below(3) == 0,
@@ -459,6 +501,26 @@ async fn apply(world: &mut World, truth: &mut Truth, step: Step) -> StepOutcome 
             let resolver = 1 + (world.clock.mono_ms() % 3) as u8;
             let answer = ask(world.running(), resolver);
             note(truth, world, resolver, answer);
+            None
+        }
+        Step::SecondaryAnswer => {
+            if let Some(answer) = secondary_answer(world) {
+                note(truth, world, 20, answer);
+                // The service's task writes the later deadline (the disk write on a thread
+                // of its own); a restart within those milliseconds is not this step's.
+                let expiry = world.clock.mono_ms() + u64::from(answer.ttl) * 1000;
+                for round in 0..5000 {
+                    let (_, current) = world.running().switch.service("app").await.unwrap();
+                    let preparing = matches!(current.service.phase, Phase::Preparing { .. });
+                    if !preparing || current.deadline_mono.is_some_and(|d| d >= expiry) {
+                        break;
+                    }
+                    if round % 10 == 9 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
             None
         }
         Step::Prepare => command(world, Action::Prepare).await,

@@ -32,6 +32,8 @@ pub struct Context {
     pub fleet: Arc<Fleet>,
     /// `None` when the ledger is off.
     pub ledger: Option<Arc<Ledger>>,
+    /// The secondaries' dnstap streams; `None` when `[dnstap]` is off.
+    pub dnstap: Option<Arc<crate::dnstap::Collector>>,
     pub reloader: Arc<Reloader>,
     pub clock: Clock,
     /// Fires at shutdown: a client following a cutover is told before the socket closes.
@@ -99,7 +101,7 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
             all,
         } => stragglers::run(context, &service, limit, &classes, all)
             .await
-            .map(Response::Stragglers),
+            .map(|report| Response::Stragglers(Box::new(report))),
         Request::Reload { force } => {
             let reloaded = reload::run(context, force).await;
             match &reloaded {

@@ -1,9 +1,10 @@
 //! `stragglers`: the ledger's report on one service, as a reply.
 
 use super::{Context, unknown_service};
+use crate::clock::format_utc;
 use crate::protocol::{
     self, Error, ErrorKind, FlipRecord, FlipView, LedgerView, ResolverView, StragglerView,
-    StragglersReport, TimelinePoint,
+    StragglersReport, StreamView, TimelinePoint,
 };
 use crate::stragglers::{self as ledger, Entry, Listing, Report, ResolverClass, report};
 
@@ -52,6 +53,7 @@ pub async fn run(
     let (report, figures) = ledger
         .report(service, &listing)
         .ok_or_else(|| unknown_service(service))?;
+    let (streams, incomplete) = fleet_coverage(context, service, &report);
     Ok(StragglersReport {
         service: service.to_string(),
         flip: report.flip.map(|f| FlipView {
@@ -62,7 +64,9 @@ pub async fn run(
         }),
         drained_at_ms: report.drained_at_ms.map(|at| report.wall(at)),
         drained: report.drained,
-        complete: report.complete,
+        complete: incomplete.is_empty(),
+        incomplete,
+        streams,
         ledger_started_ms: report.ledger_started_ms,
         counts: counts(&report.counts),
         held_at_flip: report.held_at_flip,
@@ -70,7 +74,7 @@ pub async fn run(
         resolvers: report
             .resolvers
             .iter()
-            .map(|(class, entry)| resolver(&report, *class, entry))
+            .map(|(class, entry)| resolver(&report, ledger, *class, entry))
             .collect(),
         left_out: report.left_out,
         classes: classes.into_iter().map(class).collect(),
@@ -147,7 +151,12 @@ fn record(report: &Report, entry: &Entry) -> Option<FlipRecord> {
     })
 }
 
-fn resolver(report: &Report, resolver_class: ResolverClass, entry: &Entry) -> ResolverView {
+fn resolver(
+    report: &Report,
+    ledger: &ledger::Ledger,
+    resolver_class: ResolverClass,
+    entry: &Entry,
+) -> ResolverView {
     let wall = |ms| report.wall(ms);
     ResolverView {
         resolver: entry.key.resolver(),
@@ -170,5 +179,75 @@ fn resolver(report: &Report, resolver_class: ResolverClass, entry: &Entry) -> Re
             }),
         clamps: report::clamps(entry),
         record: record(report, entry),
+        via: ledger.source_names(entry.via),
+    }
+}
+
+/// The streams of the fleet, and every reason the report cannot have seen every resolver
+/// that holds the old color: the ledger started too late, or a secondary whose resolvers
+/// are invisible (it does not stream, or only since after the flip less a normal TTL).
+fn fleet_coverage(
+    context: &Context,
+    service: &str,
+    report: &Report,
+) -> (Vec<StreamView>, Vec<String>) {
+    let mut incomplete = Vec::new();
+    let snapshot = context.switch.records().load();
+    let ttl_ms = snapshot
+        .service(service)
+        .map_or(0, |v| u64::from(v.state.ttl) * 1000);
+    let needed = report.flip.map(|f| f.at_ms.saturating_sub(ttl_ms));
+    if let (Some(flip), false) = (&report.flip, report.complete) {
+        incomplete.push(format!(
+            "the ledger started at {}, less than a TTL before the flip at {}: resolvers that got {} before it are not counted",
+            format_utc(report.ledger_started_ms),
+            format_utc(report.wall(flip.at_ms)),
+            flip.from.unwrap_or(flip.to.other())
+        ));
+    }
+    let secondaries = &snapshot.catalog.config.secondaries;
+    let streams = crate::dnstap::streams(context.dnstap.as_deref(), secondaries);
+    for stream in streams.iter().filter(|s| s.secondary) {
+        match stream.since {
+            None if context.dnstap.is_none() => incomplete.push(format!(
+                "secondary {} does not stream: [dnstap] is off, so the resolvers that ask it are not seen",
+                stream.name
+            )),
+            None => incomplete.push(format!(
+                "secondary {} does not stream (no dnstap frames with identity {:?} on an open stream): the resolvers that ask it are not seen",
+                stream.name, stream.identity
+            )),
+            Some((since, mono)) if needed.is_some_and(|n| mono > n) => incomplete.push(format!(
+                "secondary {} streams only since {}, less than a TTL before the flip: resolvers that asked it before are not counted",
+                stream.name,
+                format_utc(since)
+            )),
+            Some(_) => {}
+        }
+    }
+    let views = streams
+        .into_iter()
+        .map(|s| StreamView {
+            name: s.name,
+            identity: s.identity,
+            secondary: s.secondary,
+            streaming: s.since.is_some(),
+            since_ms: s.since.map(|(wall, _)| wall),
+            frames: s.frames,
+            observed: s.observed,
+            dropped: s.dropped,
+            skipped: s.skipped,
+            errors: s.errors,
+            last_frame_ms: (s.last_frame_ms > 0).then_some(s.last_frame_ms),
+        })
+        .collect();
+    (views, incomplete)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_ledger_names_this_server_as_the_protocol_says() {
+        assert_eq!(crate::stragglers::THIS_SERVER, crate::protocol::VIA_PRIMARY);
     }
 }

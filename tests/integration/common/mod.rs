@@ -3,7 +3,9 @@
 //! `flipdns ctl`; kills it on drop.
 
 mod dig;
+pub mod dnstap;
 mod poll;
+pub mod resolvers;
 
 pub mod secondaries;
 mod server;

@@ -95,6 +95,8 @@ pub struct Secondary {
     pub kind: Kind,
     pub port: u16,
     pub primary: u16,
+    /// Where it streams what it answers (dnstap), and the identity it streams as.
+    dnstap: Option<(std::path::PathBuf, String)>,
     child: Option<Child>,
     dir: TempDir,
     log: Arc<Mutex<Vec<String>>>,
@@ -103,6 +105,18 @@ pub struct Secondary {
 impl Secondary {
     /// Starts `kind` on `port`, secondary of the primary on `primary`, with the test key.
     pub fn start(kind: Kind, port: u16, primary: u16) -> Secondary {
+        Secondary::start_streaming(kind, port, primary, None)
+    }
+
+    /// Like [`Secondary::start`], streaming its answers as dnstap to the Unix socket of
+    /// `dnstap` with the identity given there (its answers to any query, RD set or not:
+    /// BIND calls those with RD set client responses).
+    pub fn start_streaming(
+        kind: Kind,
+        port: u16,
+        primary: u16,
+        dnstap: Option<(&std::path::Path, &str)>,
+    ) -> Secondary {
         if Command::new(kind.program()).arg("-V").output().is_err()
             && Command::new(kind.program()).arg("-v").output().is_err()
         {
@@ -121,6 +135,7 @@ impl Secondary {
             kind,
             port,
             primary,
+            dnstap: dnstap.map(|(path, identity)| (path.to_path_buf(), identity.to_string())),
             child: None,
             dir,
             log: Arc::new(Mutex::new(Vec::new())),
@@ -152,6 +167,33 @@ impl Secondary {
                     "options {{\n  directory \"{dir}\";\n  pid-file \"{dir}/named.pid\";\n  lock-file \"{dir}/named.lock\";\n  session-keyfile \"{dir}/session.key\";\n  managed-keys-directory \"{dir}\";\n  bindkeys-file \"/dev/null\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  recursion no;\n  dnssec-validation no;\n  notify no;\n  serial-query-rate 1000;\n}};\ncontrols {{ }};\nlogging {{\n  channel xfr {{ stderr; severity debug 3; print-time yes; print-category yes; }};\n  channel std {{ stderr; severity info; print-time yes; print-category yes; }};\n  category default {{ std; }};\n  category xfer-in {{ xfr; }};\n  category notify {{ std; }};\n}};\nkey \"{KEY}\" {{\n  algorithm hmac-sha256;\n  secret \"{SECRET}\";\n}};\nzone \"svc.example.com\" {{\n  type secondary;\n  file \"svc.example.com.db\";\n  masterfile-format text;\n  primaries {{ 127.0.0.1 port {primary} key {KEY}; }};\n  allow-notify {{ key {KEY}; }};\n}};\n"
                 ),
             ),
+        };
+        let text = match (&self.dnstap, self.kind) {
+            (Some((socket, identity)), Kind::Knot) => text
+                .replacen(
+                    "template:\n",
+                    &format!("{}template:\n", dnstap_config(Kind::Knot, socket, identity)),
+                    1,
+                )
+                .replacen(
+                    "    storage: \"",
+                    "    global-module: mod-dnstap/tap\n    storage: \"",
+                    1,
+                ),
+            (Some((socket, identity)), _) => text + &dnstap_config(self.kind, socket, identity),
+            (None, _) => text,
+        };
+        let text = if let (Kind::Bind, Some((socket, identity))) = (self.kind, &self.dnstap) {
+            text.replacen(
+                "  serial-query-rate 1000;\n",
+                &format!(
+                    "  serial-query-rate 1000;\n  dnstap {{ auth response; client response; }};\n  dnstap-output unix \"{}\";\n  dnstap-identity \"{identity}\";\n  fstrm-set-flush-timeout 1;\n  fstrm-set-reopen-interval 1;\n",
+                    socket.display()
+                ),
+                1,
+            )
+        } else {
+            text
         };
         std::fs::write(self.dir.path().join(file), text).unwrap();
     }
@@ -249,6 +291,21 @@ impl Secondary {
     /// Its log so far (NSD writes it to stderr with -d, Knot and BIND to stderr).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// What NSD and Knot need added to their config to stream answers to `socket`; BIND's goes
+/// inside its options, above.
+fn dnstap_config(kind: Kind, socket: &std::path::Path, identity: &str) -> String {
+    let socket = socket.display();
+    match kind {
+        Kind::Nsd => format!(
+            "dnstap:\n  dnstap-enable: yes\n  dnstap-socket-path: \"{socket}\"\n  dnstap-send-identity: yes\n  dnstap-identity: \"{identity}\"\n  dnstap-log-auth-query-messages: no\n  dnstap-log-auth-response-messages: yes\n"
+        ),
+        Kind::Knot => format!(
+            "mod-dnstap:\n  - id: tap\n    sink: \"unix:{socket}\"\n    identity: \"{identity}\"\n    log-queries: off\n    log-responses: on\n"
+        ),
+        Kind::Bind => String::new(),
     }
 }
 
