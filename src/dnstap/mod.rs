@@ -121,7 +121,10 @@ impl std::fmt::Debug for Collector {
     }
 }
 
-/// A token bucket of frames, refilled at `[dnstap] frames_per_second`, a second deep.
+/// How large a burst above `[dnstap] frames_per_second` is taken: this long at that rate.
+pub const BURST: Duration = Duration::from_millis(100);
+
+/// A token bucket of frames, refilled at `[dnstap] frames_per_second`, [`BURST`] deep.
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
@@ -223,7 +226,7 @@ impl Collector {
             senders: Senders::new(config.senders),
             permits: Arc::new(Semaphore::new(config.connections)),
             rate: Mutex::new(Bucket {
-                tokens: config.frames_per_second as f64,
+                tokens: config.frames_per_second as f64 * BURST.as_secs_f64(),
                 at: Instant::now(),
             }),
             closed: Default::default(),
