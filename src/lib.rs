@@ -60,8 +60,13 @@
 //!    streams the changes from the snapshot's history (or the whole zone) -> the fleet asks
 //!    its SOA serial until it serves the change -> the cutover waiting on it goes on.
 //! 4. **Report**: observations (handed over in batches by each receive loop through
-//!    [`observed::answers::Intake`]) -> [`stragglers::Ledger`] -> classes -> `stragglers` and `status` on the admin socket,
-//!    `/metrics`; snapshot and counters -> `status`, `/metrics`.
+//!    [`observed::answers::Intake`]) -> [`stragglers::Ledger`] -> classes -> `stragglers`
+//!    and `status` on the admin socket, `/metrics`; snapshot and counters -> `status`,
+//!    `/metrics`.
+//! 5. **Fleet report**: a secondary's dnstap stream -> [`dnstap::Collector`] (Frame Streams,
+//!    protobuf, the response read like a query's) -> observations tagged with the secondary
+//!    -> [`stragglers::Ledger::observe`]; a normal-TTL answer while preparing -> the drain
+//!    input and [`cutover::Cutovers::answered_long`], which writes the later deadline.
 
 pub mod accept;
 pub mod admin;

@@ -11,7 +11,7 @@
 //!   FINISH), bounded;
 //! - [`message`]: the dnstap protobuf messages, declared with prost;
 //! - [`answer`]: a frame's response, read with the server's own parser, as an observation;
-//! - [`streams`]: who streams, since when, frames and drops per sender.
+//! - [`streams`](mod@streams): who streams, since when, frames and drops per sender.
 //!
 //! One task per stream; frames are decoded a read at a time and handed to the ledger in
 //! one go. Bad input (garbage, a wrong content type, an over-long frame, a half handshake,

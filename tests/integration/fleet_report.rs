@@ -96,6 +96,31 @@ fn resolvers_that_ask_only_the_secondaries_are_in_the_report() {
         ["nsd", "knot", "bind"].iter().all(|s| streaming(&r, s))
     });
     assert!(in_streams.is_some(), "{}", report(&server));
+    // How long from a secondary's answer to the report seeing it (the sender flushes its
+    // stream about once a second).
+    let first_answers = [
+        (&nsd, "127.0.0.26"),
+        (&knot, "127.0.0.27"),
+        (&bind, "127.0.0.28"),
+    ];
+    for (secondary, source) in first_answers {
+        let asked = std::time::Instant::now();
+        ask_from(secondary.port, source, "app.svc.example.com");
+        let seen = common::until(Duration::from_secs(10), || {
+            resolver(&report(&server), source).is_some()
+        });
+        assert!(
+            seen.is_some(),
+            "{} did not reach the report: {:#}",
+            secondary.kind.name(),
+            report(&server)
+        );
+        eprintln!(
+            "{}: answer to report in {} ms",
+            secondary.kind.name(),
+            asked.elapsed().as_millis()
+        );
+    }
     std::thread::sleep(Duration::from_secs(3)); // a TTL of history before the flip
 
     let net = 40 + std::process::id() % 150;
