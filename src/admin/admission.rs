@@ -3,8 +3,10 @@
 //! The socket holds at most `admin_clients` connections. When a new one arrives and every
 //! seat is taken, the seat of a connection that is not carrying out a change is given up
 //! for it, in this order: one that has said nothing (no request read, nothing waiting in
-//! its socket) before one that has; within that, one of the peer user holding the most
-//! seats; then the one idle longest. Its client is told in one line and the connection is
+//! its socket) before one that has; within that, one of the peer process holding the most
+//! seats, then of the peer user holding the most; then the one idle longest. So a flood
+//! from one process (a leaking agent) gives up its own seats first, even to a newcomer of
+//! the same user. Its client is told in one line and the connection is
 //! closed. So no number of connections that have not asked for a change (silent ones, a
 //! leaking monitoring agent, readers that never read) can stand between an operator and a
 //! flip or a rollback: only `admin_clients` changes in progress at once refuse another.
@@ -34,7 +36,9 @@ pub enum Doing {
 #[derive(Debug)]
 pub struct Seat {
     id: u64,
-    /// The peer's user (SO_PEERCRED uid): seats are given up by the user holding most.
+    /// The peer's process and user (SO_PEERCRED): seats are given up by the process, then
+    /// the user, holding most.
+    process: u32,
     user: u32,
     /// The connection's socket, to see whether a request is waiting in it.
     fd: RawFd,
@@ -107,9 +111,14 @@ impl Admission {
         self.seats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Seats the connection of `user` on socket `fd`, giving up another's seat when all
-    /// are taken; `Full` when every seat carries out a change.
-    pub fn admit(self: &Arc<Admission>, user: u32, fd: RawFd) -> Result<Ticket, Full> {
+    /// Seats the connection of `process` of `user` on socket `fd`, giving up another's seat
+    /// when all are taken; `Full` when every seat carries out a change.
+    pub fn admit(
+        self: &Arc<Admission>,
+        process: u32,
+        user: u32,
+        fd: RawFd,
+    ) -> Result<Ticket, Full> {
         let mut seats = self.seats();
         if seats.len() >= self.limit {
             let Some(victim) = victim(&seats) else {
@@ -120,6 +129,7 @@ impl Admission {
         }
         let seat = Arc::new(Seat {
             id: self.next_id.fetch_add(1, Relaxed),
+            process,
             user,
             fd,
             doing: AtomicU8::new(Doing::Nothing as u8),
@@ -149,7 +159,8 @@ impl Admission {
 
 /// The seat to give up, if any may be: see the module docs for the order.
 fn victim(seats: &[Arc<Seat>]) -> Option<usize> {
-    let held_by = |user: u32| seats.iter().filter(|s| s.user == user).count();
+    let by_process = |process: u32| seats.iter().filter(|s| s.process == process).count();
+    let by_user = |user: u32| seats.iter().filter(|s| s.user == user).count();
     seats
         .iter()
         .enumerate()
@@ -161,7 +172,8 @@ fn victim(seats: &[Arc<Seat>]) -> Option<usize> {
             } || s.doing() == Doing::Reading;
             (
                 said_something,
-                std::cmp::Reverse(held_by(s.user)),
+                std::cmp::Reverse(by_process(s.process)),
+                std::cmp::Reverse(by_user(s.user)),
                 s.active_ms.load(Relaxed),
             )
         })
@@ -192,19 +204,19 @@ mod tests {
             (0..5).map(|_| UnixStream::pair().unwrap()).collect();
         let fd = |i: usize| pairs[i].1.as_raw_fd();
         // A reader at work, a change at work, and a silent one of another user.
-        let reader = admission.admit(1000, fd(0)).unwrap();
+        let reader = admission.admit(1, 1000, fd(0)).unwrap();
         reader.seat.set(Doing::Reading, &admission);
-        let changer = admission.admit(1000, fd(1)).unwrap();
+        let changer = admission.admit(2, 1000, fd(1)).unwrap();
         changer.seat.set(Doing::Changing, &admission);
-        let silent = admission.admit(2000, fd(2)).unwrap();
+        let silent = admission.admit(3, 2000, fd(2)).unwrap();
         // A newcomer takes the silent one's seat.
-        let newcomer = admission.admit(1000, fd(3)).unwrap();
+        let newcomer = admission.admit(4, 1000, fd(3)).unwrap();
         assert!(silent.seat.evicted.is_cancelled());
         assert!(!reader.seat.evicted.is_cancelled());
         // The newcomer has written its request, not read yet: the reader goes before it.
         use std::io::Write;
         (&pairs[3].0).write_all(b"{\"cmd\":\"flip\"}\n").unwrap();
-        let _fifth = admission.admit(2000, fd(4)).unwrap();
+        let _fifth = admission.admit(5, 2000, fd(4)).unwrap();
         assert!(reader.seat.evicted.is_cancelled());
         assert!(!newcomer.seat.evicted.is_cancelled());
         assert!(
@@ -216,18 +228,38 @@ mod tests {
     }
 
     #[test]
+    fn a_flooding_process_gives_up_its_own_seats_first() {
+        let admission = Admission::new(3);
+        let pairs: Vec<(UnixStream, UnixStream)> =
+            (0..6).map(|_| UnixStream::pair().unwrap()).collect();
+        let fd = |i: usize| pairs[i].1.as_raw_fd();
+        let flood: Vec<Ticket> = (0..2)
+            .map(|i| admission.admit(7, 0, fd(i)).unwrap())
+            .collect();
+        // The operator's ctl, same user, not yet written its request.
+        let operator = admission.admit(8, 0, fd(2)).unwrap();
+        // The flood keeps reconnecting: its own seats go, the operator's stays.
+        let again: Vec<Ticket> = (3..6)
+            .map(|i| admission.admit(7, 0, fd(i)).unwrap())
+            .collect();
+        assert!(!operator.seat.evicted.is_cancelled());
+        assert!(flood.iter().all(|t| t.seat.evicted.is_cancelled()));
+        drop(again);
+    }
+
+    #[test]
     fn only_changes_in_progress_fill_the_house() {
         let admission = Admission::new(2);
         let pairs: Vec<(UnixStream, UnixStream)> =
             (0..3).map(|_| UnixStream::pair().unwrap()).collect();
         let tickets: Vec<Ticket> = (0..2)
             .map(|i| {
-                let t = admission.admit(0, pairs[i].1.as_raw_fd()).unwrap();
+                let t = admission.admit(1, 0, pairs[i].1.as_raw_fd()).unwrap();
                 t.seat.set(Doing::Changing, &admission);
                 t
             })
             .collect();
-        assert!(admission.admit(0, pairs[2].1.as_raw_fd()).is_err());
+        assert!(admission.admit(1, 0, pairs[2].1.as_raw_fd()).is_err());
         drop(tickets);
         assert!(admission.is_empty());
     }

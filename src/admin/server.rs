@@ -180,10 +180,12 @@ pub async fn serve(
         else {
             break;
         };
-        let user = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+        let (process, user) = stream.peer_cred().map_or((0, u32::MAX), |c| {
+            (c.pid().map_or(0, |p| p as u32), c.uid())
+        });
         let ticket = match limits.refuse(&stream) {
             Some(reason) => Err(reason),
-            None => admission.admit(user, stream.as_raw_fd()).map_err(|full| {
+            None => admission.admit(process, user, stream.as_raw_fd()).map_err(|full| {
                 Error::new(
                     ErrorKind::TooManyClients,
                     format!(

@@ -92,7 +92,7 @@ fn drained_is_never_claimed_without_proof_after_a_restart() {
         "still draining, about 300 s from the flip: {after}"
     );
     assert!(
-        after.contains("incomplete: the ledger started at "),
+        after.contains("INCOMPLETE: the ledger started at "),
         "the ledger says it cannot have seen everything: {after}"
     );
     let json: serde_json::Value =
