@@ -60,6 +60,10 @@ pub struct Exporter {
     pub switch: Arc<crate::switch::Switch>,
     /// The secondaries' dnstap streams; `None` when `[dnstap]` is off.
     pub dnstap: Option<Arc<crate::dnstap::Collector>>,
+    /// Audit entries not written (queue full or write failed).
+    pub audit_lost: Arc<std::sync::atomic::AtomicU64>,
+    /// Cutover events that could not be queued for the audit trail.
+    pub events_lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -139,6 +143,15 @@ impl Exporter {
             "flipdns_state_write_errors",
             "State file writes that failed: a change refused (nothing applied), or a compaction to retry.",
             [(vec![], counter(self.switch.write_errors().load(Relaxed)))],
+        )?;
+        family(
+            e,
+            "flipdns_audit_entries_lost",
+            "Audit trail entries not written: the writer fell behind or the file could not be written (each is also logged).",
+            [(
+                vec![],
+                counter(self.audit_lost.load(Relaxed) + self.events_lost.load(Relaxed)),
+            )],
         )?;
         family(
             e,

@@ -134,12 +134,30 @@ pub enum Request {
     },
 }
 
-/// One change asked of the server, as the audit trail keeps it.
+/// One event of the audit trail: a change asked (and what the reply said), or what a
+/// change did later on its own (flipped at its deadline, refused, settled, the fleet caught
+/// up). The events of one change share its `change` id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
-    /// When it was asked, Unix milliseconds.
+    /// When, Unix milliseconds.
     pub at_ms: u64,
-    /// Who asked: the uid of the admin connection's peer (SO_PEERCRED).
+    /// The change this event belongs to; absent for requests that change no service's
+    /// cutover (reload, log level) and in entries from before changes had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<u64>,
+    /// What happened: `asked` (a request, with the reply's outcome), `flipped`, `refused`,
+    /// `settled`, `fleet` (every secondary serves it, or the flip was done here only),
+    /// `drain_moved`; empty in entries from before events had names (read as `asked`).
+    #[serde(default)]
+    pub event: String,
+    /// The service, when the event is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Who asked for the change: `alice (uid 1000)`; for what the server did later on its
+    /// own, who asked for the change it belongs to.
+    #[serde(default)]
+    pub principal: String,
+    /// Who is on the admin connection (SO_PEERCRED) for `asked`; 0 for the server's own.
     pub uid: u32,
     /// That uid's user name, when the password database has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,12 +166,23 @@ pub struct AuditEntry {
     pub gid: u32,
     /// The peer's process (`flipdns ctl`, a release tool).
     pub pid: u32,
-    /// The request, as on the wire.
-    pub request: Request,
-    /// Done: the outcome (`scheduled`, `flipped`, `reloaded`, ...); refused: why.
+    /// The request, as on the wire, for `asked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
+    /// Done: the outcome (`scheduled`, `flipped`, `reloaded`, ...) or what happened;
+    /// refused: why.
     pub outcome: String,
     /// Whether it was carried out (a refusal is recorded too).
     pub ok: bool,
+}
+
+impl AuditEntry {
+    /// The service the entry is about, from its request for older entries.
+    pub fn service(&self) -> Option<&str> {
+        self.service
+            .as_deref()
+            .or_else(|| self.request.as_ref().and_then(Request::service))
+    }
 }
 
 fn yes() -> bool {

@@ -1,6 +1,7 @@
 //! The audit trail: every change asked on the admin socket (prepare, flip, rollback, cancel,
-//! reload, refused ones too), who asked it and what came of it, appended to a JSON-lines
-//! file and fsynced, one entry per line.
+//! reload, refused ones too), who asked it and what the reply said, and every later event
+//! of a change's life (flipped at its deadline, refused, settled, the fleet's outcome),
+//! linked by the change's id; appended to a JSON-lines file and fsynced, one entry a line.
 //!
 //! Entries are written by a thread of their own, after the reply has gone: a slow or failing
 //! disk delays no acknowledgement and changes no outcome (a failed or dropped entry is
@@ -71,13 +72,61 @@ impl AuditLog {
                 let Ok(entry) = serde_json::from_str::<AuditEntry>(&line) else {
                     continue;
                 };
-                if service.is_none_or(|s| entry.request.service() == Some(s)) {
+                if service.is_none_or(|s| entry.service() == Some(s)) {
                     entries.push(entry);
                 }
             }
         }
         let skip = entries.len().saturating_sub(limit);
         entries.split_off(skip)
+    }
+}
+
+/// Records the cutovers' lifecycle events (a flip at its deadline, a settle, the fleet
+/// catching up) until shutdown, each under the id and principal of its change; those
+/// queued by then are recorded too.
+pub async fn record_events(
+    mut events: tokio::sync::mpsc::Receiver<crate::cutover::Event>,
+    audit: std::sync::Arc<AuditLog>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => audit.record(entry(event)),
+                None => return Ok(()),
+            },
+            _ = shutdown.cancelled() => {
+                while let Ok(event) = events.try_recv() {
+                    audit.record(entry(event));
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A lifecycle event as the trail keeps it.
+fn entry(event: crate::cutover::Event) -> AuditEntry {
+    {
+        let (change, principal) = match event.change {
+            Some(c) => (Some(c.id), c.by),
+            None => (None, String::new()),
+        };
+        AuditEntry {
+            at_ms: event.at_ms,
+            change,
+            event: event.kind.as_str().into(),
+            service: Some(event.service),
+            principal,
+            uid: 0,
+            user: None,
+            gid: 0,
+            pid: 0,
+            request: None,
+            outcome: event.detail,
+            ok: event.kind != crate::cutover::EventKind::Refused,
+        }
     }
 }
 

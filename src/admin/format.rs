@@ -23,24 +23,34 @@ pub fn response(response: &Response) -> String {
     }
 }
 
-/// The audit trail, a line per change asked: when, who, what, what came of it.
+/// The audit trail, a line per event: when, which change of which service, who asked and
+/// what (with what the reply said), or what the change did later on its own.
 fn history(entries: &[AuditEntry]) -> String {
     if entries.is_empty() {
         return "no changes recorded\n".into();
     }
     let mut out = String::new();
     for e in entries {
-        let who = match &e.user {
-            Some(user) => format!("{user} (uid {})", e.uid),
-            None => format!("uid {}", e.uid),
-        };
-        let request = serde_json::to_string(&e.request).unwrap_or_default();
+        let change = e.change.map_or("-".into(), |id| format!("#{id}"));
+        let service = e.service().unwrap_or("-");
         let verdict = if e.ok { "done" } else { "refused" };
+        let what = match (&e.request, e.event.as_str()) {
+            (Some(request), _) => {
+                let who = match &e.user {
+                    Some(user) => format!("{user} (uid {})", e.uid),
+                    None => format!("uid {}", e.uid),
+                };
+                let request = serde_json::to_string(request).unwrap_or_default();
+                format!(
+                    "{who}, pid {}: asked {request} -> {verdict}: {}",
+                    e.pid, e.outcome
+                )
+            }
+            (None, event) => format!("{event} (asked by {}): {}", e.principal, e.outcome),
+        };
         out.push_str(&format!(
-            "{}  {who}, pid {}: {request} -> {verdict}: {}\n",
-            format_utc(e.at_ms),
-            e.pid,
-            e.outcome
+            "{}  {change}  {service}  {what}\n",
+            format_utc(e.at_ms)
         ));
     }
     out

@@ -11,13 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::rules::{self, Facts, Plan, Why};
 use super::tasks::{Cutovers, Events, Registry, Reply, needs_task};
-use super::{Action, Done, HealthGate, Outcome, Progress, Refusal, RefusalKind, Step};
+use super::{
+    Action, Done, Event, EventKind, HealthGate, Origin, Outcome, Progress, Refusal, RefusalKind,
+    Step,
+};
 use crate::clock::{Clock, format_utc};
 use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::fleet::Fleet;
 use crate::observed::{ColorHealth, FlipResult, Observed};
-use crate::state::{Phase, ServiceState, StateError};
+use crate::state::{ChangeRef, Phase, ServiceState, StateError};
 use crate::switch::{ChangeError, Current, Switch};
 
 /// Pause before retrying a deadline whose state write failed.
@@ -46,6 +49,11 @@ pub(super) struct Driver {
     notes: Vec<Box<dyn FnOnce() + Send + Sync>>,
     /// Rung when a secondary's long answer moved the drain (see `Cutovers::answered_long`).
     nudge: Arc<tokio::sync::Notify>,
+    /// Who asked for the command being carried out (none on a deadline's own steps).
+    origin: Option<Origin>,
+    /// Where lifecycle events go, and how many were dropped.
+    audit: mpsc::Sender<Event>,
+    audit_lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -74,12 +82,15 @@ impl Driver {
             next_id: 1,
             notes: Vec::new(),
             nudge,
+            origin: None,
+            audit: tasks.audit.clone(),
+            audit_lost: tasks.audit_lost.clone(),
         }
     }
 
     pub(super) async fn run(
         mut self,
-        mut commands: mpsc::Receiver<(Action, Reply)>,
+        mut commands: mpsc::Receiver<(Action, Origin, Reply)>,
         shutdown: CancellationToken,
     ) {
         // The steps are boxed: inline, the largest of them (a flip with its health checks)
@@ -116,8 +127,10 @@ impl Driver {
                 changed = fleet_news.changed() => if changed.is_err() { return },
                 _ = self.nudge.notified() => {}
                 command = commands.recv() => {
-                    let Some((action, reply)) = command else { return };
+                    let Some((action, origin, reply)) = command else { return };
+                    self.origin = Some(origin);
                     let _ = reply.send(Box::pin(self.act(action, &current)).await);
+                    self.origin = None;
                     self.log();
                 }
                 _ = self.sleep_until(wake) => {
@@ -135,7 +148,7 @@ impl Driver {
     /// Leaves the registry if no command is queued and nobody follows the progress; commands
     /// are queued under the registry's lock, so none can slip in between. The next command
     /// starts a new task.
-    fn retire(&self, commands: &mpsc::Receiver<(Action, Reply)>) -> bool {
+    fn retire(&self, commands: &mpsc::Receiver<(Action, Origin, Reply)>) -> bool {
         let mut running = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let followed = self.events.get().is_some_and(|e| e.receiver_count() > 0);
         if !commands.is_empty() || followed {
@@ -203,6 +216,14 @@ impl Driver {
                 format!("{old} drains at {}", format_utc(at))
             }
         };
+        self.record(
+            EventKind::FleetServes,
+            now.service
+                .change
+                .clone()
+                .or_else(|| current.service.change.clone()),
+            format!("every secondary serves serial {serial}: {until}"),
+        );
         self.later(move || tracing::info!(service = %name, serial, "every secondary serves the change: {until}"));
         Ok(Some(now))
     }
@@ -231,6 +252,11 @@ impl Driver {
         }
         let name = self.config.name.clone();
         let at = format_utc(drained_at_ms);
+        self.record(
+            EventKind::DrainMoved,
+            now.service.change.clone(),
+            format!("a secondary's normal-TTL answer: drained at {at}"),
+        );
         self.later(move || tracing::info!(service = %name, drained_at = %at, "a secondary's normal-TTL answer moves the drain"));
         Ok(Some(now))
     }
@@ -401,16 +427,12 @@ impl Driver {
                     self.fleet_since = None;
                     let refusal =
                         rules::fleet_refusal(&self.facts(current), to, serial, &behind, waited);
-                    return match self.refuse(refusal, current).await {
-                        Err(refusal) if refusal.is_write_failure() => Err(refusal),
-                        _ => Ok(()),
-                    };
+                    let refused = self.refuse(refusal, current).await;
+                    return self.recorded(refused, current);
                 }
                 self.fleet_since = None;
-                match self.flip(to, force, Why::Drained, current).await {
-                    Err(refusal) if refusal.is_write_failure() => Err(refusal),
-                    _ => Ok(()),
-                }
+                let flipped = self.flip(to, force, Why::Drained, current).await;
+                self.recorded(flipped, current)
             }
             Phase::Settling { until_ms, .. } => {
                 let until = current
@@ -420,6 +442,14 @@ impl Driver {
                     return Ok(()); // woken early: wait again
                 }
                 self.apply(|s| s.phase = Phase::Steady).await?;
+                self.record(
+                    EventKind::Settled,
+                    current.service.change.clone(),
+                    format!(
+                        "{} live, back to the normal TTL {} s",
+                        current.service.live, self.config.ttl
+                    ),
+                );
                 let (name, ttl) = (self.config.name.clone(), self.config.ttl);
                 self.later(
                     move || tracing::info!(service = %name, ttl, "settled: back to the normal TTL"),
@@ -427,6 +457,30 @@ impl Driver {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Records what a deadline's flip came to, and passes on a refusal to write (retried).
+    fn recorded(&self, result: Result<Done, Refusal>, current: &Current) -> Result<(), Refusal> {
+        match result {
+            Ok(done) => {
+                let from = done.from.unwrap_or(done.state.live.other());
+                let detail = format!(
+                    "{from} -> {} at the drain deadline, serial {}",
+                    done.state.live, done.serial
+                );
+                self.record(EventKind::Flipped, done.state.change.clone(), detail);
+                Ok(())
+            }
+            Err(refusal) => {
+                let change = current.service.change.clone();
+                self.record(EventKind::Refused, change, refusal.message.clone());
+                if refusal.is_write_failure() {
+                    Err(refusal)
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -524,6 +578,23 @@ impl Driver {
     /// Makes `change` through the switch. A refusal says "not done", or, when the failed
     /// write could not be undone, that the disk may hold the change.
     async fn apply(&self, change: impl FnOnce(&mut ServiceState)) -> Result<Current, Refusal> {
+        let origin = self.origin.clone();
+        let change = move |s: &mut ServiceState| {
+            let began = !matches!(s.phase, Phase::Preparing { .. });
+            change(s);
+            // A change lasts until the service is steady and the fleet serves it.
+            let steady = matches!(s.phase, Phase::Steady) && s.fleet.is_none();
+            s.change = match (steady, origin) {
+                (true, _) => None,
+                // A command that begins a cutover begins a change; one that joins a
+                // cutover in progress (a flip while preparing) is part of its change.
+                (false, Some(o)) if began || s.change.is_none() => Some(ChangeRef {
+                    id: o.change,
+                    by: o.by,
+                }),
+                (false, _) => s.change.take(),
+            };
+        };
         self.switch
             .apply(&self.config.name, change)
             .await
@@ -536,6 +607,21 @@ impl Driver {
                 ),
                 e => Refusal::new(RefusalKind::NotWritten, format!("not done: {e}")),
             })
+    }
+
+    /// Sends a lifecycle event of the service's change to the audit trail; never waits.
+    fn record(&self, kind: EventKind, change: Option<ChangeRef>, detail: String) {
+        let event = Event {
+            service: self.config.name.clone(),
+            change,
+            at_ms: self.clock.now_ms(),
+            kind,
+            detail,
+        };
+        if self.audit.try_send(event).is_err() {
+            self.audit_lost
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn emit(&self, step: Step) {

@@ -44,7 +44,7 @@ mod driver;
 pub mod rules;
 mod tasks;
 
-pub use tasks::{COMMAND_QUEUE, Cutovers};
+pub use tasks::{COMMAND_QUEUE, Cutovers, EVENT_QUEUE};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,7 +54,7 @@ use crate::color::Color;
 use crate::config::{HealthConfig, ServiceConfig};
 use crate::health;
 use crate::observed::ColorHealth;
-use crate::state::ServiceState;
+use crate::state::{ChangeRef, ServiceState};
 
 /// What an operator asks of a service's cutover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +126,54 @@ pub struct Done {
     pub cutover: Option<u64>,
     /// The health gate's results, when it ran.
     pub health: Option<ColorHealth>,
+}
+
+/// Who asked for a command, and the id its change takes in the audit trail if it begins
+/// one (a command that joins a cutover in progress takes that one's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub change: u64,
+    /// The principal, as the audit trail names it (`alice (uid 1000)`).
+    pub by: String,
+}
+
+/// Something a cutover did on its own, after the command that began it: at a deadline, or
+/// when the fleet caught up. The audit trail records each under the change's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub service: String,
+    pub change: Option<ChangeRef>,
+    pub at_ms: u64,
+    pub kind: EventKind,
+    /// In words: what, and the numbers (`blue -> green, serial 7`).
+    pub detail: String,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A scheduled flip happened at its drain deadline.
+    Flipped,
+    /// A scheduled flip was refused at its deadline (health, interval, secondaries).
+    Refused,
+    /// The settle ended: back to the normal TTL, the change is over.
+    Settled,
+    /// Every secondary serves the change.
+    FleetServes,
+    /// A secondary's normal-TTL answer moved the drain deadline.
+    DrainMoved,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Flipped => "flipped",
+            EventKind::Refused => "refused",
+            EventKind::Settled => "settled",
+            EventKind::FleetServes => "fleet",
+            EventKind::DrainMoved => "drain_moved",
+        }
+    }
 }
 
 /// Why a command was not carried out. The message names what overrides it, if anything,

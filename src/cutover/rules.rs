@@ -321,6 +321,7 @@ pub fn flipped(facts: &Facts, to: Color) -> ServiceState {
         expires_ms,
         expires_held,
         fleet: state.fleet,
+        change: state.change.clone(),
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::driver::Driver;
-use super::{Action, Done, HealthGate, Progress, Refusal, RefusalKind};
+use super::{Action, Done, HealthGate, Origin, Progress, Refusal, RefusalKind};
 use crate::clock::Clock;
 use crate::color::Color;
 use crate::config::{HealthConfig, ServiceConfig};
@@ -25,6 +25,8 @@ use crate::switch::Switch;
 pub const COMMAND_QUEUE: usize = 16;
 /// Progress events buffered per service for slow followers (they skip, never block).
 const EVENT_BUFFER: usize = 64;
+/// Lifecycle events queued for the audit trail before new ones are dropped (and counted).
+pub const EVENT_QUEUE: usize = 1024;
 /// Pause before a service whose cutover task panicked gets a new one: a bug that panics at
 /// once must not spin.
 pub const RESTART_AFTER_PANIC: Duration = Duration::from_secs(1);
@@ -41,6 +43,11 @@ pub struct Cutovers {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     pub(super) running: Registry,
+    /// Where the tasks' lifecycle events go (the audit trail takes them).
+    pub(super) audit: mpsc::Sender<super::Event>,
+    audit_out: Arc<std::sync::Mutex<Option<mpsc::Receiver<super::Event>>>>,
+    /// Events dropped because the queue was full.
+    pub(super) audit_lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The running tasks, shared with the tasks themselves so that an idle one can retire.
@@ -61,7 +68,7 @@ pub(super) struct Running {
 pub(super) struct Handle {
     /// Tells this task from a later one of the same service.
     pub(super) task: u64,
-    commands: mpsc::Sender<(Action, Reply)>,
+    commands: mpsc::Sender<(Action, Origin, Reply)>,
     events: Events,
     /// Wakes the task to hold a drain deadline the fleet's answers moved (see
     /// [`Cutovers::answered_long`]).
@@ -83,6 +90,7 @@ impl Cutovers {
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Cutovers {
+        let (audit, audit_out) = mpsc::channel(EVENT_QUEUE);
         let cutovers = Cutovers {
             switch,
             fleet,
@@ -91,6 +99,9 @@ impl Cutovers {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             running: Default::default(),
+            audit,
+            audit_out: Arc::new(std::sync::Mutex::new(Some(audit_out))),
+            audit_lost: Default::default(),
         };
         cutovers.sync();
         cutovers
@@ -211,11 +222,29 @@ impl Cutovers {
         }
     }
 
-    /// Runs `action` on `service` and returns what happened.
-    pub async fn command(&self, service: &str, action: Action) -> Result<Done, Refusal> {
+    /// The lifecycle events of every cutover (taken once, by the audit trail).
+    pub fn events(&self) -> Option<mpsc::Receiver<super::Event>> {
+        self.audit_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The count of lifecycle events dropped because the audit trail fell behind.
+    pub fn events_lost(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.audit_lost.clone()
+    }
+
+    /// Runs `action` on `service`, asked by `origin`, and returns what happened.
+    pub async fn command(
+        &self,
+        service: &str,
+        action: Action,
+        origin: Origin,
+    ) -> Result<Done, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.with_handle(service, |handle| {
-            handle.commands.try_send((action, reply)).map_err(|_| {
+            handle.commands.try_send((action, origin, reply)).map_err(|_| {
                 Refusal::new(
                     RefusalKind::Busy,
                     format!(

@@ -397,6 +397,16 @@ fn spawn_control_plane(
         core.fleet.clone(),
         core.clock.clone(),
     ));
+    let audit = Arc::new(crate::admin::audit::AuditLog::start(
+        core.server.audit_file.clone(),
+        core.limits.audit_file_size,
+    ));
+    if let Some(events) = core.cutovers.events() {
+        loops.spawn(
+            "the audit of cutover events",
+            crate::admin::audit::record_events(events, audit.clone(), shutdown.clone()),
+        );
+    }
     if let Some(listener) = metrics {
         let exporter = Exporter {
             counters: core.counters.clone(),
@@ -410,6 +420,8 @@ fn spawn_control_plane(
             started_ms: core.clock.now_ms(),
             switch: core.switch.clone(),
             dnstap: core.dnstap.clone(),
+            audit_lost: audit.lost.clone(),
+            events_lost: core.cutovers.events_lost(),
         };
         loops.spawn(
             "the metrics endpoint",
@@ -439,10 +451,7 @@ fn spawn_control_plane(
         clock: core.clock.clone(),
         shutdown: shutdown.clone(),
         write_timeout: limits.admin_request_timeout,
-        audit: Arc::new(crate::admin::audit::AuditLog::start(
-            core.server.audit_file.clone(),
-            core.limits.audit_file_size,
-        )),
+        audit,
     });
     let admin = Arc::new(admin);
     loops.spawn(

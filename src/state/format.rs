@@ -12,8 +12,15 @@ use super::store::StateError;
 use super::{FlipCount, Phase, ServiceState, State, ZoneState};
 use crate::color::Color;
 
-/// The snapshot version this build writes. Versions 1 and 2 are read and upgraded.
-pub const VERSION: u32 = 3;
+/// The snapshot and journal version this build writes. Versions 1 to 3 are read and
+/// upgraded (version 4 added a service's change in progress, which 3 did not have).
+pub const VERSION: u32 = 4;
+
+/// Whether this build reads journal lines of `version`: 3 had the shape of 4, less
+/// the fields 4 added (they default).
+pub(super) fn reads_journal(version: u32) -> bool {
+    matches!(version, 3 | VERSION)
+}
 
 /// A change: the services and zones it rewrites, whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +49,7 @@ pub(super) struct Entry {
     pub(super) delta: Delta,
 }
 
-/// The snapshot file of version 3.
+/// The snapshot file of versions 3 and 4.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileV3 {
@@ -122,6 +129,7 @@ pub(super) fn decode_snapshot(text: &str, path: &Path) -> Result<(State, u64), S
                         expires_ms: [0; 2],
                         expires_held: [None; 2],
                         fleet: None,
+                        change: None,
                     };
                     (name, state)
                 })
@@ -132,7 +140,7 @@ pub(super) fn decode_snapshot(text: &str, path: &Path) -> Result<(State, u64), S
             };
             Ok((state, 0))
         }
-        Some(3) => {
+        Some(3 | 4) => {
             let file: FileV3 = serde_json::from_str(text).map_err(corrupt)?;
             let state = State {
                 services: file.services,

@@ -74,6 +74,19 @@ pub struct ServiceState {
     /// prepare's drain is not proven and a flip's old color is not drained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetWait>,
+    /// The change in progress (from the command that began it until the service is steady
+    /// again), so that every event of its life, after restarts too, is audited under one id
+    /// with who asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeRef>,
+}
+
+/// A change asked for: its id in the audit trail, and who asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRef {
+    pub id: u64,
+    pub by: String,
 }
 
 /// Changes the secondaries must be seen to serve (see [`ServiceState::fleet`]).
@@ -108,6 +121,7 @@ impl ServiceState {
             expires_ms: [0; 2],
             expires_held: [None; 2],
             fleet: None,
+            change: None,
         }
     }
 

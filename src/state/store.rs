@@ -404,7 +404,7 @@ fn replay(segment: &Path, after: u64, state: &mut State) -> Result<(u64, usize),
             line: number,
             message: e.to_string(),
         })?;
-        if entry.version != VERSION {
+        if !format::reads_journal(entry.version) {
             return Err(StateError::UnknownVersion {
                 path: segment.to_path_buf(),
                 version: entry.version.into(),
@@ -468,6 +468,7 @@ mod tests {
                 },
                 ttl: 300,
                 expires_ms: [1_700_000_005_000, 0],
+                change: None,
                 expires_held: [None; 2],
                 fleet: Some(crate::state::FleetWait {
                     serial: 7,
@@ -512,8 +513,19 @@ mod tests {
         flip_to(Color::Green, 5).apply(&mut expected);
         assert_eq!(read_state(&path).unwrap(), Some(expected.clone()));
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\"version\": 3"), "{text}");
+        assert!(text.contains("\"version\": 4"), "{text}");
         assert!(text.contains("\"name\": \"preparing\""), "{text}");
+        // What the previous version wrote (3: no change ids) reads as the same state.
+        let journal = sibling(&path, ".journal");
+        let lines = fs::read_to_string(&journal).unwrap();
+        assert!(lines.contains("\"version\":4"), "{lines}");
+        fs::write(&path, text.replace("\"version\": 4", "\"version\": 3")).unwrap();
+        fs::write(&journal, lines.replace("\"version\":4", "\"version\":3")).unwrap();
+        assert_eq!(
+            read_state(&path).unwrap(),
+            Some(expected.clone()),
+            "version 3"
+        );
         assert!(!dir.path().join("run/state.json.tmp").exists());
         // A compaction folds the journal into the snapshot; the state stays the same.
         let seq = store.begin_compaction().unwrap();

@@ -32,7 +32,7 @@ use flipdns::catalog::Catalog;
 use flipdns::clock::{Clock, FakeTime};
 use flipdns::color::Color;
 use flipdns::config::{Config, HealthConfig, ServiceConfig};
-use flipdns::cutover::{Action, Cutovers, HealthGate, Outcome, RefusalKind};
+use flipdns::cutover::{Action, Cutovers, Event, HealthGate, Origin, Outcome, RefusalKind};
 use flipdns::dns::Handler;
 use flipdns::fleet::Fleet;
 use flipdns::observed::answers::Recorder;
@@ -110,6 +110,8 @@ struct Running {
     reloader: Reloader,
     handler: Handler,
     ledger: Arc<Ledger>,
+    /// The cutovers' lifecycle events, for the audit trail.
+    events: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Event>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -187,7 +189,9 @@ impl World {
             Arc::new(Counters::default()),
             self.clock.clone(),
         );
+        let events = cutovers.events().expect("taken once");
         self.running = Some(Running {
+            events: tokio::sync::Mutex::new(events),
             reloader: Reloader::new(switch.clone(), cutovers.clone(), fleet, self.clock.clone()),
             switch,
             cutovers,
@@ -483,12 +487,30 @@ async fn sequence(seed: u64) -> (usize, u32) {
 /// What a command step returned: `Ok(outcome)` or `Err(kind)`; `None` for other steps.
 type StepOutcome = Option<Result<Outcome, RefusalKind>>;
 
+/// Whether `step` may begin a new change: a command (a flip or rollback while settling
+/// begins one of its own), or a kill that a command in flight beat.
+fn steady_step_begins(step: Step) -> bool {
+    matches!(
+        step,
+        Step::Prepare | Step::Flip { .. } | Step::Rollback | Step::Kill9
+    )
+}
+
+/// A command's origin: a new change id each time.
+fn origin() -> Origin {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    Origin {
+        change: NEXT.fetch_add(1, Relaxed),
+        by: "model".into(),
+    }
+}
+
 async fn command(world: &World, action: Action) -> StepOutcome {
     Some(
         world
             .running()
             .cutovers
-            .command("app", action)
+            .command("app", action, origin())
             .await
             .map(|d| d.outcome)
             .map_err(|r| r.kind),
@@ -571,6 +593,7 @@ async fn apply(world: &mut World, truth: &mut Truth, step: Step) -> StepOutcome 
                                 now: false,
                                 force: false,
                             },
+                            origin(),
                         )
                         .await;
                 });
@@ -708,6 +731,26 @@ async fn check(
             );
         }
         *live = after.live;
+    }
+
+    // Every change is audited under one id from the command that began it until the service
+    // is steady again, restarts included; each thing it did on its own says which.
+    let steady = matches!(after.phase, Phase::Steady) && after.fleet.is_none();
+    assert_eq!(
+        after.change.is_none(),
+        steady,
+        "{context}: a change in progress has an id, a steady service none: {after:?}"
+    );
+    if let (Some(b), Some(a)) = (&before.change, &after.change)
+        && !steady_step_begins(step)
+    {
+        assert_eq!(b, a, "{context}: a change kept its id");
+    }
+    while let Ok(event) = running.events.lock().await.try_recv() {
+        assert!(
+            event.change.is_some(),
+            "{context}: a lifecycle event without its change: {event:?}"
+        );
     }
 
     // I2: "drained" only once every answer of the old color has expired.

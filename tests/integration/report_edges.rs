@@ -118,6 +118,10 @@ impl Server {
                     now: true,
                     force: true,
                 },
+                flipdns::cutover::Origin {
+                    change: 1,
+                    by: "test".into(),
+                },
             )
             .await
             .unwrap();

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{BIN, Server, Setup};
+use crate::common::{self, BIN, Server, Setup, short_service};
 
 const UNIT: &str = include_str!("../../contrib/systemd/flipdns.service");
 
@@ -418,4 +418,93 @@ fn a_privileged_port_refused_says_how_to_bind_it_without_root() {
         err.contains("cannot bind udp 127.0.0.1:53: Permission denied (os error 13); ports below 1024 need CAP_NET_BIND_SERVICE: run under the systemd unit in contrib/systemd (AmbientCapabilities), or `sudo setcap cap_net_bind_service=+ep $(command -v flipdns)`, rather than as root"),
         "{err}"
     );
+}
+
+/// Every event of a change is in the trail under one id with who asked for it: the flip
+/// asked, the flip at its deadline (after a kill -9 in between), the settle; and a flip
+/// refused at its deadline, then the cancel that ended that change.
+#[test]
+fn a_changes_whole_life_is_audited_under_one_id_across_kill_9() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let gated = format!(
+        "[[service]]\nname = \"gated\"\nblue = [\"192.0.2.20\"]\ngreen = [\"127.0.0.1\"]\nlive = \"blue\"\nttl = 2\ncutover_ttl = 1\nsettle = \"3s\"\n[service.health]\nkind = \"tcp\"\nport = {port}\ntimeout = \"300ms\"\n"
+    );
+    let server = Server::start_with(&Setup {
+        services: format!("{}{gated}", short_service("")),
+        ..Setup::default()
+    });
+    let scheduled = server.ctl_ok(&["flip", "app", "--to", "green", "--no-wait"]);
+    assert!(scheduled.contains("flip to green"), "{scheduled}");
+    let refused = server.ctl(&["flip", "gated", "--to", "green"]);
+    assert!(!refused.status.success(), "green's health port is closed");
+    let server = Server::start_in(server.kill9());
+
+    let history = |service: &str| -> Vec<serde_json::Value> {
+        let text = server.ctl_ok(&["history", service, "--json"]);
+        serde_json::from_str(&text).unwrap()
+    };
+    let events = |entries: &[serde_json::Value]| -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut settled = Vec::new();
+    common::until(Duration::from_secs(20), || {
+        settled = history("app");
+        settled.len() >= 3
+    })
+    .expect("the flip and the settle are recorded");
+    assert_eq!(
+        events(&settled),
+        ["asked", "flipped", "settled"],
+        "{settled:#?}"
+    );
+    let id = &settled[0]["change"];
+    assert!(id.as_u64().is_some(), "{settled:#?}");
+    let uid = unsafe { libc::getuid() };
+    for entry in &settled {
+        assert_eq!(&entry["change"], id, "one change: {settled:#?}");
+        let principal = entry["principal"].as_str().unwrap();
+        assert!(
+            principal.ends_with(&format!("(uid {uid})")) || principal == format!("uid {uid}"),
+            "{principal}"
+        );
+    }
+    assert!(
+        settled[1]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("blue -> green at the drain deadline"),
+        "{settled:#?}"
+    );
+
+    server.ctl_ok(&["cancel", "gated"]);
+    let mut gated = Vec::new();
+    common::until(Duration::from_secs(10), || {
+        gated = history("gated");
+        gated.len() >= 3
+    })
+    .expect("the refusal and the cancel are recorded");
+    assert_eq!(events(&gated), ["asked", "refused", "asked"], "{gated:#?}");
+    assert_eq!(gated[1]["ok"], false);
+    assert!(
+        gated[1]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("unhealthy 127.0.0.1"),
+        "{gated:#?}"
+    );
+    assert_eq!(gated[2]["request"]["cmd"], "cancel");
+    assert!(
+        gated.iter().all(|e| e["change"] == gated[0]["change"]),
+        "one change: {gated:#?}"
+    );
+    assert_ne!(gated[0]["change"], *id, "two changes, two ids");
+
+    let text = server.ctl_ok(&["history", "app"]);
+    assert!(text.contains("flipped (asked by "), "{text}");
+    assert!(text.contains(&format!("#{id}")), "{text}");
 }

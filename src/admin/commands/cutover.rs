@@ -51,10 +51,24 @@ pub async fn run<W: AsyncWrite + Unpin>(
     };
     // Subscribe before the command runs, so no progress of its cutover is missed.
     let events = context.cutovers.subscribe(&service);
-    let result = context.cutovers.command(&service, action).await;
+    // The change in progress, if any: what a cancel or a refusal is about.
+    let before = context.switch.service(&service).await;
+    let before = before.and_then(|(_, current)| current.service.change);
+    let origin = cutover::Origin {
+        change: context.new_change(),
+        by: peer.principal(),
+    };
+    let result = context.cutovers.command(&service, action, origin).await;
     match &result {
-        Ok(done) => context.audit(peer, &asked, outcome_name(&reply(done).outcome), true),
-        Err(refusal) => context.audit(peer, &asked, refusal.message.clone(), false),
+        Ok(done) => {
+            let change = done.state.change.as_ref().or(before.as_ref());
+            let outcome = outcome_name(&reply(done).outcome);
+            context.audit(peer, &asked, change.map(|c| c.id), outcome, true)
+        }
+        Err(refusal) => {
+            let change = before.as_ref().map(|c| c.id);
+            context.audit(peer, &asked, change, refusal.message.clone(), false)
+        }
     }
     match (result, events) {
         (Ok(done), Ok(events))
@@ -209,7 +223,22 @@ async fn flipped<W: AsyncWrite + Unpin>(
                 let behind: Vec<String> = outcome.behind.iter().map(ToString::to_string).collect();
                 if !behind.is_empty() && outcome.waited {
                     let (name, list) = (&done.service, behind.join("; "));
-                    tracing::warn!(service = %name, serial, "flipped here, but {} secondar{} behind: {list}", behind.len(), if behind.len() == 1 { "y is" } else { "ies are" });
+                    let are = if behind.len() == 1 { "y is" } else { "ies are" };
+                    let said = format!(
+                        "flipped here only: {} secondar{are} behind serial {serial} after the wait: {list}",
+                        behind.len()
+                    );
+                    tracing::warn!(service = %name, serial, "{said}");
+                    if let Some(change) = &done.state.change {
+                        context.audit_event(
+                            name,
+                            Some(change.id),
+                            change.by.clone(),
+                            "fleet",
+                            said,
+                            false,
+                        );
+                    }
                 }
                 cutover.fleet = Some(FleetConvergence {
                     serial,

@@ -54,18 +54,74 @@ pub struct Peer {
 }
 
 impl Context {
-    /// Records that `peer` asked `request`, and its outcome.
-    pub fn audit(&self, peer: &Peer, request: &Request, outcome: String, ok: bool) {
+    /// Records that `peer` asked `request` (as part of `change`, when it began or joined
+    /// one), and what the reply said.
+    pub fn audit(
+        &self,
+        peer: &Peer,
+        request: &Request,
+        change: Option<u64>,
+        outcome: String,
+        ok: bool,
+    ) {
         self.audit.record(AuditEntry {
             at_ms: self.clock.now_ms(),
+            change,
+            event: "asked".into(),
+            service: request.service().map(String::from),
+            principal: peer.principal(),
             uid: peer.uid,
             user: peer.user.clone(),
             gid: peer.gid,
             pid: peer.pid,
-            request: request.clone(),
+            request: Some(request.clone()),
             outcome,
             ok,
         });
+    }
+
+    /// Records `event` of `change` of `service`, which `principal` asked for: what the
+    /// server did on its own (or the fleet's outcome of a flip a client followed).
+    pub fn audit_event(
+        &self,
+        service: &str,
+        change: Option<u64>,
+        principal: String,
+        event: &str,
+        outcome: String,
+        ok: bool,
+    ) {
+        self.audit.record(AuditEntry {
+            at_ms: self.clock.now_ms(),
+            change,
+            event: event.into(),
+            service: Some(service.into()),
+            principal,
+            uid: 0,
+            user: None,
+            gid: 0,
+            pid: 0,
+            request: None,
+            outcome,
+            ok,
+        });
+    }
+
+    /// A new change id: Unix milliseconds and a counter, unique in this process and, by the
+    /// clock, across restarts.
+    pub fn new_change(&self) -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        self.clock.now_ms() * 1000 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000
+    }
+}
+
+impl Peer {
+    /// The principal as the audit trail names it: `alice (uid 1000)`.
+    pub fn principal(&self) -> String {
+        match &self.user {
+            Some(user) => format!("{user} (uid {})", self.uid),
+            None => format!("uid {}", self.uid),
+        }
     }
 }
 
@@ -105,16 +161,16 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
         Request::Reload { force } => {
             let reloaded = reload::run(context, force).await;
             match &reloaded {
-                Ok(_) => context.audit(peer, &request, "reloaded".into(), true),
-                Err(e) => context.audit(peer, &request, e.message.clone(), false),
+                Ok(_) => context.audit(peer, &request, None, "reloaded".into(), true),
+                Err(e) => context.audit(peer, &request, None, e.message.clone(), false),
             }
             reloaded.map(Response::Reloaded)
         }
         Request::LogLevel { ref filter } => {
             let set = crate::process::logging::set_filter(filter);
             match &set {
-                Ok(()) => context.audit(peer, &request, format!("log filter {filter}"), true),
-                Err(e) => context.audit(peer, &request, e.clone(), false),
+                Ok(()) => context.audit(peer, &request, None, format!("log filter {filter}"), true),
+                Err(e) => context.audit(peer, &request, None, e.clone(), false),
             }
             set.map(|()| Response::LogLevel(filter.clone()))
                 .map_err(|e| Error::new(ErrorKind::Invalid, e))
