@@ -365,6 +365,48 @@ fn a_flip_whose_secondary_never_confirms_is_refused_and_names_it() {
     let stdout = String::from_utf8_lossy(&forced.stdout);
     assert_eq!(forced.status.code(), Some(5), "{stdout}");
     assert!(stdout.contains("FLIPPED HERE ONLY"), "{stdout}");
+
+    // The trail has each event: the refusal at the deadline and the fleet's outcome too.
+    let mut trail = Vec::new();
+    common::until(Duration::from_secs(5), || {
+        let text = server.ctl_ok(&["history", "app", "--json"]);
+        trail = serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap();
+        trail.len() >= 5
+    });
+    let events: Vec<_> = trail
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["ok"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("asked", true),
+            ("refused", false),
+            ("asked", true),
+            ("flipped", true),
+            ("fleet", false)
+        ],
+        "{trail:#?}"
+    );
+    assert!(
+        trail[1]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("ns2 (127.0.0.1:"),
+        "the refusal names the secondary: {trail:#?}"
+    );
+    assert!(
+        trail[4]["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("flipped here only"),
+        "{trail:#?}"
+    );
+    // The forced flip joined the cutover the refusal left preparing: one change.
+    assert!(
+        trail.iter().all(|e| e["change"] == trail[0]["change"]),
+        "{trail:#?}"
+    );
 }
 
 #[test]
