@@ -507,10 +507,24 @@ impl Exporter {
         family(
             e,
             "flipdns_secondary_current",
-            "1 when a secondary serves our serial of the zone, else 0.",
-            rows.iter().map(|(names, link, serial)| {
-                let current = link.serves.is_some_and(|s| s.serial == *serial);
-                (labels(names), gauge(current as i64))
+            "1 when a secondary answers with our serial of the zone, else 0 (behind, or unreachable).",
+            rows.iter()
+                .map(|(names, link, serial)| (labels(names), gauge(link.current(*serial) as i64))),
+        )?;
+        family(
+            e,
+            "flipdns_secondary_reachable",
+            "1 while a secondary answers SOA queries; 0 once 3 in a row failed (within check_interval + 3.03 s of its last answer).",
+            rows.iter()
+                .map(|(names, link, _)| (labels(names), gauge(link.reachable() as i64))),
+        )?;
+        family(
+            e,
+            "flipdns_secondary_last_answer_timestamp_seconds",
+            "Unix time of a secondary's last SOA answer (absent until it answered).",
+            rows.iter().filter_map(|(names, link, _)| {
+                link.serves
+                    .map(|s| (labels(names), gauge((s.at_ms / 1000) as i64)))
             }),
         )?;
         family(

@@ -457,6 +457,16 @@ pub struct SecondaryZone {
     pub error_at_ms: Option<u64>,
     /// Failed NOTIFYs and SOA queries since start.
     pub errors: u64,
+    /// Whether it answers SOA queries: false once several in a row failed (see
+    /// `UNREACHABLE_AFTER`); what it `serves` is then what it last said.
+    #[serde(default = "yes")]
+    pub reachable: bool,
+    /// Since when it has not answered, while unreachable (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unreachable_since_ms: Option<u64>,
+    /// Whether it answers with our serial (or a later one): reachable and not behind.
+    #[serde(default)]
+    pub current: bool,
 }
 
 /// The last NOTIFY to a secondary.

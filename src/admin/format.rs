@@ -294,6 +294,18 @@ fn secondary(s: &SecondaryStatus) -> String {
     let mut out = format!("secondary {} ({}{key})\n", s.name, s.address);
     for z in &s.zones {
         let serves = match (z.serves, z.lag) {
+            _ if !z.reachable => format!(
+                "UNREACHABLE since {}; {}",
+                z.unreachable_since_ms.map_or("-".into(), format_utc),
+                match (z.serves, z.checked_at_ms) {
+                    (Some(serial), Some(at)) => format!(
+                        "last answered serial {serial} at {} (ours {})",
+                        format_utc(at),
+                        z.serial
+                    ),
+                    _ => format!("never answered (ours {})", z.serial),
+                }
+            ),
             (Some(serial), Some(0)) => format!("serves {serial} (current)"),
             (Some(serial), Some(lag)) => format!(
                 "serves {serial}, {lag} behind {}{}",

@@ -65,6 +65,43 @@ pub struct Link {
     /// Failed NOTIFYs and SOA queries so far.
     pub errors: u64,
     pub notifies: u64,
+    /// SOA queries failed in a row since its last answer, and when the first of them was.
+    pub failures: u32,
+    pub failing_since_ms: Option<u64>,
+}
+
+/// SOA queries that must fail in a row before a secondary is called unreachable: one lost
+/// datagram is not an outage. Its first failed query comes at most `check_interval` after
+/// its last answer, and the retries follow within `UNREACHABLE_AFTER` answer timeouts, so
+/// a secondary that stops answering is called unreachable within `check_interval` +
+/// [`UNREACHABLE_BOUND`].
+pub const UNREACHABLE_AFTER: u32 = 3;
+
+/// How long after the first failed SOA query a secondary is called unreachable, at most:
+/// each of the [`UNREACHABLE_AFTER`] queries waits up to the answer timeout (1 s), and the
+/// pauses between them are 10 and 20 ms (3.03 s).
+pub const UNREACHABLE_BOUND: std::time::Duration = std::time::Duration::from_millis(
+    worker::ASK_TIMEOUT.as_millis() as u64 * UNREACHABLE_AFTER as u64 + 30,
+);
+
+impl Link {
+    /// Whether it answers: fewer than [`UNREACHABLE_AFTER`] SOA queries failed in a row.
+    pub fn reachable(&self) -> bool {
+        self.failures < UNREACHABLE_AFTER
+    }
+
+    /// Since when it has not answered, while it is unreachable.
+    pub fn unreachable_since_ms(&self) -> Option<u64> {
+        self.failing_since_ms.filter(|_| !self.reachable())
+    }
+
+    /// Whether it answers, with `serial` (or a later one) of the zone.
+    pub fn current(&self, serial: u32) -> bool {
+        self.reachable()
+            && self
+                .serves
+                .is_some_and(|s| s.serial == serial || serial_after(s.serial, serial))
+    }
 }
 
 /// A zone transfer a secondary took from us.

@@ -22,8 +22,8 @@ use crate::state::serial_after;
 const FIRST_POLL: Duration = Duration::from_millis(10);
 /// Longest pause between SOA questions to a secondary that is behind.
 const MAX_POLL: Duration = Duration::from_secs(1);
-/// Time allowed for an answer to one SOA question.
-const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time allowed for an answer to one SOA question (see [`super::UNREACHABLE_BOUND`]).
+pub(super) const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where the worker stands with one zone.
 struct Work {
@@ -192,11 +192,13 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
     work.schedule_after_probe(current, result.is_ok(), secondary.fleet.check_interval);
     let mut caught_up = None;
     let mut failed = None;
+    let (mut lost, mut back) = (None, None);
     let mut changed = false;
     secondary.update(zone, |link| {
         let before = (
             link.serves.map(|s| s.serial),
             link.error.clone().map(|e| e.message),
+            link.reachable(),
         );
         match &result {
             Ok(serial) => {
@@ -209,6 +211,11 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
                     serial: *serial,
                     at_ms,
                 });
+                if !link.reachable() {
+                    back = link.failing_since_ms;
+                }
+                link.failures = 0;
+                link.failing_since_ms = None;
                 if current {
                     link.behind_since_ms = None;
                     link.error = None;
@@ -223,13 +230,19 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
                 }
                 link.errors += 1;
                 link.error = Some(LinkError { message, at_ms });
-                link.behind_since_ms.get_or_insert(at_ms);
+                // Being unreachable is not being behind: what it last served stands.
+                link.failing_since_ms.get_or_insert(at_ms);
+                link.failures = link.failures.saturating_add(1);
+                if link.failures == super::UNREACHABLE_AFTER {
+                    lost = link.failing_since_ms;
+                }
             }
         }
         changed = before
             != (
                 link.serves.map(|s| s.serial),
                 link.error.clone().map(|e| e.message),
+                link.reachable(),
             );
     });
     let name = &secondary.config.name;
@@ -238,6 +251,14 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
     }
     if let Some(message) = failed {
         tracing::warn!(secondary = %name, %zone, "{message}");
+    }
+    if let Some(since) = lost {
+        let since = crate::clock::format_utc(since);
+        tracing::warn!(secondary = %name, %zone, "unreachable: {} SOA queries in a row failed since {since}", super::UNREACHABLE_AFTER);
+    }
+    if let Some(since) = back {
+        let since = crate::clock::format_utc(since);
+        tracing::info!(secondary = %name, %zone, "reachable again (unreachable since {since})");
     }
     // Only real changes wake the cutovers watching.
     if changed {

@@ -863,3 +863,77 @@ fn a_flip_waiting_for_the_fleet_still_waits_after_kill_9_and_goes_on_when_it_is_
         .is_some()
     );
 }
+
+/// A secondary that stops answering is called unreachable within `check_interval` +
+/// `UNREACHABLE_BOUND` (3.03 s), not after one lost answer; it is then not current, even
+/// though the serial it last served is ours; when it answers again it is current again.
+#[test]
+fn a_hung_secondary_is_seen_unreachable_within_the_bound() {
+    let port = free_port();
+    let server = primary(
+        &[("nsd", port)],
+        &service(300, 5),
+        "[fleet]\ncheck_interval = \"1s\"\n",
+    );
+    let nsd = Secondary::start(Kind::Nsd, port, server.port);
+    assert!(
+        nsd.wait_serial(serial(&server), FOLLOW).is_some(),
+        "{}",
+        nsd.log()
+    );
+    let current = |server: &Server| server.ctl_ok(&["status"]).contains(" (current)");
+    assert!(common::until(Duration::from_secs(5), || current(&server)).is_some());
+    let metrics = |server: &Server| common::scrape(server, "/metrics");
+    let reachable = "flipdns_secondary_reachable{secondary=\"nsd\",zone=\"svc.example.com.\"}";
+    assert!(metrics(&server).contains(&format!("{reachable} 1")));
+
+    nsd.pause();
+    let stopped = Instant::now();
+    let seen = common::until(Duration::from_secs(15), || {
+        server.ctl_ok(&["status"]).contains("UNREACHABLE since")
+    })
+    .expect("the hung secondary is seen");
+    let bound = Duration::from_secs(1) + flipdns::fleet::UNREACHABLE_BOUND;
+    assert!(
+        seen <= bound + Duration::from_secs(2),
+        "seen after {seen:?}, bound {bound:?}"
+    );
+    // Three unanswered queries of 1 s each; the first may have been sent just before the
+    // pause, so at least two whole timeouts.
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "three unanswered queries, not one: seen after {seen:?}"
+    );
+    let status = server.ctl_ok(&["status"]);
+    assert!(
+        status.contains(&format!("last answered serial {}", serial(&server))),
+        "{status}"
+    );
+    assert!(!status.contains(" (current)"), "{status}");
+    let text = metrics(&server);
+    assert!(text.contains(&format!("{reachable} 0")), "{text}");
+    assert!(
+        text.contains("flipdns_secondary_current{secondary=\"nsd\",zone=\"svc.example.com.\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "flipdns_secondary_behind_seconds{secondary=\"nsd\",zone=\"svc.example.com.\"} 0"
+        ),
+        "unreachable is not behind: {text}"
+    );
+    assert!(
+        server
+            .log()
+            .contains("unreachable: 3 SOA queries in a row failed")
+    );
+
+    nsd.resume();
+    assert!(
+        common::until(Duration::from_secs(10), || current(&server)).is_some(),
+        "{}",
+        server.ctl_ok(&["status"])
+    );
+    assert!(metrics(&server).contains(&format!("{reachable} 1")));
+    assert!(server.log().contains("reachable again"));
+}

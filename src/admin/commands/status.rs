@@ -158,6 +158,9 @@ fn secondary(status: &fleet::SecondaryStatus) -> SecondaryStatus {
                     error: link.error.as_ref().map(|e| e.message.clone()),
                     error_at_ms: link.error.as_ref().map(|e| e.at_ms),
                     errors: link.errors,
+                    reachable: link.reachable(),
+                    unreachable_since_ms: link.unreachable_since_ms(),
+                    current: link.current(*serial),
                 },
             )
             .collect(),

@@ -255,6 +255,23 @@ impl Secondary {
         }
     }
 
+    /// Freezes it (SIGSTOP to its process group): it takes datagrams and answers none, as
+    /// a hung host would.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused secondary run again.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        let group = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on the process group this test started.
+        unsafe { libc::kill(-group, signal) };
+    }
+
     /// Starts it again in the same directory, on the same port.
     pub fn restart(&mut self) {
         self.stop();
