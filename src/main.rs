@@ -111,6 +111,13 @@ enum CtlCommand {
     Status {
         /// Only this service.
         service: Option<String>,
+        /// Show it again every --every until Ctrl-C (with SERVICE, its straggler report
+        /// too): the settle and the stragglers as they go. Rides out a server restart.
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch asks.
+        #[arg(long, default_value = "1s", value_parser = parse_every, requires = "watch")]
+        every: std::time::Duration,
     },
     /// Lower the TTL to cutover_ttl now and print when caches will have drained.
     Prepare {
@@ -238,7 +245,25 @@ fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) 
             }
         },
     };
-    flipdns::admin::ctl::run(&socket, json, request(command))
+    match command {
+        CtlCommand::Status {
+            service,
+            watch: true,
+            every,
+        } => flipdns::admin::ctl::watch(&socket, json, service, every),
+        command => flipdns::admin::ctl::run(&socket, json, request(command)),
+    }
+}
+
+/// `--every`: a duration as the config spells them (`500ms`, `2s`), 100 ms to 1 h.
+fn parse_every(text: &str) -> Result<std::time::Duration, String> {
+    let every = flipdns::config::parse_duration(text)?;
+    if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(3600))
+        .contains(&every)
+    {
+        return Err(format!("{text} is outside 100ms to 1h"));
+    }
+    Ok(every)
 }
 
 fn generate(what: Generate) -> Result<(), String> {
@@ -425,7 +450,7 @@ fn check(config: &Path) -> Result<(), String> {
 fn request(command: CtlCommand) -> Request {
     match command {
         CtlCommand::Version => Request::Version,
-        CtlCommand::Status { service } => Request::Status { service },
+        CtlCommand::Status { service, .. } => Request::Status { service },
         CtlCommand::Reload { force } => Request::Reload { force },
         CtlCommand::Stragglers {
             service,

@@ -313,6 +313,12 @@ pub enum ErrorKind {
     /// undone: the disk may hold it or not. The answers do not carry it; the server retries
     /// the undo every second, and `status` says the state is uncertain until it succeeds.
     Uncertain,
+    /// Said by `flipdns ctl --json`, never by a server: there is no server to talk to (the
+    /// socket is missing, refuses connections, or may not be opened).
+    NoServer,
+    /// Said by `flipdns ctl --json`, never by a server: the client itself failed (the
+    /// connection was lost, or a reply could not be read).
+    Client,
 }
 
 impl ErrorKind {
@@ -335,9 +341,15 @@ impl ErrorKind {
         ErrorKind::Uncertain,
     ];
 
-    /// The exit code of `flipdns ctl` for this kind: 10 and up, one per kind (0 is success,
-    /// 1 an error of the client itself, 2 a usage error, 3 no server to talk to).
+    /// The exit code of `flipdns ctl` for this kind: 10 and up, one per kind of the
+    /// server's; the client's own are 1 ([`ErrorKind::Client`]) and 3
+    /// ([`ErrorKind::NoServer`]) (0 is success, 2 a usage error).
     pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Client => return 1,
+            ErrorKind::NoServer => return 3,
+            _ => {}
+        }
         10 + ErrorKind::ALL
             .iter()
             .position(|&k| k == self)
@@ -362,6 +374,8 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::SecondariesBehind => "secondaries_behind",
             ErrorKind::Uncertain => "uncertain",
+            ErrorKind::NoServer => "no_server",
+            ErrorKind::Client => "client",
         }
     }
 }
@@ -532,6 +546,10 @@ pub struct ServiceStatus {
     /// A change not yet seen served by every secondary.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fleet: Option<FleetWaitStatus>,
+    /// While a pending flip, drained here, waits for secondaries to serve the short TTL:
+    /// when the wait runs out and the flip is refused (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fleet_wait_until_ms: Option<u64>,
 }
 
 /// A change of a service the secondaries have not all been seen to serve.
@@ -723,14 +741,28 @@ pub enum Step {
         seconds_left: u64,
         /// The TTL answers carry meanwhile.
         ttl: u32,
+        /// Whether this client joined a flip scheduled before (by an earlier request).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        joined: bool,
     },
-    /// The drain is over here, but these secondaries have not been seen serving the short
-    /// TTL: the flip waits for them (up to `[fleet] wait`).
+    /// Waiting for these secondaries: before the flip (the drain is over here, but they
+    /// have not been seen serving the short TTL: the flip is refused when the wait runs
+    /// out), or after it (`flipped`: they do not serve the flip yet; when the wait runs out
+    /// the reply says the flip is done here only).
     Secondaries {
-        /// The serial with the short TTL.
+        /// The serial waited for.
         serial: u32,
         /// The secondaries behind, and why.
         behind: Vec<String>,
+        /// When the wait runs out (Unix milliseconds).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<u64>,
+        /// Seconds until then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds_left: Option<u64>,
+        /// Whether the flip is done already.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        flipped: bool,
     },
     /// After the flip: a secondary serves it now.
     Secondary {
@@ -1087,11 +1119,16 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), ErrorKind::ALL.len(), "one exit code per kind");
         assert!(codes.iter().all(|&c| c >= 10));
-        for kind in ErrorKind::ALL {
+        for kind in ErrorKind::ALL
+            .into_iter()
+            .chain([ErrorKind::NoServer, ErrorKind::Client])
+        {
             assert_eq!(
                 serde_json::to_string(&kind).unwrap(),
                 format!("\"{}\"", kind.as_str())
             );
         }
+        assert_eq!(ErrorKind::NoServer.exit_code(), 3);
+        assert_eq!(ErrorKind::Client.exit_code(), 1);
     }
 }

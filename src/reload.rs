@@ -158,13 +158,27 @@ impl Reloader {
         for setting in &restart_needed {
             tracing::warn!("reload: {setting} changed; it takes effect at the next restart");
         }
+        // Counts, then a line per service: a log field is a number or a string, never a
+        // list (tracing has no list values), and a line per service is what a search for
+        // the service finds.
         tracing::info!(
-            added = ?changes.added,
-            removed = ?changes.removed,
-            changed = ?changes.changed,
+            added = changes.added.len(),
+            removed = changes.removed.len(),
+            changed = changes.changed.len(),
             "reloaded {}",
             path.display()
         );
+        for (how, services) in [
+            ("added", &changes.added),
+            ("removed", &changes.removed),
+            ("changed", &changes.changed),
+        ] {
+            for service in services {
+                // `extra (blue live, from the config)`: the name is the field.
+                let (name, detail) = service.split_once(' ').unwrap_or((service, ""));
+                tracing::info!(service = %name, "reload: {how} {detail}");
+            }
+        }
         Ok(ReloadReport {
             changes,
             restart_needed,

@@ -36,10 +36,16 @@ impl ClientError {
     /// The exit code of `flipdns ctl` for this error: the kind's code for a refusal, 3 when
     /// there is no server to talk to, 1 for anything else.
     pub fn exit_code(&self) -> u8 {
+        self.kind().exit_code()
+    }
+
+    /// The error's kind, as `--json` reports it: the server's for a refusal, else the
+    /// client's own (`no_server`, `client`).
+    pub fn kind(&self) -> protocol::ErrorKind {
         match self {
-            ClientError::Refused(error) => error.kind.exit_code(),
-            ClientError::Connect { .. } => 3,
-            _ => 1,
+            ClientError::Refused(error) => error.kind,
+            ClientError::Connect { .. } => protocol::ErrorKind::NoServer,
+            _ => protocol::ErrorKind::Client,
         }
     }
 }

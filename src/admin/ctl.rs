@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use super::client::{Client, ClientError};
 use super::format::{self, ProgressView};
 use crate::process::output::{complain, json_line, say};
-use crate::protocol::{Error, ErrorKind, Reply, Request, Response};
+use crate::protocol::{Error, Reply, Request, Response};
 
 /// Runs one `ctl` command: the reply on stdout (for a person, or JSON with `--json`),
 /// progress on stderr, and an exit code per kind of error (README, "Exit codes").
@@ -40,7 +40,7 @@ pub fn run(socket: &Path, json: bool, request: Request) -> ExitCode {
     let result = Client::connect(socket)
         .and_then(|mut client| client.call_with_progress(&request, |p| view.show(p)));
     match result {
-        Ok(response) => match print_reply(json, &response) {
+        Ok(response) => match print_reply(json, &response, &mut view) {
             // Done here, but not everywhere: scripts must not take it for a full success.
             Ok(()) if secondaries_behind(&response) => ExitCode::from(SECONDARIES_BEHIND),
             Ok(()) => ExitCode::SUCCESS,
@@ -53,7 +53,7 @@ pub fn run(socket: &Path, json: bool, request: Request) -> ExitCode {
                     let _ = say(&json_line(&Reply::Error(e.clone())));
                 }
                 (true, other) => {
-                    let e = Error::new(ErrorKind::Io, other.to_string());
+                    let e = Error::new(other.kind(), other.to_string());
                     let _ = say(&json_line(&Reply::Error(e)));
                 }
                 (false, ClientError::NoReply | ClientError::Io(_)) if following.is_some() => {
@@ -67,6 +67,79 @@ pub fn run(socket: &Path, json: bool, request: Request) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `ctl status --watch`: the status (and, for one service, its straggler report) again
+/// every `every`, until Ctrl-C. On a terminal the screen is redrawn; elsewhere each round is
+/// a block (a JSON line with `--json`). A server that stops answering is said so and
+/// asked again next round, so a restart can be watched through.
+pub fn watch(
+    socket: &Path,
+    json: bool,
+    service: Option<String>,
+    every: std::time::Duration,
+) -> ExitCode {
+    let terminal = std::io::stdout().is_terminal();
+    let mut client: Option<Client> = None;
+    loop {
+        let round = watch_round(socket, &mut client, service.as_deref());
+        let text = match (&round, json) {
+            (Ok((status, _)), true) => json_line(status),
+            (Ok((status, report)), false) => {
+                let mut text = format::response(status);
+                if let Some(report) = report {
+                    text.push('\n');
+                    text.push_str(&format::response(report));
+                }
+                text
+            }
+            (Err(e), true) => json_line(&Reply::Error(Error::new(e.kind(), e.to_string()))),
+            (Err(e), false) => format!("{e}; asking again in {} s\n", every.as_secs_f64()),
+        };
+        if round.is_err() {
+            client = None; // connect afresh next round
+        }
+        let header = if terminal && !json {
+            format!(
+                "\x1b[H\x1b[2J{}  every {} s, Ctrl-C stops\n\n",
+                crate::clock::format_utc(crate::clock::now_ms()),
+                every.as_secs_f64()
+            )
+        } else if json {
+            String::new()
+        } else {
+            format!("--- {}\n", crate::clock::format_utc(crate::clock::now_ms()))
+        };
+        if say(&format!("{header}{text}")).is_err() {
+            return ExitCode::FAILURE; // stdout went away
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// One round of a watch: the status, and the straggler report of `service`.
+fn watch_round(
+    socket: &Path,
+    client: &mut Option<Client>,
+    service: Option<&str>,
+) -> Result<(Response, Option<Response>), ClientError> {
+    let client = match client {
+        Some(client) => client,
+        None => client.insert(Client::connect(socket)?),
+    };
+    let status = client.call(&Request::Status {
+        service: service.map(String::from),
+    })?;
+    let report = match service {
+        Some(service) => Some(client.call(&Request::Stragglers {
+            service: service.into(),
+            limit: Some(10),
+            classes: Vec::new(),
+            all: false,
+        })?),
+        None => None,
+    };
+    Ok((status, report))
 }
 
 /// The message Ctrl-C prints while a cutover is followed, ready before the signal.
@@ -106,10 +179,13 @@ fn secondaries_behind(response: &Response) -> bool {
 }
 
 /// The reply on stdout: for a person, or with `--json` the reply's value (the `status`,
-/// `cutover`, ... object itself).
-fn print_reply(json: bool, response: &Response) -> std::io::Result<()> {
+/// `cutover`, ... object itself). When stdout and the progress share a terminal, the reply
+/// goes on with the story where the progress left it, repeating no line of it.
+fn print_reply(json: bool, response: &Response, view: &mut ProgressView) -> std::io::Result<()> {
     if !json {
-        return say(&format::response(response));
+        let text = format::response(response);
+        let one_screen = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        return say(&if one_screen { view.unseen(&text) } else { text });
     }
     say(&match response {
         Response::Version(v) => json_line(v),

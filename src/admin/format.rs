@@ -66,13 +66,25 @@ fn version(v: &Version) -> String {
     )
 }
 
-/// Shows cutover progress on stderr: a bar on a terminal, plain lines otherwise.
+/// Shows a cutover's progress on stderr as one ordered story: each step once, as it
+/// happens (scheduled or joined, the drain, the secondaries waited for, health, the flip,
+/// each secondary serving it). On a terminal, what the flip waits for is one line redrawn
+/// in place with the time left; elsewhere a plain line now and then.
 pub struct ProgressView {
     terminal: bool,
     /// Seconds to the drain when the wait began: the bar's full width.
     total: Option<u64>,
-    /// Seconds left at the last plain line, to print one every few seconds only.
+    /// A line redrawn in place is on the screen: it is ended before the next line.
+    open: bool,
+    /// Seconds left at the last plain drain line, to print one every few seconds only.
     last_plain: Option<u64>,
+    /// The secondaries behind at the last line about them (and whether after the flip),
+    /// to say it again only when it changes.
+    behind: Option<(bool, Vec<String>)>,
+    /// Every line printed, so that neither this story nor the reply after it repeats one.
+    printed: Vec<String>,
+    /// Whether the flip's schedule was told.
+    announced: bool,
 }
 
 impl Default for ProgressView {
@@ -80,7 +92,11 @@ impl Default for ProgressView {
         ProgressView {
             terminal: std::io::stderr().is_terminal(),
             total: None,
+            open: false,
             last_plain: None,
+            behind: None,
+            printed: Vec::new(),
+            announced: false,
         }
     }
 }
@@ -91,75 +107,159 @@ impl ProgressView {
     const BAR: usize = 30;
 
     pub fn show(&mut self, progress: &Progress) {
-        let mut err = std::io::stderr();
+        let name = &progress.service;
         match &progress.step {
             Step::Draining {
                 target,
                 drained_at_ms,
                 seconds_left,
                 ttl,
+                joined,
             } => {
+                if !self.announced {
+                    self.announced = true;
+                    let at = seconds_from_now(*drained_at_ms);
+                    self.line(match (*joined, *seconds_left) {
+                        (_, 0) => format!("{name}: flip to {target}: drained at {at}"),
+                        (true, _) => {
+                            format!("{name}: joining the flip to {target} scheduled before, for {at}")
+                        }
+                        (false, _) => {
+                            format!("{name}: flip to {target} scheduled for {at}; TTL {ttl} s now")
+                        }
+                    });
+                }
+                if *seconds_left == 0 && self.total.is_none() {
+                    return; // drained already: nothing to count down
+                }
                 let total = *self.total.get_or_insert((*seconds_left).max(1));
                 if self.terminal {
                     let done =
                         Self::BAR - (Self::BAR as u64 * seconds_left.min(&total) / total) as usize;
-                    let _ = write!(
-                        err,
-                        "\r{} -> {target} [{}{}] draining, {seconds_left} s left (TTL now {ttl} s)  ",
-                        progress.service,
+                    self.redraw(format!(
+                        "{name} -> {target} [{}{}] draining, {seconds_left} s left (TTL now {ttl} s)",
                         "#".repeat(done),
                         ".".repeat(Self::BAR - done)
-                    );
+                    ));
                 } else if self
                     .last_plain
                     .is_none_or(|last| last >= seconds_left + Self::PLAIN_EVERY)
                 {
                     self.last_plain = Some(*seconds_left);
-                    let _ = writeln!(
-                        err,
-                        "{}: waiting for caches to drain before the flip to {target}: {seconds_left} s left (drained at {})",
-                        progress.service,
+                    self.line(format!(
+                        "{name}: waiting for caches to drain before the flip to {target}: {seconds_left} s left (drained at {})",
                         format_utc(*drained_at_ms)
-                    );
+                    ));
                 }
             }
-            Step::Secondaries { serial, behind } => {
-                self.end_bar();
-                let _ = writeln!(
-                    err,
-                    "{}: waiting for {} secondar{} to serve serial {serial}: {}",
-                    progress.service,
-                    behind.len(),
-                    if behind.len() == 1 { "y" } else { "ies" },
-                    behind.join("; ")
-                );
+            Step::Secondaries {
+                serial,
+                behind,
+                until_ms,
+                seconds_left,
+                flipped,
+            } => {
+                let seen = (*flipped, behind.clone());
+                if self.behind.as_ref() != Some(&seen) {
+                    self.behind = Some(seen);
+                    self.line(waiting_for_secondaries(
+                        name, *serial, behind, *until_ms, *flipped,
+                    ));
+                }
+                if let (true, Some(left)) = (self.terminal, seconds_left) {
+                    let them = if behind.len() == 1 { "it" } else { "them" };
+                    self.redraw(if *flipped {
+                        format!("{name}: {left} s left for the secondaries (Ctrl-C stops waiting; the flip stands)")
+                    } else {
+                        format!("{name}: {left} s left for the secondaries, then the flip is refused (`--force` flips without {them})")
+                    });
+                }
             }
             Step::Secondary {
                 serial,
-                name,
+                name: secondary,
                 after_ms,
-            } => {
-                self.end_bar();
-                let _ = writeln!(
-                    err,
-                    "{}: secondary {name} serves serial {serial} ({after_ms} ms after the flip)",
-                    progress.service
-                );
+            } => self.line(format!(
+                "{name}: secondary {secondary} serves serial {serial} ({after_ms} ms after the flip)"
+            )),
+            Step::Health { health } => self.line(format!("{name}: {}", format_health(health))),
+            Step::Flipped { result } => {
+                for line in flipped(result).lines() {
+                    self.line(line.to_string());
+                }
             }
-            Step::Health { health } => {
-                self.end_bar();
-                let _ = writeln!(err, "{}: {}", progress.service, format_health(health));
-            }
-            Step::Flipped { .. } | Step::Refused { .. } | Step::Cancelled => self.end_bar(),
+            Step::Refused { .. } | Step::Cancelled => self.close(),
         }
     }
 
-    fn end_bar(&mut self) {
-        if self.terminal && self.total.is_some() {
+    /// The lines of `reply` not printed as progress: on one terminal, the story goes on
+    /// where the progress left it instead of telling it again.
+    pub fn unseen(&mut self, reply: &str) -> String {
+        self.close();
+        reply
+            .lines()
+            .filter(|line| !self.printed.iter().any(|p| p == line))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
+    /// Prints `text` as a line of its own, once.
+    fn line(&mut self, text: String) {
+        if self.printed.contains(&text) {
+            return;
+        }
+        self.close();
+        let _ = writeln!(std::io::stderr(), "{text}");
+        self.printed.push(text);
+    }
+
+    /// Draws `text` over the line redrawn in place (a terminal only).
+    fn redraw(&mut self, text: String) {
+        let _ = write!(std::io::stderr(), "\r{text}\x1b[K");
+        self.open = true;
+    }
+
+    fn close(&mut self) {
+        if self.open {
             let _ = writeln!(std::io::stderr());
-            self.total = None;
+            self.open = false;
         }
     }
+}
+
+/// `app: waiting for 1 secondary to serve serial 7 (the short TTL): ns2 (...) has not
+/// answered; the flip is refused at ... unless it does: `--force` flips without it`.
+fn waiting_for_secondaries(
+    name: &str,
+    serial: u32,
+    behind: &[String],
+    until_ms: Option<u64>,
+    flipped: bool,
+) -> String {
+    let (count, one) = (behind.len(), behind.len() == 1);
+    let (secondaries, it, does) = if one {
+        ("secondary", "it", "does")
+    } else {
+        ("secondaries", "them", "do")
+    };
+    let what = if flipped { "the flip" } else { "the short TTL" };
+    let then = match (until_ms, flipped) {
+        (None, _) => String::new(),
+        (Some(at), false) => format!(
+            "; the flip is refused at {} unless {} {does}: `--force` flips without {it}",
+            seconds_from_now(at),
+            if one { "it" } else { "they" }
+        ),
+        (Some(at), true) => format!(
+            "; at {} the flip stands here only (exit 5) unless {} {does}",
+            seconds_from_now(at),
+            if one { "it" } else { "they" }
+        ),
+    };
+    format!(
+        "{name}: waiting for {count} {secondaries} to serve serial {serial} ({what}): {}{then}",
+        behind.join("; ")
+    )
 }
 
 fn seconds_from_now(ms: u64) -> String {
@@ -228,9 +328,21 @@ fn service(s: &ServiceStatus) -> String {
         s.phase.drained_at_ms,
         s.phase.settle_until_ms,
     ) {
-        (PhaseName::Preparing, Some(target), Some(at), _) => {
+        (PhaseName::Preparing, Some(target), Some(at), _) if at > clock::now_ms() => {
             format!("preparing, flip to {target} at {}", seconds_from_now(at))
         }
+        (PhaseName::Preparing, Some(target), Some(at), _) => match s.fleet_wait_until_ms {
+            Some(until) => format!(
+                "preparing, drained at {}; the flip to {target} waits for the secondaries below until {}, then is refused (`flipdns ctl flip {} --to {target} --force` goes without them)",
+                seconds_from_now(at),
+                seconds_from_now(until),
+                s.name
+            ),
+            None => format!(
+                "preparing, drained at {}; the flip to {target} is due and being carried out",
+                seconds_from_now(at)
+            ),
+        },
         (PhaseName::Preparing, None, Some(at), _) => format!(
             "preparing since {}, no flip pending (drained at {}); the TTL stays {} s until a flip or `flipdns ctl cancel {}`",
             s.phase.since_ms.map_or("-".into(), format_utc),
@@ -238,9 +350,12 @@ fn service(s: &ServiceStatus) -> String {
             s.cutover_ttl,
             s.name
         ),
-        (PhaseName::Settling, _, _, Some(until)) => {
-            format!("settling until {}", seconds_from_now(until))
-        }
+        (PhaseName::Settling, _, _, Some(until)) => format!(
+            "settling until {}, then TTL {} s; until then `flipdns ctl rollback {}` is instant (no drain)",
+            seconds_from_now(until),
+            s.normal_ttl,
+            s.name
+        ),
         (name, ..) => phase_name(name).to_string(),
     };
     out.push_str(&format!("  phase {phase}\n"));
@@ -349,10 +464,12 @@ fn secondary(s: &SecondaryStatus) -> String {
     out
 }
 
-/// Human-readable reply to prepare, flip, rollback and cancel.
+/// Human-readable reply to prepare, flip, rollback and cancel: what happened, in the
+/// order it happened (the health gate, the flip, each secondary serving it).
 pub fn cutover(c: &Cutover) -> String {
     let name = &c.service;
     let mut out = match c.outcome {
+        Outcome::Flipped => flipped(c),
         Outcome::Prepared => format!(
             "{name}: preparing: TTL {} s now; drained at {}\n",
             c.ttl,
@@ -369,15 +486,6 @@ pub fn cutover(c: &Cutover) -> String {
             c.phase.drained_at_ms.map_or("-".into(), seconds_from_now),
             c.ttl
         ),
-        Outcome::Flipped => format!(
-            "{name}: {} -> {} (flip {}, serial {}); TTL {} s until {}\n",
-            c.from.map_or("-".into(), |f| f.to_string()),
-            c.live,
-            c.flips,
-            c.serial,
-            c.ttl,
-            c.phase.settle_until_ms.map_or("-".into(), format_utc)
-        ),
         Outcome::AlreadyLive => format!(
             "{name}: already {}, nothing changed ({} flips so far)\n",
             c.live, c.flips
@@ -392,7 +500,7 @@ pub fn cutover(c: &Cutover) -> String {
             c.live
         ),
     };
-    if let Some(health) = &c.health {
+    if let (Some(health), false) = (&c.health, c.outcome == Outcome::Flipped) {
         out.push_str(&format!("{name}: {}\n", format_health(health)));
     }
     if let Some(fleet) = &c.fleet {
@@ -421,6 +529,32 @@ pub fn cutover(c: &Cutover) -> String {
             ));
         }
     }
+    out
+}
+
+/// A flip: the health gate's result that let it through, then the flip, and until when
+/// a rollback is instant.
+fn flipped(c: &Cutover) -> String {
+    let name = &c.service;
+    let mut out = String::new();
+    if let Some(health) = &c.health {
+        out.push_str(&format!("{name}: {}\n", format_health(health)));
+    }
+    out.push_str(&format!(
+        "{name}: {} -> {} (flip {}, serial {}); TTL {} s until {}",
+        c.from.map_or("-".into(), |f| f.to_string()),
+        c.live,
+        c.flips,
+        c.serial,
+        c.ttl,
+        c.phase.settle_until_ms.map_or("-".into(), format_utc)
+    ));
+    if c.phase.settle_until_ms.is_some() {
+        out.push_str(&format!(
+            "; until then `flipdns ctl rollback {name}` is instant (no drain)"
+        ));
+    }
+    out.push('\n');
     out
 }
 

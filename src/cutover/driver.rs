@@ -4,13 +4,14 @@
 //! switch, timers, events. The registry that starts and retires tasks is [`super::tasks`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::rules::{self, Facts, Plan, Why};
-use super::tasks::{Cutovers, Events, Registry, Reply, needs_task};
+use super::tasks::{Cutovers, Registry, Reply, Shared, needs_task};
 use super::{
     Action, Done, Event, EventKind, HealthGate, Origin, Outcome, Progress, Refusal, RefusalKind,
     Step,
@@ -40,15 +41,14 @@ pub(super) struct Driver {
     task: u64,
     /// Since when (monotonic) a drained flip waits for secondaries to confirm the short TTL.
     fleet_since: Option<u64>,
-    events: Events,
+    /// Shared with the admin side: progress events, the nudge, the fleet wait's end.
+    shared: Arc<Shared>,
     /// Id of the pending flip, for progress events.
     pending: Option<u64>,
     next_id: u64,
     /// Log lines of the step in progress, written once its reply has gone: nothing is
     /// logged between a change and its reply.
     notes: Vec<Box<dyn FnOnce() + Send + Sync>>,
-    /// Rung when a secondary's long answer moved the drain (see `Cutovers::answered_long`).
-    nudge: Arc<tokio::sync::Notify>,
     /// Who asked for the command being carried out (none on a deadline's own steps).
     origin: Option<Origin>,
     /// Where lifecycle events go, and how many were dropped.
@@ -64,8 +64,7 @@ impl Driver {
         config: &ServiceConfig,
         observed: Arc<Observed>,
         task: u64,
-        events: Events,
-        nudge: Arc<tokio::sync::Notify>,
+        shared: Arc<Shared>,
     ) -> Driver {
         Driver {
             config: config.clone(),
@@ -77,11 +76,10 @@ impl Driver {
             registry: tasks.running.clone(),
             task,
             fleet_since: None,
-            events,
+            shared,
             pending: None,
             next_id: 1,
             notes: Vec::new(),
-            nudge,
             origin: None,
             audit: tasks.audit.clone(),
             audit_lost: tasks.audit_lost.clone(),
@@ -125,7 +123,7 @@ impl Driver {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = fleet_news.changed() => if changed.is_err() { return },
-                _ = self.nudge.notified() => {}
+                _ = self.shared.nudge.notified() => {}
                 command = commands.recv() => {
                     let Some((action, origin, reply)) = command else { return };
                     self.origin = Some(origin);
@@ -150,7 +148,11 @@ impl Driver {
     /// starts a new task.
     fn retire(&self, commands: &mpsc::Receiver<(Action, Origin, Reply)>) -> bool {
         let mut running = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        let followed = self.events.get().is_some_and(|e| e.receiver_count() > 0);
+        let followed = self
+            .shared
+            .events
+            .get()
+            .is_some_and(|e| e.receiver_count() > 0);
         if !commands.is_empty() || followed {
             return false;
         }
@@ -204,7 +206,7 @@ impl Driver {
         }
         let next = rules::fleet_confirmed(&self.facts(current), wait);
         let now = self.apply(|s| *s = next).await?;
-        self.fleet_since = None; // the wait is over: the flip goes at the moved deadline
+        self.end_fleet_wait(); // the wait is over: the flip goes at the moved deadline
         let (name, serial) = (self.config.name.clone(), wait.serial);
         let until = match (wait.prepare_ttl, now.service.phase) {
             (Some(_), Phase::Preparing { drained_at_ms, .. }) => {
@@ -409,28 +411,27 @@ impl Driver {
                 }
                 if let Some((serial, behind)) = self.unconfirmed(current, force) {
                     let now = self.clock.mono_ms();
-                    let since = match self.fleet_since {
-                        Some(since) => since,
-                        None => {
-                            self.emit(Step::Secondaries {
-                                serial,
-                                behind: behind.clone(),
-                            });
-                            self.fleet_since = Some(now);
-                            now
-                        }
-                    };
+                    let since = *self.fleet_since.get_or_insert(now);
                     let waited = Duration::from_millis(self.fleet_wait_ms());
-                    if now < since + waited.as_millis() as u64 {
+                    let until = since + waited.as_millis() as u64;
+                    if now < until {
+                        // Woken at the start of the wait, or by the fleet: who is behind now.
+                        let until_ms = self.clock.now_ms() + (until - now);
+                        self.shared.fleet_wait_until_ms.store(until_ms, Relaxed);
+                        self.emit(Step::Secondaries {
+                            serial,
+                            behind,
+                            until_ms,
+                        });
                         return Ok(()); // woken again by the fleet, or when the wait runs out
                     }
-                    self.fleet_since = None;
+                    self.end_fleet_wait();
                     let refusal =
                         rules::fleet_refusal(&self.facts(current), to, serial, &behind, waited);
                     let refused = self.refuse(refusal, current).await;
                     return self.recorded(refused, current);
                 }
-                self.fleet_since = None;
+                self.end_fleet_wait();
                 let flipped = self.flip(to, force, Why::Drained, current).await;
                 self.recorded(flipped, current)
             }
@@ -524,9 +525,9 @@ impl Driver {
             Phase::Settling { until_ms, .. } => format_utc(until_ms),
             _ => "-".into(),
         };
-        let (flips, serial) = (after.service.flips, after.serial);
+        let (flips, serial) = (after.service.flips.0, after.serial);
         let logged = name.clone();
-        self.later(move || tracing::info!(service = %logged, %from, %to, %flips, serial, %settle_until, "flipped"));
+        self.later(move || tracing::info!(service = %logged, %from, %to, flips, serial, %settle_until, "flipped"));
         let mut done = self.done(Outcome::Flipped, &after, health);
         done.from = Some(from);
         done.cutover = self.pending;
@@ -560,7 +561,7 @@ impl Driver {
     }
 
     async fn cancel(&mut self, current: &Current) -> Result<Done, Refusal> {
-        self.fleet_since = None;
+        self.end_fleet_wait();
         let now = self.apply(|s| s.phase = Phase::Steady).await?;
         if let Some(target) = current.service.pending() {
             self.observed.flipped(FlipResult::Cancelled);
@@ -609,6 +610,12 @@ impl Driver {
             })
     }
 
+    /// The wait for the secondaries is over (or never began).
+    fn end_fleet_wait(&mut self) {
+        self.fleet_since = None;
+        self.shared.fleet_wait_until_ms.store(0, Relaxed);
+    }
+
     /// Sends a lifecycle event of the service's change to the audit trail; never waits.
     fn record(&self, kind: EventKind, change: Option<ChangeRef>, detail: String) {
         let event = Event {
@@ -619,13 +626,12 @@ impl Driver {
             detail,
         };
         if self.audit.try_send(event).is_err() {
-            self.audit_lost
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.audit_lost.fetch_add(1, Relaxed);
         }
     }
 
     fn emit(&self, step: Step) {
-        if let (Some(cutover), Some(events)) = (self.pending, self.events.get()) {
+        if let (Some(cutover), Some(events)) = (self.pending, self.shared.events.get()) {
             let _ = events.send(Progress {
                 service: self.config.name.clone(),
                 cutover,

@@ -243,8 +243,13 @@ pub enum Step {
         drained_at_ms: u64,
         ttl: u32,
     },
-    /// The drain is over here; waiting for these secondaries to serve the short TTL.
-    Secondaries { serial: u32, behind: Vec<String> },
+    /// The drain is over here; waiting for these secondaries to serve the short TTL, until
+    /// `until_ms` (Unix ms), when the flip is refused.
+    Secondaries {
+        serial: u32,
+        behind: Vec<String>,
+        until_ms: u64,
+    },
     /// The health gate ran.
     Health(ColorHealth),
     /// The flip is done.

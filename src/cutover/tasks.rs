@@ -69,16 +69,23 @@ pub(super) struct Handle {
     /// Tells this task from a later one of the same service.
     pub(super) task: u64,
     commands: mpsc::Sender<(Action, Origin, Reply)>,
-    events: Events,
-    /// Wakes the task to hold a drain deadline the fleet's answers moved (see
-    /// [`Cutovers::answered_long`]).
-    nudge: Arc<tokio::sync::Notify>,
+    shared: Arc<Shared>,
 }
 
-/// A service's progress events, shared by its task and its followers. The channel is made
-/// by the first follower: its buffer ([`EVENT_BUFFER`] events, about 6 KB) is the largest
-/// part of a service's cost, and most services are never followed.
-pub(super) type Events = Arc<std::sync::OnceLock<broadcast::Sender<Progress>>>;
+/// What a service's task shares with the admin side.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Progress events, for followers. The channel is made by the first follower: its
+    /// buffer ([`EVENT_BUFFER`] events, about 6 KB) is the largest part of a service's
+    /// cost, and most services are never followed.
+    pub(super) events: std::sync::OnceLock<broadcast::Sender<Progress>>,
+    /// Wakes the task to hold a drain deadline the fleet's answers moved (see
+    /// [`Cutovers::answered_long`]).
+    pub(super) nudge: tokio::sync::Notify,
+    /// While a pending flip waits for the secondaries after its drain: when the wait runs
+    /// out and the flip is refused (Unix ms); 0 otherwise.
+    pub(super) fleet_wait_until_ms: std::sync::atomic::AtomicU64,
+}
 
 impl Cutovers {
     /// Starts one task per service (and its background health checks) on `tracker`.
@@ -167,9 +174,8 @@ impl Cutovers {
         running.tasks_started += 1;
         let task = running.tasks_started;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
-        let events = Events::default();
-        let nudge = Arc::new(tokio::sync::Notify::new());
-        let driver = Driver::new(self, config, observed, task, events.clone(), nudge.clone());
+        let shared = Arc::new(Shared::default());
+        let driver = Driver::new(self, config, observed, task, shared.clone());
         // Supervised: a task that panics is replaced by one that starts again from the
         // state file, as after a restart, so a deadline or a pending flip is not lost.
         let driver = tokio::spawn(driver.run(receiver, self.shutdown.clone()));
@@ -186,8 +192,7 @@ impl Cutovers {
             Handle {
                 task,
                 commands,
-                events,
-                nudge,
+                shared,
             },
         );
         true
@@ -274,7 +279,19 @@ impl Cutovers {
     /// expires after the drain deadline it is preparing for: the service's task (started if
     /// it has none) writes the later deadline at once, so that a restart keeps it (I1).
     pub fn answered_long(&self, service: &str) {
-        let _ = self.with_handle(service, |handle| handle.nudge.notify_one());
+        let _ = self.with_handle(service, |handle| handle.shared.nudge.notify_one());
+    }
+
+    /// While `service`'s pending flip waits for the secondaries after its drain: when the
+    /// wait runs out and the flip is refused (Unix ms). No task is started to answer.
+    pub fn fleet_wait_until_ms(&self, service: &str) -> Option<u64> {
+        let running = self.running();
+        let handle = running.drivers.get(service)?;
+        let until = handle
+            .shared
+            .fleet_wait_until_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (until > 0).then_some(until)
     }
 
     /// Progress events of `service`'s cutovers from now on. Subscribe before sending the
@@ -282,6 +299,7 @@ impl Cutovers {
     pub fn subscribe(&self, service: &str) -> Result<broadcast::Receiver<Progress>, Refusal> {
         self.with_handle(service, |handle| {
             handle
+                .shared
                 .events
                 .get_or_init(|| broadcast::channel(EVENT_BUFFER).0)
                 .subscribe()

@@ -162,6 +162,77 @@ fn a_missing_server_is_exit_code_3() {
     );
 }
 
+/// With `--json`, a missing server is the kind `no_server` (exit 3), not a server's kind.
+#[test]
+fn a_missing_server_has_its_own_json_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::ctl(
+        &dir.path().join("nothing.sock"),
+        &["--json", "flip", "app", "--to", "green"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["error"]["kind"], "no_server", "{reply}");
+}
+
+/// `status --watch` shows the service (and its straggler report) again every round, and
+/// rides out a kill -9 and restart of the server, saying so meanwhile.
+#[test]
+fn status_watch_repeats_and_rides_out_a_restart() {
+    let server = Server::start();
+    let socket = server.socket();
+    let mut watch = std::process::Command::new(crate::common::BIN)
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .args(["status", "app", "--watch", "--every", "200ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stdout) = (lines.clone(), watch.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let count = |needle: &str| {
+        let lines = lines.lock().unwrap();
+        lines.iter().filter(|l| l.contains(needle)).count()
+    };
+    let rounds = |n: usize| common::until(Duration::from_secs(10), || count("app: blue live") >= n);
+    assert!(
+        rounds(3).is_some(),
+        "three rounds: {:?}",
+        lines.lock().unwrap()
+    );
+    assert!(
+        count("app: never flipped") >= 3,
+        "the straggler report each round"
+    );
+
+    let dir = server.kill9();
+    assert!(
+        common::until(Duration::from_secs(10), || count(
+            "cannot connect to admin socket"
+        ) >= 1)
+        .is_some(),
+        "a server gone is said: {:?}",
+        lines.lock().unwrap()
+    );
+    let before = count("app: blue live");
+    let server = Server::start_in(dir);
+    assert_eq!(server.socket(), socket);
+    assert!(
+        common::until(Duration::from_secs(10), || count("app: blue live") > before).is_some(),
+        "the watch goes on once the server is back"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    reader.join().unwrap();
+}
+
 #[test]
 fn one_connection_carries_many_requests() {
     let server = Server::start();

@@ -355,7 +355,10 @@ fn the_health_check_sends_the_host_and_accepts_the_status_range() {
         ..Setup::default()
     });
     let out = server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
-    assert!(out.starts_with("app: blue -> green"), "{out}");
+    assert!(
+        out.starts_with("app: health of green: 1/1 healthy\napp: blue -> green"),
+        "the gate's result, then the flip it let through: {out}"
+    );
     assert_eq!(*stub.host.lock().unwrap(), "app.example.com");
     // The background check's result per address, in /metrics.
     let line =

@@ -321,6 +321,14 @@ fn a_flip_waits_for_a_secondary_that_was_down_and_proceeds_when_it_is_back() {
     });
     assert!(waiting.is_some(), "{}", server.ctl_ok(&["status", "app"]));
     std::thread::sleep(Duration::from_secs(3)); // well past the 2 s drain
+    let text = server.ctl_ok(&["status", "app"]);
+    assert!(
+        text.contains("the flip to green waits for the secondaries below until")
+            && text.contains(
+                "then is refused (`flipdns ctl flip app --to green --force` goes without them)"
+            ),
+        "a flip past its drain says what it waits for, not that it was due seconds ago: {text}"
+    );
     let status = crate::common::service_status(&server, "app");
     assert_eq!(
         status["live"], "blue",
@@ -936,4 +944,66 @@ fn a_hung_secondary_is_seen_unreachable_within_the_bound() {
     );
     assert!(metrics(&server).contains(&format!("{reachable} 1")));
     assert!(server.log().contains("reachable again"));
+}
+
+/// On a terminal, a flip followed to the end reads as one story, each step once and in the
+/// order it happened: scheduled (or joined), the drain counted down in place, the health
+/// gate, the flip with how long a rollback stays instant, each secondary serving it; the
+/// reply after the progress repeats none of it.
+#[test]
+fn a_followed_flip_reads_in_order_on_a_terminal() {
+    let stub = common::HttpStub::start("127.0.0.1:0", 200);
+    let services = format!(
+        "[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\"]\ngreen = [\"127.0.0.1\"]\nlive = \"blue\"\nttl = 2\ncutover_ttl = 1\nsettle = \"10m\"\n[service.health]\nport = {}\ninterval = \"1h\"\n{}",
+        stub.addr.port(),
+        service(2, 1).replace("\"app\"", "\"api\"")
+    );
+    let port = free_port();
+    let server = primary(&[("nsd", port)], &services, "");
+    let nsd = Secondary::start(Kind::Nsd, port, server.port);
+    assert!(
+        nsd.wait_serial(serial(&server), FOLLOW).is_some(),
+        "{}",
+        nsd.log()
+    );
+    let ctl = |args: &[&str]| {
+        let mut command = Command::new(common::BIN);
+        command
+            .args(["ctl", "--socket"])
+            .arg(server.socket())
+            .args(args);
+        command
+    };
+
+    let screen = common::pty::run(ctl(&["flip", "app", "--to", "green"]));
+    let lines = screen.lines().join("\n");
+    assert!(screen.status.success(), "{lines}\n{}", server.log());
+    let scheduled = screen.line_of("app: flip to green scheduled for");
+    let drain = screen.line_of("app -> green [");
+    let health = screen.line_of("app: health of green: 1/1 healthy");
+    let flip = screen.line_of("app: blue -> green (flip 1, serial");
+    let secondary = screen.line_of("app: secondary nsd serves serial");
+    assert!(
+        scheduled < drain && drain < health && health < flip && flip < secondary,
+        "in the order it happened:\n{lines}"
+    );
+    assert!(
+        screen.lines()[flip].contains("`flipdns ctl rollback app` is instant"),
+        "{lines}"
+    );
+    assert!(
+        screen.raw.matches("\rapp -> green [").count() >= 2,
+        "the drain counted down in place, one line redrawn: {:?}",
+        screen.raw
+    );
+
+    // A second client joins a flip scheduled before, and says so.
+    server.ctl_ok(&["flip", "api", "--to", "green", "--no-wait"]);
+    let screen = common::pty::run(ctl(&["flip", "api", "--to", "green"]));
+    let lines = screen.lines().join("\n");
+    assert!(screen.status.success(), "{lines}");
+    let joined = screen.line_of("api: joining the flip to green scheduled before, for");
+    let flip = screen.line_of("api: blue -> green (flip 1, serial");
+    screen.line_of("api: secondary nsd serves serial");
+    assert!(joined < flip, "{lines}");
 }

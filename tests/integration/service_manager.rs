@@ -508,3 +508,49 @@ fn a_changes_whole_life_is_audited_under_one_id_across_kill_9() {
     assert!(text.contains("flipped (asked by "), "{text}");
     assert!(text.contains(&format!("#{id}")), "{text}");
 }
+
+/// JSON log fields keep their types: counts are numbers, and a reload names each service it
+/// added, removed or changed on a line of its own (a field is never a list in a string).
+#[test]
+fn json_log_fields_are_typed() {
+    let dir = Setup::default().write();
+    let server = Server::start_in_with_env(dir, &[("FLIPDNS_LOG_FORMAT", "json".as_ref())]);
+    server.ctl_ok(&["flip", "app", "--to", "green", "--now"]);
+    let config = server.config();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let added = short_service("").replace("\"app\"", "\"extra\"");
+    std::fs::write(&config, format!("{text}\n{added}")).unwrap();
+    server.ctl_ok(&["reload"]);
+    let mut lines = Vec::new();
+    common::until(Duration::from_secs(5), || {
+        lines = server
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect();
+        lines.iter().any(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reload: added"))
+        })
+    })
+    .expect("the reload's lines");
+    let with = |message: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            })
+            .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))["fields"]
+            .clone()
+    };
+    let flipped = with("flipped");
+    assert_eq!(flipped["flips"], 1, "{flipped}");
+    assert!(flipped["serial"].is_u64(), "{flipped}");
+    let reloaded = with("reloaded");
+    assert_eq!(reloaded["added"], 1, "{reloaded}");
+    assert_eq!(reloaded["removed"], 0, "{reloaded}");
+    assert_eq!(with("reload: added")["service"], "extra");
+}

@@ -81,14 +81,16 @@ pub async fn run<W: AsyncWrite + Unpin>(
             follow(context, reply(&done), events, out, wait_secondaries).await
         }
         (Ok(done), _) if done.outcome == cutover::Outcome::Flipped => {
-            flipped(context, &done, wait_secondaries, out).await
+            flipped(context, &done, wait_secondaries, false, out).await
         }
         (Ok(done), _) => send(context, out, &Reply::Ok(Response::Cutover(reply(&done)))).await,
         (Err(refusal), _) => send(context, out, &Reply::Error(error(&refusal))).await,
     }
 }
 
-/// Streams the progress of the scheduled cutover in `scheduled` until it ends.
+/// Streams the progress of the scheduled cutover in `scheduled` until it ends: every
+/// step as it happens, and every second what it waits for (the drain, or the secondaries)
+/// with the time left.
 async fn follow<W: AsyncWrite + Unpin>(
     context: &Context,
     scheduled: Cutover,
@@ -96,22 +98,19 @@ async fn follow<W: AsyncWrite + Unpin>(
     out: &mut W,
     wait_secondaries: bool,
 ) -> io::Result<()> {
-    let (Some(id), Some(target), Some(mut drained_at_ms)) = (
+    let (Some(id), Some(target), Some(drained_at_ms)) = (
         scheduled.cutover,
         scheduled.phase.target,
         scheduled.phase.drained_at_ms,
     ) else {
         return send(context, out, &Reply::Ok(Response::Cutover(scheduled))).await;
     };
-    let draining = |drained_at_ms: u64| Progress {
-        service: scheduled.service.clone(),
-        cutover: id,
-        step: Step::Draining {
-            target,
-            drained_at_ms,
-            seconds_left: context.clock.until(drained_at_ms).as_secs(),
-            ttl: scheduled.ttl,
-        },
+    let joined = scheduled.outcome == Outcome::Joined;
+    // What the flip waits for now, repeated with the time left.
+    let mut waiting = cutover::Step::Draining {
+        target,
+        drained_at_ms,
+        ttl: scheduled.ttl,
     };
     let shutting_down = || {
         let service = &scheduled.service;
@@ -122,25 +121,28 @@ async fn follow<W: AsyncWrite + Unpin>(
             ),
         )
     };
+    let progress = |step: &cutover::Step| Progress {
+        service: scheduled.service.clone(),
+        cutover: id,
+        step: self::step(context, step, joined),
+    };
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     loop {
         tokio::select! {
             _ = context.shutdown.cancelled() => {
                 return send(context, out, &Reply::Error(shutting_down())).await;
             }
-            _ = ticker.tick() => send(context, out, &Reply::Progress(draining(drained_at_ms))).await?,
+            _ = ticker.tick() => send(context, out, &Reply::Progress(progress(&waiting))).await?,
             event = events.recv() => match event {
                 Ok(event) if event.cutover == id => {
-                    if let cutover::Step::Draining { drained_at_ms: later, .. } = event.step {
-                        drained_at_ms = later;
-                    }
-                    send(context, out, &Reply::Progress(progress(context, &event))).await?;
+                    send(context, out, &Reply::Progress(progress(&event.step))).await?;
                     match event.step {
-                        cutover::Step::Draining { .. }
-                        | cutover::Step::Secondaries { .. }
-                        | cutover::Step::Health(_) => {}
+                        cutover::Step::Draining { .. } | cutover::Step::Secondaries { .. } => {
+                            waiting = event.step;
+                        }
+                        cutover::Step::Health(_) => {}
                         cutover::Step::Flipped(done) => {
-                            return flipped(context, &done, wait_secondaries, out).await;
+                            return flipped(context, &done, wait_secondaries, true, out).await;
                         }
                         cutover::Step::Refused(refusal) => {
                             return send(context, out, &Reply::Error(error(&refusal))).await;
@@ -166,11 +168,13 @@ async fn follow<W: AsyncWrite + Unpin>(
 
 /// The reply to a flip: with secondaries, once every one serves it (or `[fleet] wait` has
 /// passed: then the flip is done here and the reply says which are behind), each one's
-/// arrival a progress line; without waiting, what they serve now.
+/// arrival a progress line; without waiting, what they serve now. Unless `announced` (a
+/// scheduled flip's progress said so), a client that waits hears of the flip first.
 async fn flipped<W: AsyncWrite + Unpin>(
     context: &Context,
     done: &Done,
     wait: bool,
+    announced: bool,
     out: &mut W,
 ) -> io::Result<()> {
     let mut cutover = reply(done);
@@ -188,6 +192,7 @@ async fn flipped<W: AsyncWrite + Unpin>(
         .flipped_at_ms
         .unwrap_or_else(|| context.clock.now_ms());
     let waiting = wait.then_some(catalog.config.fleet.wait);
+    let until_ms = context.clock.now_ms() + catalog.config.fleet.wait.as_millis() as u64;
     let mut follow =
         context
             .fleet
@@ -199,6 +204,10 @@ async fn flipped<W: AsyncWrite + Unpin>(
             step,
         })
     };
+    if wait && !announced {
+        let result = Box::new(cutover.clone());
+        send(context, out, &progress(Step::Flipped { result })).await?;
+    }
     while let Some(event) = follow.next().await {
         match event {
             follow::Event::Arrived(a) if wait => {
@@ -212,12 +221,14 @@ async fn flipped<W: AsyncWrite + Unpin>(
             follow::Event::Arrived(_) => {}
             follow::Event::Waiting(behind) => {
                 let behind = behind.iter().map(ToString::to_string).collect();
-                send(
-                    context,
-                    out,
-                    &progress(Step::Secondaries { serial, behind }),
-                )
-                .await?;
+                let step = Step::Secondaries {
+                    serial,
+                    behind,
+                    until_ms: Some(until_ms),
+                    seconds_left: Some(seconds_left(context, until_ms)),
+                    flipped: true,
+                };
+                send(context, out, &progress(step)).await?;
             }
             follow::Event::Done(outcome) => {
                 let behind: Vec<String> = outcome.behind.iter().map(ToString::to_string).collect();
@@ -309,8 +320,10 @@ fn error(refusal: &Refusal) -> Error {
     Error::new(kind, refusal.message.clone())
 }
 
-fn progress(context: &Context, event: &cutover::Progress) -> Progress {
-    let step = match &event.step {
+/// A cutover step as progress lines report it; `joined`: the client joined a flip
+/// scheduled before.
+fn step(context: &Context, step: &cutover::Step, joined: bool) -> Step {
+    match step {
         cutover::Step::Draining {
             target,
             drained_at_ms,
@@ -318,12 +331,20 @@ fn progress(context: &Context, event: &cutover::Progress) -> Progress {
         } => Step::Draining {
             target: *target,
             drained_at_ms: *drained_at_ms,
-            seconds_left: context.clock.until(*drained_at_ms).as_secs(),
+            seconds_left: seconds_left(context, *drained_at_ms),
             ttl: *ttl,
+            joined,
         },
-        cutover::Step::Secondaries { serial, behind } => Step::Secondaries {
+        cutover::Step::Secondaries {
+            serial,
+            behind,
+            until_ms,
+        } => Step::Secondaries {
             serial: *serial,
             behind: behind.clone(),
+            until_ms: Some(*until_ms),
+            seconds_left: Some(seconds_left(context, *until_ms)),
+            flipped: false,
         },
         cutover::Step::Health(h) => Step::Health { health: health(h) },
         cutover::Step::Flipped(done) => Step::Flipped {
@@ -333,10 +354,11 @@ fn progress(context: &Context, event: &cutover::Progress) -> Progress {
             reason: refusal.message.clone(),
         },
         cutover::Step::Cancelled => Step::Cancelled,
-    };
-    Progress {
-        service: event.service.clone(),
-        cutover: event.cutover,
-        step,
     }
+}
+
+/// Whole seconds until `at_ms` (Unix ms), rounded up as the deadline's `(in N s)` is: a
+/// countdown reaches 0 at the deadline, not a second before it.
+fn seconds_left(context: &Context, at_ms: u64) -> u64 {
+    (context.clock.until(at_ms).as_millis() as u64).div_ceil(1000)
 }

@@ -115,6 +115,7 @@ fn service(
                 .map(ToString::to_string)
                 .collect(),
         }),
+        fleet_wait_until_ms: context.cutovers.fleet_wait_until_ms(&config.name),
     }
 }
 

@@ -5,6 +5,7 @@
 mod dig;
 pub mod dnstap;
 mod poll;
+pub mod pty;
 pub mod resolvers;
 
 pub mod secondaries;

@@ -161,9 +161,13 @@ impl Server {
                     port = line
                         .split("listening on udp 127.0.0.1:")
                         .nth(1)
-                        .and_then(|p| p.trim().parse::<u16>().ok());
+                        .and_then(|p| {
+                            let digits = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+                            p[..digits].parse::<u16>().ok()
+                        });
                 }
-                if line.contains(" ready") {
+                // Text (`INFO flipdns::server: ready`) or JSON (`"message":"ready"`).
+                if line.contains(" ready") || line.contains("\"message\":\"ready\"") {
                     let _ = ready_tx.send(port);
                 }
                 lines.lock().unwrap().push(line);
