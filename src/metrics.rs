@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -25,7 +26,7 @@ use crate::color::Color;
 use crate::dns::rrl::Limiter;
 use crate::fleet::Fleet;
 use crate::observed::FlipResult;
-use crate::observed::counters::Counters;
+use crate::observed::counters::{Counters, DURATION_BUCKETS_US};
 use crate::process::build_info;
 use crate::records::{Records, ServiceView, Services, Snapshot};
 use crate::state::PhaseName;
@@ -86,6 +87,24 @@ fn family<'l, M: EncodeMetric>(
     Ok(())
 }
 
+/// A histogram read at scrape time: per-bucket counts (upper bound, count; the encoder
+/// makes them cumulative), their sum and count.
+struct ConstHistogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 fn counter(value: u64) -> ConstCounter<u64> {
     ConstCounter::new(value)
 }
@@ -134,7 +153,7 @@ impl Exporter {
             family(
                 e,
                 "flipdns_config_last_reload_success_timestamp_seconds",
-                "Unix time of the latest reload that was applied.",
+                "Unix time the config now served was applied: at start, then at each reload applied.",
                 [(vec![], gauge((ms / 1000) as i64))],
             )?;
         }
@@ -189,7 +208,7 @@ impl Exporter {
         family(
             e,
             "flipdns_responses",
-            "DNS responses sent, by transport and RCODE.",
+            "DNS responses sent, by protocol (udp, tcp) and rcode (NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, NOTAUTH, BADVERS; OTHER: any other).",
             c.responses().map(|(t, rcode, n)| {
                 (vec![("protocol", t.as_str()), ("rcode", rcode)], counter(n))
             }),
@@ -197,15 +216,33 @@ impl Exporter {
         family(
             e,
             "flipdns_requests",
-            "Well-formed requests, by query type (OTHER: every type not listed).",
+            "Well-formed requests, by qtype (A, NS, CNAME, SOA, MX, TXT, AAAA, SRV, HTTPS, ANY, IXFR, AXFR; OTHER: every type not listed).",
             c.requests()
                 .map(|(qtype, n)| (vec![("qtype", qtype)], counter(n))),
         )?;
         family(
             e,
             "flipdns_dropped",
-            "Packets not answered: shorter than a DNS header, or responses (QR set).",
+            "Packets not answered, by reason: short (shorter than a DNS header), response (QR set).",
             Dropped::ALL.map(|d| (vec![("reason", d.as_str())], counter(c.dropped_by(d)))),
+        )?;
+        let (buckets, sum_ns) = c.durations();
+        let bounds = DURATION_BUCKETS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain([f64::INFINITY]);
+        family(
+            e,
+            "flipdns_query_duration_seconds",
+            "Time an answer spent in the server: from the read of its datagram batch to the send of the batch's answers (UDP), from its message read to its reply written (TCP). Queueing in the kernel is not included.",
+            [(
+                vec![],
+                ConstHistogram {
+                    sum: sum_ns as f64 / 1e9,
+                    count: buckets.iter().sum(),
+                    buckets: bounds.zip(buckets).collect(),
+                },
+            )],
         )
     }
 
@@ -217,13 +254,13 @@ impl Exporter {
         family(
             e,
             "flipdns_answers",
-            "Answers from a service's names, by service and color.",
+            "Answers from a service's names, by service and color (blue, green).",
             per_color(services, |s, c| Some(counter(s.observed.answers(c)))),
         )?;
         family(
             e,
             "flipdns_flips",
-            "Flips by service and result (done, refused_unhealthy, refused_interval, cancelled).",
+            "Flips by service and result: done, refused_unhealthy, refused_interval, refused_secondaries (the drain not proven by the fleet), cancelled.",
             services.iter().flat_map(|s| {
                 FlipResult::ALL.map(|r| {
                     (
@@ -236,13 +273,13 @@ impl Exporter {
         family(
             e,
             "flipdns_live",
-            "1 for the live color of each service, 0 for the other.",
+            "1 for the live color (blue, green) of each service, 0 for the other.",
             per_color(services, |s, c| Some(gauge((s.live() == c) as i64))),
         )?;
         family(
             e,
             "flipdns_health_healthy",
-            "Addresses that passed the latest background health check, by service and color.",
+            "Addresses that passed the latest background health check, by service and color (blue, green).",
             per_color(services, |s, c| {
                 s.observed.health.get(c).map(|h| gauge(h.healthy() as i64))
             }),
@@ -250,7 +287,7 @@ impl Exporter {
         family(
             e,
             "flipdns_health_addresses",
-            "Addresses checked by the latest background health check, by service and color.",
+            "Addresses checked by the latest background health check, by service and color (blue, green).",
             per_color(services, |s, c| {
                 s.observed
                     .health
@@ -273,7 +310,7 @@ impl Exporter {
         family(
             e,
             "flipdns_health_address_healthy",
-            "1 if the address passed the latest background health check, 0 if not.",
+            "1 if the address passed the latest background health check, 0 if not; by service, color (blue, green) and address.",
             checks.iter().map(|(service, color, address, healthy)| {
                 (
                     vec![
@@ -443,7 +480,7 @@ impl Exporter {
         family(
             e,
             "flipdns_log_lines_dropped",
-            "Log lines dropped: the log queue was full (stderr slow or not read), or writing failed.",
+            "Log lines dropped, by reason: queue_full (stderr slow or not read), write_failed.",
             [
                 (vec![("reason", "queue_full")], counter(queue_full)),
                 (vec![("reason", "write_failed")], counter(write_failed)),
@@ -629,7 +666,7 @@ impl Exporter {
         family(
             e,
             "flipdns_resolvers",
-            "Resolvers by service and class since the latest flip (converged, draining, silent, overdue, straggler).",
+            "Resolvers by service and class since the latest flip: converged, draining, silent, overdue, straggler.",
             services.iter().zip(&counts).flat_map(|(s, c)| {
                 ResolverClass::ALL.map(|class| {
                     (
@@ -642,7 +679,7 @@ impl Exporter {
         family(
             e,
             "flipdns_straggler_queries",
-            "Queries for a service's old color name after every legitimate reason expired, by service and color asked.",
+            "Queries for a service's old color name after every legitimate reason expired, by service and color asked (blue, green).",
             per_color(services, |s, c| {
                 Some(counter(ledger.straggler_queries(s.id)[c.index()]))
             }),
@@ -683,7 +720,7 @@ impl Exporter {
         family(
             e,
             "flipdns_rrl",
-            "UDP responses over the rate limit, by what happened to them (slipped: sent truncated; dropped).",
+            "UDP responses over the rate limit, by action: slipped (sent truncated), dropped.",
             [
                 (
                     vec![("action", "slipped")],
@@ -747,7 +784,37 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-/// The text Prometheus gets from `/metrics`.
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition: what a
+/// scraper that does not ask for OpenMetrics gets (`curl`, `promtool check metrics`, older
+/// Prometheus). The two differ only where this server's families touch them: a counter's
+/// family is named with its `_total` suffix, and there is no `# EOF` or `# UNIT` line.
+pub fn classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let help = line.strip_prefix("# HELP ");
+        let name = help.and_then(|h| h.split(' ').next());
+        let counter = name
+            .is_some_and(|name| lines.peek() == Some(&format!("# TYPE {name} counter").as_str()));
+        match (help, name) {
+            (Some(help), Some(name)) if counter => {
+                out.push_str(&format!("# HELP {name}_total{}\n", &help[name.len()..]));
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+                lines.next();
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The OpenMetrics text of every metric.
 pub fn render(exporter: &Arc<Exporter>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(exporter.clone()));
@@ -802,10 +869,15 @@ fn route(
     }
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     match path {
-        b"/metrics" => (
+        b"/metrics" if wants_openmetrics(head) => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics(),
+        ),
+        b"/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            classic(&metrics()),
         ),
         b"/healthz" => ("200 OK", TEXT, "ok\n".into()),
         b"/ready" if ready => ("200 OK", TEXT, "ready\n".into()),
@@ -820,6 +892,17 @@ fn route(
             "/metrics, /healthz and /ready are here.\n".into(),
         ),
     }
+}
+
+/// Whether the request's `Accept` header names OpenMetrics (Prometheus sends it first).
+fn wants_openmetrics(head: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(head);
+    head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("accept")
+                && value.contains("application/openmetrics-text")
+        })
+    })
 }
 
 async fn scrape(mut stream: TcpStream, exporter: &Arc<Exporter>) -> std::io::Result<()> {
@@ -867,7 +950,21 @@ mod tests {
             "200 OK",
             "liveness is not readiness"
         );
-        let head = b"GET /metrics?x=1 HTTP/1.0\r\n\r\n";
+        let head = b"GET /metrics?x=1 HTTP/1.0\r\nAccept: application/openmetrics-text\r\n\r\n";
         assert_eq!(route(head, false, || "m".into()).2, "m");
+    }
+
+    /// The classic format names a counter's family with its `_total`, and has no `# EOF`.
+    #[test]
+    fn the_classic_format_differs_from_openmetrics_only_where_it_must() {
+        let openmetrics = "# HELP flipdns_flips Flips.\n# TYPE flipdns_flips counter\nflipdns_flips_total{service=\"app\"} 1\n# HELP flipdns_live Live.\n# TYPE flipdns_live gauge\nflipdns_live 1\n# EOF\n";
+        assert_eq!(
+            super::classic(openmetrics),
+            "# HELP flipdns_flips_total Flips.\n# TYPE flipdns_flips_total counter\nflipdns_flips_total{service=\"app\"} 1\n# HELP flipdns_live Live.\n# TYPE flipdns_live gauge\nflipdns_live 1\n"
+        );
+        let head = b"GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n";
+        let (_, content_type, body) = route(head, true, || openmetrics.into());
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(!body.contains("# EOF"));
     }
 }

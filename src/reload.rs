@@ -53,15 +53,24 @@ pub struct Reloader {
     pub outcomes: Arc<Outcomes>,
 }
 
-/// The latest reload's outcome and the time of the latest one applied.
+/// The latest reload's outcome and the time of the latest config applied.
 #[derive(Debug, Default)]
 pub struct Outcomes {
     failed: std::sync::atomic::AtomicBool,
-    /// Unix ms of the latest applied reload; 0 before any.
+    /// Unix ms the config now served was applied: at start, then at each reload applied
+    /// (as Prometheus sets its own `config_last_reload_success_timestamp_seconds`).
     success_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Outcomes {
+    /// Outcomes of a server whose config was loaded at `started_ms`.
+    pub fn started(started_ms: u64) -> Outcomes {
+        Outcomes {
+            failed: Default::default(),
+            success_ms: started_ms.into(),
+        }
+    }
+
     /// Whether the latest reload was applied (true before any).
     pub fn last_ok(&self) -> bool {
         !self.failed.load(std::sync::atomic::Ordering::Relaxed)
@@ -89,12 +98,12 @@ impl Reloader {
         clock: crate::clock::Clock,
     ) -> Reloader {
         Reloader {
+            outcomes: Arc::new(Outcomes::started(clock.now_ms())),
             switch,
             cutovers,
             fleet,
             clock,
             busy: Mutex::new(()),
-            outcomes: Default::default(),
         }
     }
 

@@ -95,6 +95,14 @@ impl Handler {
         &self.clock
     }
 
+    /// Counts `answers` that took `elapsed` in the server, in this handler's shard.
+    #[inline]
+    pub fn took(&self, elapsed: std::time::Duration, answers: usize) {
+        if answers > 0 {
+            self.counters.took(self.shard, elapsed, answers as u64);
+        }
+    }
+
     /// Limits UDP responses with `rrl`.
     pub fn with_rrl(mut self, rrl: Arc<Limiter>) -> Handler {
         self.rrl = Some(rrl);

@@ -23,7 +23,18 @@ struct Tally {
     dropped: [AtomicU64; 2],
     /// Well-formed requests, by query type (index into [`COUNTED_QTYPES`]).
     qtypes: [AtomicU64; COUNTED_QTYPES.len()],
+    /// Answers by how long they took in the server (index into [`DURATION_BUCKETS_US`];
+    /// the last is beyond them), and the sum of those durations in nanoseconds.
+    durations: [AtomicU64; DURATION_BUCKETS_US.len() + 1],
+    duration_sum_ns: AtomicU64,
 }
+
+/// Upper bounds of the query-duration histogram's buckets, in microseconds. An answer's
+/// duration is its time in the server: from the read of its datagram batch to the send of
+/// the batch's answers (UDP), from its message read to its reply written (TCP).
+pub const DURATION_BUCKETS_US: [u64; 12] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
+];
 
 /// Query types counted apart, by name; anything else is counted as `OTHER`.
 pub const COUNTED_QTYPES: [(u16, &str); 13] = [
@@ -132,11 +143,17 @@ impl Default for Counters {
 /// Adds one to `counter` as `shard` may.
 #[inline]
 fn bump(counter: &AtomicU64, shard: Shard) {
+    add(counter, 1, shard);
+}
+
+/// Adds `n` to `counter` as `shard` may.
+#[inline]
+fn add(counter: &AtomicU64, n: u64, shard: Shard) {
     match shard {
         Shard::Shared => {
-            counter.fetch_add(1, Relaxed);
+            counter.fetch_add(n, Relaxed);
         }
-        Shard::Owned(_) => counter.store(counter.load(Relaxed) + 1, Relaxed),
+        Shard::Owned(_) => counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed),
     }
 }
 
@@ -191,6 +208,28 @@ impl Counters {
             .position(|&(t, _)| t == qtype)
             .unwrap_or(COUNTED_QTYPES.len() - 1);
         bump(&self.tally(shard).qtypes[index], shard);
+    }
+
+    /// Counts `answers` that took `elapsed` in the server (a batch's answers share its
+    /// duration): one bucket and the sum, whatever the batch's size.
+    #[inline]
+    pub fn took(&self, shard: Shard, elapsed: std::time::Duration, answers: u64) {
+        let micros = elapsed.as_micros() as u64;
+        let index = DURATION_BUCKETS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(DURATION_BUCKETS_US.len());
+        let tally = self.tally(shard);
+        add(&tally.durations[index], answers, shard);
+        let nanos = elapsed.as_nanos() as u64;
+        add(&tally.duration_sum_ns, nanos.saturating_mul(answers), shard);
+    }
+
+    /// The duration histogram summed over the shards: the answers in each bucket (not
+    /// cumulative; the last is beyond [`DURATION_BUCKETS_US`]) and the sum in nanoseconds.
+    pub fn durations(&self) -> ([u64; DURATION_BUCKETS_US.len() + 1], u64) {
+        let buckets = std::array::from_fn(|i| self.sum(|tally| &tally.durations[i]));
+        (buckets, self.sum(|tally| &tally.duration_sum_ns))
     }
 
     /// Well-formed requests by query type name, summed over the shards.

@@ -245,6 +245,7 @@ async fn connection(
             // resetting the idle timer. Close at once, as NSD does.
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let handled = path.handler.serve(
             &message[..len],
             peer,
@@ -262,6 +263,7 @@ async fn connection(
                 timeout(limits.message_timeout, write)
                     .await
                     .map_err(|_| Closed::Timeout)??;
+                path.handler.took(started.elapsed(), 1);
             }
             Handled::Transfer(transfer) => {
                 let socket = writer.get_ref().as_ref();

@@ -249,3 +249,120 @@ fn the_shipped_alert_rules_and_dashboard_name_real_metrics() {
         }
     }
 }
+
+/// Labels whose values are a fixed set: each family's HELP names every value it takes.
+const ENUMERATED: [&str; 11] = [
+    "protocol", "rcode", "qtype", "reason", "result", "phase", "color", "class", "error", "why",
+    "action",
+];
+
+/// A scrape without `Accept: application/openmetrics-text` gets the classic text format,
+/// which `promtool check metrics` passes; with it, OpenMetrics. Every family's HELP names
+/// every value of its enumerated labels; the query-duration histogram and the config's
+/// load time are there from the start.
+#[test]
+fn metrics_pass_promtool_and_say_what_their_labels_mean() {
+    let server = Server::start_with(&Setup {
+        server: "metrics_listen = \"127.0.0.1:0\"".into(),
+        extra:
+            "[[secondary]]\nname = \"ns-dead\"\naddress = \"127.0.0.1:9\"\n[rrl]\nenabled = true\n"
+                .into(),
+        ..Setup::default()
+    });
+    server.dig(&["app.svc.example.com", "A"]);
+    server.dig(&["+tcp", "nothing.svc.example.com", "TXT"]);
+    server.ctl_ok(&[
+        "flip",
+        "app",
+        "--to",
+        "green",
+        "--now",
+        "--no-wait-secondaries",
+    ]);
+    let response = scrape(&server, "/metrics");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        !body.contains("# EOF"),
+        "no OpenMetrics end marker in the classic format"
+    );
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install -y prometheus, or ./tests/run)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    for line in [
+        "# TYPE flipdns_query_duration_seconds histogram",
+        "flipdns_query_duration_seconds_bucket{le=\"+Inf\"} ",
+        "flipdns_query_duration_seconds_count ",
+        "flipdns_config_last_reload_success_timestamp_seconds ",
+    ] {
+        assert!(body.contains(line), "missing {line} in\n{body}");
+    }
+    let count: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("flipdns_query_duration_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count >= 2, "each answer is timed: {count}");
+
+    // Every enumerated label value appears in its family's HELP.
+    let mut help: std::collections::HashMap<&str, &str> = Default::default();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap();
+            help.insert(name, text);
+            continue;
+        }
+        let Some((name, labels)) = line.split_once('{') else {
+            continue;
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| help.contains_key(f)))
+            .unwrap_or(name);
+        let text = help
+            .get(family)
+            .unwrap_or_else(|| panic!("{name} has no HELP"));
+        let labels = labels.split('}').next().unwrap();
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (label, value) = pair.split_once("=\"").unwrap();
+            let value = value.trim_end_matches('"');
+            if ENUMERATED.contains(&label) {
+                assert!(
+                    text.contains(value),
+                    "the HELP of {family} does not name {label}={value}: {text}"
+                );
+            }
+        }
+    }
+
+    let om = common::request_with(
+        &server,
+        "GET",
+        "/metrics",
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+    );
+    assert!(
+        om.contains("Content-Type: application/openmetrics-text"),
+        "{om}"
+    );
+    assert!(om.trim_end().ends_with("# EOF"), "{om}");
+    assert!(om.contains("# TYPE flipdns_responses counter"), "{om}");
+}

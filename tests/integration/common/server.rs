@@ -333,6 +333,11 @@ pub fn scrape(server: &Server, path: &str) -> String {
 
 /// An HTTP/1.1 `method path` to the metrics endpoint; the whole response.
 pub fn request(server: &Server, method: &str, path: &str) -> String {
+    request_with(server, method, path, "")
+}
+
+/// Like [`request`], with `headers` (`Name: value\r\n` lines) added.
+pub fn request_with(server: &Server, method: &str, path: &str, headers: &str) -> String {
     let log = server.log();
     let addr = log
         .split("metrics on http://")
@@ -345,7 +350,7 @@ pub fn request(server: &Server, method: &str, path: &str) -> String {
         .unwrap();
     std::io::Write::write_all(
         &mut stream,
-        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes(),
     )
     .unwrap();
     let mut text = String::new();
