@@ -192,6 +192,16 @@ enum CtlCommand {
         /// A filter as FLIPDNS_LOG takes it.
         filter: String,
     },
+    /// Send every zone's NOTIFY now, to SECONDARY or to all, and show what each serves.
+    ///
+    /// The server NOTIFYs on every change by itself (retried until acknowledged); this is
+    /// for the moment you want it again, and to see the answer. A secondary up to date does
+    /// nothing; to make one transfer the whole zone anyway, use its own command
+    /// (`knotc zone-retransfer`, `nsd-control force_transfer`, `rndc retransfer`).
+    Notify {
+        /// A secondary's name or address, as in the config.
+        secondary: Option<String>,
+    },
     /// The audit trail: who asked for which change, when, and what came of it.
     History {
         /// Only changes of this service.
@@ -266,6 +276,22 @@ fn parse_every(text: &str) -> Result<std::time::Duration, String> {
     Ok(every)
 }
 
+/// A page per command (as clap_mangen's `generate_to`), each with the sections clap does
+/// not write (EXIT STATUS, ENVIRONMENT, FILES).
+fn man_pages(command: clap::Command, dir: &Path) -> std::io::Result<()> {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        man_pages(sub.clone(), dir)?;
+    }
+    let man = clap_mangen::Man::new(command);
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    let name = man.get_filename();
+    page.extend_from_slice(
+        flipdns::admin::manual::sections(name.trim_end_matches(".1")).as_bytes(),
+    );
+    std::fs::write(dir.join(name), page)
+}
+
 fn generate(what: Generate) -> Result<(), String> {
     use clap::CommandFactory;
     let mut command = Cli::command();
@@ -273,7 +299,9 @@ fn generate(what: Generate) -> Result<(), String> {
         Generate::Man { dir } => {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            clap_mangen::generate_to(command, &dir)
+            let mut command = command.disable_help_subcommand(true);
+            command.build();
+            man_pages(command, &dir)
                 .map_err(|e| format!("cannot write the pages into {}: {e}", dir.display()))
         }
         Generate::Completions { shell } => {
@@ -451,6 +479,7 @@ fn request(command: CtlCommand) -> Request {
     match command {
         CtlCommand::Version => Request::Version,
         CtlCommand::Status { service, .. } => Request::Status { service },
+        CtlCommand::Notify { secondary } => Request::Notify { secondary },
         CtlCommand::Reload { force } => Request::Reload { force },
         CtlCommand::Stragglers {
             service,

@@ -132,6 +132,13 @@ pub enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// Send every zone's NOTIFY now to one secondary (by name or address) or to all, and
+    /// say what each acknowledged and serves after it.
+    Notify {
+        /// Only this secondary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secondary: Option<String>,
+    },
 }
 
 /// One event of the audit trail: a change asked (and what the reply said), or what a
@@ -199,7 +206,10 @@ impl Request {
             | Request::Cancel { service }
             | Request::Stragglers { service, .. } => Some(service),
             Request::Status { service } | Request::History { service, .. } => service.as_deref(),
-            Request::Version | Request::Reload { .. } | Request::LogLevel { .. } => None,
+            Request::Version
+            | Request::Reload { .. }
+            | Request::LogLevel { .. }
+            | Request::Notify { .. } => None,
         }
     }
 
@@ -249,6 +259,36 @@ pub enum Response {
     History(Vec<AuditEntry>),
     /// Reply to `log_level`: the filter now in force.
     LogLevel(String),
+    /// Reply to `notify`: what each secondary said.
+    Notified(Vec<NotifiedSecondary>),
+}
+
+/// A secondary's answers to `notify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifiedSecondary {
+    /// Its name in the config.
+    pub name: String,
+    /// Where the NOTIFY went.
+    pub address: String,
+    /// Per zone.
+    pub zones: Vec<NotifiedZone>,
+}
+
+/// A secondary's answers to `notify` about one zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifiedZone {
+    /// The zone.
+    pub origin: String,
+    /// The serial announced: ours.
+    pub serial: u32,
+    /// Whether it acknowledged the NOTIFY.
+    pub acknowledged: bool,
+    /// The serial it serves after the NOTIFY (given a few seconds to catch up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serves: Option<u32>,
+    /// What went wrong: no acknowledgement, or no answer to the SOA query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A failed request: a stable `kind` for scripts, a message for people.
@@ -313,6 +353,8 @@ pub enum ErrorKind {
     /// undone: the disk may hold it or not. The answers do not carry it; the server retries
     /// the undo every second, and `status` says the state is uncertain until it succeeds.
     Uncertain,
+    /// No secondary of that name or address is configured.
+    UnknownSecondary,
     /// Said by `flipdns ctl --json`, never by a server: there is no server to talk to (the
     /// socket is missing, refuses connections, or may not be opened).
     NoServer,
@@ -323,7 +365,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in exit-code order (new kinds go last: codes never change).
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::Invalid,
         ErrorKind::UnknownService,
         ErrorKind::RefusedUnhealthy,
@@ -339,6 +381,7 @@ impl ErrorKind {
         ErrorKind::RequestTimeout,
         ErrorKind::SecondariesBehind,
         ErrorKind::Uncertain,
+        ErrorKind::UnknownSecondary,
     ];
 
     /// The exit code of `flipdns ctl` for this kind: 10 and up, one per kind of the
@@ -354,6 +397,46 @@ impl ErrorKind {
             .iter()
             .position(|&k| k == self)
             .expect("every kind is listed") as u8
+    }
+
+    /// What the kind means for the operator, in one sentence (manual pages).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ErrorKind::Invalid => "The request was not understood.",
+            ErrorKind::UnknownService => "No such service in the config.",
+            ErrorKind::RefusedUnhealthy => "The health gate failed; --force overrides.",
+            ErrorKind::RefusedInterval => {
+                "Within min_flip_interval of the last flip; --force overrides."
+            }
+            ErrorKind::Busy => {
+                "Another cutover of the service is pending, or too many commands are queued; try again."
+            }
+            ErrorKind::Io => {
+                "The state file could not be written; the write was undone: nothing changed."
+            }
+            ErrorKind::Cancelled => "The cutover being followed was cancelled.",
+            ErrorKind::ShuttingDown => {
+                "The server is stopping; a scheduled cutover resumes when it starts again."
+            }
+            ErrorKind::InvalidConfig => {
+                "A reload found problems; the previous config keeps being served."
+            }
+            ErrorKind::LedgerOff => "The straggler ledger is off.",
+            ErrorKind::Forbidden => "This peer may not use the admin socket.",
+            ErrorKind::TooManyClients => {
+                "The admin client limit is reached, every seat carrying out a change."
+            }
+            ErrorKind::RequestTimeout => "The request line was too slow or too long.",
+            ErrorKind::SecondariesBehind => {
+                "A pending flip was refused: a secondary did not confirm the short TTL within [fleet] wait; --force overrides."
+            }
+            ErrorKind::Uncertain => {
+                "The state file could not be written and the write could not be undone: status says STATE UNCERTAIN until the retried undo succeeds."
+            }
+            ErrorKind::UnknownSecondary => "No such secondary in the config.",
+            ErrorKind::NoServer => "No server to talk to.",
+            ErrorKind::Client => "The client itself failed.",
+        }
     }
 
     /// The kind's wire name.
@@ -374,6 +457,7 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::SecondariesBehind => "secondaries_behind",
             ErrorKind::Uncertain => "uncertain",
+            ErrorKind::UnknownSecondary => "unknown_secondary",
             ErrorKind::NoServer => "no_server",
             ErrorKind::Client => "client",
         }

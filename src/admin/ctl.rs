@@ -174,8 +174,20 @@ fn detach_on_interrupt(service: &str) {
 /// The exit code of a flip that is done here while secondaries do not serve it.
 const SECONDARIES_BEHIND: u8 = 5;
 
+/// Whether the reply says some secondaries do not serve our serial: a flip done here only,
+/// or a `notify` after which one is not current.
 fn secondaries_behind(response: &Response) -> bool {
-    matches!(response, Response::Cutover(c) if c.fleet.as_ref().is_some_and(|f| f.waited && !f.behind.is_empty()))
+    match response {
+        Response::Cutover(c) => c
+            .fleet
+            .as_ref()
+            .is_some_and(|f| f.waited && !f.behind.is_empty()),
+        Response::Notified(all) => all
+            .iter()
+            .flat_map(|s| &s.zones)
+            .any(|z| z.serves != Some(z.serial)),
+        _ => false,
+    }
 }
 
 /// The reply on stdout: for a person, or with `--json` the reply's value (the `status`,
@@ -195,5 +207,6 @@ fn print_reply(json: bool, response: &Response, view: &mut ProgressView) -> std:
         Response::Stragglers(r) => json_line(r),
         Response::History(h) => json_line(h),
         Response::LogLevel(f) => json_line(f),
+        Response::Notified(n) => json_line(n),
     })
 }

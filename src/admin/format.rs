@@ -5,8 +5,8 @@ use std::io::{IsTerminal, Write};
 use crate::clock::{self, format_utc};
 use crate::color::Color;
 use crate::protocol::{
-    AuditEntry, ColorHealth, Cutover, FlipRecord, Outcome, PhaseName, Progress, Reloaded,
-    ResolverClass, ResolverView, Response, SecondaryStatus, ServiceStatus, Status, Step,
+    AuditEntry, ColorHealth, Cutover, FlipRecord, NotifiedSecondary, Outcome, PhaseName, Progress,
+    Reloaded, ResolverClass, ResolverView, Response, SecondaryStatus, ServiceStatus, Status, Step,
     StragglersReport, StreamView, TimelinePoint, Version,
 };
 
@@ -20,7 +20,36 @@ pub fn response(response: &Response) -> String {
         Response::Stragglers(r) => stragglers(r),
         Response::History(entries) => history(entries),
         Response::LogLevel(filter) => format!("log filter now {filter}\n"),
+        Response::Notified(secondaries) => notified(secondaries),
     }
+}
+
+/// `ns2 (192.0.2.53:53) svc.example.com. serial 7: acknowledged, serves 7 (current)`.
+fn notified(secondaries: &[NotifiedSecondary]) -> String {
+    let mut out = String::new();
+    for s in secondaries {
+        for z in &s.zones {
+            let ack = if z.acknowledged {
+                "acknowledged"
+            } else {
+                "NOT acknowledged"
+            };
+            let serves = match z.serves {
+                Some(serial) if serial == z.serial => format!("serves {serial} (current)"),
+                Some(serial) => format!(
+                    "serves {serial}, not ours yet after {} s (a transfer may still follow: `flipdns ctl status` shows it)",
+                    crate::fleet::renotify::CATCH_UP.as_secs()
+                ),
+                None => "did not say what it serves".into(),
+            };
+            let error = z.error.as_ref().map_or(String::new(), |e| format!("; {e}"));
+            out.push_str(&format!(
+                "{} ({}) {} serial {}: {ack}, {serves}{error}\n",
+                s.name, s.address, z.origin, z.serial
+            ));
+        }
+    }
+    out
 }
 
 /// The audit trail, a line per event: when, which change of which service, who asked and

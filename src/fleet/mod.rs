@@ -9,6 +9,7 @@
 
 mod client;
 pub mod follow;
+pub mod renotify;
 mod worker;
 
 use std::collections::BTreeMap;

@@ -243,6 +243,47 @@ fn man_pages_and_completions_are_generated_for_every_command() {
     }
     let flip = std::fs::read_to_string(dir.path().join("man1/flipdns-ctl-flip.1")).unwrap();
     assert!(flip.contains("The color to make live"), "{flip}");
+    // The sections clap does not write: every ctl kind's exit code, the environment, the files.
+    for kind in flipdns::protocol::ErrorKind::ALL {
+        let item = format!(".TP\n{} ({})\n", kind.exit_code(), kind.as_str());
+        assert!(flip.contains(&item), "flipdns-ctl-flip.1 lacks {item:?}");
+    }
+    for section in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        "FLIPDNS_SOCKET",
+        "130\n",
+    ] {
+        assert!(
+            flip.contains(section),
+            "flipdns-ctl-flip.1 lacks {section:?}"
+        );
+    }
+    let serve = std::fs::read_to_string(dir.path().join("man1/flipdns-serve.1")).unwrap();
+    for needle in [
+        "FLIPDNS_LOG_FORMAT",
+        "NOTIFY_SOCKET",
+        "/etc/flipdns/flipdns.toml",
+        "state_file",
+    ] {
+        assert!(serve.contains(needle), "flipdns-serve.1 lacks {needle:?}");
+    }
+    // groff reads every page without a warning.
+    for entry in std::fs::read_dir(dir.path().join("man1")).unwrap() {
+        let page = entry.unwrap().path();
+        let out = Command::new("groff")
+            .args(["-man", "-ww", "-z", "-Tutf8"])
+            .arg(&page)
+            .output()
+            .expect("groff (man-db's dependency)");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}: {}",
+            page.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     for shell in ["bash", "zsh", "fish"] {
         let out = std::process::Command::new(crate::common::BIN)
             .args(["generate", "completions", shell])

@@ -1007,3 +1007,74 @@ fn a_followed_flip_reads_in_order_on_a_terminal() {
     screen.line_of("api: secondary nsd serves serial");
     assert!(joined < flip, "{lines}");
 }
+
+/// `ctl notify` sends the NOTIFY now and says what each secondary serves after it (one that
+/// missed a change while it was down serves it by then); an unknown name is its own error; a
+/// secondary that does not answer makes the exit code 5, and the trail has each notify.
+#[test]
+fn ctl_notify_renotifies_and_shows_what_each_serves() {
+    let port = free_port();
+    let server = primary(
+        &[("knot", port), ("ns-dead", free_port())],
+        &service(300, 5),
+        "[fleet]\nnotify_retries = 0\n",
+    );
+    let mut knot = Secondary::start(Kind::Knot, port, server.port);
+    assert!(
+        knot.wait_serial(serial(&server), FOLLOW).is_some(),
+        "{}",
+        knot.log()
+    );
+    knot.stop();
+    server.ctl_ok(&[
+        "flip",
+        "app",
+        "--to",
+        "green",
+        "--now",
+        "--no-wait-secondaries",
+    ]);
+    let ours = serial(&server);
+    knot.restart();
+    assert!(
+        common::until(FOLLOW, || knot.serial().is_some()).is_some(),
+        "knot is back"
+    );
+
+    let out = server.ctl(&["notify", "knot"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "knot (127.0.0.1:{port}) svc.example.com. serial {ours}: acknowledged, serves {ours} (current)"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(knot.serial(), Some(ours), "it transferred the change");
+
+    let all = server.ctl(&["notify"]);
+    let stdout = String::from_utf8_lossy(&all.stdout);
+    assert_eq!(
+        all.status.code(),
+        Some(5),
+        "ns-dead does not answer: {stdout}"
+    );
+    assert!(stdout.contains("ns-dead (127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("NOT acknowledged"), "{stdout}");
+
+    let unknown = server.ctl(&["notify", "ns9"]);
+    assert_eq!(unknown.status.code(), Some(25));
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("no secondary \"ns9\" (configured: knot, ns-dead)"),
+        "{err}"
+    );
+
+    let history = server.ctl_ok(&["history"]);
+    assert!(history.contains("\"cmd\":\"notify\""), "{history}");
+    assert!(history.contains("knot: 1/1 acknowledged"), "{history}");
+}

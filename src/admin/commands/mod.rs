@@ -2,6 +2,7 @@
 //! lines. Domain modules return domain values; these files turn them into replies.
 
 mod cutover;
+mod notify;
 mod reload;
 mod status;
 mod stragglers;
@@ -188,6 +189,22 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
                         format!("reading the audit trail failed: {e}"),
                     )
                 })
+        }
+        Request::Notify { ref secondary } => {
+            let notified = notify::run(context, secondary.as_deref()).await;
+            let outcome = match &notified {
+                Ok(all) => all
+                    .iter()
+                    .map(|s| {
+                        let acked = s.zones.iter().filter(|z| z.acknowledged).count();
+                        format!("{}: {acked}/{} acknowledged", s.name, s.zones.len())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                Err(e) => e.message.clone(),
+            };
+            context.audit(peer, &request, None, outcome, notified.is_ok());
+            notified.map(Response::Notified)
         }
         Request::Prepare { .. }
         | Request::Flip { .. }
