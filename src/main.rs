@@ -187,6 +187,31 @@ enum CtlCommand {
         /// Service name, as in the config.
         service: String,
     },
+    /// Replace a color's addresses: a release's new instances, registered from the pipeline.
+    ///
+    /// The idle color only (the live one with --force, an emergency); never the color a
+    /// cutover is heading to or settling on. Persisted before the reply; `COLOR.SERVICE`
+    /// answers the new set at once, the service name after a flip to COLOR. The set stands
+    /// until the config's list for that color changes (then the config's wins, and says so).
+    SetAddresses {
+        /// Service name, as in the config.
+        service: String,
+        /// blue or green.
+        #[arg(value_parser = parse_color)]
+        color: Color,
+        /// The new set: 1 to 64 IPv4 or IPv6 addresses.
+        #[arg(required = true)]
+        addresses: Vec<std::net::IpAddr>,
+        /// Replace the live color's addresses (its answers change at once).
+        #[arg(long)]
+        force: bool,
+        /// Run the service's health check against the new addresses first; refuse if any fails.
+        #[arg(long)]
+        check: bool,
+        /// Reply at once instead of waiting for the secondaries to serve the new set.
+        #[arg(long)]
+        no_wait_secondaries: bool,
+    },
     /// Change the server's log filter until it restarts (info, debug, flipdns::fleet=debug).
     LogLevel {
         /// A filter as FLIPDNS_LOG takes it.
@@ -520,6 +545,21 @@ fn request(command: CtlCommand) -> Request {
             wait_secondaries: !no_wait_secondaries,
         },
         CtlCommand::Cancel { service } => Request::Cancel { service },
+        CtlCommand::SetAddresses {
+            service,
+            color,
+            addresses,
+            force,
+            check,
+            no_wait_secondaries,
+        } => Request::SetAddresses {
+            service,
+            color,
+            addresses,
+            force,
+            check,
+            wait_secondaries: !no_wait_secondaries,
+        },
         CtlCommand::LogLevel { filter } => Request::LogLevel { filter },
         CtlCommand::History { service, limit } => Request::History {
             service,

@@ -278,6 +278,24 @@ impl Exporter {
         )?;
         family(
             e,
+            "flipdns_addresses_runtime",
+            "1 when a color's addresses were set at run time (ctl set-addresses), 0 when they are the config's; by service and color (blue, green).",
+            per_color(services, |s, c| {
+                Some(gauge(s.state.runtime_set(c).is_some() as i64))
+            }),
+        )?;
+        family(
+            e,
+            "flipdns_addresses_set_timestamp_seconds",
+            "Unix time a color's runtime address set was made; absent for the config's; by service and color (blue, green).",
+            per_color(services, |s, c| {
+                s.state
+                    .runtime_set(c)
+                    .map(|set| gauge((set.at_ms / 1000) as i64))
+            }),
+        )?;
+        family(
+            e,
             "flipdns_health_healthy",
             "Addresses that passed the latest background health check, by service and color (blue, green).",
             per_color(services, |s, c| {

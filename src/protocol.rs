@@ -97,6 +97,29 @@ pub enum Request {
         /// The service, as named in the config.
         service: String,
     },
+    /// Replace the addresses of one color of a service (a release's new instances): the
+    /// idle color only, unless `force`; never the color a cutover is heading to or settling
+    /// on. Persisted before the reply, sent to the secondaries like a flip. The HTTPS API
+    /// carries it under the scope `deploy:SERVICE` (a `flip:` token cannot change
+    /// addresses).
+    SetAddresses {
+        /// The service, as named in the config.
+        service: String,
+        /// The color whose addresses are replaced.
+        color: Color,
+        /// The new set: 1 to 64 distinct IPv4 or IPv6 addresses.
+        addresses: Vec<IpAddr>,
+        /// Replace the live color's addresses (an emergency: its answers change at once).
+        #[serde(default)]
+        force: bool,
+        /// Run the service's health check against the new addresses first; refuse if any
+        /// fails.
+        #[serde(default)]
+        check: bool,
+        /// Wait (up to `[fleet] wait`) until every secondary serves the new set.
+        #[serde(default = "yes")]
+        wait_secondaries: bool,
+    },
     /// Re-read the config and zone files; apply them only if all of it is valid.
     Reload {
         /// Remove services even if they have a cutover in progress (it is dropped).
@@ -204,6 +227,7 @@ impl Request {
             | Request::Flip { service, .. }
             | Request::Rollback { service, .. }
             | Request::Cancel { service }
+            | Request::SetAddresses { service, .. }
             | Request::Stragglers { service, .. } => Some(service),
             Request::Status { service } | Request::History { service, .. } => service.as_deref(),
             Request::Version
@@ -222,6 +246,7 @@ impl Request {
                 | Request::Flip { .. }
                 | Request::Rollback { .. }
                 | Request::Cancel { .. }
+                | Request::SetAddresses { .. }
                 | Request::Reload { .. }
         )
     }
@@ -261,6 +286,8 @@ pub enum Response {
     LogLevel(String),
     /// Reply to `notify`: what each secondary said.
     Notified(Vec<NotifiedSecondary>),
+    /// Reply to `set_addresses`.
+    Addresses(AddressesReply),
 }
 
 /// A secondary's answers to `notify`.
@@ -355,6 +382,8 @@ pub enum ErrorKind {
     Uncertain,
     /// No secondary of that name or address is configured.
     UnknownSecondary,
+    /// The addresses of the live color were to be replaced; `--force` overrides.
+    RefusedLive,
     /// Said by `flipdns ctl --json`, never by a server: there is no server to talk to (the
     /// socket is missing, refuses connections, or may not be opened).
     NoServer,
@@ -365,7 +394,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in exit-code order (new kinds go last: codes never change).
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::Invalid,
         ErrorKind::UnknownService,
         ErrorKind::RefusedUnhealthy,
@@ -382,6 +411,7 @@ impl ErrorKind {
         ErrorKind::SecondariesBehind,
         ErrorKind::Uncertain,
         ErrorKind::UnknownSecondary,
+        ErrorKind::RefusedLive,
     ];
 
     /// The exit code of `flipdns ctl` for this kind: 10 and up, one per kind of the
@@ -434,6 +464,9 @@ impl ErrorKind {
                 "The state file could not be written and the write could not be undone: status says STATE UNCERTAIN until the retried undo succeeds."
             }
             ErrorKind::UnknownSecondary => "No such secondary in the config.",
+            ErrorKind::RefusedLive => {
+                "The addresses of the live color were to be replaced; --force overrides."
+            }
             ErrorKind::NoServer => "No server to talk to.",
             ErrorKind::Client => "The client itself failed.",
         }
@@ -458,6 +491,7 @@ impl ErrorKind {
             ErrorKind::SecondariesBehind => "secondaries_behind",
             ErrorKind::Uncertain => "uncertain",
             ErrorKind::UnknownSecondary => "unknown_secondary",
+            ErrorKind::RefusedLive => "refused_live",
             ErrorKind::NoServer => "no_server",
             ErrorKind::Client => "client",
         }
@@ -616,10 +650,13 @@ pub struct ServiceStatus {
     pub serial: u32,
     /// Unix time of the last flip in milliseconds.
     pub flipped_at_ms: Option<u64>,
-    /// The blue addresses.
+    /// The blue addresses (the config's, or a runtime set: see `sources`).
     pub blue: Vec<IpAddr>,
     /// The green addresses.
     pub green: Vec<IpAddr>,
+    /// Where each color's addresses come from: blue, then green.
+    #[serde(default)]
+    pub sources: Vec<AddressSource>,
     /// Answers given since start, by color.
     pub answers: Answers,
     /// Latest background health checks, when the service has a health check.
@@ -797,6 +834,53 @@ pub enum Outcome {
     Cancelled,
     /// Nothing was pending.
     NothingToCancel,
+    /// A color's addresses were replaced (`set_addresses`).
+    AddressesSet,
+    /// The color already had exactly those addresses: nothing changed.
+    AddressesUnchanged,
+}
+
+/// Where a color's addresses come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressSource {
+    /// The color.
+    pub color: Color,
+    /// `config` or `runtime` (`set_addresses`).
+    pub source: String,
+    /// For a runtime set: who set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// For a runtime set: when (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+}
+
+/// Reply to `set_addresses`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressesReply {
+    /// The service.
+    pub service: String,
+    /// `addresses_set` or `addresses_unchanged`.
+    pub outcome: Outcome,
+    /// The color whose addresses were set.
+    pub color: Color,
+    /// Its addresses now.
+    pub addresses: Vec<IpAddr>,
+    /// Its addresses before.
+    pub previous: Vec<IpAddr>,
+    /// The color answering the service name.
+    pub live: Color,
+    /// The zone's serial that carries the change.
+    pub serial: u32,
+    /// The health check of the new addresses (`check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ColorHealth>,
+    /// With secondaries: which serve the new set (as for a flip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetConvergence>,
+    /// What to know (the set is also in the other color, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One progress line of a cutover being waited for.
@@ -889,6 +973,11 @@ pub struct Reloaded {
     pub serials: Vec<ZoneStatus>,
     /// Settings that changed but only take effect at the next restart.
     pub restart_needed: Vec<String>,
+    /// Colors whose runtime address set gave way to the config's, because the config's
+    /// list for that color changed since the set was made: which, whose set, and the list
+    /// now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses_from_config: Vec<String>,
 }
 
 /// Reply to `stragglers`.

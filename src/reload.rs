@@ -167,6 +167,9 @@ impl Reloader {
         for setting in &restart_needed {
             tracing::warn!("reload: {setting} changed; it takes effect at the next restart");
         }
+        for said in &changes.addresses_from_config {
+            tracing::warn!("reload: {said}");
+        }
         // Counts, then a line per service: a log field is a number or a string, never a
         // list (tracing has no list values), and a line per service is what a search for
         // the service finds.

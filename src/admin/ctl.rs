@@ -186,6 +186,10 @@ fn secondaries_behind(response: &Response) -> bool {
             .iter()
             .flat_map(|s| &s.zones)
             .any(|z| z.serves != Some(z.serial)),
+        Response::Addresses(a) => a
+            .fleet
+            .as_ref()
+            .is_some_and(|f| f.waited && !f.behind.is_empty()),
         _ => false,
     }
 }
@@ -208,5 +212,6 @@ fn print_reply(json: bool, response: &Response, view: &mut ProgressView) -> std:
         Response::History(h) => json_line(h),
         Response::LogLevel(f) => json_line(f),
         Response::Notified(n) => json_line(n),
+        Response::Addresses(a) => json_line(a),
     })
 }

@@ -5,9 +5,10 @@ use std::io::{IsTerminal, Write};
 use crate::clock::{self, format_utc};
 use crate::color::Color;
 use crate::protocol::{
-    AuditEntry, ColorHealth, Cutover, FlipRecord, NotifiedSecondary, Outcome, PhaseName, Progress,
-    Reloaded, ResolverClass, ResolverView, Response, SecondaryStatus, ServiceStatus, Status, Step,
-    StragglersReport, StreamView, TimelinePoint, Version,
+    AddressesReply, AuditEntry, ColorHealth, Cutover, FleetConvergence, FlipRecord,
+    NotifiedSecondary, Outcome, PhaseName, Progress, Reloaded, ResolverClass, ResolverView,
+    Response, SecondaryStatus, ServiceStatus, Status, Step, StragglersReport, StreamView,
+    TimelinePoint, Version,
 };
 
 /// Any reply, for a person.
@@ -21,7 +22,79 @@ pub fn response(response: &Response) -> String {
         Response::History(entries) => history(entries),
         Response::LogLevel(filter) => format!("log filter now {filter}\n"),
         Response::Notified(secondaries) => notified(secondaries),
+        Response::Addresses(reply) => addresses(reply),
     }
+}
+
+/// `app: green addresses set: 198.51.100.10 -> 198.51.100.77 (serial 7); ...`, then the
+/// health check, the secondaries as for a flip, and any warning.
+fn addresses(r: &AddressesReply) -> String {
+    let (name, color) = (&r.service, r.color);
+    let list = |all: &[std::net::IpAddr]| {
+        all.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = String::new();
+    if let Some(health) = &r.health {
+        out.push_str(&format!("{name}: {}\n", format_health(health)));
+    }
+    out.push_str(&match (r.outcome, color == r.live) {
+        (Outcome::AddressesUnchanged, _) => {
+            format!("{name}: {color} already answers {}; nothing changed\n", list(&r.addresses))
+        }
+        (_, false) => format!(
+            "{name}: {color} addresses set: {} -> {} (serial {}); {color} is idle: `dig {color}.{name}...` answers them now, the service name still {}; `flipdns ctl flip {name} --to {color}` makes them live\n",
+            list(&r.previous),
+            list(&r.addresses),
+            r.serial,
+            r.live
+        ),
+        (_, true) => format!(
+            "{name}: {color} (LIVE) addresses set: {} -> {} (serial {}); the service name answers them now\n",
+            list(&r.previous),
+            list(&r.addresses),
+            r.serial
+        ),
+    });
+    if let Some(fleet) = &r.fleet {
+        out.push_str(&fleet_lines(name, fleet, "SET HERE ONLY"));
+    }
+    for warning in &r.warnings {
+        out.push_str(&format!("{name}: warning: {warning}\n"));
+    }
+    out
+}
+
+/// Each secondary serving the change, and those behind.
+fn fleet_lines(name: &str, fleet: &FleetConvergence, here_only: &str) -> String {
+    let mut out = String::new();
+    for converged in &fleet.converged {
+        out.push_str(&format!(
+            "{name}: secondary {} serves serial {} ({} ms after the change)\n",
+            converged.name, fleet.serial, converged.after_ms
+        ));
+    }
+    let count = fleet.behind.len();
+    let secondaries = if count == 1 {
+        "secondary"
+    } else {
+        "secondaries"
+    };
+    if count > 0 && fleet.waited {
+        out.push_str(&format!(
+            "{name}: {here_only}: {count} {secondaries} did not serve serial {} in time: {}\n",
+            fleet.serial,
+            fleet.behind.join("; ")
+        ));
+    } else if count > 0 {
+        out.push_str(&format!(
+            "{name}: not waiting for the secondaries; {count} {secondaries} do not serve serial {} yet (`flipdns ctl status` follows them)\n",
+            fleet.serial
+        ));
+    }
+    out
 }
 
 /// `ns2 (192.0.2.53:53) svc.example.com. serial 7: acknowledged, serves 7 (current)`.
@@ -198,7 +271,7 @@ impl ProgressView {
                 if let (true, Some(left)) = (self.terminal, seconds_left) {
                     let them = if behind.len() == 1 { "it" } else { "them" };
                     self.redraw(if *flipped {
-                        format!("{name}: {left} s left for the secondaries (Ctrl-C stops waiting; the flip stands)")
+                        format!("{name}: {left} s left for the secondaries (Ctrl-C stops waiting; the change stands)")
                     } else {
                         format!("{name}: {left} s left for the secondaries, then the flip is refused (`--force` flips without {them})")
                     });
@@ -209,7 +282,7 @@ impl ProgressView {
                 name: secondary,
                 after_ms,
             } => self.line(format!(
-                "{name}: secondary {secondary} serves serial {serial} ({after_ms} ms after the flip)"
+                "{name}: secondary {secondary} serves serial {serial} ({after_ms} ms after the change)"
             )),
             Step::Health { health } => self.line(format!("{name}: {}", format_health(health))),
             Step::Flipped { result } => {
@@ -271,7 +344,11 @@ fn waiting_for_secondaries(
     } else {
         ("secondaries", "them", "do")
     };
-    let what = if flipped { "the flip" } else { "the short TTL" };
+    let what = if flipped {
+        "the change"
+    } else {
+        "the short TTL"
+    };
     let then = match (until_ms, flipped) {
         (None, _) => String::new(),
         (Some(at), false) => format!(
@@ -280,7 +357,7 @@ fn waiting_for_secondaries(
             if one { "it" } else { "they" }
         ),
         (Some(at), true) => format!(
-            "; at {} the flip stands here only (exit 5) unless {} {does}",
+            "; at {} the change stands here only (exit 5) unless {} {does}",
             seconds_from_now(at),
             if one { "it" } else { "they" }
         ),
@@ -387,6 +464,18 @@ fn service(s: &ServiceStatus) -> String {
         ),
         (name, ..) => phase_name(name).to_string(),
     };
+    for (color, list) in [(Color::Blue, &s.blue), (Color::Green, &s.green)] {
+        let list: Vec<String> = list.iter().map(ToString::to_string).collect();
+        let source = match s.sources.iter().find(|x| x.color == color) {
+            Some(x) if x.source == "runtime" => format!(
+                "set at runtime by {} at {}",
+                x.by.as_deref().unwrap_or("-"),
+                x.at_ms.map_or("-".into(), format_utc)
+            ),
+            _ => "from config".into(),
+        };
+        out.push_str(&format!("  {color} {} ({source})\n", list.join(" ")));
+    }
     out.push_str(&format!("  phase {phase}\n"));
     out.push_str(&format!(
         "  ttl {} s now (normal {}, cutover {})\n",
@@ -528,35 +617,15 @@ pub fn cutover(c: &Cutover) -> String {
             phase_name(c.phase.name),
             c.live
         ),
+        Outcome::AddressesSet | Outcome::AddressesUnchanged => {
+            format!("{name}: addresses set; {} live\n", c.live)
+        }
     };
     if let (Some(health), false) = (&c.health, c.outcome == Outcome::Flipped) {
         out.push_str(&format!("{name}: {}\n", format_health(health)));
     }
     if let Some(fleet) = &c.fleet {
-        for converged in &fleet.converged {
-            out.push_str(&format!(
-                "{name}: secondary {} serves serial {} ({} ms after the flip)\n",
-                converged.name, fleet.serial, converged.after_ms
-            ));
-        }
-        let count = fleet.behind.len();
-        let secondaries = if count == 1 {
-            "secondary"
-        } else {
-            "secondaries"
-        };
-        if count > 0 && fleet.waited {
-            out.push_str(&format!(
-                "{name}: FLIPPED HERE ONLY: {count} {secondaries} did not serve serial {} in time: {}\n",
-                fleet.serial,
-                fleet.behind.join("; ")
-            ));
-        } else if count > 0 {
-            out.push_str(&format!(
-                "{name}: not waiting for the secondaries; {count} {secondaries} do not serve serial {} yet (`flipdns ctl status` follows them)\n",
-                fleet.serial
-            ));
-        }
+        out.push_str(&fleet_lines(name, fleet, "FLIPPED HERE ONLY"));
     }
     out
 }
@@ -830,6 +899,9 @@ pub fn reloaded(r: &Reloaded) -> String {
         out.push_str(&format!(
             "{setting} changed: it takes effect at the next restart\n"
         ));
+    }
+    for color in &r.addresses_from_config {
+        out.push_str(&format!("addresses: {color}\n"));
     }
     out
 }

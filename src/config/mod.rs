@@ -348,6 +348,33 @@ pub enum HealthTls {
     Insecure,
 }
 
+/// Most addresses a color may have (in the config, or set at run time): 64 A records make
+/// a 1,100-byte answer, within the 1,232 bytes of a UDP response with EDNS.
+pub const MAX_ADDRESSES: usize = 64;
+
+/// Why `list` cannot be `color`'s address set: empty, too long, or with a duplicate.
+pub fn check_addresses(color: Color, list: &[IpAddr]) -> Result<(), String> {
+    if list.is_empty() {
+        return Err(format!(
+            "{color} has no addresses: a color needs at least one, or flipping to it would take the service off the air"
+        ));
+    }
+    if list.len() > MAX_ADDRESSES {
+        return Err(format!(
+            "{color} has {} addresses; at most {MAX_ADDRESSES} fit in one UDP answer",
+            list.len()
+        ));
+    }
+    if let Some(twice) = list
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| list[..i].contains(a).then_some(a))
+    {
+        return Err(format!("address {twice} is listed twice for {color}"));
+    }
+    Ok(())
+}
+
 impl ServiceConfig {
     pub fn addresses(&self, color: Color) -> &[IpAddr] {
         match color {

@@ -749,6 +749,7 @@ fn addresses(t: &Table, color: &'static str) -> Option<Vec<IpAddr>> {
         doc.problem(list.span().start, format!("`{color}` has no addresses: a color needs at least one, or flipping to it would take the service off the air"));
         return None;
     }
+    let list_start = list.span().start;
     let mut addresses = Vec::new();
     let mut ok = true;
     for item in list.into_inner() {
@@ -772,6 +773,17 @@ fn addresses(t: &Table, color: &'static str) -> Option<Vec<IpAddr>> {
                 ok = false;
             }
         }
+    }
+    if ok && addresses.len() > super::MAX_ADDRESSES {
+        doc.problem(
+            list_start,
+            format!(
+                "`{color}` has {} addresses; at most {} fit in one UDP answer",
+                addresses.len(),
+                super::MAX_ADDRESSES
+            ),
+        );
+        return None;
     }
     ok.then_some(addresses)
 }

@@ -3,6 +3,7 @@
 //! decided by [`super::rules`]; this file does it: health checks, state writes through the
 //! switch, timers, events. The registry that starts and retires tasks is [`super::tasks`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -21,8 +22,14 @@ use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::fleet::Fleet;
 use crate::observed::{ColorHealth, FlipResult, Observed};
-use crate::state::{ChangeRef, Phase, ServiceState, StateError};
+use crate::state::{AddressSet, ChangeRef, Phase, ServiceState, StateError};
 use crate::switch::{ChangeError, Current, Switch};
+
+/// `192.0.2.1 192.0.2.2`, for logs.
+fn list(addresses: &[IpAddr]) -> String {
+    let all: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    all.join(" ")
+}
 
 /// Pause before retrying a deadline whose state write failed.
 const RETRY_AFTER_WRITE_ERROR: Duration = Duration::from_secs(1);
@@ -339,7 +346,59 @@ impl Driver {
             Plan::Prepare { target, force } => self.prepare(target, force, current).await,
             Plan::Flip { to, force, why } => self.flip(to, force, why, current).await,
             Plan::Cancel => self.cancel(current).await,
+            Plan::SetAddresses {
+                color,
+                addresses,
+                check,
+            } => self.set_addresses(color, addresses, check, current).await,
         }
+    }
+
+    /// Replaces `color`'s addresses with `addresses` (the rules allowed it), after the
+    /// health check of the new ones when `check`.
+    async fn set_addresses(
+        &mut self,
+        color: Color,
+        addresses: Vec<IpAddr>,
+        check: bool,
+        current: &Current,
+    ) -> Result<Done, Refusal> {
+        let mut health = None;
+        if check {
+            let Some(gate) = &self.config.health else {
+                return Err(rules::no_health_check(&self.config));
+            };
+            let result = self.gate.check(&self.config, gate, color, &addresses).await;
+            self.emit(Step::Health(result.clone()));
+            if let Some(refusal) = rules::unhealthy_addresses(&self.facts(current), color, &result)
+            {
+                return Err(refusal);
+            }
+            health = Some(result);
+        }
+        let replaced = current.service.addresses(&self.config, color).to_vec();
+        let set = AddressSet {
+            addresses: addresses.clone(),
+            by: self
+                .origin
+                .as_ref()
+                .map_or_else(String::new, |o| o.by.clone()),
+            at_ms: self.clock.now_ms(),
+            config: self.config.addresses(color).to_vec(),
+        };
+        // The config's own list again: no runtime set, the config speaks.
+        let set = (addresses != self.config.addresses(color)).then_some(set);
+        // Not a cutover: a change in progress keeps its id (the set is audited on its own).
+        let origin = self.origin.take();
+        let after = self.apply(|s| s.set_runtime(color, set)).await;
+        self.origin = origin;
+        let after = after?;
+        let (name, serial) = (self.config.name.clone(), after.serial);
+        let (old, new) = (list(&replaced), list(&addresses));
+        self.later(move || tracing::info!(service = %name, %color, serial, "addresses set: {old} -> {new}"));
+        let mut done = self.done(Outcome::AddressesSet, &after, health);
+        done.replaced = Some(replaced);
+        Ok(done)
     }
 
     /// Enters (or stays in) `preparing`: writes the drain deadline, which publishes the
@@ -496,7 +555,8 @@ impl Driver {
         let from = current.service.live;
         let mut health = None;
         if let (false, Some(check)) = (force, &self.config.health) {
-            let result = self.gate.check(&self.config, check, to).await;
+            let addresses = current.service.addresses(&self.config, to);
+            let result = self.gate.check(&self.config, check, to, addresses).await;
             self.emit(Step::Health(result.clone()));
             health = Some(result);
         }
@@ -654,6 +714,7 @@ impl Driver {
             from: None,
             cutover: self.pending.filter(|_| current.service.pending().is_some()),
             health,
+            replaced: None,
         }
     }
 }

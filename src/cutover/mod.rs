@@ -47,6 +47,7 @@ mod tasks;
 pub use tasks::{COMMAND_QUEUE, Cutovers, EVENT_QUEUE};
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use crate::clock::Clock;
@@ -57,22 +58,39 @@ use crate::observed::ColorHealth;
 use crate::state::{ChangeRef, ServiceState};
 
 /// What an operator asks of a service's cutover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Prepare,
-    Flip { to: Color, now: bool, force: bool },
-    Rollback { force: bool },
+    Flip {
+        to: Color,
+        now: bool,
+        force: bool,
+    },
+    Rollback {
+        force: bool,
+    },
     Cancel,
+    /// Replace `color`'s addresses (a release's new instances): the idle color only unless
+    /// `force`, never one a cutover is heading to; with `check`, only if every new address
+    /// passes the service's health check.
+    SetAddresses {
+        color: Color,
+        addresses: Vec<IpAddr>,
+        force: bool,
+        check: bool,
+    },
 }
 
 /// Checks a color's addresses: the flip gate and the background checks. The server probes
 /// for real ([`Probe`]); tests script the answers.
 pub trait HealthGate: Send + Sync {
+    /// Checks `addresses` (what `color` answers now: the config's or a runtime set).
     fn check<'a>(
         &'a self,
         service: &'a ServiceConfig,
         health: &'a HealthConfig,
         color: Color,
+        addresses: &'a [IpAddr],
     ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>>;
 }
 
@@ -82,11 +100,12 @@ pub struct Probe(pub Clock);
 impl HealthGate for Probe {
     fn check<'a>(
         &'a self,
-        service: &'a ServiceConfig,
+        _service: &'a ServiceConfig,
         health: &'a HealthConfig,
         color: Color,
+        addresses: &'a [IpAddr],
     ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>> {
-        Box::pin(health::check_color(service, health, color, &self.0))
+        Box::pin(health::check_color(addresses, health, color, &self.0))
     }
 }
 
@@ -107,6 +126,10 @@ pub enum Outcome {
     Cancelled,
     /// Nothing was pending.
     NothingToCancel,
+    /// A color's addresses were replaced.
+    AddressesSet,
+    /// The color already had exactly those addresses: nothing changed.
+    AddressesUnchanged,
 }
 
 /// A command that was carried out, and the service after it.
@@ -126,6 +149,8 @@ pub struct Done {
     pub cutover: Option<u64>,
     /// The health gate's results, when it ran.
     pub health: Option<ColorHealth>,
+    /// For a set of addresses: the color's addresses before.
+    pub replaced: Option<Vec<IpAddr>>,
 }
 
 /// Who asked for a command, and the id its change takes in the audit trail if it begins
@@ -205,6 +230,10 @@ pub enum RefusalKind {
     Cancelled,
     /// The server is stopping (or the service was removed).
     ShuttingDown,
+    /// The addresses of the live color were to be replaced; `--force` overrides.
+    LiveColor,
+    /// The addresses given cannot be a color's set (none, too many, a duplicate).
+    BadAddresses,
 }
 
 impl Refusal {

@@ -3,6 +3,8 @@
 //! leaves, and the words of every refusal. The driver carries them out; the model-based
 //! test checks them against the invariants in the module docs.
 
+use std::net::IpAddr;
+
 use super::{Action, Outcome, Refusal, RefusalKind};
 use crate::clock::format_utc;
 use crate::color::Color;
@@ -68,6 +70,12 @@ pub enum Plan {
     },
     /// Back to the normal TTL, dropping a pending flip.
     Cancel,
+    /// Replace `color`'s addresses, after their health check if `check`.
+    SetAddresses {
+        color: Color,
+        addresses: Vec<IpAddr>,
+        check: bool,
+    },
 }
 
 /// Why a flip happens now.
@@ -138,7 +146,101 @@ pub fn command(action: Action, facts: &Facts) -> Plan {
             Phase::Steady => Plan::Reply(Outcome::NothingToCancel),
             _ => Plan::Cancel,
         },
+        Action::SetAddresses {
+            color,
+            addresses,
+            force,
+            check,
+        } => set_addresses(facts, color, addresses, force, check),
     }
+}
+
+/// Whether `color`'s addresses may become `addresses`: a valid set; not the live color
+/// unless `force` (an emergency: a dead host in the live set); never the color a cutover is
+/// heading to or settling on (its answers are the point of the cutover in progress).
+fn set_addresses(
+    facts: &Facts,
+    color: Color,
+    addresses: Vec<IpAddr>,
+    force: bool,
+    check: bool,
+) -> Plan {
+    let (name, state) = (&facts.config.name, facts.state);
+    if let Err(why) = crate::config::check_addresses(color, &addresses) {
+        return Plan::Refuse(Refusal::new(
+            RefusalKind::BadAddresses,
+            format!(
+                "addresses of {name} not set: {why}; {}",
+                left_in(facts.config, state)
+            ),
+        ));
+    }
+    let heading = match state.phase {
+        Phase::Preparing {
+            target: Some(target),
+            ..
+        } => Some(("a cutover of", target, "is pending")),
+        Phase::Settling { .. } => Some(("the flip of", state.live, "is settling")),
+        _ => None,
+    };
+    if let Some((what, target, how)) = heading.filter(|(_, target, _)| *target == color) {
+        return Plan::Refuse(Refusal::new(
+            RefusalKind::Busy,
+            format!(
+                "addresses of {name} {color} not set: {what} {name} to {target} {how}; wait until it is steady (`flipdns ctl status {name}`), or `flipdns ctl cancel {name}`; {}",
+                left_in(facts.config, state)
+            ),
+        ));
+    }
+    if color == state.live && !force {
+        return Plan::Refuse(Refusal::new(
+            RefusalKind::LiveColor,
+            format!(
+                "addresses of {name} {color} not set: {color} is live, and its answers would change at once; set the idle color and flip, or `--force` to replace a live address (an emergency; audited as such); {}",
+                left_in(facts.config, state)
+            ),
+        ));
+    }
+    if addresses == state.addresses(facts.config, color) {
+        return Plan::Reply(Outcome::AddressesUnchanged);
+    }
+    Plan::SetAddresses {
+        color,
+        addresses,
+        check,
+    }
+}
+
+/// `--check` on a service without a health check.
+pub fn no_health_check(config: &ServiceConfig) -> Refusal {
+    Refusal::new(
+        RefusalKind::Unhealthy,
+        format!(
+            "addresses of {} not set: `--check` needs a [service.health] check, and {} has none; nothing changed",
+            config.name, config.name
+        ),
+    )
+}
+
+/// The refusal of a set whose `--check` found unhealthy addresses, if it did.
+pub fn unhealthy_addresses(facts: &Facts, color: Color, health: &ColorHealth) -> Option<Refusal> {
+    let failing: Vec<String> = health
+        .addresses
+        .iter()
+        .filter(|a| !a.healthy)
+        .map(|a| format!("{} ({})", a.address, a.detail))
+        .collect();
+    (!failing.is_empty()).then(|| {
+        Refusal::new(
+            RefusalKind::Unhealthy,
+            format!(
+                "addresses of {} {color} not set: unhealthy {}; without `--check` they are set unchecked; {}",
+                facts.config.name,
+                failing.join(", "),
+                left_in(facts.config, facts.state)
+            ),
+        )
+    })
 }
 
 /// The preparing phase to write. A deadline already set never moves earlier; a new one
@@ -322,6 +424,7 @@ pub fn flipped(facts: &Facts, to: Color) -> ServiceState {
         expires_held,
         fleet: state.fleet,
         change: state.change.clone(),
+        addresses: state.addresses.clone(),
     }
 }
 

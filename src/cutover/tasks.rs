@@ -18,6 +18,7 @@ use crate::color::Color;
 use crate::config::{HealthConfig, ServiceConfig};
 use crate::fleet::Fleet;
 use crate::observed::Observed;
+use crate::records::Records;
 use crate::state::{Phase, ServiceState};
 use crate::switch::Switch;
 
@@ -140,14 +141,23 @@ impl Cutovers {
             let token = self.shutdown.child_token();
             running.watchers.insert(config.name.clone(), token.clone());
             let (config, check) = (config.clone(), check.clone());
-            let gate = self.gate.clone();
+            let (gate, records) = (self.gate.clone(), self.switch.records().clone());
             // Supervised like the cutover tasks: checks that panic start again.
             self.tracker.spawn(async move {
                 loop {
                     let round = tokio::spawn({
                         let (gate, config, check) = (gate.clone(), config.clone(), check.clone());
                         let (observed, token) = (observed.clone(), token.clone());
-                        async move { watch(&*gate, &config, &check, &observed, token).await }
+                        let records = records.clone();
+                        async move {
+                            let service = Watched {
+                                config: &config,
+                                check: &check,
+                                observed: &observed,
+                                records: &records,
+                            };
+                            watch(&*gate, service, token).await
+                        }
                     });
                     let Err(failure) = round.await else {
                         return;
@@ -375,20 +385,34 @@ pub(super) fn needs_task(state: &ServiceState) -> bool {
         || state.fleet.is_some()
 }
 
+/// A service whose colors are checked in the background.
+struct Watched<'a> {
+    config: &'a ServiceConfig,
+    check: &'a HealthConfig,
+    /// Where the results go.
+    observed: &'a Observed,
+    /// Where each color's addresses now are read (a runtime set may replace the config's).
+    records: &'a Records,
+}
+
 /// Checks both colors of `service` every `interval` into what it has `observed`, until
 /// `shutdown`.
-async fn watch(
-    gate: &dyn HealthGate,
-    service: &ServiceConfig,
-    check: &HealthConfig,
-    observed: &Observed,
-    shutdown: CancellationToken,
-) {
+async fn watch(gate: &dyn HealthGate, service: Watched<'_>, shutdown: CancellationToken) {
+    let Watched {
+        config,
+        check,
+        observed,
+        records,
+    } = service;
     loop {
         for color in Color::ALL {
+            let addresses = match records.load().service(&config.name) {
+                Some(view) => view.state.addresses(config, color).to_vec(),
+                None => config.addresses(color).to_vec(),
+            };
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                result = gate.check(service, check, color) => result,
+                result = gate.check(config, check, color, &addresses) => result,
             };
             observed.health.set(color, result);
         }

@@ -120,9 +120,16 @@ pub fn observation(
                     break;
                 }
                 if let Some(address) = answer.address() {
+                    // What each color answers now, or (a secondary a moment behind a
+                    // runtime set) what the config says.
                     given = Color::ALL
                         .into_iter()
-                        .find(|&c| config.addresses(c).contains(&address))
+                        .find(|&c| view.state.addresses(config, c).contains(&address))
+                        .or_else(|| {
+                            Color::ALL
+                                .into_iter()
+                                .find(|&c| config.addresses(c).contains(&address))
+                        })
                         .map(|c| (c, answer.ttl));
                     break;
                 }

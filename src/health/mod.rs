@@ -18,20 +18,19 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::color::Color;
-use crate::config::{HealthConfig, HealthKind, ServiceConfig};
+use crate::config::{HealthConfig, HealthKind};
 use crate::observed::{AddressHealth, ColorHealth};
 
 /// Addresses checked at once by one check of one color.
 pub const MAX_CONCURRENT_CHECKS: usize = 16;
 
-/// Checks every address of `color` now.
+/// Checks every address of `color` (`addresses`) now.
 pub async fn check_color(
-    service: &ServiceConfig,
+    addresses: &[IpAddr],
     health: &HealthConfig,
     color: Color,
     clock: &Clock,
 ) -> ColorHealth {
-    let addresses = service.addresses(color);
     let results = match Probe::new(health).await {
         Ok(probe) => {
             let probe = Arc::new(probe);

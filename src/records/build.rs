@@ -17,7 +17,7 @@ use super::{
 use crate::catalog::{Catalog, service_names};
 use crate::color::Color;
 use crate::observed::Observed;
-use crate::state::ServiceState;
+use crate::state::{RuntimeAddresses, ServiceState};
 use crate::wire::name::lower as wire;
 use crate::zone::Zone;
 
@@ -77,17 +77,19 @@ pub struct StaticModel {
 
 /// How one service is served at one moment: what renders its names.
 #[derive(Clone, Copy)]
-struct Served {
+struct Served<'a> {
     live: Color,
     ttl: u32,
     long: bool,
+    runtime: Option<&'a RuntimeAddresses>,
 }
 
-fn served(config: &crate::config::ServiceConfig, state: &ServiceState) -> Served {
+fn served<'a>(config: &crate::config::ServiceConfig, state: &'a ServiceState) -> Served<'a> {
     Served {
         live: state.live,
         ttl: state.phase.ttl(config.ttl, config.cutover_ttl),
         long: state.phase.is_long(),
+        runtime: state.addresses.as_deref(),
     }
 }
 
@@ -335,7 +337,7 @@ struct Renderer<'a> {
     catalog: &'a Catalog,
     model: &'a StaticModel,
     /// The state of the service at a catalog index.
-    states: &'a dyn Fn(usize) -> Served,
+    states: &'a dyn Fn(usize) -> Served<'a>,
     /// Each zone's serial, for the SOA at its apex.
     serials: &'a [u32],
     /// Set when a rendering looked at a service's name: its answer depends on the service.
@@ -346,7 +348,7 @@ impl<'a> Renderer<'a> {
     fn new(
         catalog: &'a Catalog,
         model: &'a StaticModel,
-        states: &'a dyn Fn(usize) -> Served,
+        states: &'a dyn Fn(usize) -> Served<'a>,
         serials: &'a [u32],
     ) -> Renderer<'a> {
         Renderer {
@@ -404,7 +406,7 @@ impl<'a> Renderer<'a> {
         let state = (self.states)(index as usize);
         let zone = self.catalog.zone_index(config);
         let negative = negative_ttl(&self.catalog.zones[zone]).min(state.ttl);
-        let (name, color, kind, rdatas) = service_rrsets(config, state.live)
+        let (name, color, kind, rdatas) = service_rrsets(config, state.live, state.runtime)
             .into_iter()
             .nth(which as usize)
             .expect("three names");

@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, service_names};
 use crate::color::Color;
 use crate::config::{AnswerMode, ServiceConfig};
 use crate::observed::answers::NameKind;
+use crate::state::{RuntimeAddresses, ServiceState, addresses_of};
 use crate::zone::Zone;
 
 /// One record of a zone (class IN).
@@ -29,13 +30,16 @@ pub struct ZoneRecord {
     pub rdata: RData,
 }
 
-/// The names of a service and what each holds with `live` live: each color name its
-/// color's addresses; the service name the live color's addresses, or a CNAME to the live
-/// color's name. With the color each name answers and how it is named.
+/// The names of a service and what each holds with `live` live and the address sets
+/// `runtime` set at run time: each color name its color's addresses; the service name the
+/// live color's addresses, or a CNAME to the live color's name. With the color each name
+/// answers and how it is named.
 pub fn service_rrsets(
     config: &ServiceConfig,
     live: Color,
+    runtime: Option<&RuntimeAddresses>,
 ) -> [(Name, Color, NameKind, Vec<RData>); 3] {
+    let of = |color| addresses_of(config, runtime, color);
     let [blue, green, service] = service_names(config);
     let live_name = if live == Color::Blue {
         blue.clone()
@@ -44,15 +48,20 @@ pub fn service_rrsets(
     };
     let service_data = match config.answer {
         AnswerMode::Cname => vec![RData::CNAME(CNAME(live_name))],
-        AnswerMode::A => addresses(config.addresses(live)),
+        AnswerMode::A => addresses(of(live)),
     };
     [
-        (blue, Color::Blue, NameKind::Color, addresses(&config.blue)),
+        (
+            blue,
+            Color::Blue,
+            NameKind::Color,
+            addresses(of(Color::Blue)),
+        ),
         (
             green,
             Color::Green,
             NameKind::Color,
-            addresses(&config.green),
+            addresses(of(Color::Green)),
         ),
         (service, live, NameKind::Service, service_data),
     ]
@@ -67,9 +76,10 @@ fn addresses(list: &[IpAddr]) -> Vec<RData> {
         .collect()
 }
 
-/// A service's records with `live` live and answers carrying `ttl`.
-pub fn service_records(config: &ServiceConfig, live: Color, ttl: u32) -> Vec<ZoneRecord> {
-    service_rrsets(config, live)
+/// A service's records as `served` says.
+pub fn service_records(config: &ServiceConfig, served: ServedAs<'_>) -> Vec<ZoneRecord> {
+    let ttl = served.ttl;
+    service_rrsets(config, served.live, served.runtime)
         .into_iter()
         .flat_map(|(name, _, _, rdatas)| {
             rdatas.into_iter().map(move |rdata| ZoneRecord {
@@ -83,12 +93,26 @@ pub fn service_records(config: &ServiceConfig, live: Color, ttl: u32) -> Vec<Zon
 
 /// How a zone serves one service at one moment: what its records are made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServedAs {
+pub struct ServedAs<'a> {
     /// The service's index in the catalog's config.
     pub index: usize,
     pub live: Color,
     /// The TTL its answers carry (normal or cutover).
     pub ttl: u32,
+    /// Its address sets set at run time.
+    pub runtime: Option<&'a RuntimeAddresses>,
+}
+
+impl<'a> ServedAs<'a> {
+    /// Service `index` (of config `config`) as `state` serves it.
+    pub fn of(index: usize, config: &ServiceConfig, state: &'a ServiceState) -> ServedAs<'a> {
+        ServedAs {
+            index,
+            live: state.live,
+            ttl: state.phase.ttl(config.ttl, config.cutover_ttl),
+            runtime: state.addresses.as_deref(),
+        }
+    }
 }
 
 /// The records of zone `zone` of `catalog` but the SOA, with `services` served as they say
@@ -96,7 +120,7 @@ pub struct ServedAs {
 pub fn zone_records<'a>(
     catalog: &'a Catalog,
     zone: usize,
-    services: impl Iterator<Item = ServedAs> + 'a,
+    services: impl Iterator<Item = ServedAs<'a>> + 'a,
 ) -> impl Iterator<Item = ZoneRecord> + 'a {
     let origin = &catalog.zones[zone].origin;
     let statics = catalog.zones[zone].records.iter().map(|r| ZoneRecord {
@@ -106,7 +130,7 @@ pub fn zone_records<'a>(
     });
     let services = services
         .filter(move |s| catalog.config.services[s.index].zone == *origin)
-        .flat_map(move |s| service_records(&catalog.config.services[s.index], s.live, s.ttl));
+        .flat_map(move |s| service_records(&catalog.config.services[s.index], s));
     statics.chain(services)
 }
 
@@ -139,10 +163,10 @@ pub fn zone_size(catalog: &Catalog, zone: usize) -> usize {
 
 /// The digest of zone `zone` of `catalog` with `services` served as they say: the SOA
 /// without its serial, and every other record.
-pub fn zone_digest(
-    catalog: &Catalog,
+pub fn zone_digest<'a>(
+    catalog: &'a Catalog,
     zone: usize,
-    services: impl Iterator<Item = ServedAs>,
+    services: impl Iterator<Item = ServedAs<'a>> + 'a,
 ) -> Digest {
     let data = &catalog.zones[zone];
     soa_digest(&RData::SOA(data.soa.clone()), data.soa_ttl, &data.origin)
@@ -323,7 +347,13 @@ mod tests {
 
     fn app(live: Color, ttl: u32) -> Vec<ZoneRecord> {
         let catalog = crate::fixture::catalog();
-        service_records(&catalog.config.services[0], live, ttl)
+        let served = ServedAs {
+            index: 0,
+            live,
+            ttl,
+            runtime: None,
+        };
+        service_records(&catalog.config.services[0], served)
     }
 
     #[test]

@@ -300,6 +300,7 @@ impl Snapshot {
                     index,
                     live: s.live(),
                     ttl: s.ttl,
+                    runtime: s.state.addresses.as_deref(),
                 }),
         )
     }

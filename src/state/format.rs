@@ -130,6 +130,7 @@ pub(super) fn decode_snapshot(text: &str, path: &Path) -> Result<(State, u64), S
                         expires_held: [None; 2],
                         fleet: None,
                         change: None,
+                        addresses: None,
                     };
                     (name, state)
                 })

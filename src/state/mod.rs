@@ -1,5 +1,6 @@
-//! The live state that must survive a restart: each service's color, flip count and cutover
-//! phase, and each zone's SOA serial; and the durable store that holds it ([`store`]).
+//! The live state that must survive a restart: each service's color, flip count, cutover
+//! phase and address sets set at run time, and each zone's SOA serial; and the durable
+//! store that holds it ([`store`]).
 //!
 //! This module owns the model and its rules of arithmetic (phases, TTLs, serials); deciding
 //! which change to make is [`crate::cutover`]'s and [`crate::reload`]'s job, and making it
@@ -11,10 +12,12 @@ pub mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::color::Color;
+use crate::config::ServiceConfig;
 
 pub use store::{StateError, Store};
 
@@ -79,6 +82,64 @@ pub struct ServiceState {
     /// with who asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<ChangeRef>,
+    /// Address sets set at run time (`ctl set-addresses`), by color; a color without one
+    /// answers the config's list. Boxed: most services never have one, and a service's
+    /// state is kept for every service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Box<RuntimeAddresses>>,
+}
+
+/// The address sets of a service set at run time, by color.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeAddresses {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue: Option<AddressSet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub green: Option<AddressSet>,
+}
+
+/// One color's addresses as set at run time, who set them and when, and the config's list
+/// for that color then: the set stands until the config's list changes (a reload or a
+/// restart with another list takes the config's, and says so).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressSet {
+    pub addresses: Vec<IpAddr>,
+    /// The principal, as the audit trail names it.
+    pub by: String,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The config's list for the color when the set was made.
+    pub config: Vec<IpAddr>,
+}
+
+impl RuntimeAddresses {
+    pub fn get(&self, color: Color) -> Option<&AddressSet> {
+        match color {
+            Color::Blue => self.blue.as_ref(),
+            Color::Green => self.green.as_ref(),
+        }
+    }
+
+    fn slot(&mut self, color: Color) -> &mut Option<AddressSet> {
+        match color {
+            Color::Blue => &mut self.blue,
+            Color::Green => &mut self.green,
+        }
+    }
+}
+
+/// The addresses `color` of the service `config` answers with the runtime sets `runtime`.
+pub fn addresses_of<'a>(
+    config: &'a ServiceConfig,
+    runtime: Option<&'a RuntimeAddresses>,
+    color: Color,
+) -> &'a [IpAddr] {
+    match runtime.and_then(|r| r.get(color)) {
+        Some(set) => &set.addresses,
+        None => config.addresses(color),
+    }
 }
 
 /// A change asked for: its id in the audit trail, and who asked.
@@ -122,6 +183,7 @@ impl ServiceState {
             expires_held: [None; 2],
             fleet: None,
             change: None,
+            addresses: None,
         }
     }
 
@@ -211,6 +273,41 @@ impl ServiceState {
     /// Whether a flip is scheduled.
     pub fn pending(&self) -> Option<Color> {
         self.phase.target()
+    }
+
+    /// The addresses `color` answers: its runtime set, or else the config's list.
+    pub fn addresses<'a>(&'a self, config: &'a ServiceConfig, color: Color) -> &'a [IpAddr] {
+        addresses_of(config, self.addresses.as_deref(), color)
+    }
+
+    /// `color`'s runtime set, if it has one.
+    pub fn runtime_set(&self, color: Color) -> Option<&AddressSet> {
+        self.addresses.as_ref().and_then(|a| a.get(color))
+    }
+
+    /// Sets (or, with `None`, clears) `color`'s runtime set.
+    pub fn set_runtime(&mut self, color: Color, set: Option<AddressSet>) {
+        let mut all = self.addresses.take().unwrap_or_default();
+        *all.slot(color) = set;
+        if all.blue.is_some() || all.green.is_some() {
+            self.addresses = Some(all);
+        }
+    }
+
+    /// Drops the runtime sets whose color's list in `config` is no longer the one they
+    /// were made against (the config changed under them: it wins); returns the colors
+    /// dropped, with the set each had.
+    pub fn yield_to_config(&mut self, config: &ServiceConfig) -> Vec<(Color, AddressSet)> {
+        let mut dropped = Vec::new();
+        for color in Color::ALL {
+            if let Some(set) = self.runtime_set(color)
+                && set.config != config.addresses(color)
+            {
+                dropped.push((color, set.clone()));
+                self.set_runtime(color, None);
+            }
+        }
+        dropped
     }
 }
 

@@ -469,6 +469,7 @@ mod tests {
                 ttl: 300,
                 expires_ms: [1_700_000_005_000, 0],
                 change: None,
+                addresses: None,
                 expires_held: [None; 2],
                 fleet: Some(crate::state::FleetWait {
                     serial: 7,

@@ -104,6 +104,9 @@ pub struct Reloaded {
     pub changed: Vec<String>,
     /// Zones whose serial moved, with the new serial.
     pub serials: Vec<(String, u32)>,
+    /// Runtime address sets that gave way to a changed config list (see
+    /// [`ServiceState::yield_to_config`]), in words.
+    pub addresses_from_config: Vec<String>,
 }
 
 /// Why a reload was not applied. Nothing changed.
@@ -210,12 +213,13 @@ impl Switch {
         let mut delta = Delta::default();
         let ttl = |s: &ServiceState| s.phase.ttl(config.ttl, config.cutover_ttl);
         let mut diff = None;
-        if (after.live, ttl(&after)) != (before.live, ttl(&before)) {
+        let index = catalog.config.by_name[&config.name];
+        let old = service_records(config, ServedAs::of(index, config, &before));
+        let new = service_records(config, ServedAs::of(index, config, &after));
+        if old != new {
             let origin = config.zone.to_string();
             let zone = &inner.state.zones[&origin];
             let serial = zone.serial.wrapping_add(1);
-            let old = service_records(config, before.live, ttl(&before));
-            let new = service_records(config, after.live, ttl(&after));
             let digest = Digest(zone.digest).replace(Digest::of(&old), Digest::of(&new));
             delta.zones.insert(
                 origin.clone(),
@@ -241,7 +245,6 @@ impl Switch {
             inner.remember(&catalog, &origin, diff);
         }
         inner.generation = inner.generation.next();
-        let index = catalog.config.by_name[&config.name];
         let next = changed_snapshot(&catalog, &mut inner, &self.records.load_full(), index);
         self.records.publish(next);
         self.compact_if_due(&inner);
@@ -412,20 +415,35 @@ impl Switch {
 pub(super) fn served<'a>(
     catalog: &'a Catalog,
     state: &'a State,
-) -> impl Iterator<Item = ServedAs> + 'a {
+) -> impl Iterator<Item = ServedAs<'a>> + 'a {
     catalog
         .config
         .services
         .iter()
         .enumerate()
-        .map(|(index, config)| {
-            let service = &state.services[&config.name];
-            ServedAs {
-                index,
-                live: service.live,
-                ttl: service.phase.ttl(config.ttl, config.cutover_ttl),
-            }
-        })
+        .map(|(index, config)| ServedAs::of(index, config, &state.services[&config.name]))
+}
+
+/// What a runtime set that gave way to the config's changed list is said as.
+pub(super) fn config_won(
+    name: &str,
+    color: crate::color::Color,
+    set: &crate::state::AddressSet,
+    config: &crate::config::ServiceConfig,
+) -> String {
+    let list = |all: &[std::net::IpAddr]| {
+        all.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "{name} {color}: the config's list changed since the runtime set by {} at {} ({}); {color} answers the config's now: {}",
+        set.by,
+        crate::clock::format_utc(set.at_ms),
+        list(&set.addresses),
+        list(config.addresses(color))
+    )
 }
 
 /// The state after a reload from `old` to `new`, and what changed: the current state for
@@ -458,6 +476,11 @@ fn reload_plan(old: &Catalog, new: &Catalog, state: &State, clock: &Clock) -> (S
             );
         }
         entry.ttl = service.ttl;
+        for (color, set) in entry.yield_to_config(service) {
+            report
+                .addresses_from_config
+                .push(config_won(&service.name, color, &set, service));
+        }
         match old.config.service(&service.name) {
             None => report.added.push(format!(
                 "{} ({} live, from {from})",

@@ -36,6 +36,10 @@ pub(super) fn restart(
             .services
             .entry(config.name.clone())
             .or_insert_with(|| ServiceState::new(config.live, config.ttl));
+        for (color, set) in service.yield_to_config(config) {
+            let said = super::config_won(&config.name, color, &set, config);
+            tracing::warn!(service = %config.name, "at start: {said}");
+        }
         // Normal-TTL answers the previous process may have given up to now, and those of the
         // live color that an earlier `--now` flip left in caches.
         let worst_ttl_ms = u64::from(service.ttl.max(config.ttl)) * 1000;

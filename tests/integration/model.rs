@@ -71,9 +71,10 @@ struct Scripted(AtomicBool, AtomicU32, AtomicU32);
 impl HealthGate for Scripted {
     fn check<'a>(
         &'a self,
-        service: &'a ServiceConfig,
+        _service: &'a ServiceConfig,
         health: &'a HealthConfig,
         color: Color,
+        addresses: &'a [IpAddr],
     ) -> Pin<Box<dyn Future<Output = ColorHealth> + Send + 'a>> {
         let healthy = self.0.load(Relaxed);
         let panics = self
@@ -88,8 +89,7 @@ impl HealthGate for Scripted {
             ColorHealth {
                 color,
                 checked_at_ms: 0,
-                addresses: service
-                    .addresses(color)
+                addresses: addresses
                     .iter()
                     .map(|&address| AddressHealth {
                         address,
@@ -248,6 +248,28 @@ fn ask(running: &Running, resolver: u8) -> Answer {
     }
 }
 
+/// Every address the service name answers with now.
+fn answered_addresses(running: &Running) -> Vec<IpAddr> {
+    let packet = flipdns::fixture::query("app.svc.example.com", 1);
+    let client = SocketAddr::new(IpAddr::from([10, 0, 0, 99]), 5353);
+    let mut out = Vec::new();
+    let mut recorder = Recorder::new(None);
+    assert!(
+        running
+            .handler
+            .handle(&packet, client, Transport::Udp, &mut out, &mut recorder)
+    );
+    let message = Message::from_vec(&out).unwrap();
+    message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A secondary's answer to resolver 10.0.0.20, through the dnstap path: the frame as its
 /// stream carries it, decoded and handed to the ledger (and the drain input) as the
 /// collector does. A secondary that lags behind a prepare still gives the live color with
@@ -340,6 +362,15 @@ enum Step {
     /// The next health check panics: the task running it must be replaced, and what it
     /// was waiting for still happen.
     Panic,
+    /// A release registers new addresses for a color: the idle one (or the live one,
+    /// `force` or not), `count` of them (0: an empty set, refused) from a pool of the
+    /// color's own (so an answer still says its color), starting at `offset`.
+    SetAddresses {
+        live: bool,
+        force: bool,
+        count: u8,
+        offset: u8,
+    },
 }
 
 fn step(rng: &mut Rng) -> Step {
@@ -357,7 +388,13 @@ fn step(rng: &mut Rng) -> Step {
         63..=66 => Step::Kill9,
         67..=90 => Step::Wait([500, 3_000, 20_000, 61_000, 200_000][rng.below(5) as usize]),
         91..=94 => Step::WallClockJump([-90_000, -5_000, 5_000, 90_000][rng.below(4) as usize]),
-        95..=97 => Step::Health(rng.below(3) != 0),
+        95..=96 => Step::Health(rng.below(3) != 0),
+        97..=98 => Step::SetAddresses {
+            live: rng.below(3) == 0,
+            force: rng.below(2) == 0,
+            count: rng.below(4) as u8,
+            offset: rng.below(3) as u8,
+        },
         _ => Step::Panic,
     }
 }
@@ -496,6 +533,18 @@ fn steady_step_begins(step: Step) -> bool {
     )
 }
 
+/// `count` addresses of `color`'s own pool from `offset`: blue's in 192.0.2.0/24, green's in
+/// 198.51.100.0/24, as the config's (an answer's first octet says its color).
+fn pool(color: Color, count: u8, offset: u8) -> Vec<IpAddr> {
+    let net = match color {
+        Color::Blue => [192, 0, 2],
+        Color::Green => [198, 51, 100],
+    };
+    (0..count)
+        .map(|i| IpAddr::from([net[0], net[1], net[2], 20 + offset + i]))
+        .collect()
+}
+
 /// A command's origin: a new change id each time.
 fn origin() -> Origin {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -564,6 +613,30 @@ async fn apply(world: &mut World, truth: &mut Truth, step: Step) -> StepOutcome 
         }
         Step::Rollback => command(world, Action::Rollback { force: false }).await,
         Step::Cancel => command(world, Action::Cancel).await,
+        Step::SetAddresses {
+            live,
+            force,
+            count,
+            offset,
+        } => {
+            let state = world
+                .running()
+                .switch
+                .service("app")
+                .await
+                .unwrap()
+                .1
+                .service;
+            let color = if live { state.live } else { state.live.other() };
+            let addresses = pool(color, count, offset);
+            let action = Action::SetAddresses {
+                color,
+                addresses,
+                force,
+                check: false,
+            };
+            command(world, action).await
+        }
         Step::Reload => {
             let api_pending = world
                 .running()
@@ -790,6 +863,67 @@ async fn check(
         assert!(
             !matches!(before.phase, Phase::Settling { .. }),
             "{context}: I3: the anti-flap rule refused a rollback while settling"
+        );
+    }
+
+    // Runtime address sets: the service name answers the live color's set, a refused set
+    // changes nothing, a set is never made on the color a cutover heads to or settles on,
+    // nor on the live color without force; a reload of an unchanged list keeps them.
+    let config = running
+        .switch
+        .catalog()
+        .config
+        .service("app")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        answered_addresses(running),
+        after.addresses(&config, after.live),
+        "{context}: the service name answers the live color's set"
+    );
+    if let Step::SetAddresses { live, force, .. } = step {
+        let color = if live {
+            before.live
+        } else {
+            before.live.other()
+        };
+        let heading = match before.phase {
+            Phase::Preparing {
+                target: Some(t), ..
+            } => Some(t),
+            Phase::Settling { .. } => Some(before.live),
+            _ => None,
+        };
+        match outcome {
+            Some(Ok(Outcome::AddressesSet)) => {
+                assert!(
+                    !live || force,
+                    "{context}: the live color set without force"
+                );
+                assert_ne!(
+                    heading,
+                    Some(color),
+                    "{context}: set during a cutover to it"
+                );
+                assert_ne!(
+                    after.addresses(&config, color),
+                    before.addresses(&config, color),
+                    "{context}: set, and changed"
+                );
+            }
+            Some(Err(_)) | Some(Ok(Outcome::AddressesUnchanged)) if !truth.faulted => {
+                assert_eq!(
+                    after.addresses, before.addresses,
+                    "{context}: a refused set changes nothing"
+                );
+            }
+            _ => {}
+        }
+    }
+    if let Step::Reload = step {
+        assert_eq!(
+            after.addresses, before.addresses,
+            "{context}: a reload of unchanged lists keeps the runtime sets"
         );
     }
 

@@ -178,36 +178,80 @@ async fn flipped<W: AsyncWrite + Unpin>(
     out: &mut W,
 ) -> io::Result<()> {
     let mut cutover = reply(done);
+    let progress = |step| {
+        Reply::Progress(Progress {
+            service: done.service.clone(),
+            cutover: done.cutover.unwrap_or(0),
+            step,
+        })
+    };
+    if wait && !announced && !context.fleet.is_empty() {
+        let result = Box::new(cutover.clone());
+        send(context, out, &progress(Step::Flipped { result })).await?;
+    }
+    let since = done
+        .state
+        .flipped_at_ms
+        .unwrap_or_else(|| context.clock.now_ms());
+    let fleet = follow_fleet(context, done, since, wait, progress, out).await?;
+    if let Some(fleet) = &fleet
+        && fleet.waited
+        && !fleet.behind.is_empty()
+    {
+        let (name, serial) = (&done.service, done.serial);
+        let are = if fleet.behind.len() == 1 {
+            "y is"
+        } else {
+            "ies are"
+        };
+        let said = format!(
+            "flipped here only: {} secondar{are} behind serial {serial} after the wait: {}",
+            fleet.behind.len(),
+            fleet.behind.join("; ")
+        );
+        tracing::warn!(service = %name, serial, "{said}");
+        if let Some(change) = &done.state.change {
+            context.audit_event(
+                name,
+                Some(change.id),
+                change.by.clone(),
+                "fleet",
+                said,
+                false,
+            );
+        }
+    }
+    cutover.fleet = fleet;
+    send(context, out, &Reply::Ok(Response::Cutover(cutover))).await
+}
+
+/// Follows the secondaries until every one serves `done`'s serial (timed from `since_ms`):
+/// each one's arrival a progress line, and a reminder of who is behind every second with
+/// the time left, for up to `[fleet] wait`; without `wait`, what they serve now. `None`
+/// without secondaries.
+pub(super) async fn follow_fleet<W: AsyncWrite + Unpin>(
+    context: &Context,
+    done: &Done,
+    since_ms: u64,
+    wait: bool,
+    progress: impl Fn(Step) -> Reply,
+    out: &mut W,
+) -> io::Result<Option<FleetConvergence>> {
     let catalog = context.switch.catalog();
     let zone = catalog
         .config
         .service(&done.service)
         .map(|s| s.zone.clone());
     let (Some(zone), false) = (zone, context.fleet.is_empty()) else {
-        return send(context, out, &Reply::Ok(Response::Cutover(cutover))).await;
+        return Ok(None);
     };
-    let (serial, id) = (done.serial, done.cutover.unwrap_or(0));
-    let flipped_at = done
-        .state
-        .flipped_at_ms
-        .unwrap_or_else(|| context.clock.now_ms());
+    let serial = done.serial;
     let waiting = wait.then_some(catalog.config.fleet.wait);
     let until_ms = context.clock.now_ms() + catalog.config.fleet.wait.as_millis() as u64;
     let mut follow =
         context
             .fleet
-            .follow(zone, serial, flipped_at, waiting, context.shutdown.clone());
-    let progress = |step| {
-        Reply::Progress(Progress {
-            service: done.service.clone(),
-            cutover: id,
-            step,
-        })
-    };
-    if wait && !announced {
-        let result = Box::new(cutover.clone());
-        send(context, out, &progress(Step::Flipped { result })).await?;
-    }
+            .follow(zone, serial, since_ms, waiting, context.shutdown.clone());
     while let Some(event) = follow.next().await {
         match event {
             follow::Event::Arrived(a) if wait => {
@@ -231,27 +275,7 @@ async fn flipped<W: AsyncWrite + Unpin>(
                 send(context, out, &progress(step)).await?;
             }
             follow::Event::Done(outcome) => {
-                let behind: Vec<String> = outcome.behind.iter().map(ToString::to_string).collect();
-                if !behind.is_empty() && outcome.waited {
-                    let (name, list) = (&done.service, behind.join("; "));
-                    let are = if behind.len() == 1 { "y is" } else { "ies are" };
-                    let said = format!(
-                        "flipped here only: {} secondar{are} behind serial {serial} after the wait: {list}",
-                        behind.len()
-                    );
-                    tracing::warn!(service = %name, serial, "{said}");
-                    if let Some(change) = &done.state.change {
-                        context.audit_event(
-                            name,
-                            Some(change.id),
-                            change.by.clone(),
-                            "fleet",
-                            said,
-                            false,
-                        );
-                    }
-                }
-                cutover.fleet = Some(FleetConvergence {
+                return Ok(Some(FleetConvergence {
                     serial,
                     converged: outcome
                         .converged
@@ -261,18 +285,17 @@ async fn flipped<W: AsyncWrite + Unpin>(
                             after_ms: a.after_ms,
                         })
                         .collect(),
-                    behind,
+                    behind: outcome.behind.iter().map(ToString::to_string).collect(),
                     waited: outcome.waited,
-                });
-                break;
+                }));
             }
         }
     }
-    send(context, out, &Reply::Ok(Response::Cutover(cutover))).await
+    Ok(None)
 }
 
 /// An outcome as the wire spells it (`scheduled`, `flipped`, ...), for the audit trail.
-fn outcome_name(outcome: &Outcome) -> String {
+pub(super) fn outcome_name(outcome: &Outcome) -> String {
     serde_json::to_value(outcome)
         .ok()
         .and_then(|v| v.as_str().map(String::from))
@@ -280,7 +303,7 @@ fn outcome_name(outcome: &Outcome) -> String {
 }
 
 /// A carried-out command as the reply shows it.
-fn reply(done: &Done) -> Cutover {
+pub(super) fn reply(done: &Done) -> Cutover {
     Cutover {
         service: done.service.clone(),
         outcome: match done.outcome {
@@ -291,6 +314,8 @@ fn reply(done: &Done) -> Cutover {
             cutover::Outcome::AlreadyLive => Outcome::AlreadyLive,
             cutover::Outcome::Cancelled => Outcome::Cancelled,
             cutover::Outcome::NothingToCancel => Outcome::NothingToCancel,
+            cutover::Outcome::AddressesSet => Outcome::AddressesSet,
+            cutover::Outcome::AddressesUnchanged => Outcome::AddressesUnchanged,
         },
         live: done.state.live,
         from: done.from,
@@ -305,7 +330,7 @@ fn reply(done: &Done) -> Cutover {
 }
 
 /// A refusal as the reply shows it.
-fn error(refusal: &Refusal) -> Error {
+pub(super) fn error(refusal: &Refusal) -> Error {
     let kind = match refusal.kind {
         RefusalKind::UnknownService => ErrorKind::UnknownService,
         RefusalKind::Unhealthy => ErrorKind::RefusedUnhealthy,
@@ -316,6 +341,8 @@ fn error(refusal: &Refusal) -> Error {
         RefusalKind::SecondariesBehind => ErrorKind::SecondariesBehind,
         RefusalKind::Cancelled => ErrorKind::Cancelled,
         RefusalKind::ShuttingDown => ErrorKind::ShuttingDown,
+        RefusalKind::LiveColor => ErrorKind::RefusedLive,
+        RefusalKind::BadAddresses => ErrorKind::Invalid,
     };
     Error::new(kind, refusal.message.clone())
 }

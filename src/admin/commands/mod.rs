@@ -1,6 +1,7 @@
 //! What each admin request does, one file per command; here, the dispatch and the reply
 //! lines. Domain modules return domain values; these files turn them into replies.
 
+mod addresses;
 mod cutover;
 mod notify;
 mod reload;
@@ -162,7 +163,13 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
         Request::Reload { force } => {
             let reloaded = reload::run(context, force).await;
             match &reloaded {
-                Ok(_) => context.audit(peer, &request, None, "reloaded".into(), true),
+                Ok(r) if r.addresses_from_config.is_empty() => {
+                    context.audit(peer, &request, None, "reloaded".into(), true)
+                }
+                Ok(r) => {
+                    let said = format!("reloaded; {}", r.addresses_from_config.join("; "));
+                    context.audit(peer, &request, None, said, true)
+                }
                 Err(e) => context.audit(peer, &request, None, e.message.clone(), false),
             }
             reloaded.map(Response::Reloaded)
@@ -206,6 +213,7 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
             context.audit(peer, &request, None, outcome, notified.is_ok());
             notified.map(Response::Notified)
         }
+        Request::SetAddresses { .. } => return addresses::run(context, peer, request, out).await,
         Request::Prepare { .. }
         | Request::Flip { .. }
         | Request::Rollback { .. }

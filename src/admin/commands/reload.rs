@@ -27,5 +27,6 @@ pub async fn run(context: &Context, force: bool) -> Result<Reloaded, Error> {
             .map(|(origin, serial)| ZoneStatus { origin, serial })
             .collect(),
         restart_needed: report.restart_needed,
+        addresses_from_config: changes.addresses_from_config,
     })
 }

@@ -6,8 +6,8 @@ use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::fleet;
 use crate::protocol::{
-    Answers, ClassCounts as ResolverCounts, Error, FleetWaitStatus, NotifyStatus, SecondaryStatus,
-    SecondaryZone, ServiceStatus, Status, TransferStatus, ZoneStatus,
+    AddressSource, Answers, ClassCounts as ResolverCounts, Error, FleetWaitStatus, NotifyStatus,
+    SecondaryStatus, SecondaryZone, ServiceStatus, Status, TransferStatus, ZoneStatus,
 };
 use crate::records::{ServiceView, Snapshot};
 use crate::state::serial_after;
@@ -88,8 +88,25 @@ fn service(
             .find(|z| z.origin == config.zone)
             .map_or(0, |z| z.serial),
         flipped_at_ms: state.flipped_at_ms,
-        blue: config.blue.clone(),
-        green: config.green.clone(),
+        blue: state.addresses(config, Color::Blue).to_vec(),
+        green: state.addresses(config, Color::Green).to_vec(),
+        sources: Color::ALL
+            .iter()
+            .map(|&color| match state.runtime_set(color) {
+                Some(set) => AddressSource {
+                    color,
+                    source: "runtime".into(),
+                    by: Some(set.by.clone()),
+                    at_ms: Some(set.at_ms),
+                },
+                None => AddressSource {
+                    color,
+                    source: "config".into(),
+                    by: None,
+                    at_ms: None,
+                },
+            })
+            .collect(),
         answers: Answers {
             blue: observed.answers(Color::Blue),
             green: observed.answers(Color::Green),
