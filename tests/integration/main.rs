@@ -4,6 +4,7 @@
 
 mod common;
 
+mod addresses;
 mod admin;
 mod answers;
 mod check;
