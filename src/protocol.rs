@@ -864,6 +864,9 @@ pub struct AddressesReply {
     pub outcome: Outcome,
     /// The color whose addresses were set.
     pub color: Color,
+    /// The name that always answers that color (`green.app.svc.example.com.`): where to
+    /// smoke-test the set before a flip.
+    pub color_name: String,
     /// Its addresses now.
     pub addresses: Vec<IpAddr>,
     /// Its addresses before.

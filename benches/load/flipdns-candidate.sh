@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs flipdns as a candidate of ../shared/bench/peers.sh (see README "Load benchmark"):
+# Runs flipdns as a candidate of benches/load/peers.sh (see README "Benchmarks"):
 # the peers' zone, with `app` served as a blue/green service instead of a static record.
 #   peers.sh --candidate 'benches/load/flipdns-candidate.sh {PORT} {ZONE}' --candidate-name flipdns
 # A third argument `ledger-off` turns the straggler ledger off, to measure what it costs.

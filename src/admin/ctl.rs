@@ -171,6 +171,17 @@ fn detach_on_interrupt(service: &str) {
     };
 }
 
+/// Whether stdout and stderr are one terminal, or one file or pipe (`2>&1`): then the
+/// reply and the progress make one story, and the reply repeats no line of it.
+fn one_sink() -> bool {
+    let same = |a: &libc::stat, b: &libc::stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    // SAFETY: fstat(2) fills the zeroed buffers it is given for two descriptors we hold.
+    unsafe {
+        let (mut out, mut err): (libc::stat, libc::stat) = (std::mem::zeroed(), std::mem::zeroed());
+        libc::fstat(1, &mut out) == 0 && libc::fstat(2, &mut err) == 0 && same(&out, &err)
+    }
+}
+
 /// The exit code of a flip that is done here while secondaries do not serve it.
 const SECONDARIES_BEHIND: u8 = 5;
 
@@ -200,8 +211,7 @@ fn secondaries_behind(response: &Response) -> bool {
 fn print_reply(json: bool, response: &Response, view: &mut ProgressView) -> std::io::Result<()> {
     if !json {
         let text = format::response(response);
-        let one_screen = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-        return say(&if one_screen { view.unseen(&text) } else { text });
+        return say(&if one_sink() { view.unseen(&text) } else { text });
     }
     say(&match response {
         Response::Version(v) => json_line(v),

@@ -45,10 +45,11 @@ fn addresses(r: &AddressesReply) -> String {
             format!("{name}: {color} already answers {}; nothing changed\n", list(&r.addresses))
         }
         (_, false) => format!(
-            "{name}: {color} addresses set: {} -> {} (serial {}); {color} is idle: `dig {color}.{name}...` answers them now, the service name still {}; `flipdns ctl flip {name} --to {color}` makes them live\n",
+            "{name}: {color} addresses set: {} -> {} (serial {}); {color} is idle: {} answers them now, the service name still {}; `flipdns ctl flip {name} --to {color}` makes them live\n",
             list(&r.previous),
             list(&r.addresses),
             r.serial,
+            r.color_name,
             r.live
         ),
         (_, true) => format!(

@@ -1,5 +1,5 @@
-//! The state's formats on disk, each with its version: the snapshot file (version 3 written,
-//! 1 and 2 read and upgraded) and the journal line. Only [`super::store`] reads and writes
+//! The state's formats on disk, each with its version: the snapshot file (version 4 written,
+//! 1 to 3 read and upgraded) and the journal line (4 written, 3 read). Only [`super::store`] reads and writes
 //! the files; this is what their bytes mean.
 
 use std::collections::BTreeMap;
@@ -49,7 +49,7 @@ pub(super) struct Entry {
     pub(super) delta: Delta,
 }
 
-/// The snapshot file of versions 3 and 4.
+/// The snapshot file of versions 3 and 4 (4 added fields with defaults).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileV3 {

@@ -466,7 +466,7 @@ fn the_socket_is_private_and_not_shared() {
 fn status_reports_every_service_and_zone() {
     let server = Server::start();
     let table = server.ctl_ok(&["status"]);
-    assert!(table.starts_with("app: blue live (192.0.2.10 192.0.2.11 2001:db8::10)\n  phase steady\n  ttl 300 s now (normal 300, cutover 5)\n  flips 0, serial 2026112601, last flip never\n"), "{table}");
+    assert!(table.starts_with("app: blue live (192.0.2.10 192.0.2.11 2001:db8::10)\n  blue 192.0.2.10 192.0.2.11 2001:db8::10 (from config)\n  green 198.51.100.10 2001:db8::20 (from config)\n  phase steady\n  ttl 300 s now (normal 300, cutover 5)\n  flips 0, serial 2026112601, last flip never\n"), "{table}");
     assert!(
         table.contains("zone svc.example.com. serial 2026112601"),
         "{table}"

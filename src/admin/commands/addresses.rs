@@ -9,6 +9,7 @@ use tokio::io::AsyncWrite;
 
 use super::cutover::{error, follow_fleet, outcome_name, reply};
 use super::{Context, Peer, health, send};
+use crate::catalog::service_names;
 use crate::color::Color;
 use crate::cutover::{Action, Done, Origin};
 use crate::protocol::{AddressesReply, Progress, Reply, Request, Response};
@@ -93,15 +94,18 @@ pub async fn run<W: AsyncWrite + Unpin>(
         );
     }
     let catalog = context.switch.catalog();
-    let other = catalog
-        .config
-        .service(service)
+    let config = catalog.config.service(service);
+    let other = config
         .map(|config| done.state.addresses(config, color.other()).to_vec())
+        .unwrap_or_default();
+    let color_name = config
+        .map(|config| service_names(config)[color.index()].to_string())
         .unwrap_or_default();
     let reply = AddressesReply {
         service: service.clone(),
         outcome: reply(&done).outcome,
         color,
+        color_name,
         addresses: addresses.clone(),
         previous,
         live: done.state.live,
