@@ -689,7 +689,8 @@ pub fn stragglers(r: &StragglersReport) -> String {
         out.push_str(&format!("  {}\n", format_stream(stream)));
     }
     for v in &r.resolvers {
-        out.push_str(&format!("  {}\n", format_resolver(v)));
+        let flip = r.flip.as_ref().map_or(0, |f| f.flips);
+        out.push_str(&format!("  {}\n", format_resolver(v, flip)));
     }
     if r.left_out > 0 {
         out.push_str(&format!(
@@ -770,7 +771,8 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 /// One resolver on one line that says its class and what makes it one.
-fn format_resolver(v: &ResolverView) -> String {
+/// One resolver's line; `flip` is the count of the flip the report is about.
+fn format_resolver(v: &ResolverView, flip: u64) -> String {
     let who = match &v.subnet {
         Some(subnet) => format!("{} for {subnet}", v.resolver),
         None => v.resolver.to_string(),
@@ -806,6 +808,16 @@ fn format_resolver(v: &ResolverView) -> String {
             record.late_by_ms as f64 / 1000.0,
             late_from(record)
         ),
+        (ResolverClass::Converged, _, _)
+            if v.flips < flip && v.expires_at_ms <= clock::now_ms() =>
+        {
+            format!(
+                "got {} at {} (TTL {} s), before the flip, and has not asked since: it never held the old color",
+                v.color,
+                format_utc(v.answered_at_ms),
+                v.ttl
+            )
+        }
         (ResolverClass::Converged, _, _) => format!(
             "holds {} (TTL {} s), answered {}",
             v.color,

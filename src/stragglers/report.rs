@@ -24,7 +24,8 @@ pub enum ResolverClass {
     Draining,
     /// Its last answer was O, the TTL has passed, and it has not asked since.
     Silent,
-    /// Asked after F and got N on time (or holds N within its TTL).
+    /// Asked after F and got N on time (or holds N within its TTL, or last got N before an
+    /// earlier flip and has not asked since: it never held O).
     Converged,
 }
 
@@ -138,6 +139,11 @@ pub fn classify(entry: &Entry, flip: &Flip, now_ms: u64) -> Option<ResolverClass
         } else {
             ResolverClass::Draining
         });
+    }
+    if holds_new {
+        // Its last answer was N, from before an earlier flip, and it has not asked since:
+        // whatever its cache holds, it is not O.
+        return Some(ResolverClass::Converged);
     }
     if overdue(entry, now_ms) {
         Some(ResolverClass::Overdue)
@@ -454,6 +460,18 @@ mod tests {
             "late by the time its clients kept blue after the flip, not 55 s"
         );
         assert!(entry.clamps(), "the clamping is still shown, apart");
+    }
+
+    /// A resolver that last got blue before a flip to green, and did not ask while green
+    /// was live, does not hold green when blue comes back: it is not silent on green.
+    #[test]
+    fn a_resolver_last_seen_with_the_new_color_before_an_earlier_flip_is_converged() {
+        let mut service = Service::new();
+        service.ask(4, S, NameKind::Service); // blue, long before
+        service.flip(100 * S); // blue -> green: it does not ask
+        service.flip(200 * S); // green -> blue
+        let (class, entry) = service.class_of(4, 300 * S);
+        assert_eq!(class, ResolverClass::Converged, "{entry:?}");
     }
 
     #[test]
