@@ -187,8 +187,12 @@ impl Reloader {
         ] {
             for service in services {
                 // `extra (blue live, from the config)`: the name is the field.
-                let (name, detail) = service.split_once(' ').unwrap_or((service, ""));
-                tracing::info!(service = %name, "reload: {how} {detail}");
+                match service.split_once(' ') {
+                    Some((name, detail)) => {
+                        tracing::info!(service = %name, "reload: {how} {detail}")
+                    }
+                    None => tracing::info!(service = %service, "reload: {how}"),
+                }
             }
         }
         Ok(ReloadReport {

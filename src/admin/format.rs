@@ -606,8 +606,9 @@ pub fn cutover(c: &Cutover) -> String {
             c.ttl
         ),
         Outcome::AlreadyLive => format!(
-            "{name}: already {}, nothing changed ({} flips so far)\n",
-            c.live, c.flips
+            "{name}: already {}, nothing changed ({} so far)\n",
+            c.live,
+            plural(c.flips, "flip", "flips")
         ),
         Outcome::Cancelled => format!(
             "{name}: cancelled; steady, TTL {} s, {} live\n",
