@@ -14,6 +14,7 @@
 //! ```text
 //! foundation   clock.rs     wall and monotonic time; the seam tests drive
 //!              accept.rs    taking connections off a listener until shutdown, with backoff
+//!              http/        the one HTTP server (hyper): TLS, connection and request bounds
 //!              color.rs     Color
 //!              problem.rs   located problems in operator files
 //!              pem.rs       PEM files an operator names: a private CA's certificates
@@ -80,6 +81,7 @@ pub mod dnstap;
 pub mod fixture;
 pub mod fleet;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod observed;
 pub mod pem;

@@ -15,16 +15,19 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use std::future::Future;
+use std::pin::Pin;
+
+use ::http::{Method, StatusCode};
+use bytes::Bytes;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::accept;
 use crate::clock::Clock;
 use crate::color::Color;
 use crate::dns::rrl::Limiter;
 use crate::fleet::Fleet;
+use crate::http;
 use crate::observed::FlipResult;
 use crate::observed::counters::{Counters, DURATION_BUCKETS_US};
 use crate::process::build_info;
@@ -842,70 +845,93 @@ pub fn render(exporter: &Arc<Exporter>) -> String {
     text
 }
 
-/// Serves `/metrics` on `listener` until `shutdown`.
+/// Serves `/metrics`, `/healthz` and `/ready` on `listener` until `shutdown`, within the
+/// metrics endpoint's bounds.
 pub async fn serve(
     listener: TcpListener,
     exporter: Arc<Exporter>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let permits = Arc::new(Semaphore::new(METRICS_MAX_CLIENTS));
-    loop {
-        let Some((stream, _)) =
-            accept::next("metrics endpoint", &shutdown, || listener.accept()).await
-        else {
-            return Ok(());
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            continue;
-        };
-        let exporter = exporter.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(METRICS_TIMEOUT, scrape(stream, &exporter)).await;
-            drop(permit);
-        });
+    let limits = http::Limits {
+        connections: METRICS_MAX_CLIENTS,
+        head_size: METRICS_MAX_REQUEST,
+        head_timeout: METRICS_TIMEOUT,
+        body_size: 0,
+        request_timeout: METRICS_TIMEOUT,
+    };
+    let endpoint = Arc::new(Endpoint(exporter));
+    http::serve(
+        "metrics endpoint",
+        listener,
+        None,
+        endpoint,
+        limits,
+        shutdown,
+    )
+    .await
+}
+
+/// The metrics listener's requests.
+struct Endpoint(Arc<Exporter>);
+
+impl http::Handler for Endpoint {
+    fn handle(
+        &self,
+        request: ::http::Request<Bytes>,
+        _peer: http::Peer,
+    ) -> Pin<Box<dyn Future<Output = ::http::Response<http::Body>> + Send + '_>> {
+        let exporter = &self.0;
+        let (status, content_type, body) =
+            route(&request, exporter.ready.load(Relaxed), || render(exporter));
+        let mut response = ::http::Response::new(http::full(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            ::http::header::CONTENT_TYPE,
+            ::http::HeaderValue::from_static(content_type),
+        );
+        Box::pin(std::future::ready(response))
     }
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// What a request head asks for: status line, content type, body. `GET` and `HEAD` of
-/// `/metrics`, `/healthz` (the process serves: liveness) and `/ready` (started and not
-/// shutting down: readiness), as CoreDNS offers them; `metrics` renders only when asked.
-fn route(
-    head: &[u8],
+/// What a request asks for: status, content type, body. `GET` and `HEAD` (hyper leaves a
+/// HEAD's body out) of `/metrics`, `/healthz` (the process serves: liveness) and `/ready`
+/// (started and not shutting down: readiness), as CoreDNS offers them; `metrics` renders
+/// only when asked.
+fn route<B>(
+    request: &::http::Request<B>,
     ready: bool,
     metrics: impl FnOnce() -> String,
-) -> (&'static str, &'static str, String) {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    if method != b"GET" && method != b"HEAD" {
-        return ("405 Method Not Allowed", TEXT, "GET or HEAD only.\n".into());
+) -> (StatusCode, &'static str, String) {
+    let method = request.method();
+    if method != Method::GET && method != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "GET or HEAD only.\n".into(),
+        );
     }
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    match path {
-        b"/metrics" if wants_openmetrics(head) => (
-            "200 OK",
+    match request.uri().path() {
+        "/metrics" if wants_openmetrics(request.headers()) => (
+            StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics(),
         ),
-        b"/metrics" => (
-            "200 OK",
+        "/metrics" => (
+            StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             classic(&metrics()),
         ),
-        b"/healthz" => ("200 OK", TEXT, "ok\n".into()),
-        b"/ready" if ready => ("200 OK", TEXT, "ready\n".into()),
-        b"/ready" => (
-            "503 Service Unavailable",
+        "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
+        "/ready" if ready => (StatusCode::OK, TEXT, "ready\n".into()),
+        "/ready" => (
+            StatusCode::SERVICE_UNAVAILABLE,
             TEXT,
             "not ready: starting or shutting down\n".into(),
         ),
         _ => (
-            "404 Not Found",
+            StatusCode::NOT_FOUND,
             TEXT,
             "/metrics, /healthz and /ready are here.\n".into(),
         ),
@@ -913,42 +939,26 @@ fn route(
 }
 
 /// Whether the request's `Accept` header names OpenMetrics (Prometheus sends it first).
-fn wants_openmetrics(head: &[u8]) -> bool {
-    let head = String::from_utf8_lossy(head);
-    head.lines().any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("accept")
-                && value.contains("application/openmetrics-text")
-        })
+fn wants_openmetrics(headers: &::http::HeaderMap) -> bool {
+    headers.get_all(::http::header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
     })
-}
-
-async fn scrape(mut stream: TcpStream, exporter: &Arc<Exporter>) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || head.len() + n > METRICS_MAX_REQUEST {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let (status, content_type, body) =
-        route(&head, exporter.ready.load(Relaxed), || render(exporter));
-    let mut response = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if !head.starts_with(b"HEAD ") {
-        response.push_str(&body);
-    }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::route;
+    use ::http::{Request, StatusCode};
+
+    fn request(method: &str, target: &str, accept: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(target)
+            .header("accept", accept)
+            .body(())
+            .unwrap()
+    }
 
     /// A load balancer's readiness probe: 503 while starting or shutting down (too brief to
     /// catch from outside; the integration tests see the 200), and HEAD alike.
@@ -956,20 +966,24 @@ mod tests {
     fn ready_is_503_until_the_server_serves() {
         let no_metrics = || unreachable!("only /metrics renders");
         for method in ["GET", "HEAD"] {
-            let head = format!("{method} /ready HTTP/1.1\r\nHost: x\r\n\r\n");
-            let (status, _, body) = route(head.as_bytes(), false, no_metrics);
-            assert_eq!(status, "503 Service Unavailable");
+            let ready = request(method, "/ready", "*/*");
+            let (status, _, body) = route(&ready, false, no_metrics);
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(body, "not ready: starting or shutting down\n");
-            assert_eq!(route(head.as_bytes(), true, no_metrics).0, "200 OK");
+            assert_eq!(route(&ready, true, no_metrics).0, StatusCode::OK);
         }
-        let head = b"GET /healthz HTTP/1.0\r\n\r\n";
         assert_eq!(
-            route(head, false, no_metrics).0,
-            "200 OK",
+            route(&request("GET", "/healthz", "*/*"), false, no_metrics).0,
+            StatusCode::OK,
             "liveness is not readiness"
         );
-        let head = b"GET /metrics?x=1 HTTP/1.0\r\nAccept: application/openmetrics-text\r\n\r\n";
-        assert_eq!(route(head, false, || "m".into()).2, "m");
+        let metrics = request("GET", "/metrics?x=1", "application/openmetrics-text");
+        assert_eq!(route(&metrics, false, || "m".into()).2, "m");
+        let post = request("POST", "/ready", "*/*");
+        assert_eq!(
+            route(&post, true, no_metrics).0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 
     /// The classic format names a counter's family with its `_total`, and has no `# EOF`.
@@ -980,8 +994,9 @@ mod tests {
             super::classic(openmetrics),
             "# HELP flipdns_flips_total Flips.\n# TYPE flipdns_flips_total counter\nflipdns_flips_total{service=\"app\"} 1\n# HELP flipdns_live Live.\n# TYPE flipdns_live gauge\nflipdns_live 1\n"
         );
-        let head = b"GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n";
-        let (_, content_type, body) = route(head, true, || openmetrics.into());
+        let (_, content_type, body) = route(&request("GET", "/metrics", "*/*"), true, || {
+            openmetrics.into()
+        });
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         assert!(!body.contains("# EOF"));
     }

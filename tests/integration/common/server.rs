@@ -350,7 +350,8 @@ pub fn request_with(server: &Server, method: &str, path: &str, headers: &str) ->
         .unwrap();
     std::io::Write::write_all(
         &mut stream,
-        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes(),
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n")
+            .as_bytes(),
     )
     .unwrap();
     let mut text = String::new();
