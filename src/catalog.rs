@@ -27,6 +27,8 @@ pub struct Catalog {
     /// Records per zone, counted once on first use by [`crate::records::content`] (the IXFR
     /// history's bound), not with every change.
     pub zone_sizes: std::sync::OnceLock<Vec<usize>>,
+    /// The HTTPS API's TLS set-up, from `[api]`'s files (`None`: plain HTTP on loopback).
+    pub api_tls: Option<Arc<crate::http::tls::Tls>>,
 }
 
 /// The names a service answers: the service name and one per color.
@@ -77,6 +79,18 @@ impl Catalog {
                 ));
             }
         }
+        let api = &config.api;
+        let api_tls = match (&api.cert_file, &api.key_file) {
+            (Some(cert), Some(key)) => crate::http::tls::server_config(
+                cert,
+                key,
+                api.client_ca.as_deref(),
+            )
+            .map(Arc::new)
+            .map_err(|e| problems.push(Problem::at(&config.path, api.line, format!("[api] {e}"))))
+            .ok(),
+            _ => None,
+        };
         if !problems.is_empty() {
             return Err(Problems(problems));
         }
@@ -87,6 +101,7 @@ impl Catalog {
                 zones,
                 keys,
                 zone_sizes: Default::default(),
+                api_tls,
             })
         } else {
             Err(Problems(problems))

@@ -33,6 +33,7 @@ pub fn catalog() -> Catalog {
         zones: vec![zone],
         keys: Vec::new(),
         zone_sizes: Default::default(),
+        api_tls: None,
     }
 }
 

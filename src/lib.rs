@@ -14,14 +14,15 @@
 //! ```text
 //! foundation   clock.rs     wall and monotonic time; the seam tests drive
 //!              accept.rs    taking connections off a listener until shutdown, with backoff
-//!              http/        the one HTTP server (hyper): TLS, connection and request bounds
 //!              color.rs     Color
 //!              problem.rs   located problems in operator files
 //!              pem.rs       PEM files an operator names: a private CA's certificates
+//!              http/        the one HTTP server (hyper): TLS, connection and request bounds
 //!              process/     the process: its build, log sink, service manager, memory
 //!              wire/        DNS messages as bytes: numbers and sizes, names, client subnet,
 //!                           TSIG keys, checking signed requests, signing responses
-//!              protocol.rs  the admin wire protocol (depends on nothing of the daemon)
+//!              protocol/    the admin wire protocol (depends on nothing of the daemon), and
+//!                           its routes over HTTP
 //! input        config/      the TOML model; each key read once, every problem with file:line
 //!              zone/        zone files -> static records (lexer, reader, checks; pure)
 //!              catalog.rs   config + zone files, cross-checked: what the server answers for
@@ -44,6 +45,8 @@
 //!                           answers, who streams, what was lost
 //!              metrics.rs   the Prometheus endpoint, assembled at scrape time
 //! edges        admin/       the admin socket server, one file per command, `ctl` client
+//!              api/         the HTTPS control API: tokens, scopes, throttle; the admin
+//!                           commands over HTTP, event streams
 //!              server/      sockets, supervised loops, shutdown; the composition root
 //!              fixture.rs   the shipped example served in memory (benches, fuzzing)
 //! ```
@@ -71,6 +74,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod api;
 pub mod catalog;
 pub mod clock;
 pub mod color;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
+use flipdns::admin::client::Endpoint;
 use flipdns::config::{Config, default_config};
 use flipdns::process::output::{complain, json_line, say};
 use flipdns::protocol::{Request, ResolverClass};
@@ -50,11 +51,31 @@ enum Command {
         #[command(subcommand)]
         what: Generate,
     },
-    /// Talk to a running server through its admin socket.
+    /// Make and inspect HTTPS API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Talk to a running server through its admin socket, or its HTTPS API (--server).
     Ctl {
         /// Admin socket path [default: admin_socket of --config].
         #[arg(long, env = "FLIPDNS_SOCKET")]
         socket: Option<PathBuf>,
+        /// The HTTPS API instead of the socket: https://HOST:PORT.
+        #[arg(long, env = "FLIPDNS_SERVER", conflicts_with = "socket")]
+        server: Option<String>,
+        /// With --server: the file whose first line is the API token.
+        #[arg(long, env = "FLIPDNS_TOKEN_FILE", requires = "server")]
+        token_file: Option<PathBuf>,
+        /// With --server: a private CA (PEM) to verify the server against.
+        #[arg(long, env = "FLIPDNS_CA_FILE", requires = "server")]
+        ca_file: Option<PathBuf>,
+        /// With --server: a client certificate (PEM), for a server that requires one.
+        #[arg(long, env = "FLIPDNS_CLIENT_CERT", requires_all = ["server", "client_key"])]
+        client_cert: Option<PathBuf>,
+        /// With --server: the client certificate's private key (PEM).
+        #[arg(long, env = "FLIPDNS_CLIENT_KEY", requires = "client_cert")]
+        client_key: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArg,
         /// Print the server's reply as JSON on stdout, errors included.
@@ -63,6 +84,24 @@ enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token once, alone on the first line, then the `[[api.token]]`
+    /// block to append to the config (it holds the token's SHA-256, never the token).
+    New {
+        /// The principal's name, as the audit trail and the two-person rule know it.
+        name: String,
+        /// What it may do: read, admin, flip:SERVICE, approve:SERVICE, deploy:SERVICE
+        /// (SERVICE may be *); repeat for several.
+        #[arg(long = "scope", required = true, value_parser = parse_scope)]
+        scopes: Vec<flipdns::config::Scope>,
+    },
+}
+
+fn parse_scope(s: &str) -> Result<flipdns::config::Scope, String> {
+    s.parse()
 }
 
 #[derive(Subcommand)]
@@ -187,6 +226,16 @@ enum CtlCommand {
         /// Service name, as in the config.
         service: String,
     },
+    /// Approve the flip or prepare another principal asked for (approval = "two-person").
+    ///
+    /// The request is carried out as asked; this command then follows it like `flip`.
+    Approve {
+        /// Service name, as in the config.
+        service: String,
+        /// Reply once approved, without following the cutover.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Replace a color's addresses: a release's new instances, registered from the pipeline.
     ///
     /// The idle color only (the live one with --force, an emergency); never the color a
@@ -234,6 +283,9 @@ enum CtlCommand {
         /// Most entries shown, the latest ones.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Include the HTTPS API's successful reads (status, reports), left out by default.
+        #[arg(long)]
+        reads: bool,
     },
 }
 
@@ -259,35 +311,75 @@ fn main() -> ExitCode {
             StateCommand::Import { file, config } => import_state(&file, &config.path),
         }),
         Command::Generate { what } => exit(generate(what)),
+        Command::Token {
+            command: TokenCommand::New { name, scopes },
+        } => exit(new_token(&name, &scopes)),
         Command::Ctl {
             socket,
+            server,
+            token_file,
+            ca_file,
+            client_cert,
+            client_key,
             config,
             json,
             command,
-        } => ctl(socket, &config.path, json, command),
+        } => {
+            let endpoint = match server {
+                Some(url) => {
+                    let Some(token_file) = token_file else {
+                        complain("--server needs --token-file (or FLIPDNS_TOKEN_FILE): the file holding the API token");
+                        return ExitCode::from(2);
+                    };
+                    Endpoint::Api(flipdns::admin::remote::Server {
+                        url,
+                        token_file,
+                        ca_file,
+                        client_cert: client_cert.zip(client_key),
+                    })
+                }
+                None => match socket {
+                    Some(socket) => Endpoint::Socket(socket),
+                    None => match flipdns::config::admin_socket_of(&config.path) {
+                        Ok(socket) => Endpoint::Socket(socket),
+                        Err(e) => {
+                            complain(&format!("no --socket given and {e}"));
+                            return ExitCode::from(3);
+                        }
+                    },
+                },
+            };
+            ctl(&endpoint, json, command)
+        }
     }
 }
 
-/// Runs one `ctl` command on the socket given, or the config's.
-fn ctl(socket: Option<PathBuf>, config: &Path, json: bool, command: CtlCommand) -> ExitCode {
-    let socket = match socket {
-        Some(socket) => socket,
-        None => match flipdns::config::admin_socket_of(config) {
-            Ok(socket) => socket,
-            Err(e) => {
-                complain(&format!("no --socket given and {e}"));
-                return ExitCode::from(3);
-            }
-        },
-    };
+/// Runs one `ctl` command against `endpoint`.
+fn ctl(endpoint: &Endpoint, json: bool, command: CtlCommand) -> ExitCode {
     match command {
         CtlCommand::Status {
             service,
             watch: true,
             every,
-        } => flipdns::admin::ctl::watch(&socket, json, service, every),
-        command => flipdns::admin::ctl::run(&socket, json, request(command)),
+        } => flipdns::admin::ctl::watch(endpoint, json, service, every),
+        command => flipdns::admin::ctl::run(endpoint, json, request(command)),
     }
+}
+
+/// `flipdns token new`: the token alone on the first line (a script takes it with `head -1`),
+/// then the config block.
+fn new_token(name: &str, scopes: &[flipdns::config::Scope]) -> Result<(), String> {
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        return Err(format!("token name {name:?}: use letters, digits, '-' or '_'"));
+    }
+    let (token, hash) = flipdns::api::auth::new_token()?;
+    let scopes: Vec<String> = scopes.iter().map(|s| format!("{:?}", s.to_string())).collect();
+    let block = format!(
+        "{token}\n\n# Append to the config ([api] section); the line above is the token, shown once.\n[[api.token]]\nname = {name:?}\nsha256 = \"{}\"\nscopes = [{}]\n",
+        data_encoding::HEXLOWER.encode(&hash),
+        scopes.join(", ")
+    );
+    say(&block).map_err(|e| format!("cannot write the token: {e}"))
 }
 
 /// `--every`: a duration as the config spells them (`500ms`, `2s`), 100 ms to 1 h.
@@ -545,6 +637,10 @@ fn request(command: CtlCommand) -> Request {
             wait_secondaries: !no_wait_secondaries,
         },
         CtlCommand::Cancel { service } => Request::Cancel { service },
+        CtlCommand::Approve { service, no_wait } => Request::Approve {
+            service,
+            wait: !no_wait,
+        },
         CtlCommand::SetAddresses {
             service,
             color,
@@ -561,9 +657,14 @@ fn request(command: CtlCommand) -> Request {
             wait_secondaries: !no_wait_secondaries,
         },
         CtlCommand::LogLevel { filter } => Request::LogLevel { filter },
-        CtlCommand::History { service, limit } => Request::History {
+        CtlCommand::History {
+            service,
+            limit,
+            reads,
+        } => Request::History {
             service,
             limit: Some(limit),
+            reads,
         },
     }
 }

@@ -68,6 +68,8 @@ pub struct Exporter {
     pub audit_lost: Arc<std::sync::atomic::AtomicU64>,
     /// Cutover events that could not be queued for the audit trail.
     pub events_lost: Arc<std::sync::atomic::AtomicU64>,
+    /// The HTTPS API's counters; `None` when `[api]` is off.
+    pub api: Option<Arc<crate::observed::api::ApiCounters>>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -278,6 +280,12 @@ impl Exporter {
             "flipdns_live",
             "1 for the live color (blue, green) of each service, 0 for the other.",
             per_color(services, |s, c| Some(gauge((s.live() == c) as i64))),
+        )?;
+        family(
+            e,
+            "flipdns_awaiting_approval",
+            "1 while a flip or prepare of the service waits for a second principal's approval (two-person rule), else 0.",
+            per_service(services, |s| s.state.awaiting.is_some() as i64),
         )?;
         family(
             e,
@@ -506,6 +514,44 @@ impl Exporter {
                 (vec![("reason", "queue_full")], counter(queue_full)),
                 (vec![("reason", "write_failed")], counter(write_failed)),
             ],
+        )
+    }
+
+    /// The HTTPS API: requests by route and status, failed authentications, throttled
+    /// requests, event streams.
+    fn api(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(api) = &self.api else {
+            return Ok(());
+        };
+        let requests = api.requests();
+        family(
+            e,
+            "flipdns_api_requests",
+            "HTTPS API requests, by method, route (the path template; none for no route) and HTTP status.",
+            requests.iter().map(|(method, route, status, n)| {
+                let labels = vec![("method", *method), ("route", *route), ("status", status.as_str())];
+                (labels, counter(*n))
+            }),
+        )?;
+        for (name, help, value) in [
+            (
+                "flipdns_api_auth_failures",
+                "HTTPS API requests refused for a missing or wrong token or client certificate (401).",
+                &api.auth_failures,
+            ),
+            (
+                "flipdns_api_throttled",
+                "HTTPS API requests refused unread: their source failed authentication too often in the last minute (429).",
+                &api.throttled,
+            ),
+        ] {
+            family(e, name, help, [(vec![], counter(value.load(Relaxed)))])?;
+        }
+        family(
+            e,
+            "flipdns_api_streams",
+            "HTTPS API event streams (Server-Sent Events) being followed now.",
+            [(vec![], gauge(api.streams.load(Relaxed) as i64))],
         )
     }
 
@@ -772,6 +818,7 @@ impl Collector for Exporter {
         self.zones(&mut e, &snapshot)?;
         self.connections(&mut e)?;
         self.fleet(&mut e)?;
+        self.api(&mut e)?;
         if let Some(ledger) = &self.ledger {
             self.ledger(&mut e, ledger, services)?;
         }

@@ -62,7 +62,7 @@ impl AuditLog {
 
     /// The latest `limit` entries about `service` (all when `None`), oldest first, from the
     /// rotated file and the current one. Unreadable lines are skipped.
-    pub fn read(&self, service: Option<&str>, limit: usize) -> Vec<AuditEntry> {
+    pub fn read(&self, service: Option<&str>, limit: usize, reads: bool) -> Vec<AuditEntry> {
         let mut entries = Vec::new();
         for path in [rotated(&self.path), self.path.clone()] {
             let Ok(file) = File::open(&path) else {
@@ -72,7 +72,8 @@ impl AuditLog {
                 let Ok(entry) = serde_json::from_str::<AuditEntry>(&line) else {
                     continue;
                 };
-                if service.is_none_or(|s| entry.service() == Some(s)) {
+                let shown = reads || entry.event != READ;
+                if shown && service.is_none_or(|s| entry.service() == Some(s)) {
                     entries.push(entry);
                 }
             }
@@ -81,6 +82,10 @@ impl AuditLog {
         entries.split_off(skip)
     }
 }
+
+/// The event of an API request that read and changed nothing: audited, and left out of
+/// `history` unless asked for.
+pub const READ: &str = "read";
 
 /// Records the cutovers' lifecycle events (a flip at its deadline, a settle, the fleet
 /// catching up) until shutdown, each under the id and principal of its change; those
@@ -123,6 +128,7 @@ fn entry(event: crate::cutover::Event) -> AuditEntry {
             user: None,
             gid: 0,
             pid: 0,
+            source: None,
             request: None,
             outcome: event.detail,
             ok: event.kind != crate::cutover::EventKind::Refused,

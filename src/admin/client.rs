@@ -1,11 +1,13 @@
-//! The `flipdns ctl` client: one request on the admin socket, its progress and its reply.
-//! It depends only on [`crate::protocol`]; [`super::format`] prints replies for people.
+//! The `flipdns ctl` client: one request on the admin socket (or, with `--server`, over the
+//! HTTPS API: [`super::remote`]), its progress and its reply. [`super::format`] prints
+//! replies for people.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use super::remote::{Remote, Server};
 use crate::protocol::{self, Progress, Reply, Request, Response};
 
 /// How long the client waits for the next line from the server. A waiting flip sends a
@@ -22,6 +24,13 @@ pub enum ClientError {
         /// What to do about it: start the server, or get access to the socket.
         hint: String,
     },
+    #[error("cannot reach the API at {url}: {cause} ({hint})")]
+    Unreachable {
+        url: String,
+        cause: String,
+        /// What to do about it: the CA, or the server's `[api] listen`.
+        hint: String,
+    },
     #[error("admin socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("the server closed the connection without a reply")]
@@ -30,6 +39,9 @@ pub enum ClientError {
     BadReply(serde_json::Error),
     #[error("{0}")]
     Refused(protocol::Error),
+    /// The client could not be set up (a token file, a CA file, a URL).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl ClientError {
@@ -44,7 +56,9 @@ impl ClientError {
     pub fn kind(&self) -> protocol::ErrorKind {
         match self {
             ClientError::Refused(error) => error.kind,
-            ClientError::Connect { .. } => protocol::ErrorKind::NoServer,
+            ClientError::Connect { .. } | ClientError::Unreachable { .. } => {
+                protocol::ErrorKind::NoServer
+            }
             _ => protocol::ErrorKind::Client,
         }
     }
@@ -70,14 +84,30 @@ fn connect_hint(path: &Path, error: &std::io::Error) -> String {
     }
 }
 
-/// A connection to the admin socket.
-pub struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+/// Where `ctl` sends its requests.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// The admin socket at this path.
+    Socket(std::path::PathBuf),
+    /// The HTTPS API (`--server`).
+    Api(Server),
+}
+
+/// A connection to the admin socket, or a client of the HTTPS API.
+pub enum Client {
+    Socket {
+        reader: BufReader<UnixStream>,
+        writer: UnixStream,
+    },
+    Api(Box<Remote>),
 }
 
 impl Client {
-    pub fn connect(path: &Path) -> Result<Client, ClientError> {
+    pub fn connect(endpoint: &Endpoint) -> Result<Client, ClientError> {
+        let path = match endpoint {
+            Endpoint::Socket(path) => path,
+            Endpoint::Api(server) => return Ok(Client::Api(Box::new(Remote::connect(server)?))),
+        };
         let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
             path: path.display().to_string(),
             hint: connect_hint(path, &source),
@@ -85,7 +115,7 @@ impl Client {
         })?;
         stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
         stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-        Ok(Client {
+        Ok(Client::Socket {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
         })
@@ -102,14 +132,18 @@ impl Client {
         request: &Request,
         mut progress: impl FnMut(&Progress),
     ) -> Result<Response, ClientError> {
+        let (reader, writer) = match self {
+            Client::Socket { reader, writer } => (reader, writer),
+            Client::Api(remote) => return remote.call_with_progress(request, progress),
+        };
         let mut line = serde_json::to_string(request).expect("requests serialize");
         line.push('\n');
         // A server that turns the connection away replies and closes without reading, so a
         // failed write may still have a reply waiting: read before giving up.
-        let written = self.writer.write_all(line.as_bytes());
+        let written = writer.write_all(line.as_bytes());
         loop {
             let mut reply = String::new();
-            let read = self.reader.read_line(&mut reply);
+            let read = reader.read_line(&mut reply);
             match (read, &written) {
                 (Ok(n), _) if n > 0 => {}
                 (_, Err(e)) => {
@@ -121,18 +155,32 @@ impl Client {
                 (Ok(_), Ok(())) => return Err(ClientError::NoReply),
                 (Err(e), Ok(())) => return Err(e.into()),
             }
-            let parsed = match serde_json::from_str(&reply) {
-                Ok(parsed) => parsed,
-                // A newer server's progress step this client does not know: skipped, so a
-                // new kind of step never breaks an older client.
-                Err(_) if reply.starts_with("{\"progress\":") => continue,
-                Err(e) => return Err(ClientError::BadReply(e)),
-            };
-            match parsed {
-                Reply::Ok(value) => return Ok(value),
-                Reply::Error(error) => return Err(ClientError::Refused(error)),
-                Reply::Progress(p) => progress(&p),
+            if let Some(done) = read_reply(&reply, &mut progress)? {
+                return Ok(done);
             }
+        }
+    }
+}
+
+/// One reply line: `Some` with the reply when it is the last (`ok`), the refusal as an
+/// `Err`, `None` after a progress line (handed to `progress`) or a newer server's progress
+/// step this client does not know (skipped, so a new kind of step never breaks an older
+/// client).
+pub fn read_reply(
+    line: &str,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<Option<Response>, ClientError> {
+    let parsed = match serde_json::from_str(line) {
+        Ok(parsed) => parsed,
+        Err(_) if line.starts_with("{\"progress\":") => return Ok(None),
+        Err(e) => return Err(ClientError::BadReply(e)),
+    };
+    match parsed {
+        Reply::Ok(value) => Ok(Some(value)),
+        Reply::Error(error) => Err(ClientError::Refused(error)),
+        Reply::Progress(p) => {
+            progress(&p);
+            Ok(None)
         }
     }
 }

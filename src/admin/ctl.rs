@@ -3,17 +3,16 @@
 //! (README, "Exit codes"). The arguments are the binary's; this is what it does with them.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::process::ExitCode;
 
-use super::client::{Client, ClientError};
+use super::client::{Client, ClientError, Endpoint};
 use super::format::{self, ProgressView};
 use crate::process::output::{complain, json_line, say};
 use crate::protocol::{Error, Reply, Request, Response};
 
 /// Runs one `ctl` command: the reply on stdout (for a person, or JSON with `--json`),
 /// progress on stderr, and an exit code per kind of error (README, "Exit codes").
-pub fn run(socket: &Path, json: bool, request: Request) -> ExitCode {
+pub fn run(endpoint: &Endpoint, json: bool, request: Request) -> ExitCode {
     let following = match &request {
         Request::Flip {
             service,
@@ -37,7 +36,7 @@ pub fn run(socket: &Path, json: bool, request: Request) -> ExitCode {
         }
     }
     let mut view = ProgressView::default();
-    let result = Client::connect(socket)
+    let result = Client::connect(endpoint)
         .and_then(|mut client| client.call_with_progress(&request, |p| view.show(p)));
     match result {
         Ok(response) => match print_reply(json, &response, &mut view) {
@@ -74,7 +73,7 @@ pub fn run(socket: &Path, json: bool, request: Request) -> ExitCode {
 /// a block (a JSON line with `--json`). A server that stops answering is said so and
 /// asked again next round, so a restart can be watched through.
 pub fn watch(
-    socket: &Path,
+    endpoint: &Endpoint,
     json: bool,
     service: Option<String>,
     every: std::time::Duration,
@@ -82,7 +81,7 @@ pub fn watch(
     let terminal = std::io::stdout().is_terminal();
     let mut client: Option<Client> = None;
     loop {
-        let round = watch_round(socket, &mut client, service.as_deref());
+        let round = watch_round(endpoint, &mut client, service.as_deref());
         let text = match (&round, json) {
             (Ok((status, _)), true) => json_line(status),
             (Ok((status, report)), false) => {
@@ -119,13 +118,13 @@ pub fn watch(
 
 /// One round of a watch: the status, and the straggler report of `service`.
 fn watch_round(
-    socket: &Path,
+    endpoint: &Endpoint,
     client: &mut Option<Client>,
     service: Option<&str>,
 ) -> Result<(Response, Option<Response>), ClientError> {
     let client = match client {
         Some(client) => client,
-        None => client.insert(Client::connect(socket)?),
+        None => client.insert(Client::connect(endpoint)?),
     };
     let status = client.call(&Request::Status {
         service: service.map(String::from),

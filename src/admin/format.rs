@@ -138,18 +138,22 @@ fn history(entries: &[AuditEntry]) -> String {
         let service = e.service().unwrap_or("-");
         let verdict = if e.ok { "done" } else { "refused" };
         let what = match (&e.request, e.event.as_str()) {
-            (Some(request), _) => {
-                let who = match &e.user {
-                    Some(user) => format!("{user} (uid {})", e.uid),
-                    None => format!("uid {}", e.uid),
+            (Some(request), event) => {
+                // Over the API: the token and the client's address; over the socket: the
+                // Unix user and process.
+                let who = match (&e.source, &e.user) {
+                    (Some(source), _) => format!("{} from {source}", e.principal),
+                    (None, Some(user)) => format!("{user} (uid {}), pid {}", e.uid, e.pid),
+                    (None, None) => format!("uid {}, pid {}", e.uid, e.pid),
                 };
                 let request = serde_json::to_string(request).unwrap_or_default();
-                format!(
-                    "{who}, pid {}: asked {request} -> {verdict}: {}",
-                    e.pid, e.outcome
-                )
+                let verb = if event == crate::admin::audit::READ { "read" } else { "asked" };
+                format!("{who}: {verb} {request} -> {verdict}: {}", e.outcome)
             }
-            (None, event) => format!("{event} (asked by {}): {}", e.principal, e.outcome),
+            (None, event) => match &e.source {
+                Some(source) => format!("{event} ({} from {source}): {}", e.principal, e.outcome),
+                None => format!("{event} (asked by {}): {}", e.principal, e.outcome),
+            },
         };
         out.push_str(&format!(
             "{}  {change}  {service}  {what}\n",
@@ -478,6 +482,17 @@ fn service(s: &ServiceStatus) -> String {
         out.push_str(&format!("  {color} {} ({source})\n", list.join(" ")));
     }
     out.push_str(&format!("  phase {phase}\n"));
+    if let Some(w) = &s.awaiting {
+        out.push_str(&format!(
+            "  AWAITING APPROVAL: {} asked by {} at {}, until {} (`flipdns ctl approve {}` by another principal, or `flipdns ctl cancel {}`)\n",
+            w.action,
+            w.by,
+            format_utc(w.at_ms),
+            seconds_from_now(w.expires_ms),
+            s.name,
+            s.name
+        ));
+    }
     out.push_str(&format!(
         "  ttl {} s now (normal {}, cutover {})\n",
         s.ttl, s.normal_ttl, s.cutover_ttl
@@ -589,6 +604,20 @@ pub fn cutover(c: &Cutover) -> String {
     let name = &c.service;
     let mut out = match c.outcome {
         Outcome::Flipped => flipped(c),
+        Outcome::AwaitingApproval => match &c.awaiting {
+            Some(w) => format!(
+                "{name}: {} asked by {} awaits approval by another principal until {}: `flipdns ctl approve {name}` carries it out, `flipdns ctl cancel {name}` withdraws it\n",
+                w.action,
+                w.by,
+                seconds_from_now(w.expires_ms)
+            ),
+            None => format!("{name}: awaits approval\n"),
+        },
+        Outcome::NothingPending => format!(
+            "{name}: nothing in progress ({}, {} live)\n",
+            phase_name(c.phase.name),
+            c.live
+        ),
         Outcome::Prepared => format!(
             "{name}: preparing: TTL {} s now; drained at {}\n",
             c.ttl,

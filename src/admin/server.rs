@@ -319,6 +319,8 @@ fn peer(stream: &UnixStream) -> Peer {
         gid: cred.gid(),
         pid: cred.pid().map_or(0, |p| p as u32),
         user: user_name(cred.uid()),
+        token: None,
+        source: None,
     }
 }
 

@@ -60,6 +60,128 @@ pub struct Config {
     pub tsig_keys: Vec<TsigKeyConfig>,
     pub fleet: FleetConfig,
     pub dnstap: DnstapConfig,
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the HTTPS control API (off while `listen` is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: Vec<SocketAddr>,
+    /// The server's certificate chain and key (PEM); without them, plain HTTP, which only
+    /// loopback addresses may serve.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// CAs whose client certificates are accepted (mTLS), in addition to a token.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client must present a certificate `client_ca` verified.
+    pub require_client_certificate: bool,
+    pub tokens: Vec<ApiToken>,
+    /// Connections at once; more are closed at once.
+    pub connections: usize,
+    /// Largest request body, in bytes.
+    pub body_size: usize,
+    /// Largest request head, in bytes.
+    pub head_size: usize,
+    /// Time a client has to send the request head (and finish the TLS handshake).
+    pub head_timeout: Duration,
+    /// Time to send a request's body, and to answer it (a flip that waits for the fleet
+    /// included; an event stream, once started, is bounded by `followers` instead).
+    pub request_timeout: Duration,
+    /// Event streams (Server-Sent Events) followed at once.
+    pub followers: usize,
+    /// Failed authentications a source may make per minute; more are refused unread (429).
+    pub auth_failures_per_minute: u32,
+    /// Line of `[api]`, for problems found later (the TLS files).
+    pub line: usize,
+}
+
+/// One `[[api.token]]`: a principal, the SHA-256 of its token, what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub scopes: Vec<Scope>,
+    pub line: usize,
+}
+
+/// What an API principal may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Status, stragglers, history, events, version.
+    Read,
+    /// Prepare, flip, rollback and cancel the services named (`*`: all).
+    Flip(Services),
+    /// Approve another principal's flip or prepare (two-person rule).
+    Approve(Services),
+    /// Set a color's addresses (`set-addresses`).
+    Deploy(Services),
+    /// Reload, log level, NOTIFY.
+    Admin,
+}
+
+/// The services a scope covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Services {
+    All,
+    One(String),
+}
+
+impl Services {
+    pub fn covers(&self, service: &str) -> bool {
+        match self {
+            Services::All => true,
+            Services::One(name) => name == service,
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let services = |s: &Services| match s {
+            Services::All => "*".to_string(),
+            Services::One(name) => name.clone(),
+        };
+        match self {
+            Scope::Read => write!(f, "read"),
+            Scope::Admin => write!(f, "admin"),
+            Scope::Flip(s) => write!(f, "flip:{}", services(s)),
+            Scope::Approve(s) => write!(f, "approve:{}", services(s)),
+            Scope::Deploy(s) => write!(f, "deploy:{}", services(s)),
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Scope, String> {
+        let services = |name: &str| match name {
+            "*" => Some(Services::All),
+            "" => None,
+            name => Some(Services::One(name.to_ascii_lowercase())),
+        };
+        let scope = match text.split_once(':') {
+            None if text == "read" => Some(Scope::Read),
+            None if text == "admin" => Some(Scope::Admin),
+            Some(("flip", s)) => services(s).map(Scope::Flip),
+            Some(("approve", s)) => services(s).map(Scope::Approve),
+            Some(("deploy", s)) => services(s).map(Scope::Deploy),
+            _ => None,
+        };
+        scope.ok_or_else(|| {
+            format!(
+                "unknown scope {text:?}: expected read, admin, flip:SERVICE, approve:SERVICE or deploy:SERVICE (SERVICE may be *)"
+            )
+        })
+    }
+}
+
+/// Whether a service's flips and prepares wait for a second principal's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    None,
+    /// Asked by one principal, carried out when a different one approves.
+    TwoPerson,
 }
 
 /// `[server]`: where the server listens and keeps its state.
@@ -211,6 +333,10 @@ pub struct ServiceConfig {
     /// Boxed: most services have none, and this is kept once per service (100 bytes each
     /// at 100,000 services).
     pub health: Option<Box<HealthConfig>>,
+    /// Whether flips and prepares wait for a second principal (off by default).
+    pub approval: Approval,
+    /// How long an unapproved request waits before it is dropped.
+    pub approval_timeout: Duration,
     /// Line of the `[[service]]` table.
     pub line: usize,
 }

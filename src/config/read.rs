@@ -11,7 +11,7 @@ use hickory_proto::rr::Name;
 
 use super::table::{Document, Located, Table};
 use super::{
-    AnswerMode, Config, DnstapConfig, DnstapListen, FleetConfig, HealthConfig, HealthKind,
+    AnswerMode, ApiConfig, ApiToken, Approval, Config, Scope, Services, DnstapConfig, DnstapListen, FleetConfig, HealthConfig, HealthKind,
     HealthTls, LedgerConfig, Limits, MAX_SOCKET_PATH, MAX_TTL, RrlConfig, SecondaryConfig, Server,
     ServiceConfig, TsigKeyConfig, ZoneConfig, service_name,
 };
@@ -41,6 +41,26 @@ pub fn config(top: &Table) -> Option<Config> {
     let dnstap = section(top, "dnstap", dnstap);
     let zones = zones(top);
     let services = services(top, &zones);
+    let api = section(top, "api", api);
+    for token in &api.tokens {
+        for scope in &token.scopes {
+            let (Scope::Flip(Services::One(name))
+            | Scope::Approve(Services::One(name))
+            | Scope::Deploy(Services::One(name))) = scope
+            else {
+                continue;
+            };
+            if !services.iter().any(|s| &s.name == name) {
+                doc.problem_at_line(
+                    token.line,
+                    format!(
+                        "token {:?}: scope {scope} names no configured service",
+                        token.name
+                    ),
+                );
+            }
+        }
+    }
     let tsig_keys = tsig_keys(top);
     let secondaries = secondaries(top, &tsig_keys);
     Some(Config {
@@ -60,7 +80,118 @@ pub fn config(top: &Table) -> Option<Config> {
         tsig_keys,
         fleet,
         dnstap,
+        api,
     })
+}
+
+/// `[api]` and its `[[api.token]]` entries.
+pub fn api(t: &Table) -> ApiConfig {
+    let doc = t.doc();
+    let mut listen = Vec::new();
+    for entry in t
+        .strings("listen")
+        .map(|l| l.into_inner())
+        .unwrap_or_default()
+    {
+        match entry.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => listen.push(addr),
+            Err(_) => doc.problem(
+                entry.span().start,
+                format!(
+                    "bad api listen {:?}: expected IP:PORT such as \"127.0.0.1:8443\"",
+                    entry.get_ref()
+                ),
+            ),
+        }
+    }
+    let cert_file = t.path("cert_file").map(Located::into_inner);
+    let key_file = t.path("key_file").map(Located::into_inner);
+    let client_ca = t.path("client_ca").map(Located::into_inner);
+    if cert_file.is_some() != key_file.is_some() {
+        doc.problem(
+            t.at,
+            "[api] needs both cert_file and key_file, or neither (plain HTTP on loopback)",
+        );
+    }
+    if cert_file.is_none() && listen.iter().any(|a| !a.ip().is_loopback()) {
+        doc.problem(
+            t.at,
+            "[api] listens beyond loopback without TLS: set cert_file and key_file, or listen on 127.0.0.1 or ::1 only",
+        );
+    }
+    let require_client_certificate = t.boolean("require_client_certificate", false);
+    if require_client_certificate && client_ca.is_none() {
+        doc.problem(
+            t.at,
+            "[api] require_client_certificate needs client_ca: the CAs whose certificates are accepted",
+        );
+    }
+    if client_ca.is_some() && cert_file.is_none() {
+        doc.problem(t.at, "[api] client_ca needs TLS: set cert_file and key_file");
+    }
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    for token in t.tables("token") {
+        let name = token.required_string("name");
+        let sha256 = token.required_string("sha256").and_then(|h| {
+            let bytes = data_encoding::HEXLOWER_PERMISSIVE.decode(h.get_ref().as_bytes());
+            match bytes.ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(hash) => Some(hash),
+                None => {
+                    doc.problem(
+                        h.span().start,
+                        "sha256 is not 64 hexadecimal digits: `flipdns token new NAME --scope ...` prints the line to paste (the config holds the token's hash, never the token)",
+                    );
+                    None
+                }
+            }
+        });
+        let mut scopes = Vec::new();
+        for scope in token
+            .strings("scopes")
+            .map(|l| l.into_inner())
+            .unwrap_or_default()
+        {
+            match scope.get_ref().parse::<Scope>() {
+                Ok(parsed) => scopes.push(parsed),
+                Err(e) => doc.problem(scope.span().start, e),
+            }
+        }
+        if scopes.is_empty() {
+            doc.problem_at_line(token.line(), "a token needs at least one scope (`scopes = [\"read\"]`)");
+        }
+        if let (Some(name), Some(sha256)) = (name, sha256) {
+            if tokens.iter().any(|t| t.name == *name.get_ref()) {
+                doc.problem(name.span().start, format!("token name {:?} is used twice", name.get_ref()));
+            }
+            if tokens.iter().any(|t| t.sha256 == sha256) {
+                doc.problem_at_line(token.line(), "two tokens have the same hash: one token would be two principals");
+            }
+            tokens.push(ApiToken {
+                name: name.into_inner(),
+                sha256,
+                scopes,
+                line: token.line(),
+            });
+        }
+        token.finish();
+    }
+    let timeout = 100 * MS..=HOUR;
+    ApiConfig {
+        listen,
+        cert_file,
+        key_file,
+        client_ca,
+        require_client_certificate,
+        tokens,
+        connections: t.count("connections", 64, 1..=100_000),
+        body_size: t.count("body_size", 64 << 10, 1024..=16 << 20),
+        head_size: t.count("head_size", 16 << 10, 8192..=1 << 20),
+        head_timeout: t.duration("head_timeout", 10 * SECOND, timeout.clone()),
+        request_timeout: t.duration("request_timeout", 60 * SECOND, timeout),
+        followers: t.count("followers", 32, 1..=10_000),
+        auth_failures_per_minute: t.count("auth_failures_per_minute", 20, 1..=100_000) as u32,
+        line: t.line(),
+    }
 }
 
 /// Reads the table `[key]` (empty when absent) with `read`, then reports unknown keys.
@@ -619,6 +750,25 @@ fn service(t: &Table, zones: &[ZoneConfig]) -> Option<ServiceConfig> {
     let health_table = t.table("health");
     let health = health(&health_table);
     health_table.finish();
+    let approval = match t.string("approval") {
+        None => Some(Approval::None),
+        Some(a) => match a.get_ref().as_str() {
+            "none" => Some(Approval::None),
+            "two-person" => Some(Approval::TwoPerson),
+            other => {
+                t.doc().problem(
+                    a.span().start,
+                    format!("unknown approval {other:?}: expected \"none\" or \"two-person\""),
+                );
+                None
+            }
+        },
+    };
+    let approval_timeout = t.duration(
+        "approval_timeout",
+        HOUR,
+        60 * SECOND..=7 * 24 * HOUR,
+    );
     Some(ServiceConfig {
         name: name?,
         fqdn: fqdn?,
@@ -632,6 +782,8 @@ fn service(t: &Table, zones: &[ZoneConfig]) -> Option<ServiceConfig> {
         min_flip_interval,
         answer: answer?,
         health: health?.map(Box::new),
+        approval: approval?,
+        approval_timeout,
         line: t.line(),
     })
 }

@@ -22,8 +22,31 @@ use crate::color::Color;
 use crate::config::ServiceConfig;
 use crate::fleet::Fleet;
 use crate::observed::{ColorHealth, FlipResult, Observed};
-use crate::state::{AddressSet, ChangeRef, Phase, ServiceState, StateError};
+use crate::config::Approval;
+use crate::state::{
+    AddressSet, AwaitedAction, Awaiting, ChangeRef, Phase, ServiceState, StateError,
+};
 use crate::switch::{ChangeError, Current, Switch};
+
+/// What waits for approval when `action` needs it.
+fn awaited(action: &Action) -> Option<AwaitedAction> {
+    match *action {
+        Action::Prepare => Some(AwaitedAction::Prepare),
+        Action::Flip { to, now, force } => Some(AwaitedAction::Flip { to, now, force }),
+        Action::Rollback { force } => Some(AwaitedAction::Rollback { force }),
+        _ => None,
+    }
+}
+
+impl From<AwaitedAction> for Action {
+    fn from(action: AwaitedAction) -> Action {
+        match action {
+            AwaitedAction::Prepare => Action::Prepare,
+            AwaitedAction::Flip { to, now, force } => Action::Flip { to, now, force },
+            AwaitedAction::Rollback { force } => Action::Rollback { force },
+        }
+    }
+}
 
 /// `192.0.2.1 192.0.2.2`, for logs.
 fn list(addresses: &[IpAddr]) -> String {
@@ -122,13 +145,24 @@ impl Driver {
                 Ok(None) => {}
                 Err(e) => tracing::error!(service = %self.config.name, "{e}; retrying"),
             }
+            match Box::pin(self.expire_awaiting(&current)).await {
+                Ok(Some(now)) => current = now,
+                Ok(None) => {}
+                Err(e) => tracing::error!(service = %self.config.name, "{e}; retrying"),
+            }
             self.log();
             if self.pending.is_none() && !needs_task(&current.service) && self.retire(&commands) {
                 return;
             }
             let wake = self.wake_at(&current);
+            let expiry = current
+                .service
+                .awaiting
+                .as_ref()
+                .map(|a| self.clock.mono_of(a.expires_ms));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = self.sleep_until(expiry) => {} // expired: dropped at the top of the loop
                 changed = fleet_news.changed() => if changed.is_err() { return },
                 _ = self.shared.nudge.notified() => {}
                 command = commands.recv() => {
@@ -339,7 +373,27 @@ impl Driver {
     }
 
     async fn act(&mut self, action: Action, current: &Current) -> Result<Done, Refusal> {
-        let plan = rules::command(action, &self.facts(current));
+        match action {
+            Action::Approve => return self.approve(current).await,
+            Action::Cancel if current.service.awaiting.is_some() => {
+                return self.withdraw().await;
+            }
+            _ => {}
+        }
+        let plan = rules::command(action.clone(), &self.facts(current));
+        let asks_approval = self.config.approval == Approval::TwoPerson
+            && matches!(
+                plan,
+                Plan::Prepare { .. } | Plan::Flip { why: Why::Now, .. }
+            );
+        if let (true, Some(awaited)) = (asks_approval, awaited(&action)) {
+            return self.await_approval(awaited, current).await;
+        }
+        self.carry_out(plan, current).await
+    }
+
+    /// Carries out what the rules planned.
+    async fn carry_out(&mut self, plan: Plan, current: &Current) -> Result<Done, Refusal> {
         match plan {
             Plan::Reply(outcome) => Ok(self.done(outcome, current, None)),
             Plan::Refuse(refusal) => Err(refusal),
@@ -352,6 +406,113 @@ impl Driver {
                 check,
             } => self.set_addresses(color, addresses, check, current).await,
         }
+    }
+
+    /// Keeps `action` waiting for a second principal's approval (the two-person rule): in the
+    /// state file, so a restart keeps it, until approved, withdrawn or expired.
+    async fn await_approval(
+        &mut self,
+        action: AwaitedAction,
+        current: &Current,
+    ) -> Result<Done, Refusal> {
+        let Some(origin) = self.origin.clone() else {
+            return Err(Refusal::new(
+                RefusalKind::Approval,
+                "a request needs a principal to wait for approval",
+            ));
+        };
+        if let Some(waiting) = &current.service.awaiting {
+            if waiting.who == origin.who && waiting.action == action {
+                return Ok(self.done(Outcome::AwaitingApproval, current, None));
+            }
+            return Err(rules::awaiting_other(&self.facts(current), waiting));
+        }
+        let now = self.clock.now_ms();
+        let waiting = Awaiting {
+            action,
+            by: origin.by.clone(),
+            who: origin.who.clone(),
+            change: origin.change,
+            at_ms: now,
+            expires_ms: now + self.config.approval_timeout.as_millis() as u64,
+        };
+        let after = self.apply(|s| s.awaiting = Some(Box::new(waiting))).await?;
+        let (name, by) = (self.config.name.clone(), origin.by);
+        self.later(move || tracing::info!(service = %name, %action, %by, "awaiting approval by another principal"));
+        Ok(self.done(Outcome::AwaitingApproval, &after, None))
+    }
+
+    /// Carries out the request waiting for approval, as its requester's change, if the
+    /// approver is someone else.
+    async fn approve(&mut self, current: &Current) -> Result<Done, Refusal> {
+        let Some(waiting) = current.service.awaiting.clone() else {
+            return Err(Refusal::new(
+                RefusalKind::Approval,
+                format!(
+                    "nothing of {} awaits approval; {}",
+                    self.config.name,
+                    rules::left_in(&self.config, &current.service)
+                ),
+            ));
+        };
+        let approver = self.origin.clone();
+        if approver.as_ref().is_none_or(|a| a.who == waiting.who) {
+            return Err(Refusal::new(
+                RefusalKind::Approval,
+                format!(
+                    "{} of {} was asked by {}: another principal must approve it; it waits until {}",
+                    waiting.action,
+                    self.config.name,
+                    waiting.by,
+                    format_utc(waiting.expires_ms)
+                ),
+            ));
+        }
+        let after = self.apply(|s| s.awaiting = None).await?;
+        // Carried out as the requester's change, so its events are audited under its id.
+        self.origin = Some(Origin {
+            change: waiting.change,
+            by: waiting.by.clone(),
+            who: waiting.who.clone(),
+        });
+        let plan = rules::command(waiting.action.into(), &self.facts(&after));
+        let done = self.carry_out(plan, &after).await;
+        self.origin = approver;
+        done
+    }
+
+    /// Withdraws the request waiting for approval; a cutover in progress is cancelled too.
+    async fn withdraw(&mut self) -> Result<Done, Refusal> {
+        let after = self.apply(|s| s.awaiting = None).await?;
+        match rules::command(Action::Cancel, &self.facts(&after)) {
+            Plan::Cancel => self.cancel(&after).await,
+            _ => Ok(self.done(Outcome::Cancelled, &after, None)),
+        }
+    }
+
+    /// Drops a request whose approval did not come in time, and audits it.
+    async fn expire_awaiting(&mut self, current: &Current) -> Result<Option<Current>, Refusal> {
+        let Some(waiting) = current.service.awaiting.clone() else {
+            return Ok(None);
+        };
+        if self.clock.now_ms() < waiting.expires_ms {
+            return Ok(None);
+        }
+        let after = self.apply(|s| s.awaiting = None).await?;
+        let change = Some(ChangeRef {
+            id: waiting.change,
+            by: waiting.by.clone(),
+        });
+        let detail = format!(
+            "{} asked at {} was not approved by {}: dropped",
+            waiting.action,
+            format_utc(waiting.at_ms),
+            format_utc(waiting.expires_ms)
+        );
+        self.record(EventKind::Expired, change, detail.clone());
+        let name = self.config.name.clone();
+        self.later(move || tracing::warn!(service = %name, "{detail}"));
+        Ok(Some(after))
     }
 
     /// Replaces `color`'s addresses with `addresses` (the rules allowed it), after the

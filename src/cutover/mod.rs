@@ -79,6 +79,10 @@ pub enum Action {
         force: bool,
         check: bool,
     },
+    /// Carry out the request another principal made under the two-person rule.
+    Approve,
+    /// Change nothing: say what is in progress (to follow it).
+    Follow,
 }
 
 /// Checks a color's addresses: the flip gate and the background checks. The server probes
@@ -126,6 +130,10 @@ pub enum Outcome {
     Cancelled,
     /// Nothing was pending.
     NothingToCancel,
+    /// The request waits for a second principal's approval.
+    AwaitingApproval,
+    /// Nothing is in progress (`Follow`).
+    NothingPending,
     /// A color's addresses were replaced.
     AddressesSet,
     /// The color already had exactly those addresses: nothing changed.
@@ -160,6 +168,9 @@ pub struct Origin {
     pub change: u64,
     /// The principal, as the audit trail names it (`alice (uid 1000)`).
     pub by: String,
+    /// The principal's identity (`unix:1000`, `token:deploy`): the two-person rule compares
+    /// these.
+    pub who: String,
 }
 
 /// Something a cutover did on its own, after the command that began it: at a deadline, or
@@ -187,6 +198,8 @@ pub enum EventKind {
     FleetServes,
     /// A secondary's normal-TTL answer moved the drain deadline.
     DrainMoved,
+    /// A request waiting for approval expired unapproved.
+    Expired,
 }
 
 impl EventKind {
@@ -197,6 +210,7 @@ impl EventKind {
             EventKind::Settled => "settled",
             EventKind::FleetServes => "fleet",
             EventKind::DrainMoved => "drain_moved",
+            EventKind::Expired => "expired",
         }
     }
 }
@@ -234,6 +248,8 @@ pub enum RefusalKind {
     LiveColor,
     /// The addresses given cannot be a color's set (none, too many, a duplicate).
     BadAddresses,
+    /// An approval that cannot be given (nothing awaits one; the approver asked for it).
+    Approval,
 }
 
 impl Refusal {

@@ -152,7 +152,29 @@ pub fn command(action: Action, facts: &Facts) -> Plan {
             force,
             check,
         } => set_addresses(facts, color, addresses, force, check),
+        Action::Follow => Plan::Reply(match (pending, &state.awaiting) {
+            (Some(_), _) => Outcome::Joined,
+            (None, Some(_)) => Outcome::AwaitingApproval,
+            (None, None) => Outcome::NothingPending,
+        }),
+        // The task answers approvals itself: it knows who asks.
+        Action::Approve => Plan::Reply(Outcome::NothingPending),
     }
+}
+
+/// A request that needs approval while another one already waits.
+pub fn awaiting_other(facts: &Facts, waiting: &crate::state::Awaiting) -> Refusal {
+    let name = &facts.config.name;
+    Refusal::new(
+        RefusalKind::Busy,
+        format!(
+            "{} of {name} asked by {} awaits approval until {}: approve it (`flipdns ctl approve {name}`, by another principal) or withdraw it (`flipdns ctl cancel {name}`) first; {}",
+            waiting.action,
+            waiting.by,
+            format_utc(waiting.expires_ms),
+            left_in(facts.config, facts.state)
+        ),
+    )
 }
 
 /// Whether `color`'s addresses may become `addresses`: a valid set; not the live color
@@ -425,6 +447,7 @@ pub fn flipped(facts: &Facts, to: Color) -> ServiceState {
         fleet: state.fleet,
         change: state.change.clone(),
         addresses: state.addresses.clone(),
+        awaiting: None,
     }
 }
 

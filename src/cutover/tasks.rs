@@ -383,6 +383,7 @@ pub(super) fn needs_task(state: &ServiceState) -> bool {
         } | Phase::Settling { .. }
     ) || state.pending().is_some()
         || state.fleet.is_some()
+        || state.awaiting.is_some()
 }
 
 /// A service whose colors are checked in the background.

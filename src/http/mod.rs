@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accept;
 
+pub mod tls;
+
 /// A response body: whole, or a stream (Server-Sent Events).
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -49,8 +51,8 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub address: SocketAddr,
-    /// Whether the client presented a certificate the listener's client CA verified.
-    pub client_certificate: bool,
+    /// What the client's certificate proved (TLS with a client CA only).
+    pub client_certificate: tls::ClientCertificate,
 }
 
 /// What a listener does with each request.
@@ -60,10 +62,16 @@ pub trait Handler: Send + Sync + 'static {
         request: http::Request<Bytes>,
         peer: Peer,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>>;
+
+    /// The answer when the transport refuses a request (a body too large or too slow, no
+    /// answer in time): plain text, unless the listener speaks another format.
+    fn refuse(&self, status: StatusCode, text: &str) -> Response<Body> {
+        plain(status, text)
+    }
 }
 
 /// The TLS set-up of a listener, read for each new connection (`None`: plain HTTP).
-pub type Tls = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
+pub type Tls = Arc<dyn Fn() -> Option<Arc<tls::Tls>> + Send + Sync>;
 
 /// Serves `listener` with `handler` until `shutdown`.
 pub async fn serve(
@@ -97,7 +105,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     address: SocketAddr,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<tls::Tls>>,
     handler: Arc<dyn Handler>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -107,12 +115,12 @@ async fn connection(
         None => {
             let peer = Peer {
                 address,
-                client_certificate: false,
+                client_certificate: tls::ClientCertificate::None,
             };
             http1(TokioIo::new(stream), peer, handler, limits, shutdown).await
         }
-        Some(config) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
             let Ok(Ok(stream)) =
                 tokio::time::timeout(limits.head_timeout, acceptor.accept(stream)).await
             else {
@@ -120,7 +128,7 @@ async fn connection(
             };
             let peer = Peer {
                 address,
-                client_certificate: stream.get_ref().1.peer_certificates().is_some(),
+                client_certificate: tls.check(stream.get_ref().1.peer_certificates()),
             };
             http1(TokioIo::new(stream), peer, handler, limits, shutdown).await
         }
@@ -169,14 +177,14 @@ async fn respond(
     let body = match tokio::time::timeout(limits.request_timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return plain(
+            return handler.refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("the body is over {} bytes", limits.body_size),
             );
         }
-        Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "the body could not be read"),
+        Ok(Err(_)) => return handler.refuse(StatusCode::BAD_REQUEST, "the body could not be read"),
         Err(_) => {
-            return plain(
+            return handler.refuse(
                 StatusCode::REQUEST_TIMEOUT,
                 &format!(
                     "the body did not arrive within {} s",
@@ -188,7 +196,7 @@ async fn respond(
     let request = http::Request::from_parts(parts, body);
     match tokio::time::timeout(limits.request_timeout, handler.handle(request, peer)).await {
         Ok(response) => response,
-        Err(_) => plain(
+        Err(_) => handler.refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!(
                 "no answer within {} s; try again",

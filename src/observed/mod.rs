@@ -4,6 +4,7 @@
 //! restart starts afresh and the cutover assumes the worst about what it cannot remember.
 
 pub mod answers;
+pub mod api;
 pub mod batch;
 pub mod counters;
 mod service;

@@ -95,6 +95,8 @@ struct Bound {
     dns: Vec<Dns>,
     admin: AdminSocket,
     metrics: Option<TcpListener>,
+    /// The HTTPS API's listeners (none when `[api] listen` is empty).
+    api: Vec<TcpListener>,
     dnstap: Vec<crate::dnstap::Listener>,
     /// The dnstap socket files, removed at shutdown.
     dnstap_files: Option<crate::dnstap::SocketFiles>,
@@ -145,7 +147,7 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         }
     }
     spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker)?;
-    let admin = spawn_control_plane(&core, bound.admin, bound.metrics, &mut loops, &shutdown);
+    let admin = spawn_control_plane(&core, bound.admin, bound.metrics, bound.api, &mut loops, &shutdown);
     crate::process::memory::release_freed_memory();
     core.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("ready");
@@ -217,6 +219,19 @@ async fn bind(config: &Config) -> Result<Bound, ServeError> {
         }
         None => None,
     };
+    let mut api = Vec::new();
+    for &addr in &config.api.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: "api",
+                addr,
+                source,
+            })?;
+        let scheme = if config.api.cert_file.is_some() { "https" } else { "http" };
+        tracing::info!("api on {scheme}://{}/v1/", local(&listener.local_addr(), addr));
+        api.push(listener);
+    }
     tracing::info!("admin socket {}", admin.path().display());
     let (dnstap, dnstap_files) = if config.dnstap.enabled() {
         let (listeners, files) = crate::dnstap::bind(&config.dnstap)
@@ -230,6 +245,7 @@ async fn bind(config: &Config) -> Result<Bound, ServeError> {
         dns,
         admin,
         metrics,
+        api,
         dnstap,
         dnstap_files,
     })
@@ -388,6 +404,7 @@ fn spawn_control_plane(
     core: &Core,
     admin: AdminSocket,
     metrics: Option<TcpListener>,
+    api_listeners: Vec<TcpListener>,
     loops: &mut Supervisor,
     shutdown: &CancellationToken,
 ) -> Arc<AdminSocket> {
@@ -407,6 +424,53 @@ fn spawn_control_plane(
             crate::admin::audit::record_events(events, audit.clone(), shutdown.clone()),
         );
     }
+    let limits = &core.limits;
+    let admin_limits = AdminLimits {
+        clients: limits.admin_clients,
+        request_timeout: limits.admin_request_timeout,
+        allowed_uids: core.server.admin_allowed_uids.clone(),
+        allowed_gids: core.server.admin_allowed_gids.clone(),
+    };
+    let context = Arc::new(Context {
+        switch: core.switch.clone(),
+        cutovers: core.cutovers.clone(),
+        fleet: core.fleet.clone(),
+        ledger: core.ledger.clone(),
+        dnstap: core.dnstap.clone(),
+        reloader: reloader.clone(),
+        clock: core.clock.clone(),
+        shutdown: shutdown.clone(),
+        write_timeout: limits.admin_request_timeout,
+        audit: audit.clone(),
+    });
+    let api = (!api_listeners.is_empty()).then(|| {
+        let api = &core.switch.catalog().config.api;
+        let limits = crate::http::Limits {
+            connections: api.connections,
+            head_size: api.head_size,
+            head_timeout: api.head_timeout,
+            body_size: api.body_size,
+            request_timeout: api.request_timeout,
+        };
+        (Arc::new(crate::api::Api::new(context.clone(), api.followers)), limits)
+    });
+    if let Some((handler, limits)) = &api {
+        let switch = core.switch.clone();
+        let tls: crate::http::Tls = Arc::new(move || switch.catalog().api_tls.clone());
+        for listener in api_listeners {
+            loops.spawn(
+                "the HTTPS API",
+                crate::http::serve(
+                    "api",
+                    listener,
+                    Some(tls.clone()),
+                    handler.clone(),
+                    *limits,
+                    shutdown.clone(),
+                ),
+            );
+        }
+    }
     if let Some(listener) = metrics {
         let exporter = Exporter {
             counters: core.counters.clone(),
@@ -422,6 +486,7 @@ fn spawn_control_plane(
             dnstap: core.dnstap.clone(),
             audit_lost: audit.lost.clone(),
             events_lost: core.cutovers.events_lost(),
+            api: api.as_ref().map(|(handler, _)| handler.counters()),
         };
         loops.spawn(
             "the metrics endpoint",
@@ -434,25 +499,6 @@ fn spawn_control_plane(
         "the SIGHUP handler",
         reload_on_hangup(hangups, reloader.clone(), shutdown.clone()),
     );
-    let limits = &core.limits;
-    let admin_limits = AdminLimits {
-        clients: limits.admin_clients,
-        request_timeout: limits.admin_request_timeout,
-        allowed_uids: core.server.admin_allowed_uids.clone(),
-        allowed_gids: core.server.admin_allowed_gids.clone(),
-    };
-    let context = Arc::new(Context {
-        switch: core.switch.clone(),
-        cutovers: core.cutovers.clone(),
-        fleet: core.fleet.clone(),
-        ledger: core.ledger.clone(),
-        dnstap: core.dnstap.clone(),
-        reloader,
-        clock: core.clock.clone(),
-        shutdown: shutdown.clone(),
-        write_timeout: limits.admin_request_timeout,
-        audit,
-    });
     let admin = Arc::new(admin);
     loops.spawn(
         "the admin socket",

@@ -131,6 +131,7 @@ pub(super) fn decode_snapshot(text: &str, path: &Path) -> Result<(State, u64), S
                         fleet: None,
                         change: None,
                         addresses: None,
+                        awaiting: None,
                     };
                     (name, state)
                 })

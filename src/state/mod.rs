@@ -87,6 +87,46 @@ pub struct ServiceState {
     /// state is kept for every service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addresses: Option<Box<RuntimeAddresses>>,
+    /// A flip or prepare asked under the two-person rule, waiting for a second principal;
+    /// kept across restarts until it is approved, cancelled or expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<Box<Awaiting>>,
+}
+
+/// A request waiting for approval: what, by whom, under which change id, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Awaiting {
+    pub action: AwaitedAction,
+    /// The requester as the audit trail names them.
+    pub by: String,
+    /// The requester's identity (`unix:1000`, `token:deploy`): who may not approve.
+    pub who: String,
+    /// The audit id the change takes when carried out.
+    pub change: u64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub expires_ms: u64,
+}
+
+/// What waits for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AwaitedAction {
+    Prepare,
+    Flip { to: Color, now: bool, force: bool },
+    Rollback { force: bool },
+}
+
+impl fmt::Display for AwaitedAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AwaitedAction::Prepare => write!(f, "prepare"),
+            AwaitedAction::Flip { to, now: true, .. } => write!(f, "flip to {to} now"),
+            AwaitedAction::Flip { to, .. } => write!(f, "flip to {to}"),
+            AwaitedAction::Rollback { .. } => write!(f, "rollback"),
+        }
+    }
 }
 
 /// The address sets of a service set at run time, by color.
@@ -184,6 +224,7 @@ impl ServiceState {
             fleet: None,
             change: None,
             addresses: None,
+            awaiting: None,
         }
     }
 

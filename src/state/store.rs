@@ -470,6 +470,7 @@ mod tests {
                 expires_ms: [1_700_000_005_000, 0],
                 change: None,
                 addresses: None,
+                awaiting: None,
                 expires_held: [None; 2],
                 fleet: Some(crate::state::FleetWait {
                     serial: 7,

@@ -551,6 +551,7 @@ fn origin() -> Origin {
     Origin {
         change: NEXT.fetch_add(1, Relaxed),
         by: "model".into(),
+        who: "model".into(),
     }
 }
 

@@ -121,6 +121,7 @@ impl Server {
                 flipdns::cutover::Origin {
                     change: 1,
                     by: "test".into(),
+                    who: "test".into(),
                 },
             )
             .await

@@ -11,7 +11,7 @@ use super::cutover::{error, follow_fleet, outcome_name, reply};
 use super::{Context, Peer, health, send};
 use crate::catalog::service_names;
 use crate::color::Color;
-use crate::cutover::{Action, Done, Origin};
+use crate::cutover::{Action, Done};
 use crate::protocol::{AddressesReply, Progress, Reply, Request, Response};
 
 pub async fn run<W: AsyncWrite + Unpin>(
@@ -31,10 +31,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     else {
         unreachable!("dispatch sends only set_addresses here");
     };
-    let origin = Origin {
-        change: context.new_change(),
-        by: peer.principal(),
-    };
+    let origin = peer.origin(context);
     let change = origin.change;
     let action = Action::SetAddresses {
         color,

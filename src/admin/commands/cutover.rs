@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::sync::broadcast;
 
-use super::{Context, Peer, health, phase, send};
+use super::{Context, Peer, awaiting, health, phase, send};
 use crate::cutover::{self, Action, Done, Refusal, RefusalKind};
 use crate::fleet::follow;
 use crate::protocol::{
@@ -47,19 +47,27 @@ pub async fn run<W: AsyncWrite + Unpin>(
             wait_secondaries,
         } => (service, Action::Rollback { force }, wait, wait_secondaries),
         Request::Cancel { service } => (service, Action::Cancel, false, false),
+        Request::Approve { service, wait } => (service, Action::Approve, wait, true),
+        Request::Follow { service } => (service, Action::Follow, true, true),
         _ => unreachable!("dispatch sends only cutover commands here"),
     };
+    // Following changes nothing: not audited.
+    let audited = !matches!(asked, Request::Follow { .. });
     // Subscribe before the command runs, so no progress of its cutover is missed.
     let events = context.cutovers.subscribe(&service);
     // The change in progress, if any: what a cancel or a refusal is about.
     let before = context.switch.service(&service).await;
     let before = before.and_then(|(_, current)| current.service.change);
-    let origin = cutover::Origin {
-        change: context.new_change(),
-        by: peer.principal(),
-    };
+    let origin = peer.origin(context);
+    let asked_change = origin.change;
     let result = context.cutovers.command(&service, action, origin).await;
     match &result {
+        _ if !audited => {}
+        Ok(done) if done.outcome == cutover::Outcome::AwaitingApproval => {
+            let waiting = done.state.awaiting.as_ref();
+            let change = waiting.map_or(asked_change, |w| w.change);
+            context.audit(peer, &asked, Some(change), "awaiting_approval".into(), true)
+        }
         Ok(done) => {
             let change = done.state.change.as_ref().or(before.as_ref());
             let outcome = outcome_name(&reply(done).outcome);
@@ -314,12 +322,15 @@ pub(super) fn reply(done: &Done) -> Cutover {
             cutover::Outcome::AlreadyLive => Outcome::AlreadyLive,
             cutover::Outcome::Cancelled => Outcome::Cancelled,
             cutover::Outcome::NothingToCancel => Outcome::NothingToCancel,
+            cutover::Outcome::AwaitingApproval => Outcome::AwaitingApproval,
+            cutover::Outcome::NothingPending => Outcome::NothingPending,
             cutover::Outcome::AddressesSet => Outcome::AddressesSet,
             cutover::Outcome::AddressesUnchanged => Outcome::AddressesUnchanged,
         },
         live: done.state.live,
         from: done.from,
         phase: phase(&done.state.phase),
+        awaiting: done.state.awaiting.as_deref().map(awaiting),
         ttl: done.ttl,
         flips: done.state.flips.0,
         serial: done.serial,
@@ -343,6 +354,7 @@ pub(super) fn error(refusal: &Refusal) -> Error {
         RefusalKind::ShuttingDown => ErrorKind::ShuttingDown,
         RefusalKind::LiveColor => ErrorKind::RefusedLive,
         RefusalKind::BadAddresses => ErrorKind::Invalid,
+        RefusalKind::Approval => ErrorKind::ApprovalRefused,
     };
     Error::new(kind, refusal.message.clone())
 }

@@ -46,13 +46,17 @@ pub struct Context {
     pub audit: Arc<crate::admin::audit::AuditLog>,
 }
 
-/// Who is on the other end of an admin connection (SO_PEERCRED), for the audit trail.
+/// Who is on the other end of an admin connection (SO_PEERCRED), for the audit trail; or
+/// the HTTPS API's principal (its token's name) and the client's address.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
     pub user: Option<String>,
+    /// Over the API: the token's name, and where the request came from.
+    pub token: Option<String>,
+    pub source: Option<std::net::SocketAddr>,
 }
 
 impl Context {
@@ -76,6 +80,7 @@ impl Context {
             user: peer.user.clone(),
             gid: peer.gid,
             pid: peer.pid,
+            source: peer.source.map(|s| s.to_string()),
             request: Some(request.clone()),
             outcome,
             ok,
@@ -103,6 +108,7 @@ impl Context {
             user: None,
             gid: 0,
             pid: 0,
+            source: None,
             request: None,
             outcome,
             ok,
@@ -118,11 +124,30 @@ impl Context {
 }
 
 impl Peer {
-    /// The principal as the audit trail names it: `alice (uid 1000)`.
+    /// The principal as the audit trail names it: `alice (uid 1000)`, `token deploy`.
     pub fn principal(&self) -> String {
-        match &self.user {
-            Some(user) => format!("{user} (uid {})", self.uid),
-            None => format!("uid {}", self.uid),
+        match (&self.token, &self.user) {
+            (Some(token), _) => format!("token {token}"),
+            (None, Some(user)) => format!("{user} (uid {})", self.uid),
+            (None, None) => format!("uid {}", self.uid),
+        }
+    }
+
+    /// The principal's identity, which the two-person rule compares: `unix:1000`,
+    /// `token:deploy`.
+    pub fn identity(&self) -> String {
+        match &self.token {
+            Some(token) => format!("token:{token}"),
+            None => format!("unix:{}", self.uid),
+        }
+    }
+
+    /// Who asked for a command, and the id its change takes.
+    pub fn origin(&self, context: &Context) -> crate::cutover::Origin {
+        crate::cutover::Origin {
+            change: context.new_change(),
+            by: self.principal(),
+            who: self.identity(),
         }
     }
 }
@@ -142,6 +167,17 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
             return send(context, out, &Reply::Error(error)).await;
         }
     };
+    carry_out(context, peer, request, out).await
+}
+
+/// Carries out one request (from the socket or the HTTPS API), writing its reply lines
+/// (and any progress) to `out`. An error is a write error: the client is gone.
+pub async fn carry_out<W: AsyncWrite + Unpin>(
+    context: &Context,
+    peer: &Peer,
+    request: Request,
+    out: &mut W,
+) -> io::Result<()> {
     let reply = match request {
         Request::Version => Ok(Response::Version(Version {
             server: build_info::VERSION.into(),
@@ -183,11 +219,15 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
             set.map(|()| Response::LogLevel(filter.clone()))
                 .map_err(|e| Error::new(ErrorKind::Invalid, e))
         }
-        Request::History { ref service, limit } => {
+        Request::History {
+            ref service,
+            limit,
+            reads,
+        } => {
             // Up to twice `audit_file_size` is read: on a blocking thread, not the runtime's.
             let (audit, service) = (context.audit.clone(), service.clone());
             let limit = limit.unwrap_or(DEFAULT_HISTORY);
-            tokio::task::spawn_blocking(move || audit.read(service.as_deref(), limit))
+            tokio::task::spawn_blocking(move || audit.read(service.as_deref(), limit, reads))
                 .await
                 .map(Response::History)
                 .map_err(|e| {
@@ -215,6 +255,8 @@ pub async fn dispatch<W: AsyncWrite + Unpin>(
         }
         Request::SetAddresses { .. } => return addresses::run(context, peer, request, out).await,
         Request::Prepare { .. }
+        | Request::Approve { .. }
+        | Request::Follow { .. }
         | Request::Flip { .. }
         | Request::Rollback { .. }
         | Request::Cancel { .. } => return cutover::run(context, peer, request, out).await,
@@ -246,6 +288,16 @@ async fn send<W: AsyncWrite + Unpin>(
             io::ErrorKind::TimedOut,
             "the client does not read its replies",
         )),
+    }
+}
+
+/// A request waiting for approval as replies show it.
+fn awaiting(waiting: &crate::state::Awaiting) -> crate::protocol::AwaitingApproval {
+    crate::protocol::AwaitingApproval {
+        action: waiting.action.to_string(),
+        by: waiting.by.clone(),
+        at_ms: waiting.at_ms,
+        expires_ms: waiting.expires_ms,
     }
 }
 

@@ -133,6 +133,7 @@ fn service(
                 .collect(),
         }),
         fleet_wait_until_ms: context.cutovers.fleet_wait_until_ms(&config.name),
+        awaiting: state.awaiting.as_deref().map(super::awaiting),
     }
 }
 

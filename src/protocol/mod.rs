@@ -27,6 +27,8 @@
 //! break an existing client.
 #![warn(missing_docs)]
 
+pub mod routes;
+
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -120,6 +122,21 @@ pub enum Request {
         #[serde(default = "yes")]
         wait_secondaries: bool,
     },
+    /// Approve the flip or prepare another principal asked for (a service with
+    /// `approval = "two-person"`); the requester cannot approve their own.
+    Approve {
+        /// The service, as named in the config.
+        service: String,
+        /// Stream the approved cutover's progress until it is done.
+        #[serde(default = "yes")]
+        wait: bool,
+    },
+    /// Follow the cutover in progress, changing nothing: its progress lines until it ends,
+    /// then its outcome (`nothing_pending` at once when none is).
+    Follow {
+        /// The service, as named in the config.
+        service: String,
+    },
     /// Re-read the config and zone files; apply them only if all of it is valid.
     Reload {
         /// Remove services even if they have a cutover in progress (it is dropped).
@@ -154,6 +171,10 @@ pub enum Request {
         /// Most entries returned (default 50), the latest ones.
         #[serde(default)]
         limit: Option<usize>,
+        /// Include the API's successful reads (left out by default: a polling pipeline would
+        /// bury the changes).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reads: bool,
     },
     /// Send every zone's NOTIFY now to one secondary (by name or address) or to all, and
     /// say what each acknowledged and serves after it.
@@ -196,6 +217,9 @@ pub struct AuditEntry {
     pub gid: u32,
     /// The peer's process (`flipdns ctl`, a release tool).
     pub pid: u32,
+    /// For a request over the HTTPS API: the client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The request, as on the wire, for `asked`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Request>,
@@ -228,6 +252,8 @@ impl Request {
             | Request::Rollback { service, .. }
             | Request::Cancel { service }
             | Request::SetAddresses { service, .. }
+            | Request::Approve { service, .. }
+            | Request::Follow { service }
             | Request::Stragglers { service, .. } => Some(service),
             Request::Status { service } | Request::History { service, .. } => service.as_deref(),
             Request::Version
@@ -247,6 +273,7 @@ impl Request {
                 | Request::Rollback { .. }
                 | Request::Cancel { .. }
                 | Request::SetAddresses { .. }
+                | Request::Approve { .. }
                 | Request::Reload { .. }
         )
     }
@@ -367,7 +394,7 @@ pub enum ErrorKind {
     InvalidConfig,
     /// The straggler ledger is off (`[ledger] enabled = false`).
     LedgerOff,
-    /// This peer may not use the admin socket.
+    /// This peer may not use the admin socket, or the API token lacks the scope.
     Forbidden,
     /// Too many admin clients are connected.
     TooManyClients,
@@ -384,6 +411,13 @@ pub enum ErrorKind {
     UnknownSecondary,
     /// The addresses of the live color were to be replaced; `--force` overrides.
     RefusedLive,
+    /// An approval that cannot be given: nothing awaits one, or the approver asked for it.
+    ApprovalRefused,
+    /// The API request carried no valid token (or no client certificate where one is
+    /// required).
+    Unauthenticated,
+    /// The API refused a request unread: too many failed authentications from its source.
+    Throttled,
     /// Said by `flipdns ctl --json`, never by a server: there is no server to talk to (the
     /// socket is missing, refuses connections, or may not be opened).
     NoServer,
@@ -394,7 +428,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in exit-code order (new kinds go last: codes never change).
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::Invalid,
         ErrorKind::UnknownService,
         ErrorKind::RefusedUnhealthy,
@@ -412,6 +446,9 @@ impl ErrorKind {
         ErrorKind::Uncertain,
         ErrorKind::UnknownSecondary,
         ErrorKind::RefusedLive,
+        ErrorKind::ApprovalRefused,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Throttled,
     ];
 
     /// The exit code of `flipdns ctl` for this kind: 10 and up, one per kind of the
@@ -452,7 +489,9 @@ impl ErrorKind {
                 "A reload found problems; the previous config keeps being served."
             }
             ErrorKind::LedgerOff => "The straggler ledger is off.",
-            ErrorKind::Forbidden => "This peer may not use the admin socket.",
+            ErrorKind::Forbidden => {
+                "This peer may not use the admin socket, or the API token lacks the scope."
+            }
             ErrorKind::TooManyClients => {
                 "The admin client limit is reached, every seat carrying out a change."
             }
@@ -466,6 +505,15 @@ impl ErrorKind {
             ErrorKind::UnknownSecondary => "No such secondary in the config.",
             ErrorKind::RefusedLive => {
                 "The addresses of the live color were to be replaced; --force overrides."
+            }
+            ErrorKind::ApprovalRefused => {
+                "Nothing awaits approval, or the approver is the one who asked."
+            }
+            ErrorKind::Unauthenticated => {
+                "The API request carried no valid token (or no required client certificate)."
+            }
+            ErrorKind::Throttled => {
+                "Too many failed authentications from this source; wait and try again."
             }
             ErrorKind::NoServer => "No server to talk to.",
             ErrorKind::Client => "The client itself failed.",
@@ -492,6 +540,9 @@ impl ErrorKind {
             ErrorKind::Uncertain => "uncertain",
             ErrorKind::UnknownSecondary => "unknown_secondary",
             ErrorKind::RefusedLive => "refused_live",
+            ErrorKind::ApprovalRefused => "approval_refused",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Throttled => "throttled",
             ErrorKind::NoServer => "no_server",
             ErrorKind::Client => "client",
         }
@@ -671,6 +722,9 @@ pub struct ServiceStatus {
     /// when the wait runs out and the flip is refused (Unix milliseconds).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fleet_wait_until_ms: Option<u64>,
+    /// A flip or prepare waiting for a second principal's approval.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub awaiting: Option<AwaitingApproval>,
 }
 
 /// A change of a service the secondaries have not all been seen to serve.
@@ -776,6 +830,9 @@ pub struct Cutover {
     pub from: Option<Color>,
     /// The phase now.
     pub phase: PhaseStatus,
+    /// A flip or prepare waiting for a second principal's approval.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub awaiting: Option<AwaitingApproval>,
     /// TTL the service's answers carry now.
     pub ttl: u32,
     /// Flips of this service so far.
@@ -792,6 +849,19 @@ pub struct Cutover {
     /// and `flipdns ctl` exits 5.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fleet: Option<FleetConvergence>,
+}
+
+/// A request waiting for a second principal (`approval = "two-person"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwaitingApproval {
+    /// What was asked: `prepare`, `flip to green`, `flip to green now`, `rollback`.
+    pub action: String,
+    /// Who asked.
+    pub by: String,
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// When it is dropped unless approved (Unix milliseconds).
+    pub expires_ms: u64,
 }
 
 /// Which secondaries serve a flip's serial.
@@ -834,6 +904,10 @@ pub enum Outcome {
     Cancelled,
     /// Nothing was pending.
     NothingToCancel,
+    /// The request waits for a second principal's approval (`approve`).
+    AwaitingApproval,
+    /// `follow`: no cutover is in progress.
+    NothingPending,
     /// A color's addresses were replaced (`set_addresses`).
     AddressesSet,
     /// The color already had exactly those addresses: nothing changed.

@@ -1,0 +1,359 @@
+//! The HTTPS control API: the admin protocol over HTTP ([`crate::protocol::routes`]) for a
+//! pipeline that runs elsewhere. Each request is authenticated (its token, and the client
+//! certificate where `[api]` requires one), checked against the token's scopes, carried out
+//! by the admin socket's own command code ([`carry_out`]) and audited.
+//!
+//! Order of the checks, each refusal a problem (RFC 9457) that changes nothing: the source's
+//! throttle (429, unread), the client certificate and the token (401), the route and body
+//! (404, 405, 415, 400), the scope (403). Tokens and TLS files are read from the catalog per
+//! request and per connection, so a reload's take effect at once.
+
+pub mod auth;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Semaphore;
+
+use crate::admin::audit::READ;
+use crate::admin::commands::{self, Context, carry_out};
+use crate::config::ApiConfig;
+use crate::http::tls::ClientCertificate;
+use crate::http::{self as web, Body};
+use crate::observed::api::ApiCounters;
+use crate::protocol::routes::{self, EVENT_STREAM, PROBLEM_JSON, Problem};
+use crate::protocol::{AuditEntry, Error, ErrorKind, Reply, Request};
+
+/// The OpenAPI 3.1 document of the routes, as shipped in `docs/`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Buffer between a command's reply lines and an event stream's client, in lines: a slow
+/// reader holds the command back (and the command's write timeout ends the stream).
+const STREAM_BUFFER: usize = 16;
+
+/// The API's request handler.
+pub struct Api {
+    context: Arc<Context>,
+    counters: Arc<ApiCounters>,
+    throttle: auth::Throttle,
+    /// Event streams followed at once (`api.followers`).
+    followers: Arc<Semaphore>,
+}
+
+impl Api {
+    pub fn new(context: Arc<Context>, followers: usize) -> Api {
+        Api {
+            context,
+            counters: Arc::new(ApiCounters::new(&routes::ROUTES)),
+            throttle: auth::Throttle::default(),
+            followers: Arc::new(Semaphore::new(followers)),
+        }
+    }
+}
+
+impl Api {
+    /// What the API counts, for `/metrics`.
+    pub fn counters(&self) -> Arc<ApiCounters> {
+        self.counters.clone()
+    }
+}
+
+impl web::Handler for Api {
+    fn handle(
+        &self,
+        request: http::Request<Bytes>,
+        peer: web::Peer,
+    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
+        Box::pin(async move {
+            let route = routes::route_of(request.method().as_str(), request.uri().path());
+            let response = self.respond(request, &peer).await;
+            self.counters.request(route, response.status().as_u16());
+            response
+        })
+    }
+
+    fn refuse(&self, status: StatusCode, text: &str) -> Response<Body> {
+        let kind = match status {
+            StatusCode::REQUEST_TIMEOUT => ErrorKind::RequestTimeout,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorKind::TooManyClients,
+            _ => ErrorKind::Invalid,
+        };
+        problem(status.as_u16(), &Error::new(kind, text))
+    }
+}
+
+/// Who a refused request came from, for the audit trail.
+enum Asker<'a> {
+    Anonymous,
+    Token(&'a str),
+}
+
+impl Api {
+    async fn respond(&self, request: http::Request<Bytes>, peer: &web::Peer) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let (method, path) = (parts.method.as_str(), parts.uri.path());
+        if path == "/v1/openapi.json" && matches!(method, "GET" | "HEAD") {
+            // The routes are no secret: the document is in the repository.
+            return with_type(StatusCode::OK, "application/json", OPENAPI.into());
+        }
+        let catalog = self.context.switch.catalog();
+        let api = &catalog.config.api;
+        let now = self.context.clock.now_ms();
+        let source = peer.address.ip();
+        if let Err(wait) = self.throttle.check(source, now, api.auth_failures_per_minute) {
+            // Refused unread and not audited, so a flood cannot rotate the trail away.
+            self.counters.throttled.fetch_add(1, Relaxed);
+            let message = format!(
+                "too many failed authentications from {source} in the last minute (api.auth_failures_per_minute = {}); try again in {wait} s",
+                api.auth_failures_per_minute
+            );
+            let mut response = problem(429, &Error::new(ErrorKind::Throttled, message));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return response;
+        }
+        let asked = format!("{method} {}", parts.uri);
+        if let Some(why) = certificate_problem(api, &peer.client_certificate) {
+            return self.unauthenticated(peer, &asked, why);
+        }
+        let presented = auth::bearer(parts.headers.get(header::AUTHORIZATION));
+        let Some(token) = presented.and_then(|t| auth::principal(&api.tokens, t)) else {
+            let why = match presented {
+                None => "no token: send `Authorization: Bearer TOKEN`",
+                Some(_) => "the token is not one the config names (`[[api.token]]`)",
+            };
+            return self.unauthenticated(peer, &asked, why.into());
+        };
+        let json_body = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+        let stream = parts
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains(EVENT_STREAM)));
+        let query = parts.uri.query();
+        let request = match routes::from_http(method, path, query, &body, json_body, stream) {
+            Ok(request) => request,
+            Err(refused) => {
+                let (status, error) = refused.error(method, path);
+                self.audit_refusal(Asker::Token(&token.name), peer, &asked, None, &error);
+                let mut response = problem(status, &error);
+                if let routes::RouteError::Method { allowed } = refused {
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+                }
+                return response;
+            }
+        };
+        if !auth::allows(&token.scopes, &request) {
+            let scopes: Vec<String> = token.scopes.iter().map(ToString::to_string).collect();
+            let error = Error::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "token {:?} may not do this: it needs the scope {}, and has {}",
+                    token.name,
+                    auth::needed(&request),
+                    scopes.join(", ")
+                ),
+            );
+            self.audit_refusal(Asker::Token(&token.name), peer, &asked, Some(&request), &error);
+            return problem(403, &error);
+        }
+        let principal = commands::Peer {
+            token: Some(token.name.clone()),
+            source: Some(peer.address),
+            ..Default::default()
+        };
+        let streamed = match &request {
+            Request::Follow { .. } => true,
+            Request::Flip { wait, .. }
+            | Request::Rollback { wait, .. }
+            | Request::Approve { wait, .. } => *wait,
+            _ => false,
+        };
+        if streamed {
+            return self.stream(principal, request);
+        }
+        let mut out = Vec::new();
+        let _ = carry_out(&self.context, &principal, request.clone(), &mut out).await;
+        let last = out.split(|&b| b == b'\n').rfind(|l| !l.is_empty()).unwrap_or_default();
+        let reply = serde_json::from_slice::<Reply>(last);
+        if auth::needed(&request) == "read" {
+            let (outcome, ok) = match &reply {
+                Ok(Reply::Error(e)) => (e.message.clone(), false),
+                _ => ("ok".into(), true),
+            };
+            self.audit_read(&principal, &request, outcome, ok);
+        }
+        match reply {
+            Ok(Reply::Ok(response)) => {
+                let status = routes::success_status(&response);
+                let mut answer = with_type(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                    "application/json",
+                    serde_json::to_string(&response).expect("replies serialize") + "\n",
+                );
+                if status == 202
+                    && let Some(service) = request.service()
+                {
+                    let events = routes::to_http(&Request::Follow {
+                        service: service.into(),
+                    });
+                    if let Ok(location) = HeaderValue::from_str(&events.target) {
+                        answer.headers_mut().insert(header::LOCATION, location);
+                    }
+                }
+                answer
+            }
+            Ok(Reply::Error(error)) => problem(routes::status_of(error.kind), &error),
+            Ok(Reply::Progress(_)) | Err(_) => problem(
+                500,
+                &Error::new(ErrorKind::Io, "the command gave no reply; see the server's log"),
+            ),
+        }
+    }
+
+    /// Streams the reply lines of `request` (progress, then `ok` or `error`) as
+    /// Server-Sent Events. A client that goes away ends the stream, not the cutover.
+    fn stream(&self, principal: commands::Peer, request: Request) -> Response<Body> {
+        let Ok(permit) = self.followers.clone().try_acquire_owned() else {
+            let error = Error::new(
+                ErrorKind::TooManyClients,
+                "every event stream is taken (api.followers); try again, or ask without `Accept: text/event-stream`",
+            );
+            return problem(503, &error);
+        };
+        if let Request::Follow { .. } = request {
+            self.audit_read(&principal, &request, "followed".into(), true);
+        }
+        let (mut sender, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(STREAM_BUFFER);
+        let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+        let context = self.context.clone();
+        tokio::spawn(async move {
+            let _ = carry_out(&context, &principal, request, &mut writer).await;
+        });
+        let counters = self.counters.clone();
+        counters.streams.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(reader).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let event = format!("event: {}\ndata: {line}\n\n", routes::event_name(&line));
+                if sender.send_data(Bytes::from(event)).await.is_err() {
+                    break; // the client went away
+                }
+            }
+            counters.streams.fetch_sub(1, Relaxed);
+            drop(permit);
+        });
+        let mut response = Response::new(body.boxed());
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    /// A 401: counted against the source's throttle, audited.
+    fn unauthenticated(&self, peer: &web::Peer, asked: &str, why: String) -> Response<Body> {
+        self.throttle.failed(peer.address.ip(), self.context.clock.now_ms());
+        self.counters.auth_failures.fetch_add(1, Relaxed);
+        let error = Error::new(ErrorKind::Unauthenticated, why);
+        self.audit_refusal(Asker::Anonymous, peer, asked, None, &error);
+        let mut response = problem(401, &error);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"flipdns\""),
+        );
+        response
+    }
+
+    fn audit_refusal(
+        &self,
+        asker: Asker<'_>,
+        peer: &web::Peer,
+        asked: &str,
+        request: Option<&Request>,
+        error: &Error,
+    ) {
+        let principal = match asker {
+            Asker::Anonymous => "anonymous".to_string(),
+            Asker::Token(name) => format!("token {name}"),
+        };
+        self.context.audit.record(AuditEntry {
+            at_ms: self.context.clock.now_ms(),
+            change: None,
+            event: "refused".into(),
+            service: request.and_then(|r| r.service()).map(String::from),
+            principal,
+            uid: 0,
+            user: None,
+            gid: 0,
+            pid: 0,
+            source: Some(peer.address.to_string()),
+            request: request.cloned(),
+            outcome: format!("{asked}: {}", error.message),
+            ok: false,
+        });
+    }
+
+    fn audit_read(&self, principal: &commands::Peer, request: &Request, outcome: String, ok: bool) {
+        self.context.audit.record(AuditEntry {
+            at_ms: self.context.clock.now_ms(),
+            change: None,
+            event: READ.into(),
+            service: request.service().map(String::from),
+            principal: principal.principal(),
+            uid: 0,
+            user: None,
+            gid: 0,
+            pid: 0,
+            source: principal.source.map(|s| s.to_string()),
+            request: Some(request.clone()),
+            outcome,
+            ok,
+        });
+    }
+}
+
+/// Why the connection's client certificate does not do, if `[api]` asks for one.
+fn certificate_problem(api: &ApiConfig, certificate: &ClientCertificate) -> Option<String> {
+    api.client_ca.as_ref()?;
+    match certificate {
+        ClientCertificate::Refused(why) => Some(format!("{why}; it must be issued by client_ca")),
+        ClientCertificate::None if api.require_client_certificate => {
+            Some("a client certificate issued by client_ca is required".into())
+        }
+        _ => None,
+    }
+}
+
+/// A problem response (RFC 9457).
+fn problem(status: u16, error: &Error) -> Response<Body> {
+    let problem = Problem::new(status, error);
+    let body = serde_json::to_string(&problem).expect("problems serialize") + "\n";
+    with_type(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        PROBLEM_JSON,
+        body,
+    )
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(web::full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
