@@ -81,14 +81,14 @@ impl Catalog {
         }
         let api = &config.api;
         let api_tls = match (&api.cert_file, &api.key_file) {
-            (Some(cert), Some(key)) => crate::http::tls::server_config(
-                cert,
-                key,
-                api.client_ca.as_deref(),
-            )
-            .map(Arc::new)
-            .map_err(|e| problems.push(Problem::at(&config.path, api.line, format!("[api] {e}"))))
-            .ok(),
+            (Some(cert), Some(key)) => {
+                crate::http::tls::server_config(cert, key, api.client_ca.as_deref())
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        problems.push(Problem::at(&config.path, api.line, format!("[api] {e}")))
+                    })
+                    .ok()
+            }
             _ => None,
         };
         if !problems.is_empty() {

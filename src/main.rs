@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use flipdns::admin::client::Endpoint;
 use flipdns::catalog::Catalog;
 use flipdns::color::Color;
-use flipdns::admin::client::Endpoint;
 use flipdns::config::{Config, default_config};
 use flipdns::process::output::{complain, json_line, say};
 use flipdns::protocol::{Request, ResolverClass};
@@ -328,7 +328,9 @@ fn main() -> ExitCode {
             let endpoint = match server {
                 Some(url) => {
                     let Some(token_file) = token_file else {
-                        complain("--server needs --token-file (or FLIPDNS_TOKEN_FILE): the file holding the API token");
+                        complain(
+                            "--server needs --token-file (or FLIPDNS_TOKEN_FILE): the file holding the API token",
+                        );
                         return ExitCode::from(2);
                     };
                     Endpoint::Api(flipdns::admin::remote::Server {
@@ -369,11 +371,20 @@ fn ctl(endpoint: &Endpoint, json: bool, command: CtlCommand) -> ExitCode {
 /// `flipdns token new`: the token alone on the first line (a script takes it with `head -1`),
 /// then the config block.
 fn new_token(name: &str, scopes: &[flipdns::config::Scope]) -> Result<(), String> {
-    if name.is_empty() || name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-        return Err(format!("token name {name:?}: use letters, digits, '-' or '_'"));
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(format!(
+            "token name {name:?}: use letters, digits, '-' or '_'"
+        ));
     }
     let (token, hash) = flipdns::api::auth::new_token()?;
-    let scopes: Vec<String> = scopes.iter().map(|s| format!("{:?}", s.to_string())).collect();
+    let scopes: Vec<String> = scopes
+        .iter()
+        .map(|s| format!("{:?}", s.to_string()))
+        .collect();
     let block = format!(
         "{token}\n\n# Append to the config ([api] section); the line above is the token, shown once.\n[[api.token]]\nname = {name:?}\nsha256 = \"{}\"\nscopes = [{}]\n",
         data_encoding::HEXLOWER.encode(&hash),

@@ -529,7 +529,11 @@ impl Exporter {
             "flipdns_api_requests",
             "HTTPS API requests, by method, route (the path template; none for no route) and HTTP status.",
             requests.iter().map(|(method, route, status, n)| {
-                let labels = vec![("method", *method), ("route", *route), ("status", status.as_str())];
+                let labels = vec![
+                    ("method", *method),
+                    ("route", *route),
+                    ("status", status.as_str()),
+                ];
                 (labels, counter(*n))
             }),
         )?;

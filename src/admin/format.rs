@@ -147,7 +147,11 @@ fn history(entries: &[AuditEntry]) -> String {
                     (None, None) => format!("uid {}, pid {}", e.uid, e.pid),
                 };
                 let request = serde_json::to_string(request).unwrap_or_default();
-                let verb = if event == crate::admin::audit::READ { "read" } else { "asked" };
+                let verb = if event == crate::admin::audit::READ {
+                    "read"
+                } else {
+                    "asked"
+                };
                 format!("{who}: {verb} {request} -> {verdict}: {}", e.outcome)
             }
             (None, event) => match &e.source {

@@ -46,7 +46,10 @@ impl Remote {
     pub fn connect(server: &Server) -> Result<Remote, ClientError> {
         let setup = |e: String| ClientError::Setup(e);
         let token = std::fs::read_to_string(&server.token_file).map_err(|e| {
-            setup(format!("cannot read the token file {}: {e}", server.token_file.display()))
+            setup(format!(
+                "cannot read the token file {}: {e}",
+                server.token_file.display()
+            ))
         })?;
         let token = token.lines().next().unwrap_or_default().trim().to_string();
         if token.is_empty() {
@@ -182,11 +185,12 @@ fn tls(server: &Server) -> Result<rustls::ClientConfig, String> {
                 .map_err(|e| format!("--ca-file {}: {e}", file.display()))?;
         }
     }
-    let builder =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS set-up: {e}"))?
-            .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS set-up: {e}"))?
+    .with_root_certificates(roots);
     let mut config = match &server.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {

@@ -130,7 +130,10 @@ impl Throttle {
         if sources.len() >= THROTTLE_SOURCES && !sources.contains_key(&block(source)) {
             sources.retain(|_, w| now_ms < w.start_ms + WINDOW_MS);
             if sources.len() >= THROTTLE_SOURCES
-                && let Some(oldest) = sources.iter().min_by_key(|(_, w)| w.start_ms).map(|(a, _)| *a)
+                && let Some(oldest) = sources
+                    .iter()
+                    .min_by_key(|(_, w)| w.start_ms)
+                    .map(|(a, _)| *a)
             {
                 sources.remove(&oldest);
             }
@@ -188,7 +191,10 @@ mod tests {
         assert_eq!(bearer(Some(&basic)), None);
         let (fresh, hash) = new_token().unwrap();
         assert!(fresh.starts_with(TOKEN_PREFIX) && fresh.len() == TOKEN_PREFIX.len() + 43);
-        let ours = [ApiToken { sha256: hash, ..token("new", "", vec![]) }];
+        let ours = [ApiToken {
+            sha256: hash,
+            ..token("new", "", vec![])
+        }];
         assert!(principal(&ours, fresh.as_bytes()).is_some());
     }
 
@@ -209,11 +215,17 @@ mod tests {
         assert!(!allows(&[Scope::Read], &flip("app")));
         assert!(!allows(&[Scope::Admin], &flip("app")));
         assert!(!allows(&[Scope::Approve(app.clone())], &flip("app")));
-        let approve = Request::Approve { service: "app".into(), wait: false };
+        let approve = Request::Approve {
+            service: "app".into(),
+            wait: false,
+        };
         assert!(allows(&[Scope::Approve(app.clone())], &approve));
         assert!(!allows(&[Scope::Flip(app.clone())], &approve));
         assert!(allows(&[Scope::Read], &Request::Status { service: None }));
-        assert!(!allows(&[Scope::Flip(Services::All)], &Request::Reload { force: false }));
+        assert!(!allows(
+            &[Scope::Flip(Services::All)],
+            &Request::Reload { force: false }
+        ));
         assert_eq!(needed(&flip("app")), "flip:app");
     }
 

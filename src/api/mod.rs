@@ -107,7 +107,10 @@ impl Api {
         let api = &catalog.config.api;
         let now = self.context.clock.now_ms();
         let source = peer.address.ip();
-        if let Err(wait) = self.throttle.check(source, now, api.auth_failures_per_minute) {
+        if let Err(wait) = self
+            .throttle
+            .check(source, now, api.auth_failures_per_minute)
+        {
             // Refused unread and not audited, so a flood cannot rotate the trail away.
             self.counters.throttled.fetch_add(1, Relaxed);
             let message = format!(
@@ -136,7 +139,11 @@ impl Api {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
         let stream = parts
             .headers
             .get_all(header::ACCEPT)
@@ -168,7 +175,13 @@ impl Api {
                     scopes.join(", ")
                 ),
             );
-            self.audit_refusal(Asker::Token(&token.name), peer, &asked, Some(&request), &error);
+            self.audit_refusal(
+                Asker::Token(&token.name),
+                peer,
+                &asked,
+                Some(&request),
+                &error,
+            );
             return problem(403, &error);
         }
         let principal = commands::Peer {
@@ -188,7 +201,10 @@ impl Api {
         }
         let mut out = Vec::new();
         let _ = carry_out(&self.context, &principal, request.clone(), &mut out).await;
-        let last = out.split(|&b| b == b'\n').rfind(|l| !l.is_empty()).unwrap_or_default();
+        let last = out
+            .split(|&b| b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap_or_default();
         let reply = serde_json::from_slice::<Reply>(last);
         if auth::needed(&request) == "read" {
             let (outcome, ok) = match &reply {
@@ -220,7 +236,10 @@ impl Api {
             Ok(Reply::Error(error)) => problem(routes::status_of(error.kind), &error),
             Ok(Reply::Progress(_)) | Err(_) => problem(
                 500,
-                &Error::new(ErrorKind::Io, "the command gave no reply; see the server's log"),
+                &Error::new(
+                    ErrorKind::Io,
+                    "the command gave no reply; see the server's log",
+                ),
             ),
         }
     }
@@ -238,7 +257,8 @@ impl Api {
         if let Request::Follow { .. } = request {
             self.audit_read(&principal, &request, "followed".into(), true);
         }
-        let (mut sender, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(STREAM_BUFFER);
+        let (mut sender, body) =
+            http_body_util::channel::Channel::<Bytes, Infallible>::new(STREAM_BUFFER);
         let (mut writer, reader) = tokio::io::duplex(64 * 1024);
         let context = self.context.clone();
         tokio::spawn(async move {
@@ -266,7 +286,8 @@ impl Api {
 
     /// A 401: counted against the source's throttle, audited.
     fn unauthenticated(&self, peer: &web::Peer, asked: &str, why: String) -> Response<Body> {
-        self.throttle.failed(peer.address.ip(), self.context.clock.now_ms());
+        self.throttle
+            .failed(peer.address.ip(), self.context.clock.now_ms());
         self.counters.auth_failures.fetch_add(1, Relaxed);
         let error = Error::new(ErrorKind::Unauthenticated, why);
         self.audit_refusal(Asker::Anonymous, peer, asked, None, &error);

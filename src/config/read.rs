@@ -11,9 +11,10 @@ use hickory_proto::rr::Name;
 
 use super::table::{Document, Located, Table};
 use super::{
-    AnswerMode, ApiConfig, ApiToken, Approval, Config, Scope, Services, DnstapConfig, DnstapListen, FleetConfig, HealthConfig, HealthKind,
-    HealthTls, LedgerConfig, Limits, MAX_SOCKET_PATH, MAX_TTL, RrlConfig, SecondaryConfig, Server,
-    ServiceConfig, TsigKeyConfig, ZoneConfig, service_name,
+    AnswerMode, ApiConfig, ApiToken, Approval, Config, DnstapConfig, DnstapListen, FleetConfig,
+    HealthConfig, HealthKind, HealthTls, LedgerConfig, Limits, MAX_SOCKET_PATH, MAX_TTL, RrlConfig,
+    Scope, SecondaryConfig, Server, ServiceConfig, Services, TsigKeyConfig, ZoneConfig,
+    service_name,
 };
 use crate::color::Color;
 
@@ -127,7 +128,10 @@ pub fn api(t: &Table) -> ApiConfig {
         );
     }
     if client_ca.is_some() && cert_file.is_none() {
-        doc.problem(t.at, "[api] client_ca needs TLS: set cert_file and key_file");
+        doc.problem(
+            t.at,
+            "[api] client_ca needs TLS: set cert_file and key_file",
+        );
     }
     let mut tokens: Vec<ApiToken> = Vec::new();
     for token in t.tables("token") {
@@ -157,14 +161,23 @@ pub fn api(t: &Table) -> ApiConfig {
             }
         }
         if scopes.is_empty() {
-            doc.problem_at_line(token.line(), "a token needs at least one scope (`scopes = [\"read\"]`)");
+            doc.problem_at_line(
+                token.line(),
+                "a token needs at least one scope (`scopes = [\"read\"]`)",
+            );
         }
         if let (Some(name), Some(sha256)) = (name, sha256) {
             if tokens.iter().any(|t| t.name == *name.get_ref()) {
-                doc.problem(name.span().start, format!("token name {:?} is used twice", name.get_ref()));
+                doc.problem(
+                    name.span().start,
+                    format!("token name {:?} is used twice", name.get_ref()),
+                );
             }
             if tokens.iter().any(|t| t.sha256 == sha256) {
-                doc.problem_at_line(token.line(), "two tokens have the same hash: one token would be two principals");
+                doc.problem_at_line(
+                    token.line(),
+                    "two tokens have the same hash: one token would be two principals",
+                );
             }
             tokens.push(ApiToken {
                 name: name.into_inner(),
@@ -764,11 +777,7 @@ fn service(t: &Table, zones: &[ZoneConfig]) -> Option<ServiceConfig> {
             }
         },
     };
-    let approval_timeout = t.duration(
-        "approval_timeout",
-        HOUR,
-        60 * SECOND..=7 * 24 * HOUR,
-    );
+    let approval_timeout = t.duration("approval_timeout", HOUR, 60 * SECOND..=7 * 24 * HOUR);
     Some(ServiceConfig {
         name: name?,
         fqdn: fqdn?,

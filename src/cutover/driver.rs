@@ -19,10 +19,10 @@ use super::{
 };
 use crate::clock::{Clock, format_utc};
 use crate::color::Color;
+use crate::config::Approval;
 use crate::config::ServiceConfig;
 use crate::fleet::Fleet;
 use crate::observed::{ColorHealth, FlipResult, Observed};
-use crate::config::Approval;
 use crate::state::{
     AddressSet, AwaitedAction, Awaiting, ChangeRef, Phase, ServiceState, StateError,
 };

@@ -71,9 +71,17 @@ impl RouteError {
     /// The error as a problem's kind and words.
     pub fn error(&self, method: &str, path: &str) -> (u16, Error) {
         let (status, message) = match self {
-            RouteError::NotFound => (404, format!("no resource {path}: `GET /v1/openapi.json` lists them")),
-            RouteError::Method { allowed } => (405, format!("{method} {path}: allowed is {allowed}")),
-            RouteError::MediaType => (415, "a body must be JSON (Content-Type: application/json)".into()),
+            RouteError::NotFound => (
+                404,
+                format!("no resource {path}: `GET /v1/openapi.json` lists them"),
+            ),
+            RouteError::Method { allowed } => {
+                (405, format!("{method} {path}: allowed is {allowed}"))
+            }
+            RouteError::MediaType => (
+                415,
+                "a body must be JSON (Content-Type: application/json)".into(),
+            ),
             RouteError::Invalid(why) => (400, why.clone()),
         };
         (status, Error::new(ErrorKind::Invalid, message))
@@ -145,9 +153,18 @@ pub fn to_http(request: &Request) -> HttpRequest {
     let (method, target, body, stream) = match request {
         Request::Version => ("GET", "/v1/version".to_string(), None, false),
         Request::Status { service: None } => ("GET", "/v1/services".into(), None, false),
-        Request::Status { service: Some(name) } => ("GET", service(name, ""), None, false),
+        Request::Status {
+            service: Some(name),
+        } => ("GET", service(name, ""), None, false),
         Request::Prepare { service: name } => ("POST", service(name, "/prepare"), None, false),
-        Request::Flip { service: name, to, now, force, wait, wait_secondaries } => {
+        Request::Flip {
+            service: name,
+            to,
+            now,
+            force,
+            wait,
+            wait_secondaries,
+        } => {
             let body = FlipBody {
                 to: Some(*to),
                 now: *now,
@@ -156,14 +173,32 @@ pub fn to_http(request: &Request) -> HttpRequest {
             };
             ("POST", service(name, "/flip"), json(&body), *wait)
         }
-        Request::Rollback { service: name, force, wait, wait_secondaries } => {
-            let body = RollbackBody { force: *force, no_wait_secondaries: !wait_secondaries };
+        Request::Rollback {
+            service: name,
+            force,
+            wait,
+            wait_secondaries,
+        } => {
+            let body = RollbackBody {
+                force: *force,
+                no_wait_secondaries: !wait_secondaries,
+            };
             ("POST", service(name, "/rollback"), json(&body), *wait)
         }
         Request::Cancel { service: name } => ("POST", service(name, "/cancel"), None, false),
-        Request::Approve { service: name, wait } => ("POST", service(name, "/approve"), None, *wait),
+        Request::Approve {
+            service: name,
+            wait,
+        } => ("POST", service(name, "/approve"), None, *wait),
         Request::Follow { service: name } => ("GET", service(name, "/events"), None, true),
-        Request::SetAddresses { service: name, color, addresses, force, check, wait_secondaries } => {
+        Request::SetAddresses {
+            service: name,
+            color,
+            addresses,
+            force,
+            check,
+            wait_secondaries,
+        } => {
             let body = AddressesBody {
                 color: *color,
                 addresses: addresses.clone(),
@@ -173,7 +208,12 @@ pub fn to_http(request: &Request) -> HttpRequest {
             };
             ("POST", service(name, "/addresses"), json(&body), false)
         }
-        Request::Stragglers { service: name, limit, classes, all } => {
+        Request::Stragglers {
+            service: name,
+            limit,
+            classes,
+            all,
+        } => {
             let mut query = Vec::new();
             if let Some(limit) = limit {
                 query.push(format!("limit={limit}"));
@@ -184,9 +224,18 @@ pub fn to_http(request: &Request) -> HttpRequest {
             if *all {
                 query.push("all=true".into());
             }
-            ("GET", with_query(service(name, "/stragglers"), &query), None, false)
+            (
+                "GET",
+                with_query(service(name, "/stragglers"), &query),
+                None,
+                false,
+            )
         }
-        Request::History { service, limit, reads } => {
+        Request::History {
+            service,
+            limit,
+            reads,
+        } => {
             let mut query = Vec::new();
             if let Some(service) = service {
                 query.push(format!("service={}", encode(service)));
@@ -199,17 +248,31 @@ pub fn to_http(request: &Request) -> HttpRequest {
             }
             ("GET", with_query("/v1/history".into(), &query), None, false)
         }
-        Request::Reload { force } => ("POST", "/v1/reload".into(), json(&ReloadBody { force: *force }), false),
+        Request::Reload { force } => (
+            "POST",
+            "/v1/reload".into(),
+            json(&ReloadBody { force: *force }),
+            false,
+        ),
         Request::Notify { secondary } => {
-            let body = NotifyBody { secondary: secondary.clone() };
+            let body = NotifyBody {
+                secondary: secondary.clone(),
+            };
             ("POST", "/v1/notify".into(), json(&body), false)
         }
         Request::LogLevel { filter } => {
-            let body = LogLevelBody { filter: filter.clone() };
+            let body = LogLevelBody {
+                filter: filter.clone(),
+            };
             ("POST", "/v1/log-level".into(), json(&body), false)
         }
     };
-    HttpRequest { method, target, body, stream }
+    HttpRequest {
+        method,
+        target,
+        body,
+        stream,
+    }
 }
 
 /// The protocol request an HTTP request carries. `stream`: the client accepts an event
@@ -243,7 +306,9 @@ pub fn from_http(
         }
         ["v1", "services", name] => {
             read("GET")?;
-            Request::Status { service: Some(service(name)?) }
+            Request::Status {
+                service: Some(service(name)?),
+            }
         }
         ["v1", "services", name, what] => {
             let name = service(name)?;
@@ -267,7 +332,10 @@ pub fn from_http(
                     match *what {
                         "prepare" => Request::Prepare { service: name },
                         "cancel" => Request::Cancel { service: name },
-                        _ => Request::Approve { service: name, wait: stream },
+                        _ => Request::Approve {
+                            service: name,
+                            wait: stream,
+                        },
                     }
                 }
                 "flip" => {
@@ -348,7 +416,10 @@ pub fn route_of(method: &str, path: &str) -> Option<usize> {
         let parts: Vec<&str> = route.trim_start_matches('/').split('/').collect();
         *m == method
             && parts.len() == segments.len()
-            && parts.iter().zip(&segments).all(|(p, s)| *p == "{name}" || p == s)
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| *p == "{name}" || p == s)
     })
 }
 
@@ -477,12 +548,18 @@ impl Query {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             pairs.push((decode(key)?, decode(value)?));
         }
-        Ok(Query { pairs, used: Default::default() })
+        Ok(Query {
+            pairs,
+            used: Default::default(),
+        })
     }
 
     fn values(&self, key: &str) -> impl Iterator<Item = &str> {
         self.used.borrow_mut().push(key.into());
-        self.pairs.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn text(&self, key: &str) -> Option<&str> {
@@ -491,7 +568,10 @@ impl Query {
 
     fn number(&self, key: &str) -> Result<Option<usize>, RouteError> {
         self.text(key)
-            .map(|v| v.parse().map_err(|_| RouteError::Invalid(format!("{key}={v:?} is not a number"))))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| RouteError::Invalid(format!("{key}={v:?} is not a number")))
+            })
             .transpose()
     }
 
@@ -499,7 +579,9 @@ impl Query {
         match self.text(key) {
             None | Some("false") => Ok(false),
             Some("true" | "") => Ok(true),
-            Some(v) => Err(RouteError::Invalid(format!("{key}={v:?}: expected true or false"))),
+            Some(v) => Err(RouteError::Invalid(format!(
+                "{key}={v:?}: expected true or false"
+            ))),
         }
     }
 
@@ -519,7 +601,9 @@ impl Query {
     fn all_used(&self) -> Result<(), RouteError> {
         let used = self.used.borrow();
         match self.pairs.iter().find(|(k, _)| !used.contains(k)) {
-            Some((key, _)) => Err(RouteError::Invalid(format!("unknown query parameter {key:?}"))),
+            Some((key, _)) => Err(RouteError::Invalid(format!(
+                "unknown query parameter {key:?}"
+            ))),
             None => Ok(()),
         }
     }
@@ -534,7 +618,11 @@ fn name_of(class: &ResolverClass) -> String {
 }
 
 fn with_query(path: String, query: &[String]) -> String {
-    if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) }
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986 section 2.3).
@@ -558,10 +646,14 @@ fn decode(text: &str) -> Result<String, RouteError> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                    RouteError::Invalid(format!("bad percent-escape in {text:?}"))
-                })?;
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                let byte = hex
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        RouteError::Invalid(format!("bad percent-escape in {text:?}"))
+                    })?;
                 out.push(byte);
                 i += 3;
             }
@@ -601,8 +693,12 @@ mod tests {
         let requests = [
             Request::Version,
             Request::Status { service: None },
-            Request::Status { service: Some("app".into()) },
-            Request::Prepare { service: "app".into() },
+            Request::Status {
+                service: Some("app".into()),
+            },
+            Request::Prepare {
+                service: "app".into(),
+            },
             Request::Flip {
                 service: "app".into(),
                 to: Color::Green,
@@ -611,10 +707,22 @@ mod tests {
                 wait: true,
                 wait_secondaries: false,
             },
-            Request::Rollback { service: "app".into(), force: true, wait: false, wait_secondaries: true },
-            Request::Cancel { service: "app".into() },
-            Request::Approve { service: "app".into(), wait: true },
-            Request::Follow { service: "app".into() },
+            Request::Rollback {
+                service: "app".into(),
+                force: true,
+                wait: false,
+                wait_secondaries: true,
+            },
+            Request::Cancel {
+                service: "app".into(),
+            },
+            Request::Approve {
+                service: "app".into(),
+                wait: true,
+            },
+            Request::Follow {
+                service: "app".into(),
+            },
             Request::SetAddresses {
                 service: "app".into(),
                 color: Color::Blue,
@@ -629,11 +737,23 @@ mod tests {
                 classes: vec![ResolverClass::Straggler, ResolverClass::Silent],
                 all: true,
             },
-            Request::History { service: Some("app".into()), limit: Some(3), reads: true },
-            Request::History { service: None, limit: None, reads: false },
+            Request::History {
+                service: Some("app".into()),
+                limit: Some(3),
+                reads: true,
+            },
+            Request::History {
+                service: None,
+                limit: None,
+                reads: false,
+            },
             Request::Reload { force: true },
-            Request::Notify { secondary: Some("knot one".into()) },
-            Request::LogLevel { filter: "flipdns::fleet=debug".into() },
+            Request::Notify {
+                secondary: Some("knot one".into()),
+            },
+            Request::LogLevel {
+                filter: "flipdns::fleet=debug".into(),
+            },
         ];
         for request in requests {
             let http = to_http(&request);
@@ -651,20 +771,43 @@ mod tests {
     #[test]
     fn bad_requests_are_named() {
         let route = |m, p, q, b: &str, json| from_http(m, p, q, b.as_bytes(), json, false);
-        assert_eq!(route("GET", "/v1/nothing", None, "", true), Err(RouteError::NotFound));
+        assert_eq!(
+            route("GET", "/v1/nothing", None, "", true),
+            Err(RouteError::NotFound)
+        );
         assert_eq!(
             route("DELETE", "/v1/services/app", None, "", true),
             Err(RouteError::Method { allowed: "GET" })
         );
         assert_eq!(
-            route("POST", "/v1/services/app/flip", None, "{\"to\":\"green\"}", false),
+            route(
+                "POST",
+                "/v1/services/app/flip",
+                None,
+                "{\"to\":\"green\"}",
+                false
+            ),
             Err(RouteError::MediaType)
         );
-        let unknown = route("POST", "/v1/services/app/flip", None, "{\"to\":\"green\",\"fast\":1}", true);
-        assert!(matches!(unknown, Err(RouteError::Invalid(e)) if e.contains("unknown field `fast`")));
+        let unknown = route(
+            "POST",
+            "/v1/services/app/flip",
+            None,
+            "{\"to\":\"green\",\"fast\":1}",
+            true,
+        );
+        assert!(
+            matches!(unknown, Err(RouteError::Invalid(e)) if e.contains("unknown field `fast`"))
+        );
         let no_color = route("POST", "/v1/services/app/flip", None, "", true);
         assert!(matches!(no_color, Err(RouteError::Invalid(e)) if e.contains("\"to\"")));
-        let typo = route("GET", "/v1/services/app/stragglers", Some("limt=3"), "", true);
+        let typo = route(
+            "GET",
+            "/v1/services/app/stragglers",
+            Some("limt=3"),
+            "",
+            true,
+        );
         assert!(matches!(typo, Err(RouteError::Invalid(e)) if e.contains("limt")));
         let utf8 = route("GET", "/v1/services/%FF", None, "", true);
         assert!(matches!(utf8, Err(RouteError::Invalid(e)) if e.contains("UTF-8")));

@@ -147,7 +147,14 @@ pub async fn run(catalog: Catalog, shutdown: CancellationToken) -> Result<(), Se
         }
     }
     spawn_query_path(&core, bound.dns, &mut loops, &shutdown, &tracker)?;
-    let admin = spawn_control_plane(&core, bound.admin, bound.metrics, bound.api, &mut loops, &shutdown);
+    let admin = spawn_control_plane(
+        &core,
+        bound.admin,
+        bound.metrics,
+        bound.api,
+        &mut loops,
+        &shutdown,
+    );
     crate::process::memory::release_freed_memory();
     core.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("ready");
@@ -228,8 +235,15 @@ async fn bind(config: &Config) -> Result<Bound, ServeError> {
                 addr,
                 source,
             })?;
-        let scheme = if config.api.cert_file.is_some() { "https" } else { "http" };
-        tracing::info!("api on {scheme}://{}/v1/", local(&listener.local_addr(), addr));
+        let scheme = if config.api.cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(
+            "api on {scheme}://{}/v1/",
+            local(&listener.local_addr(), addr)
+        );
         api.push(listener);
     }
     tracing::info!("admin socket {}", admin.path().display());
@@ -452,7 +466,10 @@ fn spawn_control_plane(
             body_size: api.body_size,
             request_timeout: api.request_timeout,
         };
-        (Arc::new(crate::api::Api::new(context.clone(), api.followers)), limits)
+        (
+            Arc::new(crate::api::Api::new(context.clone(), api.followers)),
+            limits,
+        )
     });
     if let Some((handler, limits)) = &api {
         let switch = core.switch.clone();

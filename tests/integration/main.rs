@@ -7,6 +7,7 @@ mod common;
 mod addresses;
 mod admin;
 mod answers;
+mod api;
 mod check;
 mod consistency;
 mod crash;

@@ -941,3 +941,137 @@ async fn check(
         );
     }
 }
+
+/// The two-person rule on a fake clock, across restarts: a flip asked by one principal
+/// waits; its asker cannot approve it; the wait survives a restart (it is in the state
+/// file); a second principal's approval carries it out; a rollback while settling needs no
+/// approval (I3); an approval never given expires after `approval_timeout`, changing
+/// nothing, and says so in the events.
+#[test]
+fn the_two_person_rule_holds_on_a_fake_clock() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::Builder::new()
+            .prefix("flipdns-two-person")
+            .tempdir()
+            .unwrap();
+        std::fs::write(dir.path().join("svc.zone"), ZONE).unwrap();
+        let (clock, time) = Clock::fake(1_800_000_000_000);
+        let mut world = World {
+            dir: dir.path().to_path_buf(),
+            clock,
+            time,
+            gate: Arc::new(Scripted(
+                AtomicBool::new(true),
+                AtomicU32::new(0),
+                AtomicU32::new(0),
+            )),
+            running: None,
+            config_ttl: TTL,
+            with_api: false,
+        };
+        let text = config_text(TTL, false).replace(
+            "min_flip_interval = \"2m\"\n",
+            "min_flip_interval = \"2m\"\napproval = \"two-person\"\napproval_timeout = \"1h\"\n",
+        );
+        std::fs::write(world.config_path(), text).unwrap();
+        world.start();
+        let by = |who: &str| Origin {
+            change: origin().change,
+            by: who.into(),
+            who: who.into(),
+        };
+        let ask = |world: &World, action: Action, who: &str| {
+            let cutovers = world.running().cutovers.clone();
+            let origin = by(who);
+            async move { cutovers.command("app", action, origin).await }
+        };
+        let state = |world: &World| {
+            let switch = world.running().switch.clone();
+            async move { switch.service("app").await.unwrap().1.service }
+        };
+        let pass = |world: &World, ms: u64| {
+            let time = world.time.clone();
+            async move {
+                time.thaw();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                time.freeze();
+            }
+        };
+        world.time.freeze();
+        let flip = Action::Flip {
+            to: Color::Green,
+            now: false,
+            force: false,
+        };
+
+        let asked = ask(&world, flip.clone(), "alice").await.unwrap();
+        assert_eq!(asked.outcome, Outcome::AwaitingApproval);
+        let own = ask(&world, Action::Approve, "alice").await.unwrap_err();
+        assert_eq!(own.kind, RefusalKind::Approval, "{}", own.message);
+        // Nothing moved: no prepare, no flip.
+        let now = state(&world).await;
+        assert_eq!((now.live, now.phase), (Color::Blue, Phase::Steady));
+
+        // A restart (the process gone, only the disk left) keeps the request waiting.
+        world.stop().await;
+        world.start();
+        let waiting = state(&world)
+            .await
+            .awaiting
+            .expect("still awaiting after a restart");
+        assert_eq!(waiting.by, "alice");
+
+        let approved = ask(&world, Action::Approve, "bob").await.unwrap();
+        assert_eq!(approved.outcome, Outcome::Scheduled);
+        assert!(state(&world).await.awaiting.is_none());
+        pass(&world, u64::from(TTL) * 1000 + 5_000).await;
+        assert_eq!(
+            state(&world).await.live,
+            Color::Green,
+            "the approved flip happened"
+        );
+
+        // Settling: the escape hatch is instant and asks nobody.
+        let back = ask(&world, Action::Rollback { force: false }, "alice")
+            .await
+            .unwrap();
+        assert_eq!(back.outcome, Outcome::Flipped);
+        assert_eq!(state(&world).await.live, Color::Blue);
+        // Let the settle end and the flip interval pass.
+        pass(&world, 180_000).await;
+
+        // A request nobody approves expires, changing nothing, and the events say so.
+        let mut events = world.running().events.lock().await;
+        while events.try_recv().is_ok() {}
+        drop(events);
+        let asked = ask(&world, flip.clone(), "alice").await.unwrap();
+        assert_eq!(asked.outcome, Outcome::AwaitingApproval);
+        pass(&world, 3_599_000).await;
+        assert!(
+            state(&world).await.awaiting.is_some(),
+            "not before its hour"
+        );
+        // ... and across a restart, its deadline is the one on disk.
+        world.stop().await;
+        world.start();
+        pass(&world, 2_000).await;
+        let after = state(&world).await;
+        assert!(after.awaiting.is_none(), "expired after approval_timeout");
+        assert_eq!((after.live, after.phase), (Color::Blue, Phase::Steady));
+        let mut events = world.running().events.lock().await;
+        let mut expired = false;
+        while let Ok(event) = events.try_recv() {
+            expired |= event.kind == flipdns::cutover::EventKind::Expired;
+        }
+        assert!(expired, "the expiry is an event of the change (audited)");
+        drop(events);
+        let late = ask(&world, Action::Approve, "bob").await.unwrap_err();
+        assert_eq!(late.kind, RefusalKind::Approval, "nothing awaits approval");
+        world.stop().await;
+    });
+}
