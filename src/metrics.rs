@@ -905,6 +905,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     let limits = http::Limits {
         connections: METRICS_MAX_CLIENTS,
+        per_source: METRICS_MAX_CLIENTS,
         head_size: METRICS_MAX_REQUEST,
         head_timeout: METRICS_TIMEOUT,
         body_size: 0,

@@ -246,10 +246,7 @@ fn keep_running_settings(running: &Config, mut catalog: Catalog) -> (Catalog, Ve
         ("[rrl]", running.rrl != new.rrl),
         ("[dnstap]", running.dnstap != new.dnstap),
         ("api.listen", running.api.listen != new.api.listen),
-        (
-            "[api] limits",
-            bound_api(&running.api) != bound_api(&new.api),
-        ),
+        ("[api] limits", running.api.bounds != new.api.bounds),
     ];
     for (setting, differs) in server {
         if differs {
@@ -267,23 +264,6 @@ fn keep_running_settings(running: &Config, mut catalog: Catalog) -> (Catalog, Ve
     // The API's tokens and TLS files take effect at once; its sockets and bounds at start.
     let api = &mut catalog.config.api;
     api.listen = running.api.listen.clone();
-    (
-        api.connections,
-        api.body_size,
-        api.head_size,
-        api.request_timeout,
-        api.followers,
-    ) = bound_api(&running.api);
+    api.bounds = running.api.bounds;
     (catalog, changed)
-}
-
-/// The `[api]` settings bound at start.
-fn bound_api(api: &crate::config::ApiConfig) -> (usize, usize, usize, std::time::Duration, usize) {
-    (
-        api.connections,
-        api.body_size,
-        api.head_size,
-        api.request_timeout,
-        api.followers,
-    )
 }

@@ -41,7 +41,7 @@ fn exit_status(page: &str) -> String {
         out.push_str(&item("2", "Bad command-line arguments."));
         out.push_str(&item(
             "3 (no_server)",
-            "No server to talk to: the admin socket is missing, refuses connections, or may not be opened.",
+            "No server to talk to: the admin socket is missing, refuses connections, or may not be opened; with --server, the API cannot be reached or its certificate is not trusted.",
         ));
         out.push_str(&item(
             "5",
@@ -85,6 +85,28 @@ fn environment(page: &str) -> String {
             "FLIPDNS_SOCKET",
             "The admin socket, when --socket is not given (default: admin_socket of the config).",
         ));
+    }
+    if page.starts_with("flipdns-ctl") {
+        for (name, text) in [
+            (
+                "FLIPDNS_SERVER",
+                "The HTTPS API to talk to instead of the socket: https://HOST:PORT (--server).",
+            ),
+            (
+                "FLIPDNS_TOKEN_FILE",
+                "With --server: the file whose first line is the API token (--token-file).",
+            ),
+            (
+                "FLIPDNS_CA_FILE",
+                "With --server: a private CA (PEM) to verify the server against, besides the system's (--ca-file).",
+            ),
+            (
+                "FLIPDNS_CLIENT_CERT, FLIPDNS_CLIENT_KEY",
+                "With --server: a client certificate and its key (PEM) for a server that requires one (--client-cert, --client-key).",
+            ),
+        ] {
+            out.push_str(&item(name, text));
+        }
     }
     if !page.starts_with("flipdns-ctl") {
         out.push_str(&item(

@@ -8,6 +8,7 @@
 //! (404, 405, 415, 400), the scope (403). Tokens and TLS files are read from the catalog per
 //! request and per connection, so a reload's take effect at once.
 
+mod audit;
 pub mod auth;
 
 use std::convert::Infallible;
@@ -43,16 +44,35 @@ pub struct Api {
     context: Arc<Context>,
     counters: Arc<ApiCounters>,
     throttle: auth::Throttle,
+    /// Reads and refusals, tallied on their way to the audit trail.
+    alike: Arc<audit::Alike>,
     /// Event streams followed at once (`api.followers`).
     followers: Arc<Semaphore>,
 }
 
 impl Api {
+    /// The API's handler; its tallies of alike audit entries are recorded every few
+    /// seconds, and all of them at shutdown.
     pub fn new(context: Arc<Context>, followers: usize) -> Api {
+        let alike = Arc::new(audit::Alike::new(context.audit.clone()));
+        let (tallies, clock, shutdown) = (
+            alike.clone(),
+            context.clock.clone(),
+            context.shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => tallies.flush(clock.now_ms()),
+                    _ = shutdown.cancelled() => return tallies.flush(u64::MAX),
+                }
+            }
+        });
         Api {
             context,
             counters: Arc::new(ApiCounters::new(&routes::ROUTES)),
             throttle: auth::Throttle::default(),
+            alike,
             followers: Arc::new(Semaphore::new(followers)),
         }
     }
@@ -101,7 +121,7 @@ impl Api {
         let (method, path) = (parts.method.as_str(), parts.uri.path());
         if path == "/v1/openapi.json" && matches!(method, "GET" | "HEAD") {
             // The routes are no secret: the document is in the repository.
-            return with_type(StatusCode::OK, "application/json", OPENAPI.into());
+            return with_type(StatusCode::OK, "application/json", OPENAPI);
         }
         let catalog = self.context.switch.catalog();
         let api = &catalog.config.api;
@@ -197,7 +217,7 @@ impl Api {
             _ => false,
         };
         if streamed {
-            return self.stream(principal, request);
+            return self.stream(route_name(&asked), principal, request);
         }
         let mut out = Vec::new();
         let _ = carry_out(&self.context, &principal, request.clone(), &mut out).await;
@@ -205,13 +225,29 @@ impl Api {
             .split(|&b| b == b'\n')
             .rfind(|l| !l.is_empty())
             .unwrap_or_default();
+        let is_read = auth::needed(&request) == "read";
+        // Most replies go out as the admin protocol wrote them, without a second encoding:
+        // the value of `{"ok": VALUE}`. A cutover's is read for its status code.
+        if let Some(value) = last
+            .strip_prefix(b"{\"ok\":")
+            .and_then(|v| v.strip_suffix(b"}"))
+            .filter(|v| !v.starts_with(b"{\"cutover\""))
+        {
+            if is_read {
+                self.audit_read(route_name(&asked), &principal, &request, "ok".into(), true);
+            }
+            let mut body = Vec::with_capacity(value.len() + 1);
+            body.extend_from_slice(value);
+            body.push(b'\n');
+            return with_type(StatusCode::OK, "application/json", body);
+        }
         let reply = serde_json::from_slice::<Reply>(last);
-        if auth::needed(&request) == "read" {
+        if is_read {
             let (outcome, ok) = match &reply {
                 Ok(Reply::Error(e)) => (e.message.clone(), false),
                 _ => ("ok".into(), true),
             };
-            self.audit_read(&principal, &request, outcome, ok);
+            self.audit_read(route_name(&asked), &principal, &request, outcome, ok);
         }
         match reply {
             Ok(Reply::Ok(response)) => {
@@ -246,7 +282,12 @@ impl Api {
 
     /// Streams the reply lines of `request` (progress, then `ok` or `error`) as
     /// Server-Sent Events. A client that goes away ends the stream, not the cutover.
-    fn stream(&self, principal: commands::Peer, request: Request) -> Response<Body> {
+    fn stream(
+        &self,
+        route: &'static str,
+        principal: commands::Peer,
+        request: Request,
+    ) -> Response<Body> {
         let Ok(permit) = self.followers.clone().try_acquire_owned() else {
             let error = Error::new(
                 ErrorKind::TooManyClients,
@@ -255,7 +296,7 @@ impl Api {
             return problem(503, &error);
         };
         if let Request::Follow { .. } = request {
-            self.audit_read(&principal, &request, "followed".into(), true);
+            self.audit_read(route, &principal, &request, "followed".into(), true);
         }
         let (mut sender, body) =
             http_body_util::channel::Channel::<Bytes, Infallible>::new(STREAM_BUFFER);
@@ -311,39 +352,52 @@ impl Api {
             Asker::Anonymous => "anonymous".to_string(),
             Asker::Token(name) => format!("token {name}"),
         };
-        self.context.audit.record(AuditEntry {
-            at_ms: self.context.clock.now_ms(),
-            change: None,
-            event: "refused".into(),
-            service: request.and_then(|r| r.service()).map(String::from),
-            principal,
-            uid: 0,
-            user: None,
-            gid: 0,
-            pid: 0,
-            source: Some(peer.address.to_string()),
-            request: request.cloned(),
-            outcome: format!("{asked}: {}", error.message),
-            ok: false,
-        });
+        self.alike.record(
+            route_name(asked),
+            AuditEntry {
+                at_ms: self.context.clock.now_ms(),
+                change: None,
+                event: "refused".into(),
+                service: request.and_then(|r| r.service()).map(String::from),
+                principal,
+                uid: 0,
+                user: None,
+                gid: 0,
+                pid: 0,
+                source: Some(peer.address.to_string()),
+                request: request.cloned(),
+                outcome: format!("{asked}: {}", error.message),
+                ok: false,
+            },
+        );
     }
 
-    fn audit_read(&self, principal: &commands::Peer, request: &Request, outcome: String, ok: bool) {
-        self.context.audit.record(AuditEntry {
-            at_ms: self.context.clock.now_ms(),
-            change: None,
-            event: READ.into(),
-            service: request.service().map(String::from),
-            principal: principal.principal(),
-            uid: 0,
-            user: None,
-            gid: 0,
-            pid: 0,
-            source: principal.source.map(|s| s.to_string()),
-            request: Some(request.clone()),
-            outcome,
-            ok,
-        });
+    fn audit_read(
+        &self,
+        route: &'static str,
+        principal: &commands::Peer,
+        request: &Request,
+        outcome: String,
+        ok: bool,
+    ) {
+        self.alike.record(
+            route,
+            AuditEntry {
+                at_ms: self.context.clock.now_ms(),
+                change: None,
+                event: READ.into(),
+                service: request.service().map(String::from),
+                principal: principal.principal(),
+                uid: 0,
+                user: None,
+                gid: 0,
+                pid: 0,
+                source: principal.source.map(|s| s.to_string()),
+                request: Some(request.clone()),
+                outcome,
+                ok,
+            },
+        );
     }
 }
 
@@ -370,11 +424,23 @@ fn problem(status: u16, error: &Error) -> Response<Body> {
     )
 }
 
-fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut response = Response::new(web::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The route template of an asked `METHOD TARGET`, for tallying alike entries; `none` for
+/// a path no route has.
+fn route_name(asked: &str) -> &'static str {
+    let (method, target) = asked.split_once(' ').unwrap_or(("", asked));
+    let path = target.split('?').next().unwrap_or(target);
+    routes::route_of(method, path).map_or("none", |r| routes::ROUTES[r].1)
 }

@@ -76,8 +76,21 @@ pub struct ApiConfig {
     /// Whether a client must present a certificate `client_ca` verified.
     pub require_client_certificate: bool,
     pub tokens: Vec<ApiToken>,
+    /// The bounds a client can push on (bound at start).
+    pub bounds: ApiBounds,
+    /// Failed authentications a source may make per minute; more are refused unread (429).
+    pub auth_failures_per_minute: u32,
+    /// Line of `[api]`, for problems found later (the TLS files).
+    pub line: usize,
+}
+
+/// The `[api]` bounds, each a named limit (README, "Limits"); a restart applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiBounds {
     /// Connections at once; more are closed at once.
     pub connections: usize,
+    /// Connections from one address at once; more from it are closed at once.
+    pub connections_per_source: usize,
     /// Largest request body, in bytes.
     pub body_size: usize,
     /// Largest request head, in bytes.
@@ -89,10 +102,6 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Event streams (Server-Sent Events) followed at once.
     pub followers: usize,
-    /// Failed authentications a source may make per minute; more are refused unread (429).
-    pub auth_failures_per_minute: u32,
-    /// Line of `[api]`, for problems found later (the TLS files).
-    pub line: usize,
 }
 
 /// One `[[api.token]]`: a principal, the SHA-256 of its token, what it may do.

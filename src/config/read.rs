@@ -11,10 +11,10 @@ use hickory_proto::rr::Name;
 
 use super::table::{Document, Located, Table};
 use super::{
-    AnswerMode, ApiConfig, ApiToken, Approval, Config, DnstapConfig, DnstapListen, FleetConfig,
-    HealthConfig, HealthKind, HealthTls, LedgerConfig, Limits, MAX_SOCKET_PATH, MAX_TTL, RrlConfig,
-    Scope, SecondaryConfig, Server, ServiceConfig, Services, TsigKeyConfig, ZoneConfig,
-    service_name,
+    AnswerMode, ApiBounds, ApiConfig, ApiToken, Approval, Config, DnstapConfig, DnstapListen,
+    FleetConfig, HealthConfig, HealthKind, HealthTls, LedgerConfig, Limits, MAX_SOCKET_PATH,
+    MAX_TTL, RrlConfig, Scope, SecondaryConfig, Server, ServiceConfig, Services, TsigKeyConfig,
+    ZoneConfig, service_name,
 };
 use crate::color::Color;
 
@@ -196,12 +196,15 @@ pub fn api(t: &Table) -> ApiConfig {
         client_ca,
         require_client_certificate,
         tokens,
-        connections: t.count("connections", 64, 1..=100_000),
-        body_size: t.count("body_size", 64 << 10, 1024..=16 << 20),
-        head_size: t.count("head_size", 16 << 10, 8192..=1 << 20),
-        head_timeout: t.duration("head_timeout", 10 * SECOND, timeout.clone()),
-        request_timeout: t.duration("request_timeout", 60 * SECOND, timeout),
-        followers: t.count("followers", 32, 1..=10_000),
+        bounds: ApiBounds {
+            connections: t.count("connections", 64, 1..=100_000),
+            connections_per_source: t.count("connections_per_source", 16, 1..=100_000),
+            body_size: t.count("body_size", 64 << 10, 1024..=16 << 20),
+            head_size: t.count("head_size", 16 << 10, 8192..=1 << 20),
+            head_timeout: t.duration("head_timeout", 10 * SECOND, timeout.clone()),
+            request_timeout: t.duration("request_timeout", 60 * SECOND, timeout),
+            followers: t.count("followers", 32, 1..=10_000),
+        },
         auth_failures_per_minute: t.count("auth_failures_per_minute", 20, 1..=100_000) as u32,
         line: t.line(),
     }

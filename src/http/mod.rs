@@ -37,6 +37,9 @@ pub type Body = BoxBody<Bytes, Infallible>;
 pub struct Limits {
     /// Connections served at once; more are closed at once.
     pub connections: usize,
+    /// Of those, connections from one address; more from it are closed at once, so no one
+    /// client (a leaking agent, a flood of silent connections) can take every seat.
+    pub per_source: usize,
     /// Largest request head (request line and headers); hyper's floor is 8 KiB.
     pub head_size: usize,
     /// Time a client has to send the whole head.
@@ -83,20 +86,55 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let permits = Arc::new(Semaphore::new(limits.connections));
+    let sources = Arc::new(Sources::default());
     loop {
         let Some((stream, address)) = accept::next(what, &shutdown, || listener.accept()).await
         else {
             return Ok(());
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some(seat) = Sources::take(&sources, address.ip(), limits.per_source) else {
             continue; // dropped: closed at once
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
         };
         let (handler, tls, shutdown) = (handler.clone(), tls.clone(), shutdown.clone());
         tokio::spawn(async move {
             let tls = tls.and_then(|tls| tls());
             connection(stream, address, tls, handler, limits, shutdown).await;
-            drop(permit);
+            drop((permit, seat));
         });
+    }
+}
+
+/// Connections open per source address.
+#[derive(Default)]
+struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place in its source's count, given back when dropped.
+struct Seat(Arc<Sources>, std::net::IpAddr);
+
+impl Sources {
+    fn take(sources: &Arc<Sources>, source: std::net::IpAddr, most: usize) -> Option<Seat> {
+        let mut open = sources.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(source).or_insert(0);
+        if *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(Seat(sources.clone(), source))
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
     }
 }
 

@@ -458,18 +458,17 @@ fn spawn_control_plane(
         audit: audit.clone(),
     });
     let api = (!api_listeners.is_empty()).then(|| {
-        let api = &core.switch.catalog().config.api;
+        let bounds = core.switch.catalog().config.api.bounds;
         let limits = crate::http::Limits {
-            connections: api.connections,
-            head_size: api.head_size,
-            head_timeout: api.head_timeout,
-            body_size: api.body_size,
-            request_timeout: api.request_timeout,
+            connections: bounds.connections,
+            per_source: bounds.connections_per_source,
+            head_size: bounds.head_size,
+            head_timeout: bounds.head_timeout,
+            body_size: bounds.body_size,
+            request_timeout: bounds.request_timeout,
         };
-        (
-            Arc::new(crate::api::Api::new(context.clone(), api.followers)),
-            limits,
-        )
+        let handler = crate::api::Api::new(context.clone(), bounds.followers);
+        (Arc::new(handler), limits)
     });
     if let Some((handler, limits)) = &api {
         let switch = core.switch.clone();
