@@ -47,6 +47,7 @@
 //! edges        admin/       the admin socket server, one file per command, `ctl` client
 //!              api/         the HTTPS control API: tokens, scopes, throttle; the admin
 //!                           commands over HTTP, event streams
+//!              page/        the watch page on the metrics listener: assets, read-only JSON
 //!              server/      sockets, supervised loops, shutdown; the composition root
 //!              fixture.rs   the shipped example served in memory (benches, fuzzing)
 //! ```
@@ -88,6 +89,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod observed;
+pub mod page;
 pub mod pem;
 pub mod problem;
 pub mod process;

@@ -20,8 +20,6 @@ use std::pin::Pin;
 
 use ::http::{Method, StatusCode};
 use bytes::Bytes;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::color::Color;
@@ -36,8 +34,11 @@ use crate::state::PhaseName;
 use crate::stragglers::{Ledger, ResolverClass};
 use crate::wire::Dropped;
 
-/// Concurrent scrapes served; more are closed at once.
-pub const METRICS_MAX_CLIENTS: usize = 8;
+/// Connections served at once (scrapers, and browsers on the watch page, which keep up
+/// to six each); more are closed at once.
+pub const METRICS_MAX_CLIENTS: usize = 32;
+/// Of those, from one address: one browser or a runaway script cannot take them all.
+pub const METRICS_MAX_PER_SOURCE: usize = 8;
 /// Largest HTTP request head read from a scraper.
 pub const METRICS_MAX_REQUEST: usize = 8192;
 /// Time a scraper has to send its request and read the reply.
@@ -896,35 +897,20 @@ pub fn render(exporter: &Arc<Exporter>) -> String {
     text
 }
 
-/// Serves `/metrics`, `/healthz` and `/ready` on `listener` until `shutdown`, within the
-/// metrics endpoint's bounds.
-pub async fn serve(
-    listener: TcpListener,
-    exporter: Arc<Exporter>,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
-    let limits = http::Limits {
+/// The metrics listener's bounds (it also serves the watch page and its JSON).
+pub fn limits() -> http::Limits {
+    http::Limits {
         connections: METRICS_MAX_CLIENTS,
-        per_source: METRICS_MAX_CLIENTS,
+        per_source: METRICS_MAX_PER_SOURCE,
         head_size: METRICS_MAX_REQUEST,
         head_timeout: METRICS_TIMEOUT,
         body_size: 0,
         request_timeout: METRICS_TIMEOUT,
-    };
-    let endpoint = Arc::new(Endpoint(exporter));
-    http::serve(
-        "metrics endpoint",
-        listener,
-        None,
-        endpoint,
-        limits,
-        shutdown,
-    )
-    .await
+    }
 }
 
 /// The metrics listener's requests.
-struct Endpoint(Arc<Exporter>);
+pub struct Endpoint(pub Arc<Exporter>);
 
 impl http::Handler for Endpoint {
     fn handle(

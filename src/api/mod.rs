@@ -219,65 +219,13 @@ impl Api {
         if streamed {
             return self.stream(route_name(&asked), principal, request);
         }
-        let mut out = Vec::new();
-        let _ = carry_out(&self.context, &principal, request.clone(), &mut out).await;
-        let last = out
-            .split(|&b| b == b'\n')
-            .rfind(|l| !l.is_empty())
-            .unwrap_or_default();
-        let is_read = auth::needed(&request) == "read";
-        // Most replies go out as the admin protocol wrote them, without a second encoding:
-        // the value of `{"ok": VALUE}`. A cutover's is read for its status code.
-        if let Some(value) = last
-            .strip_prefix(b"{\"ok\":")
-            .and_then(|v| v.strip_suffix(b"}"))
-            .filter(|v| !v.starts_with(b"{\"cutover\""))
-        {
-            if is_read {
-                self.audit_read(route_name(&asked), &principal, &request, "ok".into(), true);
-            }
-            let mut body = Vec::with_capacity(value.len() + 1);
-            body.extend_from_slice(value);
-            body.push(b'\n');
-            return with_type(StatusCode::OK, "application/json", body);
-        }
-        let reply = serde_json::from_slice::<Reply>(last);
-        if is_read {
-            let (outcome, ok) = match &reply {
-                Ok(Reply::Error(e)) => (e.message.clone(), false),
-                _ => ("ok".into(), true),
-            };
+        let (response, outcome) = answer(&self.context, &principal, &request).await;
+        if auth::needed(&request) == "read" {
+            let ok = outcome.is_none();
+            let outcome = outcome.unwrap_or_else(|| "ok".into());
             self.audit_read(route_name(&asked), &principal, &request, outcome, ok);
         }
-        match reply {
-            Ok(Reply::Ok(response)) => {
-                let status = routes::success_status(&response);
-                let mut answer = with_type(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                    "application/json",
-                    serde_json::to_string(&response).expect("replies serialize") + "\n",
-                );
-                if status == 202
-                    && let Some(service) = request.service()
-                {
-                    let events = routes::to_http(&Request::Follow {
-                        service: service.into(),
-                    });
-                    if let Ok(location) = HeaderValue::from_str(&events.target) {
-                        answer.headers_mut().insert(header::LOCATION, location);
-                    }
-                }
-                answer
-            }
-            Ok(Reply::Error(error)) => problem(routes::status_of(error.kind), &error),
-            Ok(Reply::Progress(_)) | Err(_) => problem(
-                500,
-                &Error::new(
-                    ErrorKind::Io,
-                    "the command gave no reply; see the server's log",
-                ),
-            ),
-        }
+        response
     }
 
     /// Streams the reply lines of `request` (progress, then `ok` or `error`) as
@@ -401,6 +349,65 @@ impl Api {
     }
 }
 
+/// Carries out `request` (one that replies once) for `principal`, and its reply as an HTTP
+/// response; with the refusal's message when it was refused.
+pub async fn answer(
+    context: &Context,
+    principal: &commands::Peer,
+    request: &Request,
+) -> (Response<Body>, Option<String>) {
+    let mut out = Vec::new();
+    let _ = carry_out(context, principal, request.clone(), &mut out).await;
+    let last = out
+        .split(|&b| b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default();
+    // Most replies go out as the admin protocol wrote them, without a second encoding: the
+    // value of `{"ok": VALUE}`. A cutover's is read for its status code.
+    if let Some(value) = last
+        .strip_prefix(b"{\"ok\":")
+        .and_then(|v| v.strip_suffix(b"}"))
+        .filter(|v| !v.starts_with(b"{\"cutover\""))
+    {
+        let mut body = Vec::with_capacity(value.len() + 1);
+        body.extend_from_slice(value);
+        body.push(b'\n');
+        return (with_type(StatusCode::OK, "application/json", body), None);
+    }
+    match serde_json::from_slice::<Reply>(last) {
+        Ok(Reply::Ok(response)) => {
+            let status = routes::success_status(&response);
+            let mut answer = with_type(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                "application/json",
+                serde_json::to_string(&response).expect("replies serialize") + "\n",
+            );
+            if status == 202
+                && let Some(service) = request.service()
+            {
+                let events = routes::to_http(&Request::Follow {
+                    service: service.into(),
+                });
+                if let Ok(location) = HeaderValue::from_str(&events.target) {
+                    answer.headers_mut().insert(header::LOCATION, location);
+                }
+            }
+            (answer, None)
+        }
+        Ok(Reply::Error(error)) => (
+            problem(routes::status_of(error.kind), &error),
+            Some(error.message),
+        ),
+        Ok(Reply::Progress(_)) | Err(_) => {
+            let error = Error::new(
+                ErrorKind::Io,
+                "the command gave no reply; see the server's log",
+            );
+            (problem(500, &error), Some(error.message))
+        }
+    }
+}
+
 /// Why the connection's client certificate does not do, if `[api]` asks for one.
 fn certificate_problem(api: &ApiConfig, certificate: &ClientCertificate) -> Option<String> {
     api.client_ca.as_ref()?;
@@ -414,7 +421,7 @@ fn certificate_problem(api: &ApiConfig, certificate: &ClientCertificate) -> Opti
 }
 
 /// A problem response (RFC 9457).
-fn problem(status: u16, error: &Error) -> Response<Body> {
+pub fn problem(status: u16, error: &Error) -> Response<Body> {
     let problem = Problem::new(status, error);
     let body = serde_json::to_string(&problem).expect("problems serialize") + "\n";
     with_type(

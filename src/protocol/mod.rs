@@ -1144,6 +1144,11 @@ pub struct TimelinePoint {
     pub at_ms: u64,
     /// Resolvers by class then.
     pub counts: ClassCounts,
+    /// Answers that carried the old color (from this server, and from the secondaries'
+    /// dnstap streams) between the first point and this one: differences between points
+    /// give the old color's answers a second.
+    #[serde(default)]
+    pub old_color_answers: u64,
 }
 
 /// A flip, as reports refer to it.

@@ -504,9 +504,19 @@ fn spawn_control_plane(
             events_lost: core.cutovers.events_lost(),
             api: api.as_ref().map(|(handler, _)| handler.counters()),
         };
+        // The metrics listener serves the watch page too (read-only).
+        let endpoint = Arc::new(metrics::Endpoint(Arc::new(exporter)));
+        let site = Arc::new(crate::page::Site::new(context.clone(), endpoint));
         loops.spawn(
             "the metrics endpoint",
-            metrics::serve(listener, Arc::new(exporter), shutdown.clone()),
+            crate::http::serve(
+                "metrics endpoint",
+                listener,
+                None,
+                site,
+                metrics::limits(),
+                shutdown.clone(),
+            ),
         );
     }
     // Installed before `ready` is said: a SIGHUP right after it must reload, not kill.

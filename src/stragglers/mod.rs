@@ -336,9 +336,9 @@ impl Ledger {
             return;
         }
         for (service, counts) in report::counts_of(&table, &due, now) {
-            table.services[service as usize]
-                .timeline
-                .push(now, counts.raw());
+            let track = &mut table.services[service as usize];
+            let old = track.flip.from.map_or(0, |o| track.answers[o.index()]);
+            track.timeline.push(now, counts.raw(), old);
         }
     }
 

@@ -113,7 +113,7 @@ pub struct Report {
     /// When the last resolver that came back late converged (0: none).
     pub last_late_converged_ms: u64,
     /// Class counts over time since the flip: (Unix ms, counts).
-    pub timeline: Vec<(u64, ClassCounts)>,
+    pub timeline: Vec<(u64, ClassCounts, u64)>,
 }
 
 /// The class of `entry` against `flip` at `now_ms`; `None` for keys that only ever asked for
@@ -301,7 +301,7 @@ pub fn report(
             .timeline
             .points
             .iter()
-            .map(|&(at, raw)| (at, ClassCounts::from_raw(raw)))
+            .map(|&(at, raw, old)| (at, ClassCounts::from_raw(raw), old))
             .collect()
     } else {
         Vec::new()

@@ -267,6 +267,9 @@ pub struct ServiceTrack {
     pub last_late_converged_ms: u64,
     /// Class counts over time since the latest flip.
     pub timeline: Timeline,
+    /// Answers recorded since start, by the color they carried (the timeline's old-color
+    /// answers a second are differences of these).
+    pub answers: [u64; 2],
 }
 
 impl ServiceTrack {
@@ -320,8 +323,9 @@ pub struct Timeline {
     pub flips: u32,
     pub step_ms: u64,
     pub next_ms: u64,
-    /// (monotonic ms, counts in [`super::ResolverClass::ALL`] order).
-    pub points: Vec<(u64, [u32; 5])>,
+    /// (monotonic ms, counts in [`super::ResolverClass::ALL`] order, answers with the old
+    /// color recorded since start).
+    pub points: Vec<(u64, [u32; 5], u64)>,
 }
 
 impl Timeline {
@@ -341,13 +345,13 @@ impl Timeline {
         now_ms >= self.next_ms && now_ms < flip.at_ms + TIMELINE_SPAN_MS
     }
 
-    pub fn push(&mut self, now_ms: u64, counts: [u32; 5]) {
+    pub fn push(&mut self, now_ms: u64, counts: [u32; 5], old_answers: u64) {
         if self.points.len() == TIMELINE_POINTS {
             let kept: Vec<_> = self.points.iter().copied().step_by(2).collect();
             self.points = kept;
             self.step_ms *= 2;
         }
-        self.points.push((now_ms, counts));
+        self.points.push((now_ms, counts, old_answers));
         self.next_ms = now_ms + self.step_ms;
     }
 }
@@ -453,6 +457,7 @@ impl Table {
         };
         entry.last_ttl = o.ttl;
         let track = &mut self.services[o.service as usize];
+        track.answers[o.color.index()] += 1;
         if o.name == NameKind::Service {
             let expiry = &mut track.expiry_ms[o.color.index()];
             *expiry = (*expiry).max(o.at_ms + u64::from(o.ttl) * 1000);

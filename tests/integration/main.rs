@@ -21,6 +21,7 @@ mod health;
 mod layering;
 mod metrics;
 mod model;
+mod page;
 mod property;
 mod reload;
 mod report_edges;

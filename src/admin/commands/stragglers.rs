@@ -83,9 +83,10 @@ pub async fn run(
         timeline: report
             .timeline
             .iter()
-            .map(|(at_ms, c)| TimelinePoint {
+            .map(|(at_ms, c, old)| TimelinePoint {
                 at_ms: report.wall(*at_ms),
                 counts: counts(c),
+                old_color_answers: old - report.timeline.first().map_or(0, |p| p.2),
             })
             .collect(),
         ledger: LedgerView {
