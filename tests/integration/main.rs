@@ -21,6 +21,7 @@ mod health;
 mod layering;
 mod metrics;
 mod model;
+mod oracle;
 mod page;
 mod property;
 mod reload;

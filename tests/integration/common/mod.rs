@@ -4,6 +4,7 @@
 
 mod dig;
 pub mod dnstap;
+pub mod oracle;
 mod poll;
 pub mod pty;
 pub mod resolvers;
