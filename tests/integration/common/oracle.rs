@@ -1,7 +1,8 @@
 //! The differential oracle: a seeded generator of zones and queries, the reference servers
-//! (NSD and Knot serving the same zone file as primaries), and the comparison of answers
-//! section by section. Self-contained (std, hickory-proto, tempfile), so the longer seeded
-//! run in `benches/oracle.rs` includes this very file.
+//! (NSD and Knot serving the same zone file as primaries, and hickory-server's file zone
+//! handler in process), and the comparison of answers section by section. Self-contained
+//! (std, the dev-dependencies), so the longer seeded run in `benches/oracle.rs` includes
+//! this very file.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -107,6 +108,7 @@ pub fn zone(seed: u64) -> Zone {
     add("loop2", None, "CNAME loop1");
     add("ptr", None, "PTR host.svc.example.com.");
     add("MiXeD", None, "A 192.0.2.80");
+    add("mixed", None, "TXT \"the same name, in another case\"");
     for i in 0..(3 + rng.below(3)) {
         let labels = 1 + rng.below(3);
         let owner: Vec<String> = (0..labels).map(|_| format!("n{}", rng.below(50))).collect();
@@ -511,6 +513,55 @@ impl Drop for ReferenceServer {
     }
 }
 
+/// hickory-server serving `zone` from a file in process, on its own runtime thread, until
+/// the process ends: the third reference, an independent implementation.
+pub fn start_hickory(zone: &str) -> SocketAddr {
+    use hickory_server::proto::rr::{LowerName, Name};
+    use hickory_server::store::file::{FileConfig, FileZoneHandler};
+    use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+    let dir = tempfile::Builder::new()
+        .prefix("oracle-hickory")
+        .tempdir()
+        .unwrap()
+        .keep();
+    std::fs::write(dir.join("zone"), zone).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let origin = Name::from_ascii(ORIGIN).unwrap();
+            let config = FileConfig {
+                zone_path: "zone".into(),
+            };
+            let handler = FileZoneHandler::try_from_config(
+                origin.clone(),
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+                Some(&dir),
+                &config,
+            )
+            .unwrap_or_else(|e| panic!("hickory-server refuses the zone: {e}"));
+            let mut catalog = Catalog::new();
+            catalog.upsert(LowerName::from(origin), vec![std::sync::Arc::new(handler)]);
+            let mut server = hickory_server::Server::new(catalog);
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = udp.local_addr().unwrap().port();
+            let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            server.register_socket(udp);
+            server.register_listener(tcp, Duration::from_secs(5), 65_535);
+            tx.send(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+            let _ = server.block_until_done().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("hickory-server starts")
+}
+
 /// A free loopback port for UDP and TCP.
 pub fn free_port() -> u16 {
     loop {
@@ -525,51 +576,86 @@ pub fn free_port() -> u16 {
 /// What one case came to.
 #[derive(Debug)]
 pub enum Verdict {
-    Agree,
-    /// The references disagree among themselves: excluded, with their differences.
+    /// flipdns answers as the references that agree (at least two); `dissent` names any
+    /// reference that answered otherwise, and how.
+    Agree { dissent: Option<String> },
+    /// No two references agree, or flipdns answers as one reference against the others:
+    /// excluded, with the differences.
     ReferencesDiffer(String),
     /// flipdns differs from references that agree.
     Differs(String),
 }
 
-/// Compares flipdns at `ours` with `references` on `case`.
+/// Compares flipdns at `ours` with `references` on `case`: the references that give the
+/// same answer form a group; flipdns must answer as a group of two or more.
 pub fn judge(ours: SocketAddr, references: &[(&str, SocketAddr)], case: &Case, id: u16) -> Verdict {
     let get = |server: SocketAddr| ask(server, case, id).and_then(|r| Answer::parse(&r));
     let answers: Vec<(&str, Result<Answer, String>)> =
         references.iter().map(|(n, a)| (*n, get(*a))).collect();
-    let (first_name, first) = &answers[0];
-    for (name, other) in &answers[1..] {
-        let differ = match (first, other) {
-            (Ok(a), Ok(b)) => a.differences(b),
-            (a, b) => {
-                if a == b {
-                    vec![]
-                } else {
-                    vec![format!("{a:?} vs {b:?}")]
-                }
-            }
-        };
-        if !differ.is_empty() {
-            return Verdict::ReferencesDiffer(format!(
-                "{first_name} vs {name}: {}",
-                differ.join("; ")
-            ));
+    let same = |a: &Result<Answer, String>, b: &Result<Answer, String>| match (a, b) {
+        (Ok(a), Ok(b)) => a.differences(b).is_empty(),
+        (a, b) => a == b,
+    };
+    let describe = |a: &Result<Answer, String>, b: &Result<Answer, String>| match (a, b) {
+        (Ok(a), Ok(b)) => a.differences(b).join("; "),
+        (a, b) => format!("{a:?} vs {b:?}"),
+    };
+    // The largest group of references that agree, and those outside it.
+    let mut best: Vec<usize> = Vec::new();
+    for i in 0..answers.len() {
+        let group: Vec<usize> = (0..answers.len())
+            .filter(|&j| same(&answers[i].1, &answers[j].1))
+            .collect();
+        if group.len() > best.len() {
+            best = group;
         }
     }
-    let expected = match first {
-        Ok(a) => a,
-        Err(e) => return Verdict::ReferencesDiffer(format!("the references failed alike: {e}")),
+    let ours = get(ours);
+    let outside: Vec<usize> = (0..answers.len()).filter(|i| !best.contains(i)).collect();
+    let names = |members: &[usize]| {
+        members
+            .iter()
+            .map(|&i| answers[i].0)
+            .collect::<Vec<_>>()
+            .join("+")
     };
-    match get(ours) {
-        Ok(answer) => {
-            let differ = answer.differences(expected);
-            if differ.is_empty() {
-                Verdict::Agree
-            } else {
-                Verdict::Differs(differ.join("; "))
-            }
-        }
-        Err(e) => Verdict::Differs(e),
+    if best.len() < 2 {
+        let pairs: Vec<String> = (1..answers.len())
+            .map(|i| {
+                format!(
+                    "{} vs {}: {}",
+                    answers[0].0,
+                    answers[i].0,
+                    describe(&answers[0].1, &answers[i].1)
+                )
+            })
+            .collect();
+        return Verdict::ReferencesDiffer(pairs.join(" | "));
+    }
+    let majority = &answers[best[0]].1;
+    if same(&ours, majority) {
+        let dissent = (!outside.is_empty()).then(|| {
+            let i = outside[0];
+            format!(
+                "{} differs from {}: {}",
+                names(&outside),
+                names(&best),
+                describe(&answers[i].1, majority)
+            )
+        });
+        return Verdict::Agree { dissent };
+    }
+    if let Some(&i) = outside.iter().find(|&&i| same(&ours, &answers[i].1)) {
+        return Verdict::ReferencesDiffer(format!(
+            "flipdns answers as {}, {} otherwise: {}",
+            answers[i].0,
+            names(&best),
+            describe(&answers[i].1, majority)
+        ));
+    }
+    match (&ours, majority) {
+        (Ok(answer), Ok(expected)) => Verdict::Differs(answer.differences(expected).join("; ")),
+        (ours, expected) => Verdict::Differs(format!("{ours:?} vs {expected:?}")),
     }
 }
 
@@ -605,4 +691,105 @@ pub fn start_flipdns(bin: &str, dir: &Path, port: u16, zone: &Zone) -> Child {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("flipdns did not start on the generated zone {}", zone.seed);
+}
+
+/// Differences that are flipdns's deliberate reading of the RFCs (README, "What it
+/// answers"), each with the section that allows it.
+fn deliberate(case: &Case, difference: &str) -> Option<&'static str> {
+    // A negative answer at or below a service name carries the SOA with the smaller of the
+    // RFC 2308 negative TTL and the service's TTL: a NODATA for AAAA cached past a flip
+    // would hide the new color's AAAA records (RFC 2308 section 5 sets an upper bound; a
+    // server may hand out less).
+    let name = case.name.to_ascii_lowercase();
+    let service = ["app.", "api."]
+        .iter()
+        .any(|s| name.starts_with(s) || name.contains(&format!(".{s}")));
+    let (here, there) = difference
+        .strip_prefix("authority: only here [")?
+        .split_once("], only there [")?;
+    let there = there.strip_suffix(']')?;
+    let without_ttl = |record: &str| {
+        let mut words: Vec<&str> = record.split(' ').collect();
+        let ttl: u32 = words.get(1)?.parse().ok()?;
+        words.remove(1);
+        Some((words.join(" "), ttl))
+    };
+    let (ours, theirs) = (without_ttl(here)?, without_ttl(there)?);
+    (service && here.contains(" SOA ") && ours.0 == theirs.0 && ours.1 < theirs.1).then_some(
+        "RFC 2308 section 5: the negative TTL of a service name is capped by the service's TTL",
+    )
+}
+
+/// Runs the cases of `seeds` (`sample` per cent of each zone's) against flipdns (`bin`),
+/// NSD, Knot and hickory-server. Returns the cases, how many agreed, the excluded
+/// ones and the cases where one reference dissented from the others (with why).
+pub fn run(bin: &str, seeds: &[u64], sample: u64) -> Run {
+    let (mut total, mut agreed, mut excluded, mut failures) = (0, 0, Vec::new(), Vec::new());
+    let mut dissents = Vec::new();
+    for &seed in seeds {
+        let zone = zone(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut flipdns = start_flipdns(bin, dir.path(), port, &zone);
+        let nsd = ReferenceServer::start(Reference::Nsd, free_port(), &zone.reference_zone);
+        let knot = ReferenceServer::start(Reference::Knot, free_port(), &zone.reference_zone);
+        let hickory = start_hickory(&zone.reference_zone);
+        let references = [
+            ("nsd", nsd.address),
+            ("knot", knot.address),
+            ("hickory", hickory),
+        ];
+        let ours = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for (i, case) in cases(&zone, sample).iter().enumerate() {
+            total += 1;
+            match judge(ours, &references, case, i as u16) {
+                Verdict::Agree { dissent: None } => agreed += 1,
+                Verdict::Agree { dissent: Some(why) } => {
+                    agreed += 1;
+                    dissents.push(format!("seed {seed}: {case}: {why}"));
+                }
+                Verdict::ReferencesDiffer(why) => {
+                    excluded.push(format!("seed {seed}: {case}: {why}"))
+                }
+                Verdict::Differs(why) => match deliberate(case, &why) {
+                    Some(_) => agreed += 1,
+                    None => failures.push(format!("seed {seed}: {case}: {why}")),
+                },
+            }
+        }
+        let _ = flipdns.kill();
+        let _ = flipdns.wait();
+    }
+    Run {
+        total,
+        agreed,
+        excluded,
+        dissents,
+        failures,
+    }
+}
+
+/// What a run came to.
+pub struct Run {
+    pub total: usize,
+    /// Cases where flipdns answered as the agreeing references (or differed deliberately).
+    pub agreed: usize,
+    /// Cases excluded because the references differ, with why.
+    pub excluded: Vec<String>,
+    /// Cases where one reference dissented from the others, with how.
+    pub dissents: Vec<String>,
+    /// Cases where flipdns differs from agreeing references, not deliberately.
+    pub failures: Vec<String>,
+}
+
+impl Run {
+    /// The references' dissents by kind (the first difference, without the case), counted.
+    pub fn dissent_kinds(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut kinds = std::collections::BTreeMap::new();
+        for line in &self.dissents {
+            let why = line.split(": ").skip(2).collect::<Vec<_>>().join(": ");
+            *kinds.entry(why.chars().take(160).collect()).or_default() += 1;
+        }
+        kinds
+    }
 }
