@@ -6,7 +6,9 @@
 //! second model of the truth. Anything else goes on to `/metrics`, `/healthz`, `/ready`.
 //!
 //! Nothing here changes state: any method but GET and HEAD is refused, and so is every
-//! route of the API that is not a read. The page polls only while it is visible, so it
+//! route of the API that is not a read. On the HTTPS API's listener the page is served
+//! too; there its JSON is the API's, behind the `read` scope, with the token the page asks
+//! for (kept in the tab's session storage). The page polls only while it is visible, so it
 //! costs nothing when nobody looks; the listener's connection bounds hold for it.
 
 use std::future::Future;
@@ -29,15 +31,30 @@ const STYLE: &str = include_str!("assets/page.css");
 /// Only this server's own files, no inline script or style, no frames, no forms.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The metrics listener's requests: the page and its JSON here, the rest to `metrics`.
+/// A listener's requests: the page here; its JSON here on the metrics listener (no token,
+/// reads only), or from the API behind the `read` scope; the rest to the inner handler.
 pub struct Site {
-    context: Arc<Context>,
-    metrics: Arc<dyn web::Handler>,
+    /// The metrics listener's reads; `None` on the API listener, whose JSON is the API's.
+    context: Option<Arc<Context>>,
+    inner: Arc<dyn web::Handler>,
 }
 
 impl Site {
+    /// The metrics listener: the page, its JSON, then `/metrics`, `/healthz`, `/ready`.
     pub fn new(context: Arc<Context>, metrics: Arc<dyn web::Handler>) -> Site {
-        Site { context, metrics }
+        Site {
+            context: Some(context),
+            inner: metrics,
+        }
+    }
+
+    /// The API listener: the page's files (no data in them: served without a token), then
+    /// the API, where the page's requests carry the token it asks for.
+    pub fn before_api(api: Arc<dyn web::Handler>) -> Site {
+        Site {
+            context: None,
+            inner: api,
+        }
     }
 }
 
@@ -54,9 +71,9 @@ impl web::Handler for Site {
             "/assets/page.css" => Some((STYLE, "text/css; charset=utf-8")),
             _ => None,
         };
-        let ours = page.is_some() || path.starts_with("/v1/");
+        let ours = page.is_some() || (self.context.is_some() && path.starts_with("/v1/"));
         if !ours {
-            return self.metrics.handle(request, peer);
+            return self.inner.handle(request, peer);
         }
         if !matches!(request.method().as_str(), "GET" | "HEAD") {
             let error = Error::new(
@@ -80,11 +97,18 @@ impl web::Handler for Site {
             None => Box::pin(async move { guarded(self.json(&request).await) }),
         }
     }
+
+    fn refuse(&self, status: http::StatusCode, text: &str) -> Response<Body> {
+        self.inner.refuse(status, text)
+    }
 }
 
 impl Site {
     /// A read of the admin protocol at its API path.
     async fn json(&self, request: &http::Request<Bytes>) -> Response<Body> {
+        let Some(context) = &self.context else {
+            unreachable!("the API listener's JSON is the API's");
+        };
         let uri = request.uri();
         let read = routes::from_http("GET", uri.path(), uri.query(), b"", false, false);
         let request = match read {
@@ -112,7 +136,7 @@ impl Site {
             user: Some("watch page".into()),
             ..Default::default()
         };
-        api::answer(&self.context, &reader, &request).await.0
+        api::answer(context, &reader, &request).await.0
     }
 }
 

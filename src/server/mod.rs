@@ -473,6 +473,8 @@ fn spawn_control_plane(
     if let Some((handler, limits)) = &api {
         let switch = core.switch.clone();
         let tls: crate::http::Tls = Arc::new(move || switch.catalog().api_tls.clone());
+        // The watch page on the API listener too; its data is the API's, behind `read`.
+        let site = Arc::new(crate::page::Site::before_api(handler.clone()));
         for listener in api_listeners {
             loops.spawn(
                 "the HTTPS API",
@@ -480,7 +482,7 @@ fn spawn_control_plane(
                     "api",
                     listener,
                     Some(tls.clone()),
-                    handler.clone(),
+                    site.clone(),
                     *limits,
                     shutdown.clone(),
                 ),

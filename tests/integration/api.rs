@@ -1137,3 +1137,40 @@ fn the_openapi_document_validates_and_lists_every_route() {
         assert!(kinds.contains(&name), "{name} in the document");
     }
 }
+
+/// The watch page on the API listener: its files without a token (they hold no data), its
+/// data behind `read`; in a real browser, without a token it asks for one.
+#[test]
+fn the_watch_page_on_the_api_listener_asks_for_a_token() {
+    let api = start(|_| String::new(), SERVICES);
+    let page = api.curl("GET", "/", None, &[]);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.headers
+            .contains("content-security-policy: default-src 'self'"),
+        "{}",
+        page.headers
+    );
+    assert!(page.body.contains("id=\"token-form\""));
+    let data = api.curl("GET", "/v1/services", None, &[]);
+    assert_eq!(data.status, 401);
+    let profile = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--ignore-certificate-errors",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--virtual-time-budget=5000", "--dump-dom"])
+            .arg(format!("{}/", api.url)),
+    );
+    let dom = text(&out.stdout);
+    assert!(
+        dom.contains("<form id=\"token-form\">"),
+        "the form is shown:\n{dom}"
+    );
+    assert!(dom.contains("a token is needed"), "{dom}");
+}

@@ -49,10 +49,25 @@ function span(ms) {
 }
 const colorTag = (color) => el("span", { class: `color ${color}` }, color);
 
+// On the HTTPS API's listener the data needs a token with the `read` scope: asked for once,
+// kept in this tab's session storage (gone when the tab closes), sent as a bearer token.
+const TOKEN_KEY = "flipdns-token";
+class NeedsToken extends Error {}
+
 async function getJSON(path) {
-  const response = await fetch(path, { cache: "no-store" });
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(path, { cache: "no-store", headers });
+  if (response.status === 401) throw new NeedsToken(token ? "the token was refused" : "a token is needed");
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
+}
+
+function askToken(why) {
+  const form = document.getElementById("token-form");
+  form.hidden = false;
+  document.getElementById("token-why").textContent = why;
+  document.getElementById("token").focus();
 }
 
 // ---------- the overview ----------
@@ -391,6 +406,11 @@ async function refresh() {
     updated.textContent = `updated ${clock(now)}`;
     document.body.setAttribute("data-ready", "true");
   } catch (error) {
+    if (error instanceof NeedsToken) {
+      updated.textContent = `${error.message}`;
+      askToken(`${error.message}: an API token with the read scope`);
+      throw error; // no polling until a token is given
+    }
     updated.textContent = `cannot reach the server (${error.message}); trying again`;
   }
 }
@@ -398,8 +418,18 @@ async function refresh() {
 function schedule() {
   clearTimeout(timer);
   if (document.hidden) return; // nobody looks: no requests
-  refresh().finally(() => { timer = setTimeout(schedule, POLL_MS); });
+  refresh().then(() => { timer = setTimeout(schedule, POLL_MS); }, () => {});
 }
+
+document.getElementById("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = document.getElementById("token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  document.getElementById("token").value = "";
+  document.getElementById("token-form").hidden = true;
+  schedule();
+});
 
 function route() {
   const match = location.hash.match(/^#service=(.+)$/);

@@ -513,19 +513,33 @@ impl Drop for ReferenceServer {
     }
 }
 
-/// hickory-server serving `zone` from a file in process, on its own runtime thread, until
-/// the process ends: the third reference, an independent implementation.
-pub fn start_hickory(zone: &str) -> SocketAddr {
+/// hickory-server serving a zone from a file in process, on its own runtime thread: the
+/// third reference, an independent implementation. Stopped on drop.
+pub struct Hickory {
+    pub address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Hickory {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts hickory-server on `zone` (the text of [`ORIGIN`]'s zone file).
+pub fn start_hickory(zone: &str) -> Hickory {
     use hickory_server::proto::rr::{LowerName, Name};
     use hickory_server::store::file::{FileConfig, FileZoneHandler};
     use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
     let dir = tempfile::Builder::new()
         .prefix("oracle-hickory")
         .tempdir()
-        .unwrap()
-        .keep();
-    std::fs::write(dir.join("zone"), zone).unwrap();
+        .unwrap();
+    std::fs::write(dir.path().join("zone"), zone).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -540,26 +554,37 @@ pub fn start_hickory(zone: &str) -> SocketAddr {
                 origin.clone(),
                 ZoneType::Primary,
                 AxfrPolicy::Deny,
-                Some(&dir),
+                Some(dir.path()),
                 &config,
             )
             .unwrap_or_else(|e| panic!("hickory-server refuses the zone: {e}"));
             let mut catalog = Catalog::new();
             catalog.upsert(LowerName::from(origin), vec![std::sync::Arc::new(handler)]);
             let mut server = hickory_server::Server::new(catalog);
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let port = udp.local_addr().unwrap().port();
-            let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .unwrap();
+            // A UDP port whose TCP twin is free too.
+            let (udp, tcp) = loop {
+                let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let port = udp.local_addr().unwrap().port();
+                if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                    break (udp, tcp);
+                }
+            };
+            let address = udp.local_addr().unwrap();
             server.register_socket(udp);
             server.register_listener(tcp, Duration::from_secs(5), 65_535);
-            tx.send(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
-            let _ = server.block_until_done().await;
+            tx.send(address).unwrap();
+            let _ = stopped.await;
+            let _ = server.shutdown_gracefully().await;
+            drop(dir);
         });
     });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("hickory-server starts")
+    let address = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("hickory-server starts");
+    Hickory {
+        address,
+        stop: Some(stop),
+    }
 }
 
 /// A free loopback port for UDP and TCP.
@@ -670,7 +695,7 @@ pub fn start_flipdns(bin: &str, dir: &Path, port: u16, zone: &Zone) -> Child {
         ),
     )
     .unwrap();
-    let child = Command::new(bin)
+    let mut child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(dir.join("flipdns.toml"))
         .stdout(Stdio::null())
@@ -690,6 +715,8 @@ pub fn start_flipdns(bin: &str, dir: &Path, port: u16, zone: &Zone) -> Child {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("flipdns did not start on the generated zone {}", zone.seed);
 }
 
@@ -737,7 +764,7 @@ pub fn run(bin: &str, seeds: &[u64], sample: u64) -> Run {
         let references = [
             ("nsd", nsd.address),
             ("knot", knot.address),
-            ("hickory", hickory),
+            ("hickory", hickory.address),
         ];
         let ours = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         for (i, case) in cases(&zone, sample).iter().enumerate() {
