@@ -88,23 +88,12 @@ pub fn config(top: &Table) -> Option<Config> {
 /// `[api]` and its `[[api.token]]` entries.
 pub fn api(t: &Table) -> ApiConfig {
     let doc = t.doc();
-    let mut listen = Vec::new();
-    for entry in t
-        .strings("listen")
-        .map(|l| l.into_inner())
-        .unwrap_or_default()
-    {
-        match entry.get_ref().parse::<SocketAddr>() {
-            Ok(addr) => listen.push(addr),
-            Err(_) => doc.problem(
-                entry.span().start,
-                format!(
-                    "bad api listen {:?}: expected IP:PORT such as \"127.0.0.1:8443\"",
-                    entry.get_ref()
-                ),
-            ),
-        }
-    }
+    let listen: Vec<SocketAddr> = parsed(
+        t,
+        "listen",
+        "api listen",
+        "IP:PORT such as \"127.0.0.1:8443\"",
+    );
     let cert_file = t.path("cert_file").map(Located::into_inner);
     let key_file = t.path("key_file").map(Located::into_inner);
     let client_ca = t.path("client_ca").map(Located::into_inner);
@@ -208,6 +197,22 @@ pub fn api(t: &Table) -> ApiConfig {
         auth_failures_per_minute: t.count("auth_failures_per_minute", 20, 1..=100_000) as u32,
         line: t.line(),
     }
+}
+
+/// The strings of `key`, each parsed; one that does not parse is a problem naming `what`
+/// and an `example` of what is expected.
+fn parsed<T: std::str::FromStr>(t: &Table, key: &'static str, what: &str, example: &str) -> Vec<T> {
+    let mut out = Vec::new();
+    for entry in t.strings(key).map(|l| l.into_inner()).unwrap_or_default() {
+        match entry.get_ref().parse::<T>() {
+            Ok(value) => out.push(value),
+            Err(_) => t.doc().problem(
+                entry.span().start,
+                format!("bad {what} {:?}: expected {example}", entry.get_ref()),
+            ),
+        }
+    }
+    out
 }
 
 /// Reads the table `[key]` (empty when absent) with `read`, then reports unknown keys.
@@ -558,23 +563,12 @@ pub fn dnstap(t: &Table) -> DnstapConfig {
             );
         }
     }
-    let mut allow = Vec::new();
-    for entry in t
-        .strings("allow")
-        .map(|l| l.into_inner())
-        .unwrap_or_default()
-    {
-        match entry.get_ref().parse::<IpAddr>() {
-            Ok(ip) => allow.push(ip),
-            Err(_) => doc.problem(
-                entry.span().start,
-                format!(
-                    "bad dnstap allow {:?}: expected an IP address such as \"192.0.2.53\"",
-                    entry.get_ref()
-                ),
-            ),
-        }
-    }
+    let allow: Vec<IpAddr> = parsed(
+        t,
+        "allow",
+        "dnstap allow",
+        "an IP address such as \"192.0.2.53\"",
+    );
     if listen.iter().any(|l| matches!(l, DnstapListen::Tcp(_))) && allow.is_empty() {
         doc.problem(
             t.at,

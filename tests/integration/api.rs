@@ -1154,20 +1154,7 @@ fn the_watch_page_on_the_api_listener_asks_for_a_token() {
     assert!(page.body.contains("id=\"token-form\""));
     let data = api.curl("GET", "/v1/services", None, &[]);
     assert_eq!(data.status, 401);
-    let profile = tempfile::tempdir().unwrap();
-    let out = run_ok(
-        Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--ignore-certificate-errors",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(["--virtual-time-budget=5000", "--dump-dom"])
-            .arg(format!("{}/", api.url)),
-    );
-    let dom = text(&out.stdout);
+    let dom = chromium(&["--dump-dom", &format!("{}/", api.url)]);
     assert!(
         dom.contains("<form id=\"token-form\">"),
         "the form is shown:\n{dom}"

@@ -10,30 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common;
+use crate::common::Server;
 use crate::common::resolvers::{Kind as ResolverKind, ask, start as start_resolver};
-use crate::common::secondaries::{Kind, Secondary, free_port, primary_config};
-use crate::common::{Server, Setup, ZONE};
+use crate::common::secondaries::{Kind, Secondary, free_port, streaming_primary};
 
 const SERVICE: &str = "[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\"]\ngreen = [\"198.51.100.10\"]\nlive = \"blue\"\nttl = 2\ncutover_ttl = 1\nsettle = \"0s\"\n";
-
-/// The primary, with `[dnstap]` on `run/dnstap.sock` and secondaries on `ports`.
-fn primary(secondaries: &[(&str, u16)]) -> Server {
-    let setup = Setup {
-        zone: ZONE.into(),
-        services: SERVICE.into(),
-        server: "metrics_listen = \"127.0.0.1:0\"\n".into(),
-        extra: "[dnstap]\nlisten = [\"run/dnstap.sock\"]\nsocket_mode = \"0666\"\n".into(),
-    };
-    let dir = setup.write();
-    let tables = primary_config(dir.path(), secondaries);
-    let config = dir.path().join("flipdns.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = [\"127.0.0.1:0\"]",
-        &format!("listen = [\"127.0.0.1:{}\"]", free_port()),
-    );
-    std::fs::write(&config, format!("{text}\n{tables}\n")).unwrap();
-    Server::start_in(dir)
-}
 
 fn report(server: &Server) -> serde_json::Value {
     serde_json::from_str(&server.ctl_ok(&["stragglers", "app", "--all", "--json"])).unwrap()
@@ -70,7 +51,10 @@ fn serial(server: &Server) -> u32 {
 #[test]
 fn resolvers_that_ask_only_the_secondaries_are_in_the_report() {
     let ports = [free_port(), free_port(), free_port()];
-    let server = primary(&[("nsd", ports[0]), ("knot", ports[1]), ("bind", ports[2])]);
+    let server = streaming_primary(
+        SERVICE,
+        &[("nsd", ports[0]), ("knot", ports[1]), ("bind", ports[2])],
+    );
     let socket = server.dir.path().join("run/dnstap.sock");
     let start = |kind: Kind, port: u16| {
         Secondary::start_streaming(kind, port, server.port, Some((&socket, kind.name())))

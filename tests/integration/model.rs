@@ -127,6 +127,25 @@ struct World {
 }
 
 impl World {
+    /// A world in `dir` on a fake clock, health up, not started; with the second service
+    /// `api` when `with_api`.
+    fn new(dir: &Path, with_api: bool) -> World {
+        let (clock, time) = Clock::fake(1_800_000_000_000);
+        World {
+            dir: dir.to_path_buf(),
+            clock,
+            time,
+            gate: Arc::new(Scripted(
+                AtomicBool::new(true),
+                AtomicU32::new(0),
+                AtomicU32::new(0),
+            )),
+            running: None,
+            config_ttl: TTL,
+            with_api,
+        }
+    }
+
     fn config_path(&self) -> PathBuf {
         self.dir.join("flipdns.toml")
     }
@@ -441,20 +460,7 @@ async fn sequence(seed: u64) -> (usize, u32) {
     }
     .unwrap();
     std::fs::write(dir.path().join("svc.zone"), ZONE).unwrap();
-    let (clock, time) = Clock::fake(1_800_000_000_000);
-    let mut world = World {
-        dir: dir.path().to_path_buf(),
-        clock,
-        time,
-        gate: Arc::new(Scripted(
-            AtomicBool::new(true),
-            AtomicU32::new(0),
-            AtomicU32::new(0),
-        )),
-        running: None,
-        config_ttl: TTL,
-        with_api: true,
-    };
+    let mut world = World::new(dir.path(), true);
     world.write_config();
     // The clocks move only while the model waits: waiting for the disk takes no time.
     world.time.freeze();
@@ -960,20 +966,7 @@ fn the_two_person_rule_holds_on_a_fake_clock() {
             .tempdir()
             .unwrap();
         std::fs::write(dir.path().join("svc.zone"), ZONE).unwrap();
-        let (clock, time) = Clock::fake(1_800_000_000_000);
-        let mut world = World {
-            dir: dir.path().to_path_buf(),
-            clock,
-            time,
-            gate: Arc::new(Scripted(
-                AtomicBool::new(true),
-                AtomicU32::new(0),
-                AtomicU32::new(0),
-            )),
-            running: None,
-            config_ttl: TTL,
-            with_api: false,
-        };
+        let mut world = World::new(dir.path(), false);
         let text = config_text(TTL, false).replace(
             "min_flip_interval = \"2m\"\n",
             "min_flip_interval = \"2m\"\napproval = \"two-person\"\napproval_timeout = \"1h\"\n",

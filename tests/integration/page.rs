@@ -6,36 +6,15 @@
 //! nothing on it changes state, and a flood of loads leaves DNS answering.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::common;
-use crate::common::secondaries::{Kind, Secondary, free_port, primary_config};
-use crate::common::{Server, Setup, ZONE, request, request_with, run_ok};
+use crate::common::secondaries::{Kind, Secondary, free_port, streaming_primary};
+use crate::common::{Server, Setup, chromium, request, request_with};
 
 const SERVICE: &str = "[[service]]\nname = \"app\"\nblue = [\"192.0.2.10\", \"192.0.2.11\"]\ngreen = [\"198.51.100.10\"]\nlive = \"blue\"\nttl = 4\ncutover_ttl = 1\nsettle = \"30s\"\n";
-
-/// The primary with the metrics listener (the page), `[dnstap]` on a socket, and a Knot
-/// secondary on `port`.
-fn primary(port: u16) -> Server {
-    let setup = Setup {
-        zone: ZONE.into(),
-        services: SERVICE.into(),
-        server: "metrics_listen = \"127.0.0.1:0\"\n".into(),
-        extra: "[dnstap]\nlisten = [\"run/dnstap.sock\"]\nsocket_mode = \"0666\"\n".into(),
-    };
-    let dir = setup.write();
-    let tables = primary_config(dir.path(), &[("knot", port)]);
-    let config = dir.path().join("flipdns.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = [\"127.0.0.1:0\"]",
-        &format!("listen = [\"127.0.0.1:{}\"]", free_port()),
-    );
-    std::fs::write(&config, format!("{text}\n{tables}\n")).unwrap();
-    Server::start_in(dir)
-}
 
 /// `http://ADDR` of the metrics listener, from the log.
 fn site(server: &Server) -> String {
@@ -56,25 +35,6 @@ fn artifacts() -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Headless Chromium with `args`, given time for the page's script to fetch and draw.
-fn chromium(args: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = run_ok(
-        Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--no-first-run",
-                "--virtual-time-budget=10000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(args),
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn serial(server: &Server) -> u32 {
@@ -101,7 +61,7 @@ fn points(dom: &str, chart: &str) -> Vec<usize> {
 #[test]
 fn the_page_draws_a_cutover_in_a_real_browser() {
     let port = free_port();
-    let server = primary(port);
+    let server = streaming_primary(SERVICE, &[("knot", port)]);
     let socket = server.dir.path().join("run/dnstap.sock");
     let knot = Secondary::start_streaming(Kind::Knot, port, server.port, Some((&socket, "knot")));
     assert!(

@@ -339,3 +339,23 @@ impl Drop for Secondary {
         self.stop();
     }
 }
+
+/// The primary of `secondaries`, serving `services`, with the metrics listener and
+/// `[dnstap]` on `run/dnstap.sock` (mode 0666, so the secondaries' users can write to it).
+pub fn streaming_primary(services: &str, secondaries: &[(&str, u16)]) -> crate::common::Server {
+    let setup = crate::common::Setup {
+        zone: crate::common::ZONE.into(),
+        services: services.into(),
+        server: "metrics_listen = \"127.0.0.1:0\"\n".into(),
+        extra: "[dnstap]\nlisten = [\"run/dnstap.sock\"]\nsocket_mode = \"0666\"\n".into(),
+    };
+    let dir = setup.write();
+    let tables = primary_config(dir.path(), secondaries);
+    let config = dir.path().join("flipdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"127.0.0.1:{}\"]", free_port()),
+    );
+    std::fs::write(&config, format!("{text}\n{tables}\n")).unwrap();
+    crate::common::Server::start_in(dir)
+}

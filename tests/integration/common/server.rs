@@ -369,3 +369,24 @@ pub fn run_ok(command: &mut Command) -> Output {
     );
     out
 }
+
+/// Headless Chromium with `args` (its own profile; certificates of the tests' private CAs
+/// accepted), given time for a page's script to fetch and draw; its stdout.
+pub fn chromium(args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--ignore-certificate-errors",
+                "--virtual-time-budget=10000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(args),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
