@@ -1161,3 +1161,43 @@ fn the_watch_page_on_the_api_listener_asks_for_a_token() {
     );
     assert!(dom.contains("a token is needed"), "{dom}");
 }
+
+/// The certificate and key are read again on reload: the next connection gets the new one.
+#[test]
+fn a_reload_serves_a_new_certificate_to_the_next_connection() {
+    let api = start(|_| String::new(), SERVICES);
+    assert_eq!(
+        api.curl("GET", "/v1/version", Some(&api.tokens.reader), &[])
+            .status,
+        200
+    );
+    // A new CA, and a certificate from it, in place of the old files.
+    let fresh = tempfile::tempdir().unwrap();
+    let renewed = Pki::make(fresh.path());
+    for file in ["server.pem", "server.key"] {
+        std::fs::copy(fresh.path().join(file), api.pki.dir.join(file)).unwrap();
+    }
+    api.server.ctl_ok(&["reload"]);
+    let old = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--cacert", &api.pki.path("ca.pem")])
+        .arg(format!("{}/v1/openapi.json", api.url))
+        .status()
+        .unwrap();
+    assert_eq!(
+        old.code(),
+        Some(60),
+        "the old CA no longer verifies the server"
+    );
+    let new = Command::new("curl")
+        .args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            &renewed.path("ca.pem"),
+        ])
+        .arg(format!("{}/v1/openapi.json", api.url))
+        .status()
+        .unwrap();
+    assert!(new.success(), "the new certificate is served");
+}

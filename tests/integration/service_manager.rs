@@ -439,6 +439,16 @@ fn a_changes_whole_life_is_audited_under_one_id_across_kill_9() {
     assert!(scheduled.contains("flip to green"), "{scheduled}");
     let refused = server.ctl(&["flip", "gated", "--to", "green"]);
     assert!(!refused.status.success(), "green's health port is closed");
+    // The trail is written after the reply, by a thread of its own (README, "Audit
+    // trail"): let the refusal reach it before the kill -9, which would lose it.
+    let written = common::until(Duration::from_secs(10), || {
+        server.ctl_ok(&["history", "gated"]).contains("refused")
+    });
+    assert!(
+        written.is_some(),
+        "{}",
+        server.ctl_ok(&["history", "gated"])
+    );
     let server = Server::start_in(server.kill9());
 
     let history = |service: &str| -> Vec<serde_json::Value> {
