@@ -263,7 +263,7 @@ function eventLabel(e) {
     drain_moved: "drain moved", expired: "approval expired" }[e.event] || null;
 }
 
-function renderTtl(service, events, now) {
+function renderTtl(service, events, now, secondaries) {
   // The API's reads and refusals (they carry a source address) are no cutover events.
   const cutover = events.filter((e) => e.event !== "read" && !(e.event === "refused" && e.source))
     .filter((e) => eventLabel(e) !== null);
@@ -293,7 +293,12 @@ function renderTtl(service, events, now) {
     if (to !== level) { points.push([e.at_ms, to]); level = to; }
   }
   points.push([now, service.ttl]);
-  const marks = recent.filter((e) => e.at_ms >= tMin).map((e) => ({ t: e.at_ms, label: eventLabel(e) })).concat(future);
+  // When each secondary took the zone's latest change (its last transfer).
+  const served = (secondaries || []).flatMap((s) => s.zones
+    .filter((z) => z.transferred && z.origin === service.zone)
+    .map((z) => ({ t: z.transferred.at_ms, label: `${s.name} serves ${z.transferred.serial}` })));
+  const marks = recent.filter((e) => e.at_ms >= tMin).map((e) => ({ t: e.at_ms, label: eventLabel(e) }))
+    .concat(served, future);
   chart(document.getElementById("ttl-chart"), {
     series: [{ name: "TTL (s)", cls: "ttl", points, step: true }],
     marks, tMin, tMax, yMax: service.normal_ttl, yLabel: "TTL, seconds",
@@ -368,14 +373,14 @@ function renderEvents(events) {
   }));
 }
 
-function renderDetail(service, report, events, now) {
+function renderDetail(service, report, events, now, secondaries) {
   const section = document.getElementById("detail");
   if (!service) { section.hidden = true; return; }
   section.hidden = false;
   document.getElementById("detail-title").textContent = service.fqdn;
   const last = service.flipped_at_ms ? `, last flip ${clock(service.flipped_at_ms)} (${span(now - service.flipped_at_ms)} ago)` : "";
   document.getElementById("detail-summary").replaceChildren(colorTag(service.live), ` live, ${service.phase.name}, TTL ${service.ttl} s, ${service.flips} flips${last}`);
-  renderTtl(service, events, now);
+  renderTtl(service, events, now, secondaries);
   renderDecay(report, now);
   renderStragglers(report, now);
   renderEvents(events);
@@ -402,7 +407,7 @@ async function refresh() {
     if (service) {
       events = (await getJSON(`/v1/history?service=${encodeURIComponent(service.name)}&limit=200`)).history;
     }
-    renderDetail(service, service ? report : null, events, now);
+    renderDetail(service, service ? report : null, events, now, status.secondaries);
     updated.textContent = `updated ${clock(now)}`;
     document.body.setAttribute("data-ready", "true");
   } catch (error) {
