@@ -196,12 +196,12 @@ function chart(container, { series, marks = [], tMin, tMax, yMax, yLabel, label,
     root.append(svg("text", { x: x(t), y: H - 8, "text-anchor": anchor }, clock(t)));
   }
   root.append(svg("text", { x: 4, y: 14 }, yLabel));
-  // Marks, each label on the first of four rows where it overlaps no other label.
-  const rows = [-Infinity, -Infinity, -Infinity, -Infinity];
+  // Marks, each label on the first of five rows where it overlaps no other label.
+  const rows = [-Infinity, -Infinity, -Infinity, -Infinity, -Infinity];
   marks.filter((m) => m.t >= tMin && m.t <= tMax).sort((a, b) => a.t - b.t).forEach((m) => {
     const at = x(m.t);
     root.append(svg("line", { class: `mark${m.future ? " future" : ""}`, x1: at, x2: at, y1: PAD.top - 4, y2: y(0) }));
-    const width = m.label.length * 5.6 + 4;
+    const width = m.label.length * 6.2 + 6;
     const end = at + 3 + width > W - PAD.right;
     const left = end ? at - 3 - width : at + 3;
     let row = rows.findIndex((right) => right < left);
