@@ -124,14 +124,9 @@ fn entry(event: crate::cutover::Event) -> AuditEntry {
             event: event.kind.as_str().into(),
             service: Some(event.service),
             principal,
-            uid: 0,
-            user: None,
-            gid: 0,
-            pid: 0,
-            source: None,
-            request: None,
             outcome: event.detail,
             ok: event.kind != crate::cutover::EventKind::Refused,
+            ..Default::default()
         }
     }
 }

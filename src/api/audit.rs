@@ -138,14 +138,10 @@ mod tests {
             event: "read".into(),
             service: None,
             principal: principal.into(),
-            uid: 0,
-            user: None,
-            gid: 0,
-            pid: 0,
             source: Some("192.0.2.1:4000".into()),
-            request: None,
             outcome: "ok".into(),
             ok,
+            ..Default::default()
         }
     }
 

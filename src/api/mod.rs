@@ -93,7 +93,8 @@ impl web::Handler for Api {
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
         Box::pin(async move {
             let route = routes::route_of(request.method().as_str(), request.uri().path());
-            let response = self.respond(request, &peer).await;
+            let template = route.map_or("none", |r| routes::ROUTES[r].1);
+            let response = self.respond(request, &peer, template).await;
             self.counters.request(route, response.status().as_u16());
             response
         })
@@ -109,6 +110,13 @@ impl web::Handler for Api {
     }
 }
 
+/// What was asked, as the audit trail names it: `METHOD TARGET`, and the route template
+/// (`none` for no route) alike entries are tallied under.
+struct Asked {
+    line: String,
+    route: &'static str,
+}
+
 /// Who a refused request came from, for the audit trail.
 enum Asker<'a> {
     Anonymous,
@@ -116,7 +124,12 @@ enum Asker<'a> {
 }
 
 impl Api {
-    async fn respond(&self, request: http::Request<Bytes>, peer: &web::Peer) -> Response<Body> {
+    async fn respond(
+        &self,
+        request: http::Request<Bytes>,
+        peer: &web::Peer,
+        route: &'static str,
+    ) -> Response<Body> {
         let (parts, body) = request.into_parts();
         let (method, path) = (parts.method.as_str(), parts.uri.path());
         if path == "/v1/openapi.json" && matches!(method, "GET" | "HEAD") {
@@ -143,7 +156,10 @@ impl Api {
                 .insert(header::RETRY_AFTER, HeaderValue::from(wait));
             return response;
         }
-        let asked = format!("{method} {}", parts.uri);
+        let asked = Asked {
+            line: format!("{method} {}", parts.uri),
+            route,
+        };
         if let Some(why) = certificate_problem(api, &peer.client_certificate) {
             return self.unauthenticated(peer, &asked, why);
         }
@@ -217,13 +233,13 @@ impl Api {
             _ => false,
         };
         if streamed {
-            return self.stream(route_name(&asked), principal, request);
+            return self.stream(asked.route, principal, request);
         }
         let (response, outcome) = answer(&self.context, &principal, &request).await;
         if auth::needed(&request) == "read" {
             let ok = outcome.is_none();
             let outcome = outcome.unwrap_or_else(|| "ok".into());
-            self.audit_read(route_name(&asked), &principal, &request, outcome, ok);
+            self.audit_read(asked.route, &principal, &request, outcome, ok);
         }
         response
     }
@@ -274,7 +290,7 @@ impl Api {
     }
 
     /// A 401: counted against the source's throttle, audited.
-    fn unauthenticated(&self, peer: &web::Peer, asked: &str, why: String) -> Response<Body> {
+    fn unauthenticated(&self, peer: &web::Peer, asked: &Asked, why: String) -> Response<Body> {
         self.throttle
             .failed(peer.address.ip(), self.context.clock.now_ms());
         self.counters.auth_failures.fetch_add(1, Relaxed);
@@ -292,7 +308,7 @@ impl Api {
         &self,
         asker: Asker<'_>,
         peer: &web::Peer,
-        asked: &str,
+        asked: &Asked,
         request: Option<&Request>,
         error: &Error,
     ) {
@@ -301,21 +317,18 @@ impl Api {
             Asker::Token(name) => format!("token {name}"),
         };
         self.alike.record(
-            route_name(asked),
+            asked.route,
             AuditEntry {
                 at_ms: self.context.clock.now_ms(),
                 change: None,
                 event: "refused".into(),
                 service: request.and_then(|r| r.service()).map(String::from),
                 principal,
-                uid: 0,
-                user: None,
-                gid: 0,
-                pid: 0,
                 source: Some(peer.address.to_string()),
                 request: request.cloned(),
-                outcome: format!("{asked}: {}", error.message),
+                outcome: format!("{}: {}", asked.line, error.message),
                 ok: false,
+                ..Default::default()
             },
         );
     }
@@ -336,14 +349,11 @@ impl Api {
                 event: READ.into(),
                 service: request.service().map(String::from),
                 principal: principal.principal(),
-                uid: 0,
-                user: None,
-                gid: 0,
-                pid: 0,
                 source: principal.source.map(|s| s.to_string()),
                 request: Some(request.clone()),
                 outcome,
                 ok,
+                ..Default::default()
             },
         );
     }
@@ -442,12 +452,4 @@ fn with_type(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// The route template of an asked `METHOD TARGET`, for tallying alike entries; `none` for
-/// a path no route has.
-fn route_name(asked: &str) -> &'static str {
-    let (method, target) = asked.split_once(' ').unwrap_or(("", asked));
-    let path = target.split('?').next().unwrap_or(target);
-    routes::route_of(method, path).map_or("none", |r| routes::ROUTES[r].1)
 }

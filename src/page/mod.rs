@@ -71,30 +71,33 @@ impl web::Handler for Site {
             "/assets/page.css" => Some((STYLE, "text/css; charset=utf-8")),
             _ => None,
         };
-        let ours = page.is_some() || (self.context.is_some() && path.starts_with("/v1/"));
-        if !ours {
-            return self.inner.handle(request, peer);
-        }
-        if !matches!(request.method().as_str(), "GET" | "HEAD") {
-            let error = Error::new(
-                ErrorKind::Forbidden,
-                "the watch page is read-only: changes go through `flipdns ctl` or the HTTPS API",
-            );
-            let mut response = api::problem(405, &error);
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Box::pin(std::future::ready(guarded(response)));
-        }
-        match page {
-            Some((text, content_type)) => {
+        // The page's JSON is served here on the metrics listener only.
+        let reads = self.context.as_ref().filter(|_| path.starts_with("/v1/"));
+        let read_only = matches!(request.method().as_str(), "GET" | "HEAD");
+        match (page, reads) {
+            (None, None) => self.inner.handle(request, peer),
+            _ if !read_only => {
+                let error = Error::new(
+                    ErrorKind::Forbidden,
+                    "the watch page is read-only: changes go through `flipdns ctl` or the HTTPS API",
+                );
+                let mut response = api::problem(405, &error);
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                Box::pin(std::future::ready(guarded(response)))
+            }
+            (Some((text, content_type)), _) => {
                 let mut response = Response::new(web::full(text));
                 response
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
                 Box::pin(std::future::ready(guarded(response)))
             }
-            None => Box::pin(async move { guarded(self.json(&request).await) }),
+            (None, Some(context)) => {
+                let context = context.clone();
+                Box::pin(async move { guarded(json(&context, &request).await) })
+            }
         }
     }
 
@@ -103,41 +106,36 @@ impl web::Handler for Site {
     }
 }
 
-impl Site {
-    /// A read of the admin protocol at its API path.
-    async fn json(&self, request: &http::Request<Bytes>) -> Response<Body> {
-        let Some(context) = &self.context else {
-            unreachable!("the API listener's JSON is the API's");
-        };
-        let uri = request.uri();
-        let read = routes::from_http("GET", uri.path(), uri.query(), b"", false, false);
-        let request = match read {
-            Ok(
-                r @ (Request::Status { .. }
-                | Request::Stragglers { .. }
-                | Request::History { .. }
-                | Request::Version),
-            ) => r,
-            Ok(_) => {
-                let error = Error::new(
-                    ErrorKind::Forbidden,
-                    "not on this listener: the watch page reads status, reports and history only",
-                );
-                return api::problem(404, &error);
-            }
-            Err(refused) => {
-                let (status, error) = refused.error("GET", uri.path());
-                return api::problem(status, &error);
-            }
-        };
-        // The page is no principal: it reads, and reads are not audited here (they are on
-        // the API, where a token says who read).
-        let reader = commands::Peer {
-            user: Some("watch page".into()),
-            ..Default::default()
-        };
-        api::answer(context, &reader, &request).await.0
-    }
+/// A read of the admin protocol at its API path.
+async fn json(context: &Context, request: &http::Request<Bytes>) -> Response<Body> {
+    let uri = request.uri();
+    let read = routes::from_http("GET", uri.path(), uri.query(), b"", false, false);
+    let request = match read {
+        Ok(
+            r @ (Request::Status { .. }
+            | Request::Stragglers { .. }
+            | Request::History { .. }
+            | Request::Version),
+        ) => r,
+        Ok(_) => {
+            let error = Error::new(
+                ErrorKind::Forbidden,
+                "not on this listener: the watch page reads status, reports and history only",
+            );
+            return api::problem(404, &error);
+        }
+        Err(refused) => {
+            let (status, error) = refused.error("GET", uri.path());
+            return api::problem(status, &error);
+        }
+    };
+    // The page is no principal: it reads, and reads are not audited here (they are on
+    // the API, where a token says who read).
+    let reader = commands::Peer {
+        user: Some("watch page".into()),
+        ..Default::default()
+    };
+    api::answer(context, &reader, &request).await.0
 }
 
 /// Every response of the page: its policy, no sniffing, no referrer, no caching.

@@ -188,7 +188,7 @@ pub enum Request {
 /// One event of the audit trail: a change asked (and what the reply said), or what a
 /// change did later on its own (flipped at its deadline, refused, settled, the fleet caught
 /// up). The events of one change share its `change` id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// When, Unix milliseconds.
     pub at_ms: u64,

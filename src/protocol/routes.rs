@@ -149,7 +149,6 @@ struct Empty {}
 /// The HTTP form of `request`.
 pub fn to_http(request: &Request) -> HttpRequest {
     let service = |name: &str, what: &str| format!("/v1/services/{}{what}", encode(name));
-    let json = |body: &dyn erased::Json| Some(body.json());
     let (method, target, body, stream) = match request {
         Request::Version => ("GET", "/v1/version".to_string(), None, false),
         Request::Status { service: None } => ("GET", "/v1/services".into(), None, false),
@@ -670,17 +669,9 @@ fn decode(text: &str) -> Result<String, RouteError> {
     String::from_utf8(out).map_err(|_| RouteError::Invalid(format!("{text:?} is not UTF-8")))
 }
 
-/// Serializing the bodies through one function.
-mod erased {
-    pub trait Json {
-        fn json(&self) -> String;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).expect("bodies serialize")
-        }
-    }
+/// A request body as JSON.
+fn json(body: &impl Serialize) -> Option<String> {
+    Some(serde_json::to_string(body).expect("bodies serialize"))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::pki;
 use crate::common::*;
 
 /// A private CA with a server certificate for 127.0.0.1, a client certificate it issued,
@@ -21,69 +22,14 @@ struct Pki {
 
 impl Pki {
     fn make(dir: &Path) -> Pki {
-        let openssl = |args: &[&str]| {
-            run_ok(Command::new("openssl").current_dir(dir).args(args));
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
         for ca in ["ca", "other-ca"] {
-            let mut args = vec!["req", "-x509"];
-            args.extend(ec);
-            let (key, pem, subject) = (
-                format!("{ca}.key"),
-                format!("{ca}.pem"),
-                format!("/CN={ca}"),
-            );
-            args.extend([
-                "-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject,
-            ]);
-            openssl(&args);
+            pki::ca(dir, ca);
         }
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .unwrap();
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        for (name, ca, ext) in [
-            ("server", "ca", "server.ext"),
-            ("client", "ca", "client.ext"),
-            ("stranger", "other-ca", "client.ext"),
-        ] {
-            let mut args = vec!["req"];
-            args.extend(ec);
-            let (key, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
-            let subject = format!("/CN={name}");
-            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-            openssl(&args);
-            let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca_pem,
-                "-CAkey",
-                &ca_key,
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-            ]);
-        }
+        let server = "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+        let client = "extendedKeyUsage=clientAuth\n";
+        pki::issue(dir, "ca", "server", server);
+        pki::issue(dir, "ca", "client", client);
+        pki::issue(dir, "other-ca", "stranger", client);
         Pki {
             dir: dir.to_path_buf(),
         }

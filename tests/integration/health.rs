@@ -7,8 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common;
+use crate::common::pki;
 use crate::common::secondaries::free_port;
-use crate::common::{Server, Setup, run_ok};
+use crate::common::{Server, Setup};
 
 /// The name the site's right certificate is for.
 const SITE: &str = "app.example.test";
@@ -23,65 +24,11 @@ struct TlsSite {
 
 impl TlsSite {
     fn start(dir: &Path) -> TlsSite {
-        let openssl = |args: &[&str]| {
-            run_ok(Command::new("openssl").current_dir(dir).args(args));
-        };
-        let key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"][..],
-                &key,
-                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
-                &["-subj", "/CN=flipdns test CA"],
-                &["-addext", "basicConstraints=critical,CA:TRUE"],
-                &["-addext", "keyUsage=critical,keyCertSign"],
-            ]
-            .concat(),
-        );
+        pki::ca(dir, "ca");
         for name in ["app", "other"] {
-            let (key_file, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
-            let subject = format!("/CN={name}.example.test");
-            openssl(
-                &[
-                    &["req"][..],
-                    &key,
-                    &["-keyout", &key_file, "-out", &csr, "-subj", &subject],
-                ]
-                .concat(),
-            );
-            let extensions = format!("{name}.ext");
-            std::fs::write(
-                dir.join(&extensions),
-                format!("subjectAltName=DNS:{name}.example.test\nextendedKeyUsage=serverAuth\n"),
-            )
-            .unwrap();
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &pem,
-                "-extfile",
-                &extensions,
-            ]);
+            let extensions =
+                format!("subjectAltName=DNS:{name}.example.test\nextendedKeyUsage=serverAuth\n");
+            pki::issue(dir, "ca", name, &extensions);
         }
         TlsSite::serve(
             dir,

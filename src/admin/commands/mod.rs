@@ -104,14 +104,9 @@ impl Context {
             event: event.into(),
             service: Some(service.into()),
             principal,
-            uid: 0,
-            user: None,
-            gid: 0,
-            pid: 0,
-            source: None,
-            request: None,
             outcome,
             ok,
+            ..Default::default()
         });
     }
 

@@ -5,6 +5,7 @@
 mod dig;
 pub mod dnstap;
 pub mod oracle;
+pub mod pki;
 mod poll;
 pub mod pty;
 pub mod resolvers;
