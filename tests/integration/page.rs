@@ -165,6 +165,7 @@ fn the_page_draws_a_cutover_in_a_real_browser() {
             "1280,1700",
             Some("--force-dark-mode"),
         ),
+        ("page-phone-dark.png", "390,2400", Some("--force-dark-mode")),
     ] {
         let path = shots.join(name);
         let _ = std::fs::remove_file(&path);

@@ -198,17 +198,6 @@ function chart(container, { series, marks = [], tMin, tMax, yMax, yLabel, label,
   root.append(svg("text", { x: 4, y: 14 }, yLabel));
   // Marks, each label on the first of five rows where it overlaps no other label.
   const rows = [-Infinity, -Infinity, -Infinity, -Infinity, -Infinity];
-  marks.filter((m) => m.t >= tMin && m.t <= tMax).sort((a, b) => a.t - b.t).forEach((m) => {
-    const at = x(m.t);
-    root.append(svg("line", { class: `mark${m.future ? " future" : ""}`, x1: at, x2: at, y1: PAD.top - 4, y2: y(0) }));
-    const width = m.label.length * 6.2 + 6;
-    const end = at + 3 + width > W - PAD.right;
-    const left = end ? at - 3 - width : at + 3;
-    let row = rows.findIndex((right) => right < left);
-    if (row < 0) row = rows.indexOf(Math.min(...rows));
-    rows[row] = left + width;
-    root.append(svg("text", { class: "mark-label", x: end ? at - 3 : at + 3, y: PAD.top + 8 + row * 12, "text-anchor": end ? "end" : "start" }, m.label));
-  });
   for (const s of series) {
     if (s.points.length === 0) continue;
     if (bars) {
@@ -232,6 +221,29 @@ function chart(container, { series, marks = [], tMin, tMax, yMax, yLabel, label,
     path.append(svg("title", {}, s.name));
     root.append(path);
   }
+  // Marks over the series, so their labels stay readable; marks a few pixels apart (a
+  // flip and the fleet serving it) share one line and label.
+  const grouped = [];
+  for (const m of marks.filter((m) => m.t >= tMin && m.t <= tMax).sort((a, b) => a.t - b.t)) {
+    const last = grouped[grouped.length - 1];
+    if (last && x(m.t) - x(last.t) < 8) {
+      if (!last.label.split(" \u00b7 ").includes(m.label)) last.label += ` \u00b7 ${m.label}`;
+      last.future = last.future || m.future;
+    } else {
+      grouped.push({ ...m });
+    }
+  }
+  grouped.forEach((m) => {
+    const at = x(m.t);
+    root.append(svg("line", { class: `mark${m.future ? " future" : ""}`, x1: at, x2: at, y1: PAD.top - 4, y2: y(0) }));
+    const width = m.label.length * 6.2 + 6;
+    const end = at + 3 + width > W - PAD.right;
+    const left = end ? at - 3 - width : at + 3;
+    let row = rows.findIndex((right) => right < left);
+    if (row < 0) row = rows.indexOf(Math.min(...rows));
+    rows[row] = left + width;
+    root.append(svg("text", { class: "mark-label", x: end ? at - 3 : at + 3, y: PAD.top + 8 + row * 12, "text-anchor": end ? "end" : "start" }, m.label));
+  });
   container.replaceChildren(root);
   if (series.length > 1) {
     container.append(el("ul", { class: "legend" }, series.map((s) => {
@@ -367,9 +379,11 @@ function renderEvents(events) {
   const list = document.getElementById("events");
   const shown = events.filter((e) => e.event !== "read").slice(-30).reverse();
   list.replaceChildren(...shown.map((e) => {
-    const what = e.request ? `${e.event} ${e.request.cmd}` : e.event;
+    // A request says who asked it; a later event of a change, whose change it was.
+    const what = e.request ? `${e.principal} asked ${e.request.cmd}` : eventLabel(e) || e.event;
+    const whose = e.request ? "" : ` (a change by ${e.principal})`;
     return el("li", { class: e.ok ? "" : "warn" }, el("time", { datetime: new Date(e.at_ms).toISOString() }, clock(e.at_ms)),
-      ` ${what} by ${e.principal}: ${e.outcome}`);
+      ` ${what}: ${e.outcome}${whose}`);
   }));
 }
 
