@@ -111,6 +111,30 @@ impl Catalog {
     fn check(config: &Config, zones: &[Zone], problems: &mut Vec<Problem>) {
         Catalog::check_nested_zones(zones, problems);
         Catalog::check_service_names(config, zones, problems);
+        Catalog::check_delegated_services(config, zones, problems);
+    }
+
+    /// A service name at or below a delegation would be answered by the child's servers,
+    /// never by us: refused.
+    fn check_delegated_services(config: &Config, zones: &[Zone], problems: &mut Vec<Problem>) {
+        for zone in zones {
+            let cuts = zone.delegations();
+            if cuts.is_empty() {
+                continue;
+            }
+            for service in config.services.iter().filter(|s| s.zone == zone.origin) {
+                let fqdn = service.fqdn().to_lowercase();
+                let Some((cut, ())) =
+                    crate::zone::cut_above(&zone.origin, &fqdn, |n| cuts.contains(n).then_some(()))
+                else {
+                    continue;
+                };
+                problems.push(Problem::at(&config.path, service.line, format!(
+                    "service `{}` answers {fqdn}, which is delegated to another zone (NS at {cut} in {}): resolvers would ask the child's servers, never flipdns; move the service or the delegation",
+                    service.name, zone.file.display()
+                )));
+            }
+        }
     }
 
     /// A record of one zone that lies inside a deeper configured zone would never be served.

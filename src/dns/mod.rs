@@ -321,6 +321,13 @@ impl Handler {
                 zone.write_negative_soa(qname.len(), reply.out);
                 reply.finish(RCODE_NXDOMAIN.into())
             }
+            Lookup::Referral { referral, shift } => {
+                let moved = Moved {
+                    pointers: &referral.pointers,
+                    shift,
+                };
+                reply.rendered_moved(&referral.rendered, &snapshot.zones, Some(moved))
+            }
             Lookup::NotOurs => reply.bare(RCODE_REFUSED.into(), false),
         })
     }
@@ -527,7 +534,21 @@ impl<'r, 'q> Reply<'r, 'q> {
     /// A negative answer's SOA comes from `zones` now, with the serial being served; it
     /// ends the authority section (a negative answer has no additional records).
     fn rendered(self, rendered: &Rendered, zones: &[ZoneView]) -> u16 {
+        self.rendered_moved(rendered, zones, None)
+    }
+
+    /// [`Reply::rendered`], for records rendered behind a shorter question: `moved` says
+    /// which compression pointers to shift.
+    fn rendered_moved(self, rendered: &Rendered, zones: &[ZoneView], moved: Option<Moved>) -> u16 {
         let rcode = rendered.rcode.into();
+        let aa = rendered.authoritative;
+        let copy = |out: &mut Vec<u8>, records: &[u8]| {
+            let at = out.len();
+            out.extend_from_slice(records);
+            if let Some(moved) = moved {
+                moved.apply(&mut out[at..]);
+            }
+        };
         let head = self.head_len();
         let soa = rendered.soa.map(|at| (&zones[at.zone as usize], at));
         let soa_len = soa.map_or(0, |(zone, at)| zone.soa_len(at.pointer));
@@ -539,20 +560,42 @@ impl<'r, 'q> Reply<'r, 'q> {
             }
         };
         if head + rendered.records.len() + soa_len <= self.limit {
-            let started = self.start(rcode, true, [1, an, ns, ar]);
-            started.out.extend_from_slice(&rendered.records);
+            let started = self.start(rcode, aa, [1, an, ns, ar]);
+            copy(started.out, &rendered.records);
             write_soa(started.out);
             started.finish(rcode)
         } else if head + rendered.additional_at + soa_len <= self.limit {
-            let started = self.start(rcode, true, [1, an, ns, 0]);
-            started
-                .out
-                .extend_from_slice(&rendered.records[..rendered.additional_at]);
+            let started = self.start(rcode, aa, [1, an, ns, 0]);
+            copy(started.out, &rendered.records[..rendered.additional_at]);
             write_soa(started.out);
             started.finish(rcode)
         } else {
-            self.start_flags(rcode, true, true, [1, 0, 0, 0])
+            self.start_flags(rcode, aa, true, [1, 0, 0, 0])
                 .finish(rcode)
+        }
+    }
+}
+
+/// Records rendered behind a question `shift` octets shorter than the one asked (a
+/// delegation's referral, asked for a name below it): each compression pointer, at the
+/// positions `pointers` lists, moves that far, as the names it points at have.
+#[derive(Clone, Copy)]
+struct Moved<'a> {
+    pointers: &'a [u16],
+    shift: u16,
+}
+
+impl Moved<'_> {
+    /// Shifts the pointers inside `records` (a prefix of the rendering: those past its
+    /// end are not there).
+    fn apply(self, records: &mut [u8]) {
+        for &at in self.pointers {
+            let at = usize::from(at);
+            let Some(word) = records.get_mut(at..at + 2) else {
+                break;
+            };
+            let pointer = u16::from_be_bytes([word[0], word[1]]) + self.shift;
+            word.copy_from_slice(&pointer.to_be_bytes());
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::content::{History, service_rrsets};
-use super::render::{Section, Tail, uncompressed};
+use super::render::{Relocatable, Section, Tail, uncompressed};
 use super::{
     Base, Generation, Hit, Node, NodeRef, Rendered, ServiceView, Snapshot, SoaAt, ZoneView,
 };
@@ -65,6 +65,9 @@ struct ModelNode {
     hit: Option<Hit>,
     /// TTL of the SOA in negative answers at this name (RFC 2308 section 5).
     negative_ttl: u32,
+    /// The delegation at or above this name (its lowercase wire form): the name is the
+    /// child zone's, answered with a referral.
+    cut: Option<Vec<u8>>,
 }
 
 /// The names of a catalog: static records and empty non-terminals with their data, service
@@ -73,6 +76,8 @@ pub struct StaticModel {
     nodes: HashMap<Vec<u8>, ModelNode>,
     services: HashMap<Vec<u8>, (u32, u8)>,
     apexes: HashMap<Vec<u8>, usize>,
+    /// Delegations (NS below an apex), lowercase wire form.
+    cuts: Vec<Vec<u8>>,
 }
 
 /// How one service is served at one moment: what renders its names.
@@ -176,10 +181,19 @@ impl Snapshot {
             .iter()
             .map(|(k, &v)| (k.clone().into_boxed_slice(), v as u16))
             .collect();
+        let cuts = model
+            .cuts
+            .iter()
+            .map(|cut| {
+                let referral = renderer.relocatable_referral(cut);
+                (cut.clone().into_boxed_slice(), referral)
+            })
+            .collect();
         let base = Base {
             names,
             nodes,
             apexes,
+            cuts,
             by_name: catalog
                 .config
                 .services
@@ -265,6 +279,7 @@ impl StaticModel {
             nodes: HashMap::new(),
             services: HashMap::new(),
             apexes: HashMap::new(),
+            cuts: Vec::new(),
         };
         for (index, config) in catalog.config.services.iter().enumerate() {
             for (which, name) in service_names(config).iter().enumerate() {
@@ -294,7 +309,26 @@ impl StaticModel {
             let zone = catalog.zone_index(config);
             model.ancestors(catalog, config.fqdn(), zone);
         }
+        model.delegate(catalog);
         model
+    }
+
+    /// Marks every name at or below a delegation with it.
+    fn delegate(&mut self, catalog: &Catalog) {
+        for (index, zone) in catalog.zones.iter().enumerate() {
+            let cuts: Vec<Vec<u8>> = zone.delegations().into_iter().map(wire).collect();
+            if cuts.is_empty() {
+                continue;
+            }
+            for node in self.nodes.values_mut().filter(|n| n.zone == index) {
+                node.cut = crate::zone::cut_above(&zone.origin, &node.name, |n| {
+                    let key = wire(n);
+                    cuts.contains(&key).then_some(key)
+                })
+                .map(|(_, key)| key);
+            }
+            self.cuts.extend(cuts);
+        }
     }
 
     /// The node at `name`, created with its empty non-terminal ancestors up to the apex.
@@ -307,6 +341,7 @@ impl StaticModel {
             rrsets: BTreeMap::new(),
             hit: None,
             negative_ttl: negative,
+            cut: None,
         })
     }
 
@@ -325,6 +360,7 @@ impl StaticModel {
                     rrsets: BTreeMap::new(),
                     hit: None,
                     negative_ttl: negative,
+                    cut: None,
                 });
             }
             ancestor = ancestor.base_name();
@@ -434,6 +470,7 @@ impl<'a> Renderer<'a> {
             // The service name's NODATA answers carry at most the service's TTL too, or a
             // cache would hold "no AAAA" past a flip that adds one.
             negative_ttl: negative,
+            cut: None,
         }
     }
 
@@ -450,6 +487,9 @@ impl<'a> Renderer<'a> {
     }
 
     fn render_node(&self, key: &[u8], node: &ModelNode) -> Node {
+        if let Some(cut) = &node.cut {
+            return self.render_delegated(key, node, cut);
+        }
         let node = &*self.with_serial(Cow::Borrowed(node));
         let mut types: Vec<u16> = node.rrsets.keys().copied().collect();
         types.push(RecordType::ANY.into());
@@ -471,6 +511,57 @@ impl<'a> Renderer<'a> {
             answers,
             otherwise: self.render(key, node, None),
         }
+    }
+
+    /// A name the child zone answers: a referral for every type, but DS at the delegation
+    /// itself, which the parent answers (RFC 4035 section 3.1.4.1).
+    fn render_delegated(&self, key: &[u8], node: &ModelNode, cut: &[u8]) -> Node {
+        let mut tail = Tail::new(key);
+        self.referral(&mut tail, cut);
+        let otherwise = tail.finish(NOERROR, None);
+        let answers = if key == cut {
+            let ds = RecordType::DS.into();
+            Box::new([(ds, self.render(key, node, Some(ds)))]) as Box<[_]>
+        } else {
+            Box::default()
+        };
+        Node { answers, otherwise }
+    }
+
+    /// The referral to the child zone at `cut`, for names below it not in the data.
+    fn relocatable_referral(&self, cut: &[u8]) -> Relocatable {
+        let mut tail = Tail::relocatable(cut);
+        self.referral(&mut tail, cut);
+        tail.finish_relocatable(NOERROR)
+    }
+
+    /// Writes the delegation at `cut` into `tail`: its NS RRset in the authority section,
+    /// the addresses of its name servers that we hold (the glue) in the additional one,
+    /// AA cleared (RFC 1034 section 4.3.2, step 3b).
+    fn referral(&self, tail: &mut Tail, cut: &[u8]) {
+        let node = &self.model.nodes[cut];
+        let ns = RecordType::NS.into();
+        let (ttl, rdatas) = &node.rrsets[&ns];
+        for rdata in rdatas {
+            tail.record(Section::Authority, &node.name, *ttl, rdata);
+        }
+        self.glue(tail, ns, rdatas);
+        tail.not_authoritative();
+    }
+
+    /// The delegation covering `name`, which has no node of its own (not in the data).
+    fn cut_covering(&self, name: &Name) -> Option<&'a [u8]> {
+        if self.model.cuts.is_empty() {
+            return None;
+        }
+        let mut ancestor = name.clone();
+        while !ancestor.is_root() {
+            if let Some(cut) = self.model.cuts.iter().find(|c| **c == wire(&ancestor)) {
+                return Some(cut);
+            }
+            ancestor = ancestor.base_name();
+        }
+        None
     }
 
     fn cname_target(&self, node: &ModelNode) -> Option<Cow<'a, ModelNode>> {
@@ -505,6 +596,19 @@ impl<'a> Renderer<'a> {
                 unreachable!("a CNAME RRset holds CNAME data")
             };
             let target = target.0.clone();
+            let delegated = match self.get(&wire(&target)) {
+                Some(next) => next.cut.clone(),
+                None => self.cut_covering(&target).map(<[u8]>::to_vec),
+            };
+            if let Some(cut) = delegated {
+                // The chain leaves our authority: the CNAMEs so far, and the referral to
+                // the zone that holds the rest (RFC 1034 section 4.3.2, step 3b); AA
+                // stays set, for the CNAMEs are ours.
+                self.referral(&mut tail, &cut);
+                let mut rendered = tail.finish(NOERROR, hit);
+                rendered.authoritative = true;
+                return rendered;
+            }
             match self.get(&wire(&target)) {
                 Some(next) => current = Cow::Owned(next.into_owned()),
                 None => {
@@ -544,6 +648,11 @@ impl<'a> Renderer<'a> {
             let Some(node) = self.model.nodes.get(&wire(target)) else {
                 continue;
             };
+            // Addresses below a delegation are the child's: only a referral carries them
+            // (as glue), never an answer of ours.
+            if node.cut.is_some() && rtype != u16::from(RecordType::NS) {
+                continue;
+            }
             if done.contains(&target) {
                 continue;
             }

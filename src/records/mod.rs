@@ -28,6 +28,7 @@ use hickory_proto::rr::Name;
 
 pub use build::{Change, Serving, ServingService};
 pub use content::{Diff, Digest, History, ZoneRecord};
+pub use render::Relocatable;
 pub use render::uncompressed as render_rdata;
 pub use services::Services;
 
@@ -118,6 +119,9 @@ pub struct Base {
     nodes: Vec<Node>,
     /// Lowercase wire-format zone apex -> index into `zones`.
     apexes: HashMap<Box<[u8]>, u16, NameHash>,
+    /// Lowercase wire-format delegation -> its referral, for the names below it that are
+    /// not in `names` (those have their own nodes).
+    cuts: HashMap<Box<[u8]>, Relocatable, NameHash>,
     /// Service index by name.
     by_name: HashMap<String, u32>,
     /// The static names rendered again with every change, in [`NodeRef::Dependent`] order.
@@ -197,6 +201,8 @@ impl Node {
 /// The sections after the question of one response, ready to copy.
 pub struct Rendered {
     pub rcode: u8,
+    /// AA: set on everything but a referral.
+    pub authoritative: bool,
     /// Answer, authority and additional records, names compressed against a question that
     /// starts at offset 12 and has this node's name.
     pub records: Box<[u8]>,
@@ -243,6 +249,12 @@ pub enum Lookup<'a> {
     Node(&'a Node),
     /// The name is inside the zone with this index but does not exist.
     NxDomain(&'a ZoneView),
+    /// The name is below a delegation and not in our data: the delegation's referral,
+    /// its compression pointers to be moved `shift` octets further.
+    Referral {
+        referral: &'a Relocatable,
+        shift: u16,
+    },
     /// The name is in none of our zones.
     NotOurs,
 }
@@ -259,14 +271,21 @@ impl Snapshot {
                 }
             });
         }
-        // Walk the suffixes from the longest: the first apex found is the closest enclosing zone.
+        // Walk the suffixes from the longest: the first delegation or apex found is the
+        // closest enclosing one.
         let mut at = 0;
         while at < name.len() && name[at] != 0 {
             at += 1 + name[at] as usize;
-            if let Some(&zone) = name
-                .get(at..)
-                .and_then(|suffix| self.base.apexes.get(suffix))
+            let Some(suffix) = name.get(at..) else { break };
+            if !self.base.cuts.is_empty()
+                && let Some(referral) = self.base.cuts.get(suffix)
             {
+                return Lookup::Referral {
+                    referral,
+                    shift: at as u16,
+                };
+            }
+            if let Some(&zone) = self.base.apexes.get(suffix) {
                 return Lookup::NxDomain(&self.zones[zone as usize]);
             }
         }

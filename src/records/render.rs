@@ -22,15 +22,34 @@ pub struct Tail {
     counts: [u16; 3],
     additional_at: Option<usize>,
     soa: Option<SoaAt>,
+    authoritative: bool,
+    /// Where each compression pointer written sits in `out`, for a rendering that is
+    /// moved behind a longer question ([`Tail::relocatable`]).
+    pointers: Vec<u16>,
+    /// The highest offset a name may be pointed at.
+    max_pointer: usize,
 }
 
-/// The record sections a rendering writes, in message order (the authority section holds
-/// only a negative answer's SOA, written at query time).
+/// The record sections a rendering writes, in message order (a negative answer's SOA, the
+/// last of the authority section, is written at query time).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Section {
     Answer = 0,
+    /// A referral's NS RRset.
+    Authority = 1,
     Additional = 2,
 }
+
+/// A referral rendered for the delegation's own name, movable behind any question name
+/// below it: every compression pointer in it shifts by the same amount.
+pub struct Relocatable {
+    pub rendered: Rendered,
+    /// Positions in `rendered.records` of the compression pointers.
+    pub pointers: Box<[u16]>,
+}
+
+/// How far a relocatable rendering may move: a question name is at most 255 octets.
+const MAX_SHIFT: usize = 255;
 
 impl Tail {
     /// A tail for a question about `qname` (lowercase wire format).
@@ -42,6 +61,9 @@ impl Tail {
             counts: [0; 3],
             additional_at: None,
             soa: None,
+            authoritative: true,
+            pointers: Vec::new(),
+            max_pointer: MAX_POINTER,
         };
         let mut at = 0;
         while qname[at] != 0 {
@@ -74,9 +96,32 @@ impl Tail {
         self.soa = Some(soa);
     }
 
+    /// A tail whose names are pointed at only where they stay reachable after moving
+    /// behind a question up to 255 octets longer: see [`Tail::finish_relocatable`].
+    pub fn relocatable(qname: &[u8]) -> Tail {
+        let mut tail = Tail::new(qname);
+        tail.max_pointer = MAX_POINTER - MAX_SHIFT;
+        tail
+    }
+
+    /// Clears AA: a referral speaks for the child's servers, not for itself (RFC 1034
+    /// section 4.3.2, step 3b).
+    pub fn not_authoritative(&mut self) {
+        self.authoritative = false;
+    }
+
+    pub fn finish_relocatable(mut self, rcode: u8) -> Relocatable {
+        let pointers = std::mem::take(&mut self.pointers).into_boxed_slice();
+        Relocatable {
+            rendered: self.finish(rcode, None),
+            pointers,
+        }
+    }
+
     pub fn finish(self, rcode: u8, hit: Option<Hit>) -> Rendered {
         Rendered {
             rcode,
+            authoritative: self.authoritative,
             additional_at: self.additional_at.unwrap_or(self.out.len()),
             records: self.out.into_boxed_slice(),
             counts: self.counts,
@@ -92,6 +137,7 @@ impl Tail {
             let suffix = crate::wire::name::lower_labels(labels[i..].iter().copied());
             if let Some(&(_, target)) = self.names.iter().find(|(n, _)| *n == suffix) {
                 self.labels(&labels[..i], &labels);
+                self.pointers.push(self.out.len() as u16);
                 self.out
                     .extend_from_slice(&(0xC000 | target as u16).to_be_bytes());
                 return;
@@ -105,7 +151,7 @@ impl Tail {
     fn labels(&mut self, written: &[&[u8]], all: &[&[u8]]) {
         for (i, label) in written.iter().enumerate() {
             let offset = self.base + self.out.len();
-            if offset <= MAX_POINTER {
+            if offset <= self.max_pointer {
                 self.names.push((
                     crate::wire::name::lower_labels(all[i..].iter().copied()),
                     offset,

@@ -48,6 +48,15 @@ pub struct Zone {
 }
 
 impl Zone {
+    /// The names this zone delegates to child zones (NS below the apex), each once.
+    pub fn delegations(&self) -> HashSet<&Name> {
+        self.records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::NS && r.name != self.origin)
+            .map(|r| &r.name)
+            .collect()
+    }
+
     /// Reads and validates the zone file at `path` for `origin`.
     pub fn load(origin: &Name, path: &Path) -> Result<Zone, Problems> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -132,6 +141,7 @@ fn validate(
         kept.push(record);
     }
     cname_alone(path, &kept, problems);
+    delegations(origin, path, &kept, problems);
     if complete && !rrsets.contains_key(&(origin.clone(), RecordType::NS)) {
         problems.push(Problem::in_file(
             path,
@@ -156,8 +166,8 @@ fn validate(
     })
 }
 
-/// Whether `record` may stand where it is: inside the zone, not a wildcard, SOA and NS only
-/// at the apex, no CNAME there.
+/// Whether `record` may stand where it is: inside the zone, not a wildcard, SOA only at the
+/// apex, no CNAME there. (NS below the apex delegates: see [`delegations`].)
 fn placement(origin: &Name, record: &StaticRecord) -> Result<(), String> {
     if !origin.zone_of(&record.name) {
         return Err(format!("{} is outside the zone {origin}", record.name));
@@ -174,13 +184,65 @@ fn placement(origin: &Name, record: &StaticRecord) -> Result<(), String> {
             "SOA record at {}: the SOA belongs at the zone apex {origin}",
             record.name
         )),
-        RData::NS(_) if !at_apex => Err(format!(
-            "NS record at {}: delegating part of the zone is not supported",
-            record.name
-        )),
         RData::CNAME(_) if at_apex => Err("CNAME at the zone apex: the apex holds SOA and NS, and a CNAME cannot live beside other data".into()),
         _ => Ok(()),
     }
+}
+
+/// An NS RRset below the apex delegates that name and everything below it to a child zone
+/// (RFC 1034 section 4.2.1): at the cut only the NS RRset (and a DS) may stand, below it
+/// only the glue addresses of the child's name servers. Anything else there would never
+/// be answered (resolvers ask the child), so it is refused rather than silently hidden.
+fn delegations(origin: &Name, path: &Path, kept: &[StaticRecord], problems: &mut Vec<Problem>) {
+    let cuts: HashMap<&Name, usize> = kept
+        .iter()
+        .filter(|r| r.record_type() == RecordType::NS && r.name != *origin)
+        .map(|r| (&r.name, r.line))
+        .collect();
+    if cuts.is_empty() {
+        return;
+    }
+    for record in kept {
+        let Some((cut, line)) = cut_above(origin, &record.name, |n| cuts.get(n).copied()) else {
+            continue;
+        };
+        let rtype = record.record_type();
+        let message = if record.name == cut {
+            if matches!(rtype, RecordType::NS | RecordType::DS) {
+                continue;
+            }
+            format!(
+                "{rtype} at {cut}, which is delegated (NS at line {line}): at a delegation only NS and DS stand; the rest belongs in the child zone"
+            )
+        } else {
+            if matches!(rtype, RecordType::A | RecordType::AAAA) {
+                continue;
+            }
+            format!(
+                "{rtype} at {} is below the delegation {cut} (NS at line {line}): only glue addresses (A, AAAA) of the child's name servers may stand there; the rest belongs in the child zone",
+                record.name
+            )
+        };
+        problems.push(Problem::at(path, record.line, message));
+    }
+}
+
+/// The highest delegation at or above `name` in the zone at `origin`, with what `cut_at`
+/// says of it (`None` for a name no delegation covers).
+pub fn cut_above<T>(
+    origin: &Name,
+    name: &Name,
+    cut_at: impl Fn(&Name) -> Option<T>,
+) -> Option<(Name, T)> {
+    let mut found = None;
+    let mut ancestor = name.clone();
+    while origin.zone_of(&ancestor) && ancestor != *origin {
+        if let Some(value) = cut_at(&ancestor) {
+            found = Some((ancestor.clone(), value));
+        }
+        ancestor = ancestor.base_name();
+    }
+    found
 }
 
 /// A CNAME owner holds nothing else (RFC 1034 section 3.6.2): each CNAME beside other data
@@ -261,7 +323,7 @@ deep.under.svc.example.com. IN AAAA 2001:db8::7
         let bad = ZONE
             .replace("ns1 IN A   192.0.2.53", "ns1 IN A   192.0.2.530")
             .replace("www 300 IN CNAME app", "www 300 IN BOGUS app")
-            + "other.example.org. IN A 192.0.2.1\n* IN A 192.0.2.2\nwww2 IN CNAME a\nwww2 IN A 192.0.2.3\nsub IN NS ns.elsewhere.\n";
+            + "other.example.org. IN A 192.0.2.1\n* IN A 192.0.2.2\nwww2 IN CNAME a\nwww2 IN A 192.0.2.3\nsub IN NS ns.elsewhere.\nsub IN TXT \"hidden\"\nx.sub IN MX 10 mx\nns.sub IN A 192.0.2.4\n";
         let found = problems(&bad);
         assert!(found[0].starts_with("z.zone:6: bad A record"), "{found:?}");
         assert_eq!(found[1], "z.zone:7: unknown record type \"BOGUS\"");
@@ -271,16 +333,24 @@ deep.under.svc.example.com. IN AAAA 2001:db8::7
         );
         assert!(found[3].starts_with("z.zone:12: wildcard"), "{found:?}");
         assert!(
-            found[4].starts_with("z.zone:15: NS record at sub"),
-            "{found:?}"
-        );
-        assert!(
-            found[5].starts_with(
+            found[4].starts_with(
                 "z.zone:13: CNAME at www2.svc.example.com. beside other data (line 14)"
             ),
             "{found:?}"
         );
-        assert_eq!(found.len(), 6, "{found:?}");
+        assert!(
+            found[5].starts_with(
+                "z.zone:16: TXT at sub.svc.example.com., which is delegated (NS at line 15)"
+            ),
+            "{found:?}"
+        );
+        assert!(
+            found[6].starts_with(
+                "z.zone:17: MX at x.sub.svc.example.com. is below the delegation sub.svc.example.com."
+            ),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 7, "{found:?}");
     }
 
     #[test]

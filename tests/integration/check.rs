@@ -135,6 +135,34 @@ fn a_name_collision_names_both_places() {
     assert!(text.contains(&format!("{dir}/svc.zone:9: app.svc.example.com. collides with service `app` ({dir}/flipdns.toml:{service_line})")), "{text}");
 }
 
+/// A service below a delegation would be answered by the child's servers, never by us.
+#[test]
+fn a_service_below_a_delegation_is_refused_with_both_places() {
+    let setup = Setup {
+        zone: format!(
+            "{}prod IN NS ns.prod\nns.prod IN A 192.0.2.77\n",
+            common::ZONE
+        ),
+        services: common::SERVICES.replace("name = \"app\"", "name = \"app.prod\""),
+        ..Setup::default()
+    };
+    let (ok, text, dir) = check(&setup, |_| {});
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("{dir}/flipdns.toml:"))
+            && text.contains("service `app.prod` answers app.prod.svc.example.com., which is delegated to another zone (NS at prod.svc.example.com.")
+            && text.contains("svc.zone"),
+        "{text}"
+    );
+    // Without the service the same zone passes: the delegation itself is fine.
+    let setup = Setup {
+        services: common::SERVICES.into(),
+        ..setup
+    };
+    let (ok, text, _) = check(&setup, |_| {});
+    assert!(ok, "{text}");
+}
+
 #[test]
 fn a_bad_zone_line_is_named() {
     let setup = Setup {

@@ -50,7 +50,7 @@ pub struct Zone {
 }
 
 /// The record types asked.
-pub const QTYPES: [(&str, u16); 11] = [
+pub const QTYPES: [(&str, u16); 12] = [
     ("A", 1),
     ("NS", 2),
     ("CNAME", 5),
@@ -62,14 +62,15 @@ pub const QTYPES: [(&str, u16); 11] = [
     ("SRV", 33),
     ("CAA", 257),
     ("HINFO", 13),
+    ("DS", 43),
 ];
 
 /// Generates zone `seed`: the shipped example's shapes (services, a CNAME to a service, a
 /// TXT, an empty non-terminal) plus MX and SRV with in- and out-of-zone targets, CNAME chains
-/// inside the zone, leaving it and looping, names that differ only in case, a name near 255
-/// octets, a large RRset, and every type the zone file takes. Delegations and wildcards are
-/// not among them: flipdns refuses both in a zone file (see
-/// [`unsupported_shapes_are_refused`](crate::oracle)).
+/// inside the zone, leaving it and looping, delegations with in- and out-of-bailiwick name
+/// servers and glue, names that differ only in case, a name near 255 octets, a large
+/// RRset, and every type the zone file takes. Wildcards are not among them: flipdns
+/// refuses them in a zone file (see [`unsupported_shapes_are_refused`](crate::oracle)).
 pub fn zone(seed: u64) -> Zone {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut records: Vec<String> = Vec::new();
@@ -107,6 +108,21 @@ pub fn zone(seed: u64) -> Zone {
     add("loop1", None, "CNAME loop2");
     add("loop2", None, "CNAME loop1");
     add("ptr", None, "PTR host.svc.example.com.");
+    // Delegations: glue below the cut (in bailiwick), a name server elsewhere in this zone
+    // (sibling glue), one outside it (no glue), a cut below an empty non-terminal, a CNAME
+    // and an MX into a child zone.
+    add("child", None, "NS ns1.child");
+    add("child", None, "NS ns2.child");
+    add("child", None, "NS ns.example.net.");
+    add("ns1.child", None, "A 192.0.2.150");
+    add("ns1.child", None, "AAAA 2001:db8::150");
+    add("ns2.child", None, "A 192.0.2.151");
+    add("deep.deleg", Some(600), "NS ns1");
+    add("deep.deleg", Some(600), "NS ns.deep.deleg");
+    add("ns.deep.deleg", None, "A 192.0.2.152");
+    add("outside", None, "NS ns.example.org.");
+    add("into-child", None, "CNAME www.child");
+    add("mx-child", None, "MX 10 ns2.child");
     add("MiXeD", None, "A 192.0.2.80");
     add("mixed", None, "TXT \"the same name, in another case\"");
     for i in 0..(3 + rng.below(3)) {
@@ -178,6 +194,11 @@ pub fn zone(seed: u64) -> Zone {
         "x.app",
         "x.blue.app",
         "zz.many",
+        "www.child",
+        "a.b.child",
+        "x.ns1.child",
+        "nope.deleg",
+        "x.outside",
     ] {
         names.insert(absolute(missing));
     }
@@ -686,11 +707,16 @@ pub fn judge(ours: SocketAddr, references: &[(&str, SocketAddr)], case: &Case, i
 
 /// Starts flipdns (the binary at `bin`) in `dir` on `port` serving `zone`.
 pub fn start_flipdns(bin: &str, dir: &Path, port: u16, zone: &Zone) -> Child {
+    start_flipdns_with(bin, dir, port, zone, "")
+}
+
+/// [`start_flipdns`] with `extra` tables in its config (secondaries, keys).
+pub fn start_flipdns_with(bin: &str, dir: &Path, port: u16, zone: &Zone, extra: &str) -> Child {
     std::fs::write(dir.join("svc.zone"), &zone.flipdns_zone).unwrap();
     std::fs::write(
         dir.join("flipdns.toml"),
         format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin_socket = \"s\"\nstate_file = \"state.json\"\n[[zone]]\norigin = \"{ORIGIN}\"\nfile = \"svc.zone\"\n{}",
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin_socket = \"s\"\nstate_file = \"state.json\"\n[[zone]]\norigin = \"{ORIGIN}\"\nfile = \"svc.zone\"\n{}\n{extra}",
             zone.services
         ),
     )
