@@ -306,6 +306,15 @@ impl Exporter {
                     .map(|set| gauge((set.at_ms / 1000) as i64))
             }),
         )?;
+        self.health(e, services)
+    }
+
+    /// The latest background health check of each service: per color and per address.
+    fn health(
+        &self,
+        e: &mut DescriptorEncoder,
+        services: &Services,
+    ) -> Result<(), std::fmt::Error> {
         family(
             e,
             "flipdns_health_healthy",
@@ -560,8 +569,8 @@ impl Exporter {
         )
     }
 
-    /// Zone transfers, TSIG, and each secondary's copy of each zone.
-    fn fleet(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    /// Zone transfers and the TSIG checks of signed requests.
+    fn transfers(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
         family(
             e,
@@ -576,7 +585,11 @@ impl Exporter {
             "Signed requests, by the TSIG check's result: none (valid), badkey, badsig, badtime, badtrunc, malformed.",
             c.tsig_results()
                 .map(|(r, n)| (vec![("error", r)], counter(n))),
-        )?;
+        )
+    }
+
+    /// Each secondary's copy of each zone: serial, lag, reachability, NOTIFYs, errors.
+    fn fleet(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let status = self.fleet.status();
         let now = self.clock.now_ms();
         // (secondary, zone) names, and the link and our serial, per row.
@@ -822,6 +835,7 @@ impl Collector for Exporter {
         self.cutovers(&mut e, services)?;
         self.zones(&mut e, &snapshot)?;
         self.connections(&mut e)?;
+        self.transfers(&mut e)?;
         self.fleet(&mut e)?;
         self.api(&mut e)?;
         if let Some(ledger) = &self.ledger {

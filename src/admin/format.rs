@@ -226,43 +226,7 @@ impl ProgressView {
                 seconds_left,
                 ttl,
                 joined,
-            } => {
-                if !self.announced {
-                    self.announced = true;
-                    let at = seconds_from_now(*drained_at_ms);
-                    self.line(match (*joined, *seconds_left) {
-                        (_, 0) => format!("{name}: flip to {target}: drained at {at}"),
-                        (true, _) => {
-                            format!("{name}: joining the flip to {target} scheduled before, for {at}")
-                        }
-                        (false, _) => {
-                            format!("{name}: flip to {target} scheduled for {at}; TTL {ttl} s now")
-                        }
-                    });
-                }
-                if *seconds_left == 0 && self.total.is_none() {
-                    return; // drained already: nothing to count down
-                }
-                let total = *self.total.get_or_insert((*seconds_left).max(1));
-                if self.terminal {
-                    let done =
-                        Self::BAR - (Self::BAR as u64 * seconds_left.min(&total) / total) as usize;
-                    self.redraw(format!(
-                        "{name} -> {target} [{}{}] draining, {seconds_left} s left (TTL now {ttl} s)",
-                        "#".repeat(done),
-                        ".".repeat(Self::BAR - done)
-                    ));
-                } else if self
-                    .last_plain
-                    .is_none_or(|last| last >= seconds_left + Self::PLAIN_EVERY)
-                {
-                    self.last_plain = Some(*seconds_left);
-                    self.line(format!(
-                        "{name}: waiting for caches to drain before the flip to {target}: {seconds_left} s left (drained at {})",
-                        format_utc(*drained_at_ms)
-                    ));
-                }
-            }
+            } => self.draining(name, *target, *drained_at_ms, *seconds_left, *ttl, *joined),
             Step::Secondaries {
                 serial,
                 behind,
@@ -300,6 +264,53 @@ impl ProgressView {
                 }
             }
             Step::Refused { .. } | Step::Cancelled => self.close(),
+        }
+    }
+
+    /// The countdown to the drain: said once, then a bar on a terminal or a line every
+    /// [`Self::PLAIN_EVERY`] seconds elsewhere.
+    fn draining(
+        &mut self,
+        name: &str,
+        target: Color,
+        drained_at_ms: u64,
+        seconds_left: u64,
+        ttl: u32,
+        joined: bool,
+    ) {
+        if !self.announced {
+            self.announced = true;
+            let at = seconds_from_now(drained_at_ms);
+            self.line(match (joined, seconds_left) {
+                (_, 0) => format!("{name}: flip to {target}: drained at {at}"),
+                (true, _) => {
+                    format!("{name}: joining the flip to {target} scheduled before, for {at}")
+                }
+                (false, _) => {
+                    format!("{name}: flip to {target} scheduled for {at}; TTL {ttl} s now")
+                }
+            });
+        }
+        if seconds_left == 0 && self.total.is_none() {
+            return; // drained already: nothing to count down
+        }
+        let total = *self.total.get_or_insert((seconds_left).max(1));
+        if self.terminal {
+            let done = Self::BAR - (Self::BAR as u64 * seconds_left.min(total) / total) as usize;
+            self.redraw(format!(
+                "{name} -> {target} [{}{}] draining, {seconds_left} s left (TTL now {ttl} s)",
+                "#".repeat(done),
+                ".".repeat(Self::BAR - done)
+            ));
+        } else if self
+            .last_plain
+            .is_none_or(|last| last >= seconds_left + Self::PLAIN_EVERY)
+        {
+            self.last_plain = Some(seconds_left);
+            self.line(format!(
+                "{name}: waiting for caches to drain before the flip to {target}: {seconds_left} s left (drained at {})",
+                format_utc(drained_at_ms)
+            ));
         }
     }
 
@@ -437,42 +448,7 @@ fn service(s: &ServiceStatus) -> String {
     };
     let addresses: Vec<String> = live.iter().map(|a| a.to_string()).collect();
     let mut out = format!("{}: {} live ({})\n", s.name, s.live, addresses.join(" "));
-    let phase = match (
-        s.phase.name,
-        s.phase.target,
-        s.phase.drained_at_ms,
-        s.phase.settle_until_ms,
-    ) {
-        (PhaseName::Preparing, Some(target), Some(at), _) if at > clock::now_ms() => {
-            format!("preparing, flip to {target} at {}", seconds_from_now(at))
-        }
-        (PhaseName::Preparing, Some(target), Some(at), _) => match s.fleet_wait_until_ms {
-            Some(until) => format!(
-                "preparing, drained at {}; the flip to {target} waits for the secondaries below until {}, then is refused (`flipdns ctl flip {} --to {target} --force` goes without them)",
-                seconds_from_now(at),
-                seconds_from_now(until),
-                s.name
-            ),
-            None => format!(
-                "preparing, drained at {}; the flip to {target} is due and being carried out",
-                seconds_from_now(at)
-            ),
-        },
-        (PhaseName::Preparing, None, Some(at), _) => format!(
-            "preparing since {}, no flip pending (drained at {}); the TTL stays {} s until a flip or `flipdns ctl cancel {}`",
-            s.phase.since_ms.map_or("-".into(), format_utc),
-            seconds_from_now(at),
-            s.cutover_ttl,
-            s.name
-        ),
-        (PhaseName::Settling, _, _, Some(until)) => format!(
-            "settling until {}, then TTL {} s; until then `flipdns ctl rollback {}` is instant (no drain)",
-            seconds_from_now(until),
-            s.normal_ttl,
-            s.name
-        ),
-        (name, ..) => phase_name(name).to_string(),
-    };
+    let phase = phase_line(s);
     for (color, list) in [(Color::Blue, &s.blue), (Color::Green, &s.green)] {
         let list: Vec<String> = list.iter().map(ToString::to_string).collect();
         let source = match s.sources.iter().find(|x| x.color == color) {
@@ -536,6 +512,46 @@ fn service(s: &ServiceStatus) -> String {
         ));
     }
     out
+}
+
+/// What a service's phase means now: what it waits for, until when, and what overrides it.
+fn phase_line(s: &ServiceStatus) -> String {
+    match (
+        s.phase.name,
+        s.phase.target,
+        s.phase.drained_at_ms,
+        s.phase.settle_until_ms,
+    ) {
+        (PhaseName::Preparing, Some(target), Some(at), _) if at > clock::now_ms() => {
+            format!("preparing, flip to {target} at {}", seconds_from_now(at))
+        }
+        (PhaseName::Preparing, Some(target), Some(at), _) => match s.fleet_wait_until_ms {
+            Some(until) => format!(
+                "preparing, drained at {}; the flip to {target} waits for the secondaries below until {}, then is refused (`flipdns ctl flip {} --to {target} --force` goes without them)",
+                seconds_from_now(at),
+                seconds_from_now(until),
+                s.name
+            ),
+            None => format!(
+                "preparing, drained at {}; the flip to {target} is due and being carried out",
+                seconds_from_now(at)
+            ),
+        },
+        (PhaseName::Preparing, None, Some(at), _) => format!(
+            "preparing since {}, no flip pending (drained at {}); the TTL stays {} s until a flip or `flipdns ctl cancel {}`",
+            s.phase.since_ms.map_or("-".into(), format_utc),
+            seconds_from_now(at),
+            s.cutover_ttl,
+            s.name
+        ),
+        (PhaseName::Settling, _, _, Some(until)) => format!(
+            "settling until {}, then TTL {} s; until then `flipdns ctl rollback {}` is instant (no drain)",
+            seconds_from_now(until),
+            s.normal_ttl,
+            s.name
+        ),
+        (name, ..) => phase_name(name).to_string(),
+    }
 }
 
 /// `secondary ns2 (192.0.2.53:53, key xfr-key): svc.example.com. serves 7 (current) ...`
@@ -804,8 +820,8 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// One resolver on one line that says its class and what makes it one.
-/// One resolver's line; `flip` is the count of the flip the report is about.
+/// One resolver on one line that says its class and what makes it one; `flip` is the count
+/// of the flip the report is about.
 fn format_resolver(v: &ResolverView, flip: u64) -> String {
     let who = match &v.subnet {
         Some(subnet) => format!("{} for {subnet}", v.resolver),
@@ -820,7 +836,20 @@ fn format_resolver(v: &ResolverView, flip: u64) -> String {
         _ => String::new(),
     };
     let class = class_name(v.class);
-    let line = match (v.class, &v.straggler, &v.record) {
+    let line = what_makes_it(v, flip);
+    // Named when a secondary is among the servers it asked: alone, this server goes without
+    // saying.
+    let via = if v.via.iter().any(|s| s != crate::protocol::VIA_PRIMARY) {
+        format!(" (asked {})", v.via.join(", "))
+    } else {
+        String::new()
+    };
+    format!("{who:<22} {class}: {line}{rhythm}{via}")
+}
+
+/// What puts resolver `v` in its class, in words.
+fn what_makes_it(v: &ResolverView, flip: u64) -> String {
+    match (v.class, &v.straggler, &v.record) {
         (ResolverClass::Straggler, Some(s), _) => format!(
             "asked for the old color's name {} after every reason to ask for it had expired (first {}, last {}, {:.1} s past expiry)",
             plural(s.count.into(), "time", "times"),
@@ -878,15 +907,7 @@ fn format_resolver(v: &ResolverView, flip: u64) -> String {
             v.ttl,
             format_utc(v.expires_at_ms)
         ),
-    };
-    // Named when a secondary is among the servers it asked: alone, this server goes without
-    // saying.
-    let via = if v.via.iter().any(|s| s != crate::protocol::VIA_PRIMARY) {
-        format!(" (asked {})", v.via.join(", "))
-    } else {
-        String::new()
-    };
-    format!("{who:<22} {class}: {line}{rhythm}{via}")
+    }
 }
 
 /// One secondary's dnstap stream on one line.

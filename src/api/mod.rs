@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 use crate::admin::audit::READ;
 use crate::admin::commands::{self, Context, carry_out};
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, ApiToken};
 use crate::http::tls::ClientCertificate;
 use crate::http::{self as web, Body};
 use crate::observed::api::ApiCounters;
@@ -117,6 +117,26 @@ struct Asked {
     route: &'static str,
 }
 
+/// Whether the body's media type is JSON.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        })
+}
+
+/// Whether the client accepts an event stream (a followed flip).
+fn wants_events(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains(EVENT_STREAM)))
+}
+
 /// Who a refused request came from, for the audit trail.
 enum Asker<'a> {
     Anonymous,
@@ -140,21 +160,8 @@ impl Api {
         let api = &catalog.config.api;
         let now = self.context.clock.now_ms();
         let source = peer.address.ip();
-        if let Err(wait) = self
-            .throttle
-            .check(source, now, api.auth_failures_per_minute)
-        {
-            // Refused unread and not audited, so a flood cannot rotate the trail away.
-            self.counters.throttled.fetch_add(1, Relaxed);
-            let message = format!(
-                "too many failed authentications from {source} in the last minute (api.auth_failures_per_minute = {}); try again in {wait} s",
-                api.auth_failures_per_minute
-            );
-            let mut response = problem(429, &Error::new(ErrorKind::Throttled, message));
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-            return response;
+        if let Some(refused) = self.throttled(source, now, api.auth_failures_per_minute) {
+            return refused;
         }
         let asked = Asked {
             line: format!("{method} {}", parts.uri),
@@ -171,54 +178,17 @@ impl Api {
             };
             return self.unauthenticated(peer, &asked, why.into());
         };
-        let json_body = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-            });
-        let stream = parts
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains(EVENT_STREAM)));
+        let json_body = is_json(&parts.headers);
+        let stream = wants_events(&parts.headers);
         let query = parts.uri.query();
         let request = match routes::from_http(method, path, query, &body, json_body, stream) {
             Ok(request) => request,
             Err(refused) => {
-                let (status, error) = refused.error(method, path);
-                self.audit_refusal(Asker::Token(&token.name), peer, &asked, None, &error);
-                let mut response = problem(status, &error);
-                if let routes::RouteError::Method { allowed } = refused {
-                    response
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static(allowed));
-                }
-                return response;
+                return self.route_refused(&token.name, peer, &asked, refused, (method, path));
             }
         };
         if !auth::allows(&token.scopes, &request) {
-            let scopes: Vec<String> = token.scopes.iter().map(ToString::to_string).collect();
-            let error = Error::new(
-                ErrorKind::Forbidden,
-                format!(
-                    "token {:?} may not do this: it needs the scope {}, and has {}",
-                    token.name,
-                    auth::needed(&request),
-                    scopes.join(", ")
-                ),
-            );
-            self.audit_refusal(
-                Asker::Token(&token.name),
-                peer,
-                &asked,
-                Some(&request),
-                &error,
-            );
-            return problem(403, &error);
+            return self.forbidden(token, peer, &asked, &request);
         }
         let principal = commands::Peer {
             token: Some(token.name.clone()),
@@ -242,6 +212,74 @@ impl Api {
             self.audit_read(asked.route, &principal, &request, outcome, ok);
         }
         response
+    }
+
+    /// 429 when `source` failed to authenticate too often in the last minute.
+    fn throttled(
+        &self,
+        source: std::net::IpAddr,
+        now: u64,
+        per_minute: u32,
+    ) -> Option<Response<Body>> {
+        let wait = self.throttle.check(source, now, per_minute).err()?;
+        // Refused unread and not audited, so a flood cannot rotate the trail away.
+        self.counters.throttled.fetch_add(1, Relaxed);
+        let message = format!(
+            "too many failed authentications from {source} in the last minute (api.auth_failures_per_minute = {per_minute}); try again in {wait} s"
+        );
+        let mut response = problem(429, &Error::new(ErrorKind::Throttled, message));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        Some(response)
+    }
+
+    /// A request no route takes (or not with this method): audited, and a problem.
+    fn route_refused(
+        &self,
+        token: &str,
+        peer: &web::Peer,
+        asked: &Asked,
+        refused: routes::RouteError,
+        (method, path): (&str, &str),
+    ) -> Response<Body> {
+        let (status, error) = refused.error(method, path);
+        self.audit_refusal(Asker::Token(token), peer, asked, None, &error);
+        let mut response = problem(status, &error);
+        if let routes::RouteError::Method { allowed } = refused {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        response
+    }
+
+    /// A request the token's scopes do not cover: audited, and a 403 naming the scope.
+    fn forbidden(
+        &self,
+        token: &ApiToken,
+        peer: &web::Peer,
+        asked: &Asked,
+        request: &Request,
+    ) -> Response<Body> {
+        let scopes: Vec<String> = token.scopes.iter().map(ToString::to_string).collect();
+        let error = Error::new(
+            ErrorKind::Forbidden,
+            format!(
+                "token {:?} may not do this: it needs the scope {}, and has {}",
+                token.name,
+                auth::needed(request),
+                scopes.join(", ")
+            ),
+        );
+        self.audit_refusal(
+            Asker::Token(&token.name),
+            peer,
+            asked,
+            Some(request),
+            &error,
+        );
+        problem(403, &error)
     }
 
     /// Streams the reply lines of `request` (progress, then `ok` or `error`) as

@@ -122,6 +122,33 @@ pub fn api(t: &Table) -> ApiConfig {
             "[api] client_ca needs TLS: set cert_file and key_file",
         );
     }
+    let tokens = api_tokens(t);
+    let timeout = 100 * MS..=HOUR;
+    ApiConfig {
+        listen,
+        cert_file,
+        key_file,
+        client_ca,
+        require_client_certificate,
+        tokens,
+        bounds: ApiBounds {
+            connections: t.count("connections", 64, 1..=100_000),
+            connections_per_source: t.count("connections_per_source", 16, 1..=100_000),
+            body_size: t.count("body_size", 64 << 10, 1024..=16 << 20),
+            head_size: t.count("head_size", 16 << 10, 8192..=1 << 20),
+            head_timeout: t.duration("head_timeout", 10 * SECOND, timeout.clone()),
+            request_timeout: t.duration("request_timeout", 60 * SECOND, timeout),
+            followers: t.count("followers", 32, 1..=10_000),
+        },
+        auth_failures_per_minute: t.count("auth_failures_per_minute", 20, 1..=100_000) as u32,
+        line: t.line(),
+    }
+}
+
+/// The `[[api.token]]` entries of `[api]`: each with a name, a SHA-256 hash and scopes, no
+/// name or hash twice.
+fn api_tokens(t: &Table) -> Vec<ApiToken> {
+    let doc = t.doc();
     let mut tokens: Vec<ApiToken> = Vec::new();
     for token in t.tables("token") {
         let name = token.required_string("name");
@@ -177,26 +204,7 @@ pub fn api(t: &Table) -> ApiConfig {
         }
         token.finish();
     }
-    let timeout = 100 * MS..=HOUR;
-    ApiConfig {
-        listen,
-        cert_file,
-        key_file,
-        client_ca,
-        require_client_certificate,
-        tokens,
-        bounds: ApiBounds {
-            connections: t.count("connections", 64, 1..=100_000),
-            connections_per_source: t.count("connections_per_source", 16, 1..=100_000),
-            body_size: t.count("body_size", 64 << 10, 1024..=16 << 20),
-            head_size: t.count("head_size", 16 << 10, 8192..=1 << 20),
-            head_timeout: t.duration("head_timeout", 10 * SECOND, timeout.clone()),
-            request_timeout: t.duration("request_timeout", 60 * SECOND, timeout),
-            followers: t.count("followers", 32, 1..=10_000),
-        },
-        auth_failures_per_minute: t.count("auth_failures_per_minute", 20, 1..=100_000) as u32,
-        line: t.line(),
-    }
+    tokens
 }
 
 /// The strings of `key`, each parsed; one that does not parse is a problem naming `what`

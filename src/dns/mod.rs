@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::observed::answers::{LOCAL, Observation, Recorder, flip_tag};
 use crate::observed::counters::{Counters, Shard, TransferResult};
-use crate::records::{Lookup, Records, Rendered, Snapshot, ZoneView};
+use crate::records::{Hit, Lookup, Records, Rendered, Snapshot, ZoneView};
 use crate::wire::subnet::ClientSubnet;
 use crate::wire::tsig::{self, Check, Signed};
 use crate::wire::{
@@ -292,27 +292,7 @@ impl Handler {
             Lookup::Node(node) => {
                 let rendered = node.answer(request.qtype);
                 if let Some(hit) = rendered.hit {
-                    let service = &snapshot.services[hit.index as usize];
-                    service.observed.answered(hit.color);
-                    if hit.long || recorder.is_on() {
-                        let at_ms = self.clock.coarse_mono_ms();
-                        if hit.long {
-                            service
-                                .observed
-                                .long_answer(at_ms + u64::from(hit.ttl) * 1000);
-                        }
-                        recorder.record(Observation {
-                            at_ms,
-                            resolver: asker.client.ip(),
-                            subnet: request.edns.and_then(|e| e.client_subnet),
-                            service: service.id,
-                            color: hit.color,
-                            name: hit.name,
-                            ttl: hit.ttl,
-                            flip_tag: flip_tag(service.state.flips.0),
-                            via: LOCAL,
-                        });
-                    }
+                    self.note_hit(hit, snapshot, request, asker, recorder);
                 }
                 reply.rendered(rendered, &snapshot.zones)
             }
@@ -330,6 +310,40 @@ impl Handler {
             }
             Lookup::NotOurs => reply.bare(RCODE_REFUSED.into(), false),
         })
+    }
+
+    /// Counts a service's answer, notes a long one for the drain deadline, and records it
+    /// for the straggler ledger.
+    #[inline]
+    fn note_hit(
+        &self,
+        hit: Hit,
+        snapshot: &Snapshot,
+        request: &Request<'_>,
+        asker: Asker<'_>,
+        recorder: &mut Recorder,
+    ) {
+        let service = &snapshot.services[hit.index as usize];
+        service.observed.answered(hit.color);
+        if hit.long || recorder.is_on() {
+            let at_ms = self.clock.coarse_mono_ms();
+            if hit.long {
+                service
+                    .observed
+                    .long_answer(at_ms + u64::from(hit.ttl) * 1000);
+            }
+            recorder.record(Observation {
+                at_ms,
+                resolver: asker.client.ip(),
+                subnet: request.edns.and_then(|e| e.client_subnet),
+                service: service.id,
+                color: hit.color,
+                name: hit.name,
+                ttl: hit.ttl,
+                flip_tag: flip_tag(service.state.flips.0),
+                via: LOCAL,
+            });
+        }
     }
 
     /// A zone transfer request (`name` lowercase): only a configured secondary, with its

@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use super::message::{AUTH_RESPONSE, CLIENT_RESPONSE, Dnstap, TYPE_MESSAGE};
 use crate::clock::Clock;
 use crate::color::Color;
+use crate::config::ServiceConfig;
 use crate::dns::response::{self, TYPE_CNAME};
 use crate::observed::answers::{NameKind, Observation};
-use crate::records::{Lookup, Snapshot};
+use crate::records::{Hit, Lookup, ServiceView, Snapshot};
 use crate::state::Phase;
 use crate::wire::MAX_NAME_LEN;
 
@@ -97,7 +98,43 @@ pub fn observation(
     let hit = node.answer(response.qtype).hit.ok_or(Skipped::OtherName)?;
     let view = &snapshot.services[hit.index as usize];
     let config = &snapshot.catalog.config.services[hit.index as usize];
-    let (color, ttl) = match hit.name {
+    let (color, ttl) = given(&response, hit, view, config)?;
+    let at_ms = clock.mono_of(answered_ms);
+    let mut moves_drain = None;
+    if hit.name == NameKind::Service && ttl > config.cutover_ttl {
+        // A long answer a secondary gave delays the drain like one given here (I1).
+        let expiry = at_ms + u64::from(ttl) * 1000;
+        view.observed.long_answer(expiry);
+        if let Phase::Preparing { held, .. } = view.state.phase
+            && held.is_none_or(|h| expiry > h.mono_ms)
+        {
+            moves_drain = Some(view.name.clone());
+        }
+    }
+    let observation = Observation {
+        at_ms,
+        resolver,
+        subnet: response.client_subnet,
+        service: view.id,
+        color,
+        name: hit.name,
+        ttl,
+        flip_tag: 0,
+        via,
+    };
+    Ok(Told {
+        observation,
+        moves_drain,
+    })
+}
+/// The color and TTL `response` gave for the service name or color name `hit` found.
+fn given(
+    response: &response::Response<'_>,
+    hit: Hit,
+    view: &ServiceView,
+    config: &ServiceConfig,
+) -> Result<(Color, u32), Skipped> {
+    Ok(match hit.name {
         NameKind::Color => {
             let ttl = response
                 .answers()
@@ -136,32 +173,5 @@ pub fn observation(
             }
             given.ok_or(Skipped::UnknownAddress)?
         }
-    };
-    let at_ms = clock.mono_of(answered_ms);
-    let mut moves_drain = None;
-    if hit.name == NameKind::Service && ttl > config.cutover_ttl {
-        // A long answer a secondary gave delays the drain like one given here (I1).
-        let expiry = at_ms + u64::from(ttl) * 1000;
-        view.observed.long_answer(expiry);
-        if let Phase::Preparing { held, .. } = view.state.phase
-            && held.is_none_or(|h| expiry > h.mono_ms)
-        {
-            moves_drain = Some(view.name.clone());
-        }
-    }
-    let observation = Observation {
-        at_ms,
-        resolver,
-        subnet: response.client_subnet,
-        service: view.id,
-        color,
-        name: hit.name,
-        ttl,
-        flip_tag: 0,
-        via,
-    };
-    Ok(Told {
-        observation,
-        moves_drain,
     })
 }

@@ -433,6 +433,10 @@ impl<'c> Stream<'c> {
 
     /// Reads the stream to its end: `Ok` when it ended well (STOP, or the sender closed
     /// between frames), else why it was closed.
+    ///
+    /// One function on purpose: the Frame Streams handshake is one table (state × frame →
+    /// next state, with the reply each step writes), which reads best whole, beside the
+    /// read deadlines it depends on.
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         mut io: S,

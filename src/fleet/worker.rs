@@ -14,7 +14,7 @@ use std::time::Duration;
 use hickory_proto::rr::Name;
 use tokio::time::Instant;
 
-use super::{Fleet, LinkError, NotifyState, Secondary, Serves, client};
+use super::{Fleet, Link, LinkError, NotifyState, Secondary, Serves, client};
 use crate::records::ZoneRecord;
 use crate::state::serial_after;
 
@@ -174,6 +174,69 @@ impl Work {
     }
 }
 
+/// What one SOA probe changed that is worth saying.
+#[derive(Default)]
+struct Heard {
+    /// It serves the current serial now, this long after it fell behind.
+    caught_up: Option<u64>,
+    /// A new error.
+    failed: Option<String>,
+    /// It became unreachable, failing since then.
+    lost: Option<u64>,
+    /// It answers again, after failing since then.
+    back: Option<u64>,
+}
+
+/// Writes the probe's `result` (at `at_ms`; `current`: it serves our serial or later) into
+/// `link`.
+fn hear(
+    link: &mut Link,
+    result: &Result<u32, client::AskError>,
+    at_ms: u64,
+    current: bool,
+) -> Heard {
+    let mut heard = Heard::default();
+    match result {
+        Ok(serial) => {
+            if current && link.behind_since_ms.is_some() {
+                heard.caught_up = link
+                    .behind_since_ms
+                    .map(|since| at_ms.saturating_sub(since));
+            }
+            link.serves = Some(Serves {
+                serial: *serial,
+                at_ms,
+            });
+            if !link.reachable() {
+                heard.back = link.failing_since_ms;
+            }
+            link.failures = 0;
+            link.failing_since_ms = None;
+            if current {
+                link.behind_since_ms = None;
+                link.error = None;
+            } else {
+                link.behind_since_ms.get_or_insert(at_ms);
+            }
+        }
+        Err(e) => {
+            let message = format!("SOA query: {e}");
+            if link.error.as_ref().is_none_or(|e| e.message != message) {
+                heard.failed = Some(message.clone());
+            }
+            link.errors += 1;
+            link.error = Some(LinkError { message, at_ms });
+            // Being unreachable is not being behind: what it last served stands.
+            link.failing_since_ms.get_or_insert(at_ms);
+            link.failures = link.failures.saturating_add(1);
+            if link.failures == super::UNREACHABLE_AFTER {
+                heard.lost = link.failing_since_ms;
+            }
+        }
+    }
+    heard
+}
+
 /// Asks which serial the secondary serves, and schedules the next question.
 async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Work) {
     let now_s = fleet.clock.now_ms() / 1000;
@@ -190,9 +253,7 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
         .as_ref()
         .is_ok_and(|&s| s == work.serial || serial_after(s, work.serial));
     work.schedule_after_probe(current, result.is_ok(), secondary.fleet.check_interval);
-    let mut caught_up = None;
-    let mut failed = None;
-    let (mut lost, mut back) = (None, None);
+    let mut heard = Heard::default();
     let mut changed = false;
     secondary.update(zone, |link| {
         let before = (
@@ -200,44 +261,7 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
             link.error.clone().map(|e| e.message),
             link.reachable(),
         );
-        match &result {
-            Ok(serial) => {
-                if current && link.behind_since_ms.is_some() {
-                    caught_up = link
-                        .behind_since_ms
-                        .map(|since| at_ms.saturating_sub(since));
-                }
-                link.serves = Some(Serves {
-                    serial: *serial,
-                    at_ms,
-                });
-                if !link.reachable() {
-                    back = link.failing_since_ms;
-                }
-                link.failures = 0;
-                link.failing_since_ms = None;
-                if current {
-                    link.behind_since_ms = None;
-                    link.error = None;
-                } else {
-                    link.behind_since_ms.get_or_insert(at_ms);
-                }
-            }
-            Err(e) => {
-                let message = format!("SOA query: {e}");
-                if link.error.as_ref().is_none_or(|e| e.message != message) {
-                    failed = Some(message.clone());
-                }
-                link.errors += 1;
-                link.error = Some(LinkError { message, at_ms });
-                // Being unreachable is not being behind: what it last served stands.
-                link.failing_since_ms.get_or_insert(at_ms);
-                link.failures = link.failures.saturating_add(1);
-                if link.failures == super::UNREACHABLE_AFTER {
-                    lost = link.failing_since_ms;
-                }
-            }
-        }
+        heard = hear(link, &result, at_ms, current);
         changed = before
             != (
                 link.serves.map(|s| s.serial),
@@ -245,6 +269,12 @@ async fn probe(fleet: &Fleet, secondary: &Secondary, zone: &Name, work: &mut Wor
                 link.reachable(),
             );
     });
+    let Heard {
+        caught_up,
+        failed,
+        lost,
+        back,
+    } = heard;
     let name = &secondary.config.name;
     if let Some(after_ms) = caught_up {
         tracing::info!(secondary = %name, %zone, serial = work.serial, after_ms, "secondary serves the current serial");

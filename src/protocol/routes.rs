@@ -148,10 +148,74 @@ struct Empty {}
 
 /// The HTTP form of `request`.
 pub fn to_http(request: &Request) -> HttpRequest {
-    let service = |name: &str, what: &str| format!("/v1/services/{}{what}", encode(name));
     let (method, target, body, stream) = match request {
         Request::Version => ("GET", "/v1/version".to_string(), None, false),
         Request::Status { service: None } => ("GET", "/v1/services".into(), None, false),
+        Request::History {
+            service,
+            limit,
+            reads,
+        } => {
+            let mut query = Vec::new();
+            if let Some(service) = service {
+                query.push(format!("service={}", encode(service)));
+            }
+            if let Some(limit) = limit {
+                query.push(format!("limit={limit}"));
+            }
+            if *reads {
+                query.push("reads=true".into());
+            }
+            ("GET", with_query("/v1/history".into(), &query), None, false)
+        }
+        Request::Reload { force } => (
+            "POST",
+            "/v1/reload".into(),
+            json(&ReloadBody { force: *force }),
+            false,
+        ),
+        Request::Notify { secondary } => {
+            let body = NotifyBody {
+                secondary: secondary.clone(),
+            };
+            ("POST", "/v1/notify".into(), json(&body), false)
+        }
+        Request::LogLevel { filter } => {
+            let body = LogLevelBody {
+                filter: filter.clone(),
+            };
+            ("POST", "/v1/log-level".into(), json(&body), false)
+        }
+        about_a_service => service_to_http(about_a_service),
+    };
+    HttpRequest {
+        method,
+        target,
+        body,
+        stream,
+    }
+}
+
+/// The query of a stragglers report: the options `ctl stragglers` takes.
+fn stragglers_query(limit: Option<usize>, classes: &[ResolverClass], all: bool) -> Vec<String> {
+    let mut query = Vec::new();
+    if let Some(limit) = limit {
+        query.push(format!("limit={limit}"));
+    }
+    for class in classes {
+        query.push(format!("class={}", name_of(class)));
+    }
+    if all {
+        query.push("all=true".into());
+    }
+    query
+}
+
+/// The method, target, body and whether to stream of a request about one service (under
+/// `/v1/services/{name}`).
+fn service_to_http(request: &Request) -> (&'static str, String, Option<String>, bool) {
+    let service = |name: &str, what: &str| format!("/v1/services/{}{what}", encode(name));
+    match request {
         Request::Status {
             service: Some(name),
         } => ("GET", service(name, ""), None, false),
@@ -213,64 +277,16 @@ pub fn to_http(request: &Request) -> HttpRequest {
             classes,
             all,
         } => {
-            let mut query = Vec::new();
-            if let Some(limit) = limit {
-                query.push(format!("limit={limit}"));
-            }
-            for class in classes {
-                query.push(format!("class={}", name_of(class)));
-            }
-            if *all {
-                query.push("all=true".into());
-            }
-            (
-                "GET",
-                with_query(service(name, "/stragglers"), &query),
-                None,
-                false,
-            )
+            let query = stragglers_query(*limit, classes, *all);
+            let target = with_query(service(name, "/stragglers"), &query);
+            ("GET", target, None, false)
         }
-        Request::History {
-            service,
-            limit,
-            reads,
-        } => {
-            let mut query = Vec::new();
-            if let Some(service) = service {
-                query.push(format!("service={}", encode(service)));
-            }
-            if let Some(limit) = limit {
-                query.push(format!("limit={limit}"));
-            }
-            if *reads {
-                query.push("reads=true".into());
-            }
-            ("GET", with_query("/v1/history".into(), &query), None, false)
-        }
-        Request::Reload { force } => (
-            "POST",
-            "/v1/reload".into(),
-            json(&ReloadBody { force: *force }),
-            false,
-        ),
-        Request::Notify { secondary } => {
-            let body = NotifyBody {
-                secondary: secondary.clone(),
-            };
-            ("POST", "/v1/notify".into(), json(&body), false)
-        }
-        Request::LogLevel { filter } => {
-            let body = LogLevelBody {
-                filter: filter.clone(),
-            };
-            ("POST", "/v1/log-level".into(), json(&body), false)
-        }
-    };
-    HttpRequest {
-        method,
-        target,
-        body,
-        stream,
+        Request::Version
+        | Request::Status { service: None }
+        | Request::History { .. }
+        | Request::Reload { .. }
+        | Request::Notify { .. }
+        | Request::LogLevel { .. } => unreachable!("not about one service: see to_http"),
     }
 }
 
@@ -287,13 +303,7 @@ pub fn from_http(
 ) -> Result<Request, RouteError> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let query = Query::parse(query.unwrap_or(""))?;
-    let read = |allowed: &'static str| -> Result<(), RouteError> {
-        match method {
-            "GET" | "HEAD" if allowed == "GET" => Ok(()),
-            "POST" if allowed == "POST" => Ok(()),
-            _ => Err(RouteError::Method { allowed }),
-        }
-    };
+    let read = |allowed: &'static str| allow(method, allowed);
     let request = match segments.as_slice() {
         ["v1", "version"] => {
             read("GET")?;
@@ -310,72 +320,13 @@ pub fn from_http(
             }
         }
         ["v1", "services", name, what] => {
-            let name = service(name)?;
-            match *what {
-                "stragglers" => {
-                    read("GET")?;
-                    Request::Stragglers {
-                        service: name,
-                        limit: query.number("limit")?,
-                        classes: query.classes()?,
-                        all: query.flag("all")?,
-                    }
-                }
-                "events" => {
-                    read("GET")?;
-                    Request::Follow { service: name }
-                }
-                "prepare" | "cancel" | "approve" => {
-                    read("POST")?;
-                    let Empty {} = parse(body, json_body)?;
-                    match *what {
-                        "prepare" => Request::Prepare { service: name },
-                        "cancel" => Request::Cancel { service: name },
-                        _ => Request::Approve {
-                            service: name,
-                            wait: stream,
-                        },
-                    }
-                }
-                "flip" => {
-                    read("POST")?;
-                    let body: FlipBody = parse(body, json_body)?;
-                    let to = body.to.ok_or_else(|| {
-                        RouteError::Invalid("a flip needs the color: {\"to\": \"green\"}".into())
-                    })?;
-                    Request::Flip {
-                        service: name,
-                        to,
-                        now: body.now,
-                        force: body.force,
-                        wait: stream,
-                        wait_secondaries: !body.no_wait_secondaries,
-                    }
-                }
-                "rollback" => {
-                    read("POST")?;
-                    let body: RollbackBody = parse(body, json_body)?;
-                    Request::Rollback {
-                        service: name,
-                        force: body.force,
-                        wait: stream,
-                        wait_secondaries: !body.no_wait_secondaries,
-                    }
-                }
-                "addresses" => {
-                    read("POST")?;
-                    let body: AddressesBody = parse(body, json_body)?;
-                    Request::SetAddresses {
-                        service: name,
-                        color: body.color,
-                        addresses: body.addresses,
-                        force: body.force,
-                        check: body.check,
-                        wait_secondaries: !body.no_wait_secondaries,
-                    }
-                }
-                _ => return Err(RouteError::NotFound),
-            }
+            let asked = Asked {
+                method,
+                body,
+                json_body,
+                stream,
+            };
+            service_action(service(name)?, what, &query, asked)?
         }
         ["v1", "history"] => {
             read("GET")?;
@@ -404,6 +355,104 @@ pub fn from_http(
     };
     query.all_used()?;
     Ok(request)
+}
+
+/// What an HTTP request brought besides its path and query.
+struct Asked<'a> {
+    method: &'a str,
+    body: &'a [u8],
+    json_body: bool,
+    stream: bool,
+}
+
+/// Whether `method` may be used where `allowed` is (`HEAD` where `GET` is).
+fn allow(method: &str, allowed: &'static str) -> Result<(), RouteError> {
+    match method {
+        "GET" | "HEAD" if allowed == "GET" => Ok(()),
+        "POST" if allowed == "POST" => Ok(()),
+        _ => Err(RouteError::Method { allowed }),
+    }
+}
+
+/// The request at `/v1/services/{name}/{what}`.
+fn service_action(
+    name: String,
+    what: &str,
+    query: &Query,
+    asked: Asked<'_>,
+) -> Result<Request, RouteError> {
+    let Asked {
+        method,
+        body,
+        json_body,
+        stream,
+    } = asked;
+    let read = |allowed: &'static str| allow(method, allowed);
+    Ok(match what {
+        "stragglers" => {
+            read("GET")?;
+            Request::Stragglers {
+                service: name,
+                limit: query.number("limit")?,
+                classes: query.classes()?,
+                all: query.flag("all")?,
+            }
+        }
+        "events" => {
+            read("GET")?;
+            Request::Follow { service: name }
+        }
+        "prepare" | "cancel" | "approve" => {
+            read("POST")?;
+            let Empty {} = parse(body, json_body)?;
+            match what {
+                "prepare" => Request::Prepare { service: name },
+                "cancel" => Request::Cancel { service: name },
+                _ => Request::Approve {
+                    service: name,
+                    wait: stream,
+                },
+            }
+        }
+        "flip" => {
+            read("POST")?;
+            let body: FlipBody = parse(body, json_body)?;
+            let to = body.to.ok_or_else(|| {
+                RouteError::Invalid("a flip needs the color: {\"to\": \"green\"}".into())
+            })?;
+            Request::Flip {
+                service: name,
+                to,
+                now: body.now,
+                force: body.force,
+                wait: stream,
+                wait_secondaries: !body.no_wait_secondaries,
+            }
+        }
+        "rollback" => {
+            read("POST")?;
+            let body: RollbackBody = parse(body, json_body)?;
+            Request::Rollback {
+                service: name,
+                force: body.force,
+                wait: stream,
+                wait_secondaries: !body.no_wait_secondaries,
+            }
+        }
+        "addresses" => {
+            read("POST")?;
+            let body: AddressesBody = parse(body, json_body)?;
+            Request::SetAddresses {
+                service: name,
+                color: body.color,
+                addresses: body.addresses,
+                force: body.force,
+                check: body.check,
+                wait_secondaries: !body.no_wait_secondaries,
+            }
+        }
+        _ => return Err(RouteError::NotFound),
+    })
 }
 
 /// The index in [`ROUTES`] of the route `method` and `path` match (`HEAD` as `GET`), for

@@ -181,19 +181,11 @@ impl Snapshot {
             .iter()
             .map(|(k, &v)| (k.clone().into_boxed_slice(), v as u16))
             .collect();
-        let cuts = model
-            .cuts
-            .iter()
-            .map(|cut| {
-                let referral = renderer.relocatable_referral(cut);
-                (cut.clone().into_boxed_slice(), referral)
-            })
-            .collect();
         let base = Base {
             names,
             nodes,
             apexes,
-            cuts,
+            cuts: renderer.referrals(),
             by_name: catalog
                 .config
                 .services
@@ -526,6 +518,18 @@ impl<'a> Renderer<'a> {
             Box::default()
         };
         Node { answers, otherwise }
+    }
+
+    /// The referral of every delegation, for the names below it not in the data.
+    fn referrals(&self) -> HashMap<Box<[u8]>, Relocatable, super::NameHash> {
+        let cuts = self.model.cuts.iter();
+        cuts.map(|cut| {
+            (
+                cut.clone().into_boxed_slice(),
+                self.relocatable_referral(cut),
+            )
+        })
+        .collect()
     }
 
     /// The referral to the child zone at `cut`, for names below it not in the data.

@@ -457,69 +457,10 @@ fn spawn_control_plane(
         write_timeout: limits.admin_request_timeout,
         audit: audit.clone(),
     });
-    let api = (!api_listeners.is_empty()).then(|| {
-        let bounds = core.switch.catalog().config.api.bounds;
-        let limits = crate::http::Limits {
-            connections: bounds.connections,
-            per_source: bounds.connections_per_source,
-            head_size: bounds.head_size,
-            head_timeout: bounds.head_timeout,
-            body_size: bounds.body_size,
-            request_timeout: bounds.request_timeout,
-        };
-        let handler = crate::api::Api::new(context.clone(), bounds.followers);
-        (Arc::new(handler), limits)
-    });
-    if let Some((handler, limits)) = &api {
-        let switch = core.switch.clone();
-        let tls: crate::http::Tls = Arc::new(move || switch.catalog().api_tls.clone());
-        // The watch page on the API listener too; its data is the API's, behind `read`.
-        let site = Arc::new(crate::page::Site::before_api(handler.clone()));
-        for listener in api_listeners {
-            loops.spawn(
-                "the HTTPS API",
-                crate::http::serve(
-                    "api",
-                    listener,
-                    Some(tls.clone()),
-                    site.clone(),
-                    *limits,
-                    shutdown.clone(),
-                ),
-            );
-        }
-    }
+    let api = spawn_api(core, &context, api_listeners, loops, shutdown);
     if let Some(listener) = metrics {
-        let exporter = Exporter {
-            counters: core.counters.clone(),
-            records: core.switch.records().clone(),
-            ledger: core.ledger.clone(),
-            rrl: core.rrl.clone(),
-            fleet: core.fleet.clone(),
-            clock: core.clock.clone(),
-            ready: core.ready.clone(),
-            reloads: reloader.outcomes.clone(),
-            started_ms: core.clock.now_ms(),
-            switch: core.switch.clone(),
-            dnstap: core.dnstap.clone(),
-            audit_lost: audit.lost.clone(),
-            events_lost: core.cutovers.events_lost(),
-            api: api.as_ref().map(|(handler, _)| handler.counters()),
-        };
-        // The metrics listener serves the watch page too (read-only).
-        let endpoint = Arc::new(metrics::Endpoint(Arc::new(exporter)));
-        let site = Arc::new(crate::page::Site::new(context.clone(), endpoint));
-        loops.spawn(
-            "the metrics endpoint",
-            crate::http::serve(
-                "metrics endpoint",
-                listener,
-                None,
-                site,
-                metrics::limits(),
-                shutdown.clone(),
-            ),
-        );
+        let exporter = exporter(core, &reloader, &audit, api.as_deref());
+        spawn_metrics(exporter, &context, listener, loops, shutdown);
     }
     // Installed before `ready` is said: a SIGHUP right after it must reload, not kill.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
@@ -539,6 +480,96 @@ fn spawn_control_plane(
         ),
     );
     admin
+}
+
+/// The HTTPS API on each of `listeners`, with the watch page beside it. Returns its handler
+/// (for its counters), when there is a listener.
+fn spawn_api(
+    core: &Core,
+    context: &Arc<Context>,
+    listeners: Vec<TcpListener>,
+    loops: &mut Supervisor,
+    shutdown: &CancellationToken,
+) -> Option<Arc<crate::api::Api>> {
+    if listeners.is_empty() {
+        return None;
+    }
+    let bounds = core.switch.catalog().config.api.bounds;
+    let limits = crate::http::Limits {
+        connections: bounds.connections,
+        per_source: bounds.connections_per_source,
+        head_size: bounds.head_size,
+        head_timeout: bounds.head_timeout,
+        body_size: bounds.body_size,
+        request_timeout: bounds.request_timeout,
+    };
+    let handler = Arc::new(crate::api::Api::new(context.clone(), bounds.followers));
+    let switch = core.switch.clone();
+    let tls: crate::http::Tls = Arc::new(move || switch.catalog().api_tls.clone());
+    // The watch page on the API listener too; its data is the API's, behind `read`.
+    let site = Arc::new(crate::page::Site::before_api(handler.clone()));
+    for listener in listeners {
+        loops.spawn(
+            "the HTTPS API",
+            crate::http::serve(
+                "api",
+                listener,
+                Some(tls.clone()),
+                site.clone(),
+                limits,
+                shutdown.clone(),
+            ),
+        );
+    }
+    Some(handler)
+}
+
+/// What `/metrics` reads from.
+fn exporter(
+    core: &Core,
+    reloader: &Reloader,
+    audit: &crate::admin::audit::AuditLog,
+    api: Option<&crate::api::Api>,
+) -> Exporter {
+    Exporter {
+        counters: core.counters.clone(),
+        records: core.switch.records().clone(),
+        ledger: core.ledger.clone(),
+        rrl: core.rrl.clone(),
+        fleet: core.fleet.clone(),
+        clock: core.clock.clone(),
+        ready: core.ready.clone(),
+        reloads: reloader.outcomes.clone(),
+        started_ms: core.clock.now_ms(),
+        switch: core.switch.clone(),
+        dnstap: core.dnstap.clone(),
+        audit_lost: audit.lost.clone(),
+        events_lost: core.cutovers.events_lost(),
+        api: api.map(crate::api::Api::counters),
+    }
+}
+
+/// `/metrics`, the health endpoints and the read-only watch page on `listener`.
+fn spawn_metrics(
+    exporter: Exporter,
+    context: &Arc<Context>,
+    listener: TcpListener,
+    loops: &mut Supervisor,
+    shutdown: &CancellationToken,
+) {
+    let endpoint = Arc::new(metrics::Endpoint(Arc::new(exporter)));
+    let site = Arc::new(crate::page::Site::new(context.clone(), endpoint));
+    loops.spawn(
+        "the metrics endpoint",
+        crate::http::serve(
+            "metrics endpoint",
+            listener,
+            None,
+            site,
+            metrics::limits(),
+            shutdown.clone(),
+        ),
+    );
 }
 
 /// Lets the work in flight finish, until `deadline`.

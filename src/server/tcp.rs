@@ -113,21 +113,7 @@ async fn stream_transfer<W: AsyncWriteExt + Unpin>(
     let clock = path.handler.clock();
     let slot = path.transfers.take(peer.ip());
     if let Err(no_slot) = &slot {
-        path.counters.transfer(TransferResult::Busy);
-        if *no_slot == NoSlot::SourceBusy
-            && let Some(held_back) = SOURCE_BUSY.admit()
-        {
-            tracing::warn!(%peer, "zone transfer refused: this source already holds transfers_per_source transfers ({held_back} more since the last such line)");
-        }
-        let busy = transfer.busy(clock.now_ms() / 1000);
-        let write = async {
-            writer.write_u16(busy.len() as u16).await?;
-            writer.write_all(&busy).await
-        };
-        return timeout(limits.message_timeout, write)
-            .await
-            .map_err(|_| Closed::Timeout)?
-            .map_err(Closed::from);
+        return refuse_busy(transfer, peer, *no_slot, path, writer, limits).await;
     };
     let sent = transfer.sent();
     let started = std::time::Instant::now();
@@ -183,6 +169,33 @@ async fn stream_transfer<W: AsyncWriteExt + Unpin>(
             Err(Closed::Timeout)
         }
     }
+}
+
+/// Answers a transfer no slot is free for (all taken, or this source's share): SERVFAIL,
+/// counted, and said in the log at most once a second.
+async fn refuse_busy<W: AsyncWriteExt + Unpin>(
+    transfer: &Transfer,
+    peer: SocketAddr,
+    no_slot: NoSlot,
+    path: &QueryPath,
+    writer: &mut W,
+    limits: TcpLimits,
+) -> Result<(), Closed> {
+    path.counters.transfer(TransferResult::Busy);
+    if no_slot == NoSlot::SourceBusy
+        && let Some(held_back) = SOURCE_BUSY.admit()
+    {
+        tracing::warn!(%peer, "zone transfer refused: this source already holds transfers_per_source transfers ({held_back} more since the last such line)");
+    }
+    let busy = transfer.busy(path.handler.clock().now_ms() / 1000);
+    let write = async {
+        writer.write_u16(busy.len() as u16).await?;
+        writer.write_all(&busy).await
+    };
+    timeout(limits.message_timeout, write)
+        .await
+        .map_err(|_| Closed::Timeout)?
+        .map_err(Closed::from)
 }
 
 /// Transfers refused for a source's share are logged at most once a second.

@@ -12,7 +12,7 @@ use super::{Context, Peer, health, send};
 use crate::catalog::service_names;
 use crate::color::Color;
 use crate::cutover::{Action, Done};
-use crate::protocol::{AddressesReply, Progress, Reply, Request, Response};
+use crate::protocol::{AddressesReply, FleetConvergence, Progress, Reply, Request, Response};
 
 pub async fn run<W: AsyncWrite + Unpin>(
     context: &Context,
@@ -69,26 +69,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         None
     };
     if let Some(fleet) = fleet.as_ref().filter(|f| f.waited && !f.behind.is_empty()) {
-        let said = format!(
-            "set here only: {} secondar{} behind serial {} after the wait: {}",
-            fleet.behind.len(),
-            if fleet.behind.len() == 1 {
-                "y is"
-            } else {
-                "ies are"
-            },
-            fleet.serial,
-            fleet.behind.join("; ")
-        );
-        tracing::warn!(service, serial = fleet.serial, "{said}");
-        context.audit_event(
-            service,
-            Some(change),
-            peer.principal(),
-            "fleet",
-            said,
-            false,
-        );
+        set_here_only(context, peer, service, change, fleet);
     }
     let catalog = context.switch.catalog();
     let config = catalog.config.service(service);
@@ -112,6 +93,37 @@ pub async fn run<W: AsyncWrite + Unpin>(
         warnings: warnings(&done, color, addresses, &other),
     };
     send(context, out, &Reply::Ok(Response::Addresses(reply))).await
+}
+
+/// Says (log and audit) that the set stands here while some secondaries are still behind
+/// after the wait.
+fn set_here_only(
+    context: &Context,
+    peer: &Peer,
+    service: &str,
+    change: u64,
+    fleet: &FleetConvergence,
+) {
+    let said = format!(
+        "set here only: {} secondar{} behind serial {} after the wait: {}",
+        fleet.behind.len(),
+        if fleet.behind.len() == 1 {
+            "y is"
+        } else {
+            "ies are"
+        },
+        fleet.serial,
+        fleet.behind.join("; ")
+    );
+    tracing::warn!(service, serial = fleet.serial, "{said}");
+    context.audit_event(
+        service,
+        Some(change),
+        peer.principal(),
+        "fleet",
+        said,
+        false,
+    );
 }
 
 /// The audit's outcome: what was set, over what, and whether it was the live color.

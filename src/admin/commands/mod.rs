@@ -218,34 +218,16 @@ pub async fn carry_out<W: AsyncWrite + Unpin>(
             ref service,
             limit,
             reads,
-        } => {
-            // Up to twice `audit_file_size` is read: on a blocking thread, not the runtime's.
-            let (audit, service) = (context.audit.clone(), service.clone());
-            let limit = limit.unwrap_or(DEFAULT_HISTORY);
-            tokio::task::spawn_blocking(move || audit.read(service.as_deref(), limit, reads))
-                .await
-                .map(Response::History)
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Io,
-                        format!("reading the audit trail failed: {e}"),
-                    )
-                })
-        }
+        } => history(context, service.clone(), limit, reads).await,
         Request::Notify { ref secondary } => {
             let notified = notify::run(context, secondary.as_deref()).await;
-            let outcome = match &notified {
-                Ok(all) => all
-                    .iter()
-                    .map(|s| {
-                        let acked = s.zones.iter().filter(|z| z.acknowledged).count();
-                        format!("{}: {acked}/{} acknowledged", s.name, s.zones.len())
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                Err(e) => e.message.clone(),
-            };
-            context.audit(peer, &request, None, outcome, notified.is_ok());
+            context.audit(
+                peer,
+                &request,
+                None,
+                notify::outcome(&notified),
+                notified.is_ok(),
+            );
             notified.map(Response::Notified)
         }
         Request::SetAddresses { .. } => return addresses::run(context, peer, request, out).await,
@@ -257,6 +239,27 @@ pub async fn carry_out<W: AsyncWrite + Unpin>(
         | Request::Cancel { .. } => return cutover::run(context, peer, request, out).await,
     };
     send(context, out, &reply.map_or_else(Reply::Error, Reply::Ok)).await
+}
+
+/// The audit trail's latest `limit` entries (of `service`, with reads when `reads`).
+async fn history(
+    context: &Context,
+    service: Option<String>,
+    limit: Option<usize>,
+    reads: bool,
+) -> Result<Response, Error> {
+    // Up to twice `audit_file_size` is read: on a blocking thread, not the runtime's.
+    let audit = context.audit.clone();
+    let limit = limit.unwrap_or(DEFAULT_HISTORY);
+    tokio::task::spawn_blocking(move || audit.read(service.as_deref(), limit, reads))
+        .await
+        .map(Response::History)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("reading the audit trail failed: {e}"),
+            )
+        })
 }
 
 /// Entries `history` returns when no limit is given.

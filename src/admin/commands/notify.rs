@@ -41,3 +41,18 @@ fn secondary(notified: &Notified) -> NotifiedSecondary {
             .collect(),
     }
 }
+
+/// How a `notify` went, in one audit line: acknowledgements per secondary, or the error.
+pub fn outcome(notified: &Result<Vec<NotifiedSecondary>, Error>) -> String {
+    match notified {
+        Ok(all) => all
+            .iter()
+            .map(|s| {
+                let acked = s.zones.iter().filter(|z| z.acknowledged).count();
+                format!("{}: {acked}/{} acknowledged", s.name, s.zones.len())
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => e.message.clone(),
+    }
+}
