@@ -543,7 +543,8 @@ impl<'r, 'q> Reply<'r, 'q> {
     }
 
     /// A pre-rendered answer, trimmed to fit: first the additional section goes (no TC,
-    /// RFC 2181 section 9), then everything (TC set, the client retries over TCP).
+    /// RFC 2181 section 9) but for a referral's required glue (RFC 9471), then everything
+    /// (TC set, the client retries over TCP).
     ///
     /// A negative answer's SOA comes from `zones` now, with the serial being served; it
     /// ends the authority section (a negative answer has no additional records).
@@ -568,6 +569,7 @@ impl<'r, 'q> Reply<'r, 'q> {
         let soa_len = soa.map_or(0, |(zone, at)| zone.soa_len(at.pointer));
         let [an, ns, ar] = rendered.counts;
         let ns = ns + u16::from(soa.is_some());
+        let glue_end = rendered.additional_at as usize + usize::from(rendered.required_glue.len);
         let write_soa = |out: &mut Vec<u8>| {
             if let Some((zone, at)) = soa {
                 zone.write_soa(at.pointer, at.ttl, out);
@@ -578,9 +580,10 @@ impl<'r, 'q> Reply<'r, 'q> {
             copy(started.out, &rendered.records);
             write_soa(started.out);
             started.finish(rcode)
-        } else if head + rendered.additional_at + soa_len <= self.limit {
-            let started = self.start(rcode, aa, [1, an, ns, 0]);
-            copy(started.out, &rendered.records[..rendered.additional_at]);
+        } else if head + glue_end + soa_len <= self.limit {
+            // Without the additional section, but for the glue a referral must carry.
+            let started = self.start(rcode, aa, [1, an, ns, rendered.required_glue.count]);
+            copy(started.out, &rendered.records[..glue_end]);
             write_soa(started.out);
             started.finish(rcode)
         } else {

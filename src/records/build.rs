@@ -549,7 +549,16 @@ impl<'a> Renderer<'a> {
         for rdata in rdatas {
             tail.record(Section::Authority, &node.name, *ttl, rdata);
         }
-        self.glue(tail, ns, rdatas);
+        // The addresses of name servers inside the child zone first: without them a
+        // resolver cannot reach it, so they go whole or the answer is truncated (RFC 9471
+        // section 3); those of servers elsewhere in our zones may be left out.
+        let (inside, elsewhere): (Vec<RData>, Vec<RData>) = rdatas
+            .iter()
+            .cloned()
+            .partition(|r| matches!(r, RData::NS(ns) if node.name.zone_of(&ns.0)));
+        self.glue(tail, ns, &inside);
+        tail.require_glue_so_far();
+        self.glue(tail, ns, &elsewhere);
         tail.not_authoritative();
     }
 

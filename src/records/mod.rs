@@ -213,10 +213,22 @@ pub struct Rendered {
     /// serial then (so a new serial re-renders nothing).
     pub soa: Option<SoaAt>,
     /// Where the additional section starts in `records`: it may be dropped to fit a small
-    /// UDP payload without setting TC (RFC 2181 section 9).
-    pub additional_at: usize,
+    /// UDP payload without setting TC (RFC 2181 section 9), but for `required_glue`.
+    pub additional_at: u32,
+    /// The glue a referral must carry (RFC 9471 section 3: the addresses of name servers
+    /// inside the delegated zone), first in the additional section: if it does not fit,
+    /// the answer is truncated.
+    pub required_glue: RequiredGlue,
     /// Set when the answer comes from a service, for stats and the answer ledger.
     pub hit: Option<Hit>,
+}
+
+/// The first records of an additional section that must not be dropped: their length in
+/// octets and their count (both 0 for most answers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequiredGlue {
+    pub len: u16,
+    pub count: u16,
 }
 
 /// A service answer: which service, which color, through which name, with which TTL.

@@ -7,7 +7,7 @@
 use hickory_proto::rr::{Name, RData};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use super::{Hit, Rendered, SoaAt};
+use super::{Hit, Rendered, RequiredGlue, SoaAt};
 
 /// Message offsets above this cannot be the target of a compression pointer.
 const MAX_POINTER: usize = 0x3FFF;
@@ -23,6 +23,7 @@ pub struct Tail {
     additional_at: Option<usize>,
     soa: Option<SoaAt>,
     authoritative: bool,
+    required_glue: RequiredGlue,
     /// Where each compression pointer written sits in `out`, for a rendering that is
     /// moved behind a longer question ([`Tail::relocatable`]).
     pointers: Vec<u16>,
@@ -62,6 +63,7 @@ impl Tail {
             additional_at: None,
             soa: None,
             authoritative: true,
+            required_glue: RequiredGlue::default(),
             pointers: Vec::new(),
             max_pointer: MAX_POINTER,
         };
@@ -110,6 +112,16 @@ impl Tail {
         self.authoritative = false;
     }
 
+    /// The additional records written so far must all be sent, or none (TC set).
+    pub fn require_glue_so_far(&mut self) {
+        if let Some(at) = self.additional_at {
+            self.required_glue = RequiredGlue {
+                len: (self.out.len() - at) as u16,
+                count: self.counts[Section::Additional as usize],
+            };
+        }
+    }
+
     pub fn finish_relocatable(mut self, rcode: u8) -> Relocatable {
         let pointers = std::mem::take(&mut self.pointers).into_boxed_slice();
         Relocatable {
@@ -122,7 +134,8 @@ impl Tail {
         Rendered {
             rcode,
             authoritative: self.authoritative,
-            additional_at: self.additional_at.unwrap_or(self.out.len()),
+            additional_at: self.additional_at.unwrap_or(self.out.len()) as u32,
+            required_glue: self.required_glue,
             records: self.out.into_boxed_slice(),
             counts: self.counts,
             soa: self.soa,

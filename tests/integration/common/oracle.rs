@@ -121,6 +121,20 @@ pub fn zone(seed: u64) -> Zone {
     add("deep.deleg", Some(600), "NS ns.deep.deleg");
     add("ns.deep.deleg", None, "A 192.0.2.152");
     add("outside", None, "NS ns.example.org.");
+    // A delegation whose glue does not fit a 512-octet answer (RFC 9471).
+    for i in 0..8 {
+        add("big", None, &format!("NS name-server-{i}.big"));
+        add(
+            &format!("name-server-{i}.big"),
+            None,
+            &format!("A 192.0.2.{}", 160 + i),
+        );
+        add(
+            &format!("name-server-{i}.big"),
+            None,
+            &format!("AAAA 2001:db8::{}", 160 + i),
+        );
+    }
     add("into-child", None, "CNAME www.child");
     add("mx-child", None, "MX 10 ns2.child");
     add("MiXeD", None, "A 192.0.2.80");
@@ -199,6 +213,7 @@ pub fn zone(seed: u64) -> Zone {
         "x.ns1.child",
         "nope.deleg",
         "x.outside",
+        "www.big",
     ] {
         names.insert(absolute(missing));
     }
@@ -625,8 +640,8 @@ pub enum Verdict {
     /// flipdns answers as the references that agree (at least two); `dissent` names any
     /// reference that answered otherwise, and how.
     Agree { dissent: Option<String> },
-    /// No two references agree, or flipdns answers as one reference against the others:
-    /// excluded, with the differences.
+    /// No two references agree (and flipdns answers as NSD or Knot), or flipdns answers as
+    /// one reference against the others: excluded, with the differences.
     ReferencesDiffer(String),
     /// flipdns differs from references that agree.
     Differs(String),
@@ -656,7 +671,6 @@ pub fn judge(ours: SocketAddr, references: &[(&str, SocketAddr)], case: &Case, i
             best = group;
         }
     }
-    let ours = get(ours);
     let outside: Vec<usize> = (0..answers.len()).filter(|i| !best.contains(i)).collect();
     let names = |members: &[usize]| {
         members
@@ -665,7 +679,24 @@ pub fn judge(ours: SocketAddr, references: &[(&str, SocketAddr)], case: &Case, i
             .collect::<Vec<_>>()
             .join("+")
     };
+    let ours = get(ours);
     if best.len() < 2 {
+        // Which reference flipdns answers like: none is a failure, even here.
+        let like: Vec<&str> = answers
+            .iter()
+            .filter(|(_, a)| same(&ours, a))
+            .map(|(n, _)| *n)
+            .collect();
+        if !like.iter().any(|n| *n == "nsd" || *n == "knot") {
+            let theirs: Vec<String> = answers
+                .iter()
+                .map(|(n, a)| format!("{n}: {}", describe(&ours, a)))
+                .collect();
+            return Verdict::Differs(format!(
+                "the references differ, and flipdns answers like neither NSD nor Knot: {}",
+                theirs.join(" | ")
+            ));
+        }
         let pairs: Vec<String> = (1..answers.len())
             .map(|i| {
                 format!(
@@ -676,7 +707,11 @@ pub fn judge(ours: SocketAddr, references: &[(&str, SocketAddr)], case: &Case, i
                 )
             })
             .collect();
-        return Verdict::ReferencesDiffer(pairs.join(" | "));
+        return Verdict::ReferencesDiffer(format!(
+            "flipdns answers as {}; {}",
+            like.join("+"),
+            pairs.join(" | ")
+        ));
     }
     let majority = &answers[best[0]].1;
     if same(&ours, majority) {
