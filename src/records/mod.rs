@@ -4,6 +4,8 @@
 //! name and query type the answer, authority and additional records after the question,
 //! with names compressed against the question. Answering is a hash lookup and a copy; the
 //! SOA of a negative answer is written at query time, so a new serial changes no node. A
+//! name below a delegation that is not in the data gets the delegation's referral, its
+//! compression pointers moved behind the longer question. A
 //! change (a flip, a TTL change) builds a new snapshot and swaps it in with one atomic
 //! store, so a query sees either the old record set or the new one, never a mix. A new
 //! snapshot shares everything the change did not touch: the static part ([`Base`]: the name

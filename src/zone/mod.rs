@@ -35,7 +35,8 @@ impl StaticRecord {
 }
 
 /// The static content of one zone, validated: one SOA and at least one NS at the apex, every
-/// name inside the zone, no CNAME beside other data, uniform TTL per RRset.
+/// name inside the zone, no CNAME beside other data, uniform TTL per RRset, only NS and DS
+/// at a delegation and only glue addresses below it.
 #[derive(Debug, Clone)]
 pub struct Zone {
     /// Lowercase, fully qualified.
