@@ -314,7 +314,7 @@ impl Handler {
 
     /// Counts a service's answer, notes a long one for the drain deadline, and records it
     /// for the straggler ledger.
-    #[inline]
+    #[inline(always)]
     fn note_hit(
         &self,
         hit: Hit,
