@@ -109,6 +109,73 @@ fn names_outside_the_zones_are_refused_without_a_referral() {
     );
 }
 
+/// A delegation in the zone file: referrals with AA clear and the glue we hold, for the
+/// delegated name, names below it in the data and names that are not; DS stays ours; the
+/// glue inside the child goes whole or the referral is truncated (RFC 9471).
+#[test]
+fn a_delegation_is_answered_with_a_referral() {
+    let mut zone = crate::common::ZONE.to_string();
+    zone.push_str("child IN NS ns1.child\nchild IN NS ns.example.net.\nns1.child IN A 192.0.2.77\ninto IN CNAME host.child\n");
+    for i in 0..8 {
+        zone.push_str(&format!(
+            "big IN NS name-server-{i}.big\nname-server-{i}.big IN A 192.0.2.{}\nname-server-{i}.big IN AAAA 2001:db8::{}\n",
+            100 + i,
+            100 + i
+        ));
+    }
+    let server = Server::start_with(&Setup {
+        zone,
+        ..Setup::default()
+    });
+    let ns = ["ns.example.net.", "ns1.child.svc.example.com."];
+    // The delegation itself, glue below it, and (with pointers moved behind a question
+    // longer than the one the referral was rendered for) names that do not exist there.
+    for name in [
+        "child.svc.example.com",
+        "ns1.child.svc.example.com",
+        "a.very.long.name.below.the.child.svc.example.com",
+    ] {
+        for rtype in ["A", "NS", "TXT"] {
+            let out = server.dig(&["+norec", name, rtype]);
+            assert_eq!(out.status, "NOERROR", "{}", out.raw);
+            assert!(!out.has_flag("aa"), "a referral: {}", out.raw);
+            assert!(out.answer.is_empty(), "{}", out.raw);
+            assert_eq!(out.authority_data("NS"), ns, "{}", out.raw);
+            assert!(
+                out.authority
+                    .iter()
+                    .all(|r| r.name == "child.svc.example.com."),
+                "{}",
+                out.raw
+            );
+            assert_eq!(
+                out.additional_data("A"),
+                ["192.0.2.77"],
+                "the glue: {}",
+                out.raw
+            );
+        }
+    }
+    let ds = server.dig(&["child.svc.example.com", "DS"]);
+    assert!(ds.has_flag("aa") && ds.status == "NOERROR", "{}", ds.raw);
+    assert_eq!(ds.authority[0].rtype, "SOA", "{}", ds.raw);
+    // A CNAME into the child: the CNAME is ours (AA), the rest is the child's.
+    let www = server.dig(&["into.svc.example.com", "A"]);
+    assert!(www.has_flag("aa"), "{}", www.raw);
+    assert_eq!(www.data("CNAME"), ["host.child.svc.example.com."]);
+    assert_eq!(www.authority_data("NS"), ns, "{}", www.raw);
+    // Sixteen glue records do not fit 512 octets: TC, not a referral without them.
+    let small = server.dig(&["+bufsize=512", "+ignore", "x.big.svc.example.com", "A"]);
+    assert!(small.has_flag("tc"), "{}", small.raw);
+    let large = server.dig(&["+bufsize=1232", "x.big.svc.example.com", "A"]);
+    assert!(!large.has_flag("tc"), "{}", large.raw);
+    let glue = large.additional_data("A").len() + large.additional_data("AAAA").len();
+    assert_eq!(glue, 16, "{}", large.raw);
+    // Over TCP, the same referral whole.
+    let tcp = server.dig(&["+tcp", "x.big.svc.example.com", "A"]);
+    assert_eq!(tcp.authority_data("NS").len(), 8, "{}", tcp.raw);
+}
+
 #[test]
 fn the_same_answers_over_tcp() {
     let server = Server::start();

@@ -30,14 +30,17 @@ impl Dig {
 
     /// Data of the answer records of type `rtype`, sorted.
     pub fn data(&self, rtype: &str) -> Vec<String> {
-        let mut data: Vec<String> = self
-            .answer
-            .iter()
-            .filter(|r| r.rtype == rtype)
-            .map(|r| r.data.clone())
-            .collect();
-        data.sort();
-        data
+        sorted_data(&self.answer, rtype)
+    }
+
+    /// Data of the authority records of type `rtype`, sorted.
+    pub fn authority_data(&self, rtype: &str) -> Vec<String> {
+        sorted_data(&self.authority, rtype)
+    }
+
+    /// Data of the additional records of type `rtype`, sorted.
+    pub fn additional_data(&self, rtype: &str) -> Vec<String> {
+        sorted_data(&self.additional, rtype)
     }
 
     /// The SOA serial in the answer or authority section.
@@ -56,6 +59,17 @@ fn require_dig() {
             "`dig` is not installed: these tests query the server with it. Install it with `apt-get install -y dnsutils` (or run .ci/run)."
         );
     }
+}
+
+/// The data of the records of type `rtype` in `section`, sorted.
+fn sorted_data(section: &[Rr], rtype: &str) -> Vec<String> {
+    let mut data: Vec<String> = section
+        .iter()
+        .filter(|r| r.rtype == rtype)
+        .map(|r| r.data.clone())
+        .collect();
+    data.sort();
+    data
 }
 
 pub fn dig(port: u16, args: &[&str]) -> Dig {
