@@ -20,12 +20,17 @@ const ZONE: &str = include_str!("../zones/svc.example.com.zone");
 
 /// The example config and zone, parsed.
 pub fn catalog() -> Catalog {
+    catalog_with_zone_lines("")
+}
+
+/// The example, its zone file ending with `lines` (delegations, say).
+pub fn catalog_with_zone_lines(lines: &str) -> Catalog {
     let config = Config::parse(Path::new("zones/flipdns.toml"), CONFIG)
         .expect("the example config is valid");
     let zone = Zone::parse(
         &config.zones[0].origin,
         Path::new("zones/svc.example.com.zone"),
-        ZONE,
+        &format!("{ZONE}{lines}"),
     )
     .expect("the example zone is valid");
     Catalog {
@@ -39,7 +44,12 @@ pub fn catalog() -> Catalog {
 
 /// The example's records, every service steady on its configured color.
 pub fn records() -> Arc<Records> {
-    let catalog = Arc::new(catalog());
+    records_of(catalog())
+}
+
+/// The records of `catalog`, every service steady on its configured color.
+fn records_of(catalog: Catalog) -> Arc<Records> {
+    let catalog = Arc::new(catalog);
     let serial = catalog.zones[0].soa.serial;
     let serving = serving(&catalog, serial, |_, configured| configured);
     Arc::new(Records::new(Snapshot::build(&catalog, &serving)))
@@ -69,6 +79,12 @@ pub fn serving(catalog: &Catalog, serial: u32, live: impl Fn(usize, Color) -> Co
 /// A handler answering from the example, every service steady on its configured color.
 pub fn handler() -> Handler {
     Handler::new(records(), Arc::new(Counters::default()), Clock::System)
+}
+
+/// [`handler`], the zone file ending with `lines`.
+pub fn handler_with_zone_lines(lines: &str) -> Handler {
+    let records = records_of(catalog_with_zone_lines(lines));
+    Handler::new(records, Arc::new(Counters::default()), Clock::System)
 }
 
 /// A query for `name` (dotted, no trailing dot) of `qtype`, class IN, ID 0x1234, RD set.
