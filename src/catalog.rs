@@ -4,7 +4,7 @@
 //! collides with a service's names, and no zone hides names of another. It holds no live
 //! state (colors, serials); [`crate::records`] combines the two into a snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
@@ -265,17 +265,21 @@ impl Catalog {
                 )));
             }
         }
+        let services: HashSet<Name> = self
+            .config
+            .services
+            .iter()
+            .map(|s| s.fqdn.to_lowercase())
+            .collect();
         for zone in &self.zones {
-            let has_address = |name: &Name| {
-                zone.records
-                    .iter()
-                    .any(|r| &r.name == name && matches!(r.rdata, RData::A(_) | RData::AAAA(_)))
-                    || self
-                        .config
-                        .services
-                        .iter()
-                        .any(|s| s.fqdn.to_lowercase() == *name)
-            };
+            // Indexed once: a zone may delegate to thousands of name servers.
+            let addressed: HashSet<&Name> = zone
+                .records
+                .iter()
+                .filter(|r| matches!(r.rdata, RData::A(_) | RData::AAAA(_)))
+                .map(|r| &r.name)
+                .collect();
+            let has_address = |name: &Name| addressed.contains(name) || services.contains(name);
             for record in &zone.records {
                 let RData::NS(target) = &record.rdata else {
                     continue;

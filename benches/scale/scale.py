@@ -11,6 +11,9 @@ zone, then measures with the release binary:
   reload     `reload` on the admin socket (the config unchanged), median of the reloads
   rss        VmRSS after start, and after each of 10 reloads (first, last, max)
 
+With SCALE_DELEGATIONS=D the zone also delegates D names (d0 .. d(D-1)), each to a name
+server below it (with glue) and to ns1, so a large parent zone is measured too.
+
 Usage (from the repository root, after `cargo build --release`):
 
   benches/scale/scale.py                    # N = 100, 1000, 10000, 100000
@@ -41,8 +44,12 @@ ns1 IN A 192.0.2.53
 
 
 def write_config(directory, n):
+    delegations = int(os.environ.get("SCALE_DELEGATIONS", "0"))
     with open(os.path.join(directory, "svc.zone"), "w") as f:
         f.write(ZONE)
+        for i in range(delegations):
+            a, b = divmod(i, 250)
+            f.write(f"d{i} IN NS ns.d{i}\nd{i} IN NS ns1\nns.d{i} IN A 10.{a // 250}.{a % 250}.{b + 1}\n")
     lines = [
         "[server]",
         'listen = ["127.0.0.1:0"]',

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -77,7 +77,7 @@ pub struct StaticModel {
     services: HashMap<Vec<u8>, (u32, u8)>,
     apexes: HashMap<Vec<u8>, usize>,
     /// Delegations (NS below an apex), lowercase wire form.
-    cuts: Vec<Vec<u8>>,
+    cuts: HashSet<Vec<u8>>,
 }
 
 /// How one service is served at one moment: what renders its names.
@@ -271,7 +271,7 @@ impl StaticModel {
             nodes: HashMap::new(),
             services: HashMap::new(),
             apexes: HashMap::new(),
-            cuts: Vec::new(),
+            cuts: HashSet::new(),
         };
         for (index, config) in catalog.config.services.iter().enumerate() {
             for (which, name) in service_names(config).iter().enumerate() {
@@ -308,7 +308,7 @@ impl StaticModel {
     /// Marks every name at or below a delegation with it.
     fn delegate(&mut self, catalog: &Catalog) {
         for (index, zone) in catalog.zones.iter().enumerate() {
-            let cuts: Vec<Vec<u8>> = zone.delegations().into_iter().map(wire).collect();
+            let cuts: HashSet<Vec<u8>> = zone.delegations().into_iter().map(wire).collect();
             if cuts.is_empty() {
                 continue;
             }
@@ -569,7 +569,7 @@ impl<'a> Renderer<'a> {
         }
         let mut ancestor = name.clone();
         while !ancestor.is_root() {
-            if let Some(cut) = self.model.cuts.iter().find(|c| **c == wire(&ancestor)) {
+            if let Some(cut) = self.model.cuts.get(&wire(&ancestor)) {
                 return Some(cut);
             }
             ancestor = ancestor.base_name();
