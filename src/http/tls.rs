@@ -58,16 +58,7 @@ pub fn server_config(
 ) -> Result<Tls, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let shown = cert_file.display();
-    let text =
-        std::fs::read(cert_file).map_err(|e| format!("cannot read cert_file {shown}: {e}"))?;
-    let chain = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cert_file {shown} is not PEM: {e}"))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "cert_file {shown} holds no \"BEGIN CERTIFICATE\" block"
-        ));
-    }
+    let chain = crate::pem::read_certificates(cert_file, "cert_file")?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
         format!(
             "key_file {}: no private key could be read ({e}); expected PEM (PKCS#8, PKCS#1 or SEC1)",

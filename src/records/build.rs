@@ -510,6 +510,7 @@ impl<'a> Renderer<'a> {
     fn render_delegated(&self, key: &[u8], node: &ModelNode, cut: &[u8]) -> Node {
         let mut tail = Tail::new(key);
         self.referral(&mut tail, cut);
+        tail.not_authoritative();
         let otherwise = tail.finish(NOERROR, None);
         let answers = if key == cut {
             let ds = RecordType::DS.into();
@@ -536,12 +537,14 @@ impl<'a> Renderer<'a> {
     fn relocatable_referral(&self, cut: &[u8]) -> Relocatable {
         let mut tail = Tail::relocatable(cut);
         self.referral(&mut tail, cut);
+        tail.not_authoritative();
         tail.finish_relocatable(NOERROR)
     }
 
     /// Writes the delegation at `cut` into `tail`: its NS RRset in the authority section,
-    /// the addresses of its name servers that we hold (the glue) in the additional one,
-    /// AA cleared (RFC 1034 section 4.3.2, step 3b).
+    /// the addresses of its name servers that we hold (the glue) in the additional one
+    /// (RFC 1034 section 4.3.2, step 3b). A referral alone clears AA; after a CNAME of
+    /// ours it stays.
     fn referral(&self, tail: &mut Tail, cut: &[u8]) {
         let node = &self.model.nodes[cut];
         let ns = RecordType::NS.into();
@@ -552,14 +555,12 @@ impl<'a> Renderer<'a> {
         // The addresses of name servers inside the child zone first: without them a
         // resolver cannot reach it, so they go whole or the answer is truncated (RFC 9471
         // section 3); those of servers elsewhere in our zones may be left out.
-        let (inside, elsewhere): (Vec<RData>, Vec<RData>) = rdatas
+        let (inside, elsewhere): (Vec<&RData>, Vec<&RData>) = rdatas
             .iter()
-            .cloned()
             .partition(|r| matches!(r, RData::NS(ns) if node.name.zone_of(&ns.0)));
-        self.glue(tail, ns, &inside);
+        self.glue(tail, ns, inside);
         tail.require_glue_so_far();
-        self.glue(tail, ns, &elsewhere);
-        tail.not_authoritative();
+        self.glue(tail, ns, elsewhere);
     }
 
     /// The delegation covering `name`, which has no node of its own (not in the data).
@@ -609,20 +610,19 @@ impl<'a> Renderer<'a> {
                 unreachable!("a CNAME RRset holds CNAME data")
             };
             let target = target.0.clone();
-            let delegated = match self.get(&wire(&target)) {
+            let next = self.get(&wire(&target));
+            let delegated = match &next {
                 Some(next) => next.cut.clone(),
                 None => self.cut_covering(&target).map(<[u8]>::to_vec),
             };
             if let Some(cut) = delegated {
-                // The chain leaves our authority: the CNAMEs so far, and the referral to
-                // the zone that holds the rest (RFC 1034 section 4.3.2, step 3b); AA
-                // stays set, for the CNAMEs are ours.
+                // The chain leaves our authority: the CNAMEs so far (ours, so AA stays
+                // set), and the referral to the zone that holds the rest (RFC 1034 section
+                // 4.3.2, step 3b).
                 self.referral(&mut tail, &cut);
-                let mut rendered = tail.finish(NOERROR, hit);
-                rendered.authoritative = true;
-                return rendered;
+                return tail.finish(NOERROR, hit);
             }
-            match self.get(&wire(&target)) {
+            match next {
                 Some(next) => current = Cow::Owned(next.into_owned()),
                 None => {
                     // Outside our zones the resolver follows the CNAME itself; inside, the
@@ -642,7 +642,7 @@ impl<'a> Renderer<'a> {
     }
 
     /// Addresses of in-zone targets of NS, MX and SRV records, so resolvers need not ask.
-    fn glue(&self, tail: &mut Tail, rtype: u16, rdatas: &[RData]) {
+    fn glue<'r>(&self, tail: &mut Tail, rtype: u16, rdatas: impl IntoIterator<Item = &'r RData>) {
         if ![RecordType::NS, RecordType::MX, RecordType::SRV]
             .map(u16::from)
             .contains(&rtype)

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::secondaries::{KEY, SECRET, free_port, primary_config};
+use crate::common::secondaries::{KEY, SECRET, free_port, primary_dir};
 use crate::common::{Kind, Secondary, Server, Setup, dig};
 
 /// The zone with a refresh of a day: only NOTIFY can make a secondary follow quickly.
@@ -40,20 +40,6 @@ fn primary(secondaries: &[(&str, u16)], services: &str, extra: &str) -> Server {
         ..Setup::default()
     };
     Server::start_in(primary_dir(setup, secondaries, extra))
-}
-
-/// The primary's directory: `setup`, the key and `secondaries`, and a fixed port (the
-/// secondaries must find it again after a restart).
-fn primary_dir(setup: Setup, secondaries: &[(&str, u16)], extra: &str) -> tempfile::TempDir {
-    let dir = setup.write();
-    let tables = primary_config(dir.path(), secondaries);
-    let config = dir.path().join("flipdns.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = [\"127.0.0.1:0\"]",
-        &format!("listen = [\"127.0.0.1:{}\"]", free_port()),
-    );
-    std::fs::write(&config, format!("{text}\n{tables}\n{extra}\n")).unwrap();
-    dir
 }
 
 fn service(ttl: u32, cutover_ttl: u32) -> String {

@@ -349,6 +349,16 @@ pub fn streaming_primary(services: &str, secondaries: &[(&str, u16)]) -> crate::
         server: "metrics_listen = \"127.0.0.1:0\"\n".into(),
         extra: "[dnstap]\nlisten = [\"run/dnstap.sock\"]\nsocket_mode = \"0666\"\n".into(),
     };
+    crate::common::Server::start_in(primary_dir(setup, secondaries, ""))
+}
+
+/// The primary's directory: `setup`, the key and `secondaries`, and a fixed port (the
+/// secondaries must find it again after a restart).
+pub fn primary_dir(
+    setup: crate::common::Setup,
+    secondaries: &[(&str, u16)],
+    extra: &str,
+) -> TempDir {
     let dir = setup.write();
     let tables = primary_config(dir.path(), secondaries);
     let config = dir.path().join("flipdns.toml");
@@ -356,6 +366,6 @@ pub fn streaming_primary(services: &str, secondaries: &[(&str, u16)]) -> crate::
         "listen = [\"127.0.0.1:0\"]",
         &format!("listen = [\"127.0.0.1:{}\"]", free_port()),
     );
-    std::fs::write(&config, format!("{text}\n{tables}\n")).unwrap();
-    crate::common::Server::start_in(dir)
+    std::fs::write(&config, format!("{text}\n{tables}\n{extra}\n")).unwrap();
+    dir
 }
