@@ -236,13 +236,22 @@ function chart(container, { series, marks = [], tMin, tMax, yMax, yLabel, label,
   grouped.forEach((m) => {
     const at = x(m.t);
     root.append(svg("line", { class: `mark${m.future ? " future" : ""}`, x1: at, x2: at, y1: PAD.top - 4, y2: y(0) }));
-    const width = m.label.length * 6.2 + 6;
-    const end = at + 3 + width > W - PAD.right;
+    // Right of its line if it fits, else left of it; where neither side has room (a phone),
+    // cut on the roomier side, the whole label kept as its tooltip and in the events list.
+    const wide = (text) => text.length * 6.2 + 6;
+    const room = { right: W - PAD.right - at - 3, left: at - 3 - PAD.left };
+    let text = m.label;
+    const end = wide(text) > room.right && (wide(text) <= room.left || room.left > room.right);
+    const space = end ? room.left : room.right;
+    if (wide(text) > space) text = `${text.slice(0, Math.max(1, Math.floor((space - 6) / 6.2) - 1))}\u2026`;
+    const width = wide(text);
     const left = end ? at - 3 - width : at + 3;
     let row = rows.findIndex((right) => right < left);
     if (row < 0) row = rows.indexOf(Math.min(...rows));
     rows[row] = left + width;
-    root.append(svg("text", { class: "mark-label", x: end ? at - 3 : at + 3, y: PAD.top + 8 + row * 12, "text-anchor": end ? "end" : "start" }, m.label));
+    const label = svg("text", { class: "mark-label", x: end ? at - 3 : at + 3, y: PAD.top + 8 + row * 12, "text-anchor": end ? "end" : "start" }, text);
+    if (text !== m.label) label.append(svg("title", {}, m.label));
+    root.append(label);
   });
   container.replaceChildren(root);
   if (series.length > 1) {
@@ -366,12 +375,12 @@ function renderStragglers(report, now) {
     .filter((r) => r.class === "straggler" || r.class === "overdue")
     .slice(0, 10)
     .map((r) => el("tr", { "data-class": r.class },
-      el("td", { class: "addr" }, r.resolver, r.subnet ? ` (${r.subnet})` : ""),
-      el("td", { class: r.class === "straggler" ? "bad" : "warn" }, r.class),
-      el("td", {}, colorTag(r.color)),
-      el("td", {}, late(r)),
-      el("td", {}, r.interval_ms ? `every ${span(r.interval_ms)}${r.clamps ? " (clamps TTLs)" : ""}` : "\u2014"),
-      el("td", {}, (r.via || []).join(", ") || "\u2014")));
+      el("td", { class: "addr", "data-label": "Resolver" }, r.resolver, r.subnet ? ` (${r.subnet})` : ""),
+      el("td", { class: r.class === "straggler" ? "bad" : "warn", "data-label": "Class" }, r.class),
+      el("td", { "data-label": "Color held" }, colorTag(r.color)),
+      el("td", { "data-label": "Late by" }, late(r)),
+      el("td", { "data-label": "Rhythm" }, r.interval_ms ? `every ${span(r.interval_ms)}${r.clamps ? " (clamps TTLs)" : ""}` : "\u2014"),
+      el("td", { "data-label": "Via" }, (r.via || []).join(", ") || "\u2014")));
   body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No stragglers."))]));
 }
 
